@@ -1,0 +1,83 @@
+# l4lb: Octavia-style layer-4 load balancers as Kubernetes objects.
+# `make demo` and `make test` do all their set-up on a fresh machine.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+BIN ?= $(CURDIR)/bin
+CONTROLLER_GEN ?= $(BIN)/controller-gen
+STATICCHECK ?= $(BIN)/staticcheck
+HELM ?= $(BIN)/helm
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+STATICCHECK_VERSION ?= v0.8.2
+HELM_VERSION ?= v3.22.0
+export GOTOOLCHAIN := local
+
+.PHONY: all
+all: build
+
+##@ Development
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Regenerate deepcopy code.
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Regenerate CRDs and RBAC, in config/ and in the chart.
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=l4lb-manager paths=./controllers/... output:rbac:artifacts:config=config/rbac
+	mkdir -p charts/l4lb/crds
+	rm -f charts/l4lb/crds/*.yaml
+	cp config/crd/bases/*.yaml charts/l4lb/crds/
+
+.PHONY: fmt
+fmt: ## gofmt every Go file.
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: verify
+verify: manifests generate $(STATICCHECK) ## Fail when generated files, formatting, vet, lint or go.mod are not current.
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: run make fmt"; exit 1; }
+	go vet ./...
+	$(STATICCHECK) ./...
+	go mod tidy
+	@git diff --exit-code -- . || { echo "generated files or go.mod are stale: run make manifests generate, go mod tidy, and commit"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- config charts api)" || { git status --porcelain -- config charts api; echo "untracked generated files"; exit 1; }
+
+.PHONY: build
+build: ## Build the l4lb binary (controller manager and dataplane agent).
+	CGO_ENABLED=0 go build ./...
+
+##@ Test
+
+.PHONY: envtest
+envtest: ## Build (once, cached) a real kube-apiserver and etcd for tests.
+	@hack/envtest-assets.sh >/dev/null
+
+.PHONY: test
+test: envtest ## Run every test against a real API server.
+	hack/test.sh
+
+##@ Demo
+
+.PHONY: demo
+demo: envtest ## Start a local control plane, install the CRDs, apply the static samples.
+	hack/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Stop what make demo started.
+	hack/demo.sh down
+
+##@ Tools
+
+$(CONTROLLER_GEN):
+	GOBIN=$(BIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+
+$(STATICCHECK):
+	GOBIN=$(BIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+$(HELM):
+	GOBIN=$(BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+.PHONY: help
+help: ## Show the targets.
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*?##/ { printf "  %-12s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)

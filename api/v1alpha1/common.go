@@ -1,0 +1,64 @@
+package v1alpha1
+
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+// ProvisioningStatus is Octavia's provisioning_status: where the operator is in making the
+// object real.
+// +kubebuilder:validation:Enum=ACTIVE;PENDING_CREATE;PENDING_UPDATE;PENDING_DELETE;ERROR;DELETED
+type ProvisioningStatus string
+
+const (
+	ProvisioningActive        ProvisioningStatus = "ACTIVE"
+	ProvisioningPendingCreate ProvisioningStatus = "PENDING_CREATE"
+	ProvisioningPendingUpdate ProvisioningStatus = "PENDING_UPDATE"
+	ProvisioningPendingDelete ProvisioningStatus = "PENDING_DELETE"
+	ProvisioningError         ProvisioningStatus = "ERROR"
+	ProvisioningDeleted       ProvisioningStatus = "DELETED"
+)
+
+// OperatingStatus is Octavia's operating_status: how the object serves traffic.
+// +kubebuilder:validation:Enum=ONLINE;OFFLINE;DEGRADED;ERROR;DRAINING;NO_MONITOR
+type OperatingStatus string
+
+const (
+	OperatingOnline    OperatingStatus = "ONLINE"
+	OperatingOffline   OperatingStatus = "OFFLINE"
+	OperatingDegraded  OperatingStatus = "DEGRADED"
+	OperatingError     OperatingStatus = "ERROR"
+	OperatingDraining  OperatingStatus = "DRAINING"
+	OperatingNoMonitor OperatingStatus = "NO_MONITOR"
+)
+
+// ObjectReference names another l4lb object in the same namespace.
+type ObjectReference struct {
+	// name of the referenced object, in this object's namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// CommonStatus is the part of the status every l4lb kind shares: Octavia's two statuses and
+// the Kubernetes conditions that kstatus, kubectl wait, Argo CD and Flux read.
+type CommonStatus struct {
+	// provisioningStatus is Octavia's provisioning_status.
+	// +optional
+	ProvisioningStatus ProvisioningStatus `json:"provisioningStatus,omitempty"`
+
+	// operatingStatus is Octavia's operating_status, cascaded member -> pool -> listener ->
+	// load balancer.
+	// +optional
+	OperatingStatus OperatingStatus `json:"operatingStatus,omitempty"`
+
+	// observedGeneration is the metadata.generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Accepted, Programmed and Ready, plus per-concern ones.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+}

@@ -1,0 +1,48 @@
+package v1alpha1
+
+// Condition types. Every kind carries Accepted, Programmed and Ready; a LoadBalancer also
+// carries one condition per concern of its VIP.
+const (
+	// ConditionAccepted: the spec is valid and every reference resolves.
+	ConditionAccepted = "Accepted"
+	// ConditionProgrammed: the dataplane serves this generation.
+	ConditionProgrammed = "Programmed"
+	// ConditionReady summarises the others; it is what kubectl wait and GitOps tools read.
+	ConditionReady = "Ready"
+	// ConditionVIPAllocated: the VIP address (and, on OpenStack, its Neutron port) exists.
+	ConditionVIPAllocated = "VIPAllocated"
+	// ConditionFloatingIPAttached: the floating IP is associated with the VIP port.
+	ConditionFloatingIPAttached = "FloatingIPAttached"
+	// ConditionVIPAnnounced: one node holds the VIP and announces it.
+	ConditionVIPAnnounced = "VIPAnnounced"
+)
+
+// Condition reasons.
+const (
+	ReasonAccepted            = "Accepted"
+	ReasonInvalid             = "Invalid"
+	ReasonReferenceNotFound   = "ReferenceNotFound"
+	ReasonProtocolMismatch    = "ProtocolMismatch"
+	ReasonPortConflict        = "PortConflict"
+	ReasonDuplicate           = "Duplicate"
+	ReasonProgrammed          = "Programmed"
+	ReasonPending             = "Pending"
+	ReasonBindFailed          = "BindFailed"
+	ReasonReady               = "Ready"
+	ReasonNotReady            = "NotReady"
+	ReasonAdminDown           = "AdminDown"
+	ReasonDeleting            = "Deleting"
+	ReasonAllocated           = "Allocated"
+	ReasonAllocationFailed    = "AllocationFailed"
+	ReasonAddressInUse        = "AddressInUse"
+	ReasonAttached            = "Attached"
+	ReasonAttachFailed        = "AttachFailed"
+	ReasonNotRequested        = "NotRequested"
+	ReasonAnnounced           = "Announced"
+	ReasonNoHolder            = "NoHolder"
+	ReasonProviderUnavailable = "ProviderUnavailable"
+)
+
+// Finalizer is put on every l4lb object so the operator releases what it made (VIPs,
+// floating IPs, dataplane state) before the object goes.
+const Finalizer = "lb.l4lb.io/finalizer"

@@ -1,0 +1,166 @@
+package v1alpha1
+
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+// Provider names the VIP provider that allocates a load balancer's address.
+// +kubebuilder:validation:Enum=openstack;static
+type Provider string
+
+const (
+	// ProviderOpenStack allocates the VIP as a Neutron port and attaches floating IPs.
+	ProviderOpenStack Provider = "openstack"
+	// ProviderStatic uses spec.vip.address, or an address from the controller's ranges.
+	ProviderStatic Provider = "static"
+)
+
+// ReclaimPolicy says what happens to a floating IP when its load balancer goes.
+// +kubebuilder:validation:Enum=Delete;Retain
+type ReclaimPolicy string
+
+const (
+	ReclaimDelete ReclaimPolicy = "Delete"
+	ReclaimRetain ReclaimPolicy = "Retain"
+)
+
+// LoadBalancerSpec is Octavia's load balancer: a VIP and, optionally, a floating IP on it.
+// +kubebuilder:validation:XValidation:rule="!has(self.provider) || self.provider != 'openstack' || (has(self.vip) && (has(self.vip.subnet) || has(self.vip.network) || has(self.vip.port)))",message="vip.subnet, vip.network or vip.port is required with provider openstack",fieldPath=".vip"
+// +kubebuilder:validation:XValidation:rule="!has(self.provider) || self.provider != 'static' || !has(self.floatingIP)",message="floatingIP needs provider openstack",fieldPath=".floatingIP"
+type LoadBalancerSpec struct {
+	// description is free text, like Octavia's.
+	// +optional
+	// +kubebuilder:validation:MaxLength=255
+	Description string `json:"description,omitempty"`
+
+	// adminStateUp false stops every listener of this load balancer; its operatingStatus
+	// becomes OFFLINE.
+	// +optional
+	// +kubebuilder:default=true
+	AdminStateUp *bool `json:"adminStateUp,omitempty"`
+
+	// provider allocates the VIP: openstack (a Neutron port) or static (an address given or
+	// taken from the controller's ranges). Empty means the controller's default.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="provider is immutable"
+	Provider Provider `json:"provider,omitempty"`
+
+	// vip says where the virtual IP lives. It cannot change after creation.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="vip is immutable"
+	VIP *VIP `json:"vip,omitempty"`
+
+	// floatingIP attaches a floating IP to the VIP port. Absent: no floating IP.
+	// +optional
+	FloatingIP *FloatingIP `json:"floatingIP,omitempty"`
+}
+
+// VIP is where a load balancer's virtual IP is allocated.
+// +kubebuilder:validation:XValidation:rule="[has(self.subnet), has(self.network), has(self.port)].filter(x, x).size() <= 1",message="set only one of subnet, network and port"
+type VIP struct {
+	// subnet is the Neutron subnet, by name or ID, the VIP port is created on.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	Subnet string `json:"subnet,omitempty"`
+
+	// network is the Neutron network, by name or ID; the subnet is chosen IPv4 first.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	Network string `json:"network,omitempty"`
+
+	// port is an existing Neutron port, by ID, to adopt as the VIP port.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	Port string `json:"port,omitempty"`
+
+	// address asks for this IP address (IPv4 or IPv6). With provider static it is the VIP.
+	// +optional
+	// +kubebuilder:validation:MaxLength=45
+	// +kubebuilder:validation:XValidation:rule="isIP(self)",message="address must be an IPv4 or IPv6 address"
+	Address string `json:"address,omitempty"`
+}
+
+// FloatingIP is a floating IP associated with the VIP port.
+// +kubebuilder:validation:XValidation:rule="has(self.network) || has(self.address)",message="floatingIP needs network or address"
+type FloatingIP struct {
+	// network is the external Neutron network, by name or ID, to create the floating IP on.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	Network string `json:"network,omitempty"`
+
+	// address adopts an existing floating IP instead of creating one.
+	// +optional
+	// +kubebuilder:validation:MaxLength=45
+	// +kubebuilder:validation:XValidation:rule="isIP(self)",message="address must be an IPv4 or IPv6 address"
+	Address string `json:"address,omitempty"`
+
+	// reclaimPolicy Delete releases a floating IP the operator created when the load balancer
+	// goes; Retain only disassociates it. Adopted floating IPs are never deleted.
+	// +optional
+	// +kubebuilder:default=Delete
+	ReclaimPolicy ReclaimPolicy `json:"reclaimPolicy,omitempty"`
+}
+
+// LoadBalancerStatus is what the operator and the dataplane report.
+type LoadBalancerStatus struct {
+	CommonStatus `json:",inline"`
+
+	// vipAddress is the allocated virtual IP.
+	// +optional
+	VIPAddress string `json:"vipAddress,omitempty"`
+
+	// vipPortID is the Neutron port holding the VIP (provider openstack).
+	// +optional
+	VIPPortID string `json:"vipPortID,omitempty"`
+
+	// floatingIPAddress is the floating IP associated with the VIP.
+	// +optional
+	FloatingIPAddress string `json:"floatingIPAddress,omitempty"`
+
+	// floatingIPID is the Neutron ID of that floating IP.
+	// +optional
+	FloatingIPID string `json:"floatingIPID,omitempty"`
+
+	// holder is the node that answers for the VIP.
+	// +optional
+	Holder string `json:"holder,omitempty"`
+
+	// listeners is the number of listeners attached to this load balancer.
+	// +optional
+	Listeners int32 `json:"listeners,omitempty"`
+}
+
+// LoadBalancer is an Octavia-style layer-4 load balancer: a virtual IP, served by the l4lb
+// dataplane, optionally reachable through an OpenStack floating IP.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=lb,categories=l4lb
+// +kubebuilder:printcolumn:name="VIP",type=string,JSONPath=`.status.vipAddress`
+// +kubebuilder:printcolumn:name="Floating-IP",type=string,JSONPath=`.status.floatingIPAddress`
+// +kubebuilder:printcolumn:name="Provisioning",type=string,JSONPath=`.status.provisioningStatus`
+// +kubebuilder:printcolumn:name="Operating",type=string,JSONPath=`.status.operatingStatus`
+// +kubebuilder:printcolumn:name="Holder",type=string,JSONPath=`.status.holder`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type LoadBalancer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +optional
+	Spec LoadBalancerSpec `json:"spec,omitempty"`
+	// +optional
+	Status LoadBalancerStatus `json:"status,omitempty"`
+}
+
+// LoadBalancerList is a list of LoadBalancers.
+// +kubebuilder:object:root=true
+type LoadBalancerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []LoadBalancer `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&LoadBalancer{}, &LoadBalancerList{})
+}
