@@ -5,17 +5,30 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 var (
 	// GroupVersion is the group and version of every l4lb object.
 	GroupVersion = schema.GroupVersion{Group: "lb.l4lb.io", Version: "v1alpha1"}
 
-	// SchemeBuilder registers the l4lb types with a runtime.Scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	// SchemeBuilder registers the l4lb types with a runtime.Scheme. It uses apimachinery only,
+	// so the API package stays cheap to import.
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme adds the l4lb types to a scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
+
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion,
+		&LoadBalancer{}, &LoadBalancerList{},
+		&Listener{}, &ListenerList{},
+		&Pool{}, &PoolList{},
+		&HealthMonitor{}, &HealthMonitorList{},
+	)
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
+}

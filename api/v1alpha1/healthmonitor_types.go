@@ -137,7 +137,3 @@ type HealthMonitorList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []HealthMonitor `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&HealthMonitor{}, &HealthMonitorList{})
-}

@@ -160,7 +160,3 @@ type LoadBalancerList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []LoadBalancer `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&LoadBalancer{}, &LoadBalancerList{})
-}

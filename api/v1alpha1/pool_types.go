@@ -192,7 +192,3 @@ type PoolList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []Pool `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&Pool{}, &PoolList{})
-}
