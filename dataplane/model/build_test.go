@@ -1,0 +1,157 @@
+package model
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+)
+
+func meta(name string, age int) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Namespace: "ns", Name: name, CreationTimestamp: metav1.NewTime(time.Unix(int64(1000+age), 0))}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func seed() Objects {
+	return Objects{
+		LoadBalancers: []lbv1.LoadBalancer{{ObjectMeta: meta("lb", 0), Status: lbv1.LoadBalancerStatus{VIPAddress: "127.0.10.1"}}},
+		Listeners: []lbv1.Listener{
+			{ObjectMeta: meta("l80", 1), Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "lb"}, Protocol: "TCP", ProtocolPort: 80}},
+		},
+		Pools: []lbv1.Pool{{ObjectMeta: meta("p80", 2), Spec: lbv1.PoolSpec{
+			ListenerRef: lbv1.ObjectReference{Name: "l80"}, Protocol: "TCP", LBAlgorithm: "ROUND_ROBIN",
+			Members: []lbv1.Member{
+				{Name: "b", Address: "127.0.0.12", ProtocolPort: 8080, MonitorPort: ptr(int32(9000))},
+				{Name: "a", Address: "127.0.0.11", ProtocolPort: 8080, Weight: ptr(int32(3))},
+			}}}},
+		Monitors: []lbv1.HealthMonitor{{ObjectMeta: meta("hm", 3), Spec: lbv1.HealthMonitorSpec{
+			PoolRef: lbv1.ObjectReference{Name: "p80"}, Type: "HTTP", Delay: metav1.Duration{Duration: time.Minute},
+			Timeout: metav1.Duration{Duration: 20 * time.Second}, MaxRetries: 2, URLPath: "/health"}}},
+	}
+}
+
+func TestBuildSeed(t *testing.T) {
+	res := Build(seed())
+	if len(res.Problems) != 0 {
+		t.Fatalf("problems: %v", res.Problems)
+	}
+	if len(res.Model.Listeners) != 1 {
+		t.Fatalf("listeners: %+v", res.Model.Listeners)
+	}
+	l := res.Model.Listeners[0]
+	if l.Address != netip.MustParseAddrPort("127.0.10.1:80") || l.ConnectionLimit != DefaultConnectionLimit ||
+		l.TimeoutClientData != 50*time.Second || l.TimeoutMemberConnect != 5*time.Second || l.LoadBalancer != "ns/lb" {
+		t.Fatalf("listener: %+v", l)
+	}
+	p := l.Pool
+	if p == nil || len(p.Members) != 2 || p.Members[0].Name != "a" || p.Members[0].Weight != 3 || p.Members[1].Weight != 1 {
+		t.Fatalf("pool: %+v", p)
+	}
+	if p.Members[1].MonitorAddress != netip.MustParseAddrPort("127.0.0.12:9000") || p.Members[0].MonitorAddress != p.Members[0].Address {
+		t.Fatalf("monitor addresses: %+v", p.Members)
+	}
+	m := p.Monitor
+	if m == nil || m.Rise != 2 || m.Fall != 3 || m.HTTPMethod != "GET" || m.HTTPVersion != "1.0" || !m.ExpectedCodes.Match(200) || m.ExpectedCodes.Match(201) {
+		t.Fatalf("monitor: %+v", m)
+	}
+}
+
+func TestBuildProblemsLeaveTheRestServing(t *testing.T) {
+	cases := []struct {
+		name    string
+		mutate  func(*Objects)
+		ref     Ref
+		reason  string
+		serving int // listeners still in the model
+	}{
+		{"listener without load balancer", func(o *Objects) {
+			o.Listeners = append(o.Listeners, lbv1.Listener{ObjectMeta: meta("lx", 5), Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "nope"}, Protocol: "TCP", ProtocolPort: 81}})
+		}, Ref{"Listener", "ns", "lx"}, lbv1.ReasonReferenceNotFound, 1},
+		{"port already used", func(o *Objects) {
+			o.Listeners = append(o.Listeners, lbv1.Listener{ObjectMeta: meta("dup", 5), Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "lb"}, Protocol: "TCP", ProtocolPort: 80}})
+		}, Ref{"Listener", "ns", "dup"}, lbv1.ReasonPortConflict, 1},
+		{"same port other protocol is fine", func(o *Objects) {
+			o.Listeners = append(o.Listeners, lbv1.Listener{ObjectMeta: meta("udp", 5), Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "lb"}, Protocol: "UDP", ProtocolPort: 80}})
+		}, Ref{}, "", 2},
+		{"udp pool on tcp listener", func(o *Objects) { o.Pools[0].Spec.Protocol = "UDP" }, Ref{"Pool", "ns", "p80"}, lbv1.ReasonProtocolMismatch, 1},
+		{"second pool on a listener", func(o *Objects) {
+			p := o.Pools[0]
+			p.ObjectMeta = meta("p2", 9)
+			o.Pools = append(o.Pools, p)
+		}, Ref{"Pool", "ns", "p2"}, lbv1.ReasonDuplicate, 1},
+		{"udp-connect on tcp pool", func(o *Objects) { o.Monitors[0].Spec.Type = "UDP-CONNECT" }, Ref{"HealthMonitor", "ns", "hm"}, lbv1.ReasonProtocolMismatch, 1},
+		{"monitor without pool", func(o *Objects) { o.Monitors[0].Spec.PoolRef.Name = "gone" }, Ref{"HealthMonitor", "ns", "hm"}, lbv1.ReasonReferenceNotFound, 1},
+		{"backwards code range", func(o *Objects) { o.Monitors[0].Spec.ExpectedCodes = "204-200" }, Ref{"HealthMonitor", "ns", "hm"}, lbv1.ReasonInvalid, 1},
+		{"load balancer without vip yet", func(o *Objects) { o.LoadBalancers[0].Status.VIPAddress = "" }, Ref{}, "", 0},
+		{"load balancer admin down", func(o *Objects) { o.LoadBalancers[0].Spec.AdminStateUp = ptr(false) }, Ref{}, "", 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := seed()
+			tc.mutate(&o)
+			res := Build(o)
+			if tc.reason == "" && len(res.Problems) != 0 {
+				t.Fatalf("unexpected problems %v", res.Problems)
+			}
+			if tc.reason != "" {
+				if got := res.Problems[tc.ref]; got.Reason != tc.reason || got.Message == "" {
+					t.Fatalf("problem of %v = %+v, want %s; all: %v", tc.ref, got, tc.reason, res.Problems)
+				}
+				for ref, p := range res.Problems {
+					if ref != tc.ref && p.Message != fmt.Sprintf("%s %q is not accepted", tc.ref.Kind, tc.ref.Name) {
+						t.Fatalf("one bad object spread: %v", res.Problems)
+					}
+				}
+			}
+			if len(res.Model.Listeners) != tc.serving {
+				t.Fatalf("serving %d listeners, want %d", len(res.Model.Listeners), tc.serving)
+			}
+		})
+	}
+}
+
+func TestAdminDownPoolAndMonitor(t *testing.T) {
+	o := seed()
+	o.Monitors[0].Spec.AdminStateUp = ptr(false)
+	if p := Build(o).Model.Listeners[0].Pool; p == nil || p.Monitor != nil {
+		t.Fatalf("disabled monitor still checks: %+v", p)
+	}
+	o.Pools[0].Spec.AdminStateUp = ptr(false)
+	if l := Build(o).Model.Listeners[0]; l.Pool != nil {
+		t.Fatalf("disabled pool still serves")
+	}
+}
+
+func TestPersistenceGranularity(t *testing.T) {
+	o := seed()
+	o.Pools[0].Spec.SessionPersistence = &lbv1.SessionPersistence{Type: "SOURCE_IP", PersistenceGranularity: "255.255.255.0"}
+	p := Build(o).Model.Listeners[0].Pool
+	if p.Persistence == nil || p.Persistence.Bits != 24 || p.Persistence.Timeout != 360*time.Second {
+		t.Fatalf("persistence %+v", p.Persistence)
+	}
+	o.Pools[0].Spec.SessionPersistence.PersistenceGranularity = "255.0.255.0"
+	if r := Build(o); r.Problems[Ref{"Pool", "ns", "p80"}].Reason != lbv1.ReasonInvalid {
+		t.Fatalf("non-contiguous mask accepted: %v", r.Problems)
+	}
+}
+
+func TestAllowed(t *testing.T) {
+	cidrs, err := ParseCIDRs([]string{"127.0.0.1/32", "2001:db8::/32"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Listener{AllowedCIDRs: cidrs}
+	for addr, want := range map[string]bool{"127.0.0.1": true, "127.0.0.2": false, "::ffff:127.0.0.1": true, "2001:db8::5": true, "2001:db9::5": false} {
+		if got := l.Allowed(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("Allowed(%s) = %v", addr, got)
+		}
+	}
+	if !(&Listener{}).Allowed(netip.MustParseAddr("198.51.100.1")) {
+		t.Error("an empty list must allow every source")
+	}
+}

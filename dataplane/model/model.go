@@ -1,0 +1,141 @@
+// Package model is the one description of what the dataplane serves, built from the l4lb
+// objects. It is pure (no I/O, no clients): the controller uses it to validate and report
+// conditions, the dataplane agent and the standalone mode use it to program the proxy, so all
+// three agree on what a set of objects means.
+package model
+
+import (
+	"net/netip"
+	"time"
+)
+
+// DefaultConnectionLimit is what connectionLimit -1 means, as on Octavia's amphora.
+const DefaultConnectionLimit = 50000
+
+// Protocol is a listener's protocol.
+type Protocol string
+
+const (
+	TCP Protocol = "TCP"
+	UDP Protocol = "UDP"
+)
+
+// Model is everything one dataplane serves.
+type Model struct {
+	// Listeners, sorted by Key.
+	Listeners []Listener
+}
+
+// Listener is an address and port served with one pool.
+type Listener struct {
+	Key          string // namespace/name of the Listener object
+	LoadBalancer string // namespace/name of its LoadBalancer
+	Protocol     Protocol
+	Address      netip.AddrPort // the VIP and protocolPort
+
+	// ConnectionLimit is the resolved limit (-1 is already DefaultConnectionLimit).
+	ConnectionLimit      int
+	TimeoutClientData    time.Duration
+	TimeoutMemberConnect time.Duration
+	TimeoutMemberData    time.Duration
+	TimeoutTCPInspect    time.Duration
+	// AllowedCIDRs, when not empty, are the only sources let in.
+	AllowedCIDRs []netip.Prefix
+
+	// Pool is nil when no usable pool is attached: connections are then refused.
+	Pool *Pool
+}
+
+// Allowed reports whether a client address may connect.
+func (l *Listener) Allowed(a netip.Addr) bool {
+	if len(l.AllowedCIDRs) == 0 {
+		return true
+	}
+	a = a.Unmap()
+	for _, p := range l.AllowedCIDRs {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// PoolProtocol is how the dataplane talks to members.
+type PoolProtocol string
+
+const (
+	PoolTCP     PoolProtocol = "TCP"
+	PoolUDP     PoolProtocol = "UDP"
+	PoolPROXY   PoolProtocol = "PROXY"
+	PoolPROXYV2 PoolProtocol = "PROXYV2"
+)
+
+// Algorithm chooses a member for a new connection.
+type Algorithm string
+
+const (
+	RoundRobin       Algorithm = "ROUND_ROBIN"
+	LeastConnections Algorithm = "LEAST_CONNECTIONS"
+	SourceIP         Algorithm = "SOURCE_IP"
+	SourceIPPort     Algorithm = "SOURCE_IP_PORT"
+)
+
+// Pool is the members behind a listener.
+type Pool struct {
+	Key         string // namespace/name of the Pool object
+	Protocol    PoolProtocol
+	Algorithm   Algorithm
+	Persistence *Persistence
+	// Members sorted by Name; members with adminStateUp false are kept (they report OFFLINE)
+	// but never chosen.
+	Members []Member
+	// Monitor is nil without a (enabled) health monitor: members are then NO_MONITOR and
+	// always eligible.
+	Monitor *Monitor
+}
+
+// Persistence is SOURCE_IP session persistence.
+type Persistence struct {
+	Timeout time.Duration
+	// Bits is the prefix length of the persistenceGranularity netmask.
+	Bits int
+}
+
+// Member is one back-end.
+type Member struct {
+	Name         string
+	Address      netip.AddrPort
+	Weight       int // 0-256; 0 drains
+	Backup       bool
+	AdminStateUp bool
+	// MonitorAddress is where checks go: monitorAddress/monitorPort or Address.
+	MonitorAddress netip.AddrPort
+}
+
+// MonitorType is how members are checked.
+type MonitorType string
+
+const (
+	MonitorTCP        MonitorType = "TCP"
+	MonitorHTTP       MonitorType = "HTTP"
+	MonitorHTTPS      MonitorType = "HTTPS"
+	MonitorTLSHello   MonitorType = "TLS-HELLO"
+	MonitorUDPConnect MonitorType = "UDP-CONNECT"
+	MonitorPing       MonitorType = "PING"
+)
+
+// Monitor is a pool's health monitor.
+type Monitor struct {
+	Type    MonitorType
+	Delay   time.Duration
+	Timeout time.Duration
+	// Rise is maxRetries: consecutive successes before a member is up.
+	Rise int
+	// Fall is maxRetriesDown: consecutive failures before a member is down.
+	Fall          int
+	HTTPMethod    string
+	URLPath       string
+	ExpectedCodes Codes
+	HTTPVersion   string
+	DomainName    string
+}
