@@ -1,0 +1,532 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/l4lb/l4lb/dataplane/health"
+	"github.com/l4lb/l4lb/dataplane/model"
+)
+
+// backend is a real TCP server on loopback that answers each connection with its name.
+type backend struct {
+	name string
+	ln   net.Listener
+	addr netip.AddrPort
+	hits atomic.Int64
+}
+
+func newBackend(t *testing.T, name string) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{name: name, ln: ln, addr: ln.Addr().(*net.TCPAddr).AddrPort()}
+	go b.serve(ln)
+	t.Cleanup(func() { ln.Close() })
+	return b
+}
+
+func (b *backend) serve(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		b.hits.Add(1)
+		go func() {
+			defer c.Close()
+			c.Write([]byte(b.name))
+		}()
+	}
+}
+
+// restart listens again on the same address after stop.
+func (b *backend) restart(t *testing.T) {
+	t.Helper()
+	ln, err := net.Listen("tcp", b.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.ln = ln
+	go b.serve(ln)
+	t.Cleanup(func() { ln.Close() })
+}
+
+func freePort(t *testing.T) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func listenerModel(t *testing.T, alg model.Algorithm, members ...model.Member) model.Listener {
+	return model.Listener{
+		Key: "ns/l", LoadBalancer: "ns/lb", Protocol: model.TCP, Address: freePort(t),
+		ConnectionLimit: model.DefaultConnectionLimit, TimeoutClientData: 50 * time.Second,
+		TimeoutMemberConnect: 2 * time.Second, TimeoutMemberData: 50 * time.Second,
+		Pool: &model.Pool{Key: "ns/p", Protocol: model.PoolTCP, Algorithm: alg, Members: members},
+	}
+}
+
+func mem(name string, b *backend, weight int) model.Member {
+	return model.Member{Name: name, Address: b.addr, MonitorAddress: b.addr, Weight: weight, AdminStateUp: true}
+}
+
+func serve(t *testing.T, ls ...model.Listener) *Server {
+	t.Helper()
+	s := New(Options{})
+	if failed := s.Apply(model.Model{Listeners: ls}); len(failed) > 0 {
+		t.Fatal(failed)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// get connects through the proxy and returns what the member answered ("" when refused).
+func get(t *testing.T, addr netip.AddrPort) (string, error) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+func answers(t *testing.T, addr netip.AddrPort, n int) []string {
+	t.Helper()
+	var out []string
+	for range n {
+		s, err := get(t, addr)
+		if err != nil {
+			t.Fatalf("request failed: %v", err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func TestRoundRobinAlternates(t *testing.T) {
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), mem("b", b, 1))
+	serve(t, l)
+	got := answers(t, l.Address, 6)
+	for i := 1; i < len(got); i++ {
+		if got[i] == got[i-1] {
+			t.Fatalf("answers do not alternate: %v", got)
+		}
+	}
+}
+
+func TestWeightsAndDrain(t *testing.T) {
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	l := listenerModel(t, model.RoundRobin, mem("a", a, 3), mem("b", b, 1))
+	s := serve(t, l)
+	count := map[string]int{}
+	for _, g := range answers(t, l.Address, 40) {
+		count[g]++
+	}
+	if count["a"] != 30 || count["b"] != 10 {
+		t.Fatalf("weights 3:1 gave %v", count)
+	}
+	// weight 0 drains: no new connections.
+	l.Pool.Members[0].Weight = 0
+	s.Apply(model.Model{Listeners: []model.Listener{l}})
+	for _, g := range answers(t, l.Address, 5) {
+		if g != "b" {
+			t.Fatalf("drained member got a new connection")
+		}
+	}
+}
+
+func TestBackupTakesOverAndReturns(t *testing.T) {
+	a, b := newBackend(t, "primary"), newBackend(t, "backup")
+	bm := mem("b", b, 1)
+	bm.Backup = true
+	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), bm)
+	s := serve(t, l)
+	for _, g := range answers(t, l.Address, 4) {
+		if g != "primary" {
+			t.Fatalf("backup served while the primary is up: %v", g)
+		}
+	}
+	l.Pool.Members[0].AdminStateUp = false
+	s.Apply(model.Model{Listeners: []model.Listener{l}})
+	for _, g := range answers(t, l.Address, 4) {
+		if g != "backup" {
+			t.Fatalf("primary down, got %v", g)
+		}
+	}
+	l.Pool.Members[0].AdminStateUp = true
+	s.Apply(model.Model{Listeners: []model.Listener{l}})
+	if g := answers(t, l.Address, 1)[0]; g != "primary" {
+		t.Fatalf("primary back, got %v", g)
+	}
+}
+
+func TestHealthMonitorRoutesAroundAStoppedMember(t *testing.T) {
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), mem("b", b, 1))
+	l.Pool.Monitor = &model.Monitor{Type: model.MonitorTCP, Delay: 30 * time.Millisecond, Timeout: 20 * time.Millisecond, Rise: 2, Fall: 2}
+	events := make(chan bool, 10)
+	s := New(Options{OnHealth: func(e health.Event) { events <- e.Up }})
+	t.Cleanup(s.Close)
+	s.Apply(model.Model{Listeners: []model.Listener{l}})
+
+	a.ln.Close()
+	if up := waitEvent(t, events); up {
+		t.Fatal("expected a down transition")
+	}
+	for _, g := range answers(t, l.Address, 6) {
+		if g != "b" {
+			t.Fatalf("a stopped member got traffic: %v", g)
+		}
+	}
+	if s.MemberUp("ns/p", "a", a.addr) {
+		t.Fatal("MemberUp still says up")
+	}
+	// Every member down: refused at once.
+	b.ln.Close()
+	waitEvent(t, events)
+	if g, err := get(t, l.Address); err == nil && g != "" {
+		t.Fatalf("all members down but got %q", g)
+	}
+	a.restart(t)
+	if up := waitEvent(t, events); !up {
+		t.Fatal("expected an up transition")
+	}
+	if g := answers(t, l.Address, 1)[0]; g != "a" {
+		t.Fatalf("restored member not served: %v", g)
+	}
+}
+
+func waitEvent(t *testing.T, events chan bool) bool {
+	t.Helper()
+	select {
+	case up := <-events:
+		return up
+	case <-time.After(10 * time.Second):
+		t.Fatal("no health transition")
+	}
+	return false
+}
+
+func TestConnectFailureRetriesAnotherMember(t *testing.T) {
+	a := newBackend(t, "a")
+	dead := model.Member{Name: "dead", Address: freePort(t), Weight: 100, AdminStateUp: true}
+	l := listenerModel(t, model.RoundRobin, dead, mem("a", a, 1))
+	serve(t, l)
+	for _, g := range answers(t, l.Address, 5) {
+		if g != "a" {
+			t.Fatalf("got %q", g)
+		}
+	}
+}
+
+// holder is a backend that keeps connections open until told.
+func holder(t *testing.T) (*backend, chan struct{}) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	b := &backend{name: "hold", ln: ln, addr: ln.Addr().(*net.TCPAddr).AddrPort()}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { <-release; c.Write([]byte("done")); c.Close() }()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return b, release
+}
+
+func TestConnectionLimitRefusesAtOnce(t *testing.T) {
+	h, release := holder(t)
+	defer close(release)
+	l := listenerModel(t, model.RoundRobin, mem("h", h, 1))
+	l.ConnectionLimit = 2
+	serve(t, l)
+	var open []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", l.Address.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+		c.Write([]byte("x")) // makes sure the proxy has taken it
+	}
+	defer func() {
+		for _, c := range open {
+			c.Close()
+		}
+	}()
+	time.Sleep(100 * time.Millisecond) // let the proxy count both before the third arrives
+	g, err := get(t, l.Address)
+	if err == nil || g != "" {
+		if !isReset(err) {
+			t.Fatalf("third connection over a limit of 2: %q, %v", g, err)
+		}
+	}
+}
+
+func isReset(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "reset") || errors.Is(err, io.EOF))
+}
+
+func TestAllowedCIDRsRefuseOtherSources(t *testing.T) {
+	a := newBackend(t, "a")
+	l := listenerModel(t, model.RoundRobin, mem("a", a, 1))
+	l.AllowedCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	serve(t, l)
+	if g := answers(t, l.Address, 1)[0]; g != "a" {
+		t.Fatalf("allowed source got %q", g)
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 5 * time.Second}
+	if c, err := d.Dial("tcp", l.Address.String()); err == nil { // or reset before the dial returned
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if b, _ := io.ReadAll(c); len(b) != 0 {
+			t.Fatalf("a disallowed source got %q", b)
+		}
+	}
+	if a.hits.Load() != 1 {
+		t.Fatalf("the member saw %d connections, want 1", a.hits.Load())
+	}
+}
+
+func TestClientIdleTimeoutCloses(t *testing.T) {
+	h, release := holder(t)
+	defer close(release)
+	l := listenerModel(t, model.RoundRobin, mem("h", h, 1))
+	l.TimeoutClientData, l.TimeoutMemberData = 200*time.Millisecond, 200*time.Millisecond
+	serve(t, l)
+	c, err := net.Dial("tcp", l.Address.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.ReadAll(c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("an idle connection was not closed by the proxy")
+	}
+}
+
+func TestMemberConnectTimeout(t *testing.T) {
+	// 192.0.2.1 (TEST-NET-1) never answers from here: the connect hangs until the timeout.
+	unreachable := model.Member{Name: "u", Address: netip.MustParseAddrPort("192.0.2.1:9"), Weight: 1, AdminStateUp: true}
+	l := listenerModel(t, model.RoundRobin, unreachable)
+	l.TimeoutMemberConnect = 300 * time.Millisecond
+	serve(t, l)
+	done := make(chan string, 1)
+	go func() { g, _ := get(t, l.Address); done <- g }()
+	select {
+	case g := <-done:
+		if g != "" {
+			t.Fatalf("got %q from an unreachable member", g)
+		}
+	case <-time.After(4 * time.Second):
+		t.Fatal("the client was not refused after the member connect timeout")
+	}
+}
+
+func TestProxyProtocolHeaders(t *testing.T) {
+	src := netip.MustParseAddrPort("192.0.2.10:51000")
+	dst := netip.MustParseAddrPort("198.51.100.1:80")
+	if got := string(proxyHeader(model.PoolPROXY, src, dst)); got != "PROXY TCP4 192.0.2.10 198.51.100.1 51000 80\r\n" {
+		t.Fatalf("v1 header %q", got)
+	}
+	v2 := proxyHeader(model.PoolPROXYV2, src, dst)
+	want := append([]byte("\r\n\r\n\x00\r\nQUIT\n"), 0x21, 0x11, 0x00, 12,
+		192, 0, 2, 10, 198, 51, 100, 1, 0xc7, 0x38, 0x00, 80)
+	if !bytes.Equal(v2, want) {
+		t.Fatalf("v2 header\n got %x\nwant %x", v2, want)
+	}
+	v6 := string(proxyHeader(model.PoolPROXY, netip.MustParseAddrPort("[2001:db8::1]:1000"), netip.MustParseAddrPort("[2001:db8::2]:443")))
+	if v6 != "PROXY TCP6 2001:db8::1 2001:db8::2 1000 443\r\n" {
+		t.Fatalf("v6 header %q", v6)
+	}
+	if proxyHeader(model.PoolTCP, src, dst) != nil {
+		t.Fatal("a TCP pool must send no header")
+	}
+}
+
+// echo is a backend that copies back what it reads, then half-closes. With a prefix length it
+// first reads that many bytes and hands them to the test.
+func echo(t *testing.T, prefixLen int, prefix chan<- []byte) *backend {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{name: "echo", ln: ln, addr: ln.Addr().(*net.TCPAddr).AddrPort()}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if prefixLen > 0 {
+					buf := make([]byte, prefixLen)
+					io.ReadFull(c, buf)
+					prefix <- buf
+				}
+				io.Copy(c, c)
+				c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return b
+}
+
+func TestPROXYPoolSendsHeaderToMember(t *testing.T) {
+	prefix := make(chan []byte, 1)
+	e := echo(t, len("PROXY TCP4 127.0.0.1 127.0.0.1 1 1\r\n"), prefix)
+	l := listenerModel(t, model.RoundRobin, mem("e", e, 1))
+	l.Pool.Protocol = model.PoolPROXY
+	serve(t, l)
+	c, err := net.Dial("tcp", l.Address.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("hi"))
+	c.(*net.TCPConn).CloseWrite()
+	body, _ := io.ReadAll(c)
+	got := <-prefix
+	srcPort := c.LocalAddr().(*net.TCPAddr).Port
+	want := fmt.Sprintf("PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n", srcPort, l.Address.Port())
+	if !strings.HasPrefix(want+"hi", string(got)) || string(body) != want[len(got):]+"hi" {
+		t.Fatalf("member saw %q then %q; want %q", got, body, want+"hi")
+	}
+}
+
+func TestHalfCloseAndIntegrity(t *testing.T) {
+	e := echo(t, 0, nil)
+	l := listenerModel(t, model.RoundRobin, mem("e", e, 1))
+	serve(t, l)
+	c, err := net.Dial("tcp", l.Address.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	size := int64(1 << 30) // 1 GiB through the proxy and back
+	if testing.Short() {
+		size = 64 << 20
+	}
+	sent, recv := sha256.New(), sha256.New()
+	errc := make(chan error, 1)
+	go func() {
+		chunk := make([]byte, 256*1024)
+		for i := range chunk {
+			chunk[i] = byte(i * 7)
+		}
+		var n int64
+		for n < size {
+			chunk[0] = byte(n >> 18)
+			if _, err := c.Write(chunk); err != nil {
+				errc <- err
+				return
+			}
+			sent.Write(chunk)
+			n += int64(len(chunk))
+		}
+		// Half-close: the echo only finishes after our FIN reaches it through the proxy.
+		errc <- c.(*net.TCPConn).CloseWrite()
+	}()
+	n, err := io.Copy(recv, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if n != size || !bytes.Equal(sent.Sum(nil), recv.Sum(nil)) {
+		t.Fatalf("received %d bytes, want %d; sha256 equal: %v", n, size, bytes.Equal(sent.Sum(nil), recv.Sum(nil)))
+	}
+}
+
+func TestReconfigurationUnderLoadFailsNothing(t *testing.T) {
+	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
+	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), mem("b", b, 1))
+	s := serve(t, l)
+	stop := make(chan struct{})
+	var failures, ok atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if g, err := get(t, l.Address); err != nil || g == "" {
+					failures.Add(1)
+				} else {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	sets := [][]model.Member{
+		{mem("a", a, 1), mem("b", b, 1), mem("c", c, 1)},
+		{mem("b", b, 2), mem("c", c, 1)},
+		{mem("a", a, 1), mem("c", c, 3)},
+	}
+	for i := range 20 {
+		l.Pool.Members = sets[i%len(sets)]
+		if f := s.Apply(model.Model{Listeners: []model.Listener{l}}); len(f) > 0 {
+			t.Fatal(f)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if failures.Load() != 0 || ok.Load() == 0 {
+		t.Fatalf("%d failed and %d good connections during reconfiguration", failures.Load(), ok.Load())
+	}
+}
+
+func TestBindErrorIsReportedAndOthersServe(t *testing.T) {
+	a := newBackend(t, "a")
+	good := listenerModel(t, model.RoundRobin, mem("a", a, 1))
+	bad := listenerModel(t, model.RoundRobin, mem("a", a, 1))
+	bad.Key = "ns/bad"
+	bad.Address = a.addr // already in use by the backend
+	s := New(Options{})
+	defer s.Close()
+	failed := s.Apply(model.Model{Listeners: []model.Listener{good, bad}})
+	if failed["ns/bad"] == nil || len(failed) != 1 {
+		t.Fatalf("failed = %v", failed)
+	}
+	if g := answers(t, good.Address, 1)[0]; g != "a" {
+		t.Fatal("the good listener does not serve")
+	}
+}

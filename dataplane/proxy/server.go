@@ -1,0 +1,237 @@
+// Package proxy is the dataplane engine: it serves a model.Model, proxying TCP and UDP from
+// listeners to pool members with Octavia's algorithms, limits, timeouts and health monitors,
+// and reconfigures live without dropping established connections.
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/l4lb/l4lb/dataplane/health"
+	"github.com/l4lb/l4lb/dataplane/model"
+)
+
+// Options configure a Server.
+type Options struct {
+	// Registerer receives the Prometheus metrics; nil keeps them unregistered.
+	Registerer prometheus.Registerer
+	// OnHealth is told of every member health transition (the agent reports them).
+	OnHealth func(health.Event)
+	Logger   *slog.Logger
+}
+
+// Server serves models. Apply may be called at any time, from any goroutine.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *Metrics
+	health  *health.Manager
+
+	mu      sync.Mutex
+	tcp     map[string]*tcpListener
+	udp     map[string]*udpListener
+	pools   map[string]*pool
+	members map[string]*member // by pool key, name and address
+}
+
+// New returns a Server serving nothing.
+func New(opts Options) *Server {
+	s := &Server{
+		opts: opts, log: opts.Logger, metrics: NewMetrics(opts.Registerer),
+		tcp: map[string]*tcpListener{}, udp: map[string]*udpListener{},
+		pools: map[string]*pool{}, members: map[string]*member{},
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.health = health.NewManager(s.onHealth)
+	return s
+}
+
+func memberKey(pool string, m model.Member) string {
+	return pool + "\x00" + m.Name + "\x00" + m.Address.String()
+}
+
+// Apply makes the server serve m: listeners are opened, changed in place or closed; pools and
+// members are swapped atomically for new connections while open ones continue. It returns the
+// listeners that could not be served, by key, with why (a port already in use, say).
+func (s *Server) Apply(m model.Model) map[string]error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	// Members and pools first, so listeners point at current runtimes.
+	members := map[string]*member{}
+	pools := map[string]*pool{}
+	var targets []health.Target
+	for _, l := range m.Listeners {
+		if l.Pool == nil {
+			continue
+		}
+		p := l.Pool
+		var runtime []*member
+		for _, mm := range p.Members {
+			k := memberKey(p.Key, mm)
+			rm := s.members[k]
+			if rm == nil || rm.spec != mm {
+				old := rm
+				rm = &member{pool: p.Key, spec: mm, metrics: s.metrics.member(p.Key, mm.Name, mm.Address.String())}
+				if old != nil { // same member, new weight or flags: keep its state
+					rm.up.Store(old.up.Load())
+					rm.active.Store(old.active.Load())
+				} else {
+					rm.up.Store(true)
+				}
+			}
+			if p.Monitor != nil {
+				targets = append(targets, health.Target{Pool: p.Key, Member: mm.Name, Address: mm.MonitorAddress, Monitor: p.Monitor})
+				rm.up.Store(s.health.Up(p.Key, mm.Name, mm.MonitorAddress))
+			} else {
+				rm.up.Store(true)
+			}
+			rm.metrics.up.Set(boolFloat(rm.up.Load()))
+			members[k] = rm
+			runtime = append(runtime, rm)
+		}
+		pools[p.Key] = newPool(*p, runtime)
+	}
+	for k, old := range s.members {
+		if _, kept := members[k]; !kept {
+			s.metrics.forgetMember(old.pool, old.spec.Name, old.spec.Address.String())
+		}
+	}
+	s.members, s.pools = members, pools
+	s.health.Sync(targets)
+
+	failed := map[string]error{}
+	want := map[string]bool{}
+	for _, l := range m.Listeners {
+		want[l.Key] = true
+		var err error
+		switch l.Protocol {
+		case model.TCP:
+			err = s.applyTCP(l, pools)
+		case model.UDP:
+			err = s.applyUDP(l, pools)
+		default:
+			err = fmt.Errorf("protocol %q", l.Protocol)
+		}
+		if err != nil {
+			failed[l.Key] = err
+			s.log.Error("cannot serve listener", "listener", l.Key, "address", l.Address, "err", err)
+		}
+	}
+	for k, l := range s.tcp {
+		if !want[k] || s.tcp[k].cfg.Load().spec.Protocol != model.TCP {
+			l.ln.Close()
+			delete(s.tcp, k)
+			s.metrics.forgetListener(k)
+		}
+	}
+	for k, l := range s.udp {
+		if !want[k] {
+			l.close()
+			delete(s.udp, k)
+			s.metrics.forgetListener(k)
+		}
+	}
+	return failed
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func poolFor(l model.Listener, pools map[string]*pool) *pool {
+	if l.Pool == nil {
+		return nil
+	}
+	return pools[l.Pool.Key]
+}
+
+func (s *Server) applyTCP(l model.Listener, pools map[string]*pool) error {
+	cfg := &tcpConfig{spec: l, pool: poolFor(l, pools)}
+	if cur, ok := s.tcp[l.Key]; ok {
+		if localAddr(cur.ln) == l.Address {
+			cur.cfg.Store(cfg)
+			return nil
+		}
+		cur.ln.Close() // the address changed: open anew
+		delete(s.tcp, l.Key)
+	}
+	ln, err := listenConfig().Listen(context.Background(), "tcp", l.Address.String())
+	if err != nil {
+		return err
+	}
+	tl := &tcpListener{key: l.Key, ln: ln.(*net.TCPListener), metrics: s.metrics.listener(l.Key),
+		log: func(msg string, kv ...any) { s.log.Warn(msg, kv...) }}
+	tl.cfg.Store(cfg)
+	s.tcp[l.Key] = tl
+	go tl.serve()
+	return nil
+}
+
+// listenConfig binds with IP_FREEBIND, so a node can hold its listeners ready for a VIP it
+// does not (yet) own: a takeover then only moves the address.
+func listenConfig() *net.ListenConfig {
+	return &net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			level, opt := syscall.IPPROTO_IP, 15 // IP_FREEBIND
+			if network == "tcp6" || network == "udp6" {
+				level, opt = syscall.IPPROTO_IPV6, 78 // IPV6_FREEBIND
+			}
+			serr = syscall.SetsockoptInt(int(fd), level, opt, 1)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+}
+
+// onHealth applies a member's new health to its pool and tells the subscriber.
+func (s *Server) onHealth(e health.Event) {
+	s.mu.Lock()
+	for _, m := range s.members {
+		if m.pool == e.Pool && m.spec.Name == e.Member && m.spec.MonitorAddress == e.Address {
+			m.up.Store(e.Up)
+			m.metrics.up.Set(boolFloat(e.Up))
+		}
+	}
+	if p := s.pools[e.Pool]; p != nil {
+		p.rebuild()
+	}
+	s.mu.Unlock()
+	s.log.Info("member health changed", "pool", e.Pool, "member", e.Member, "up", e.Up, "reason", e.Reason)
+	if s.opts.OnHealth != nil {
+		s.opts.OnHealth(e)
+	}
+}
+
+// MemberUp reports whether a member currently passes its monitor (true without one).
+func (s *Server) MemberUp(pool string, name string, addr netip.AddrPort) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range s.members {
+		if m.pool == pool && m.spec.Name == name && m.spec.Address == addr {
+			return m.up.Load()
+		}
+	}
+	return false
+}
+
+// Close stops serving: listeners close, health checks stop; open connections finish.
+func (s *Server) Close() {
+	s.Apply(model.Model{})
+	s.health.Close()
+}

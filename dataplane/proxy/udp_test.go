@@ -1,0 +1,100 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/l4lb/l4lb/dataplane/model"
+)
+
+// udpEcho answers every datagram with its name and the payload.
+func udpEcho(t *testing.T, name string) netip.AddrPort {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			c.WriteToUDPAddrPort(append([]byte(name+":"), buf[:n]...), from)
+		}
+	}()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+func freeUDPPort(t *testing.T) netip.AddrPort {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+func TestUDPSessionsBalanceReplyFromTheVIPAndExpire(t *testing.T) {
+	a, b := udpEcho(t, "a"), udpEcho(t, "b")
+	l := model.Listener{
+		Key: "ns/u", Protocol: model.UDP, Address: freeUDPPort(t), ConnectionLimit: 100,
+		TimeoutClientData: 200 * time.Millisecond,
+		Pool: &model.Pool{Key: "ns/up", Protocol: model.PoolUDP, Algorithm: model.RoundRobin, Members: []model.Member{
+			{Name: "a", Address: a, MonitorAddress: a, Weight: 1, AdminStateUp: true},
+			{Name: "b", Address: b, MonitorAddress: b, Weight: 1, AdminStateUp: true},
+		}},
+	}
+	s := serve(t, l)
+	ask := func(c *net.UDPConn, msg string) string {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 2048)
+		n, from, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if from != l.Address {
+			t.Fatalf("reply came from %v, not the listener %v", from, l.Address)
+		}
+		return string(buf[:n])
+	}
+	seen := map[string]bool{}
+	for range 4 {
+		// A connected socket only accepts replies from the address it sent to: the VIP.
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(l.Address))
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := ask(c, "x")
+		if again := ask(c, "y"); again[:1] != first[:1] {
+			t.Fatalf("one client's session moved from %s to %s", first, again)
+		}
+		seen[first[:1]] = true
+		c.Close()
+	}
+	if !seen["a"] || !seen["b"] {
+		t.Fatalf("sessions did not spread over both members: %v", seen)
+	}
+	udp := s.udp["ns/u"]
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		udp.mu.Lock()
+		n := len(udp.sessions)
+		udp.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions did not expire", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
