@@ -10,14 +10,11 @@ import (
 	"runtime"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/runtime/serializer"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"github.com/l4lb/l4lb/controllers"
 )
 
 // Root is the repository's top folder.
@@ -25,21 +22,6 @@ func Root() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
-
-// Scheme knows the built-in kinds and the l4lb kinds.
-func Scheme() *k8sruntime.Scheme {
-	s := k8sruntime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	if err := lbv1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
-}
-
-// Codecs decodes l4lb YAML.
-func Codecs() serializer.CodecFactory { return serializer.NewCodecFactory(Scheme()) }
 
 // Env is a running API server with the CRDs installed.
 type Env struct {
@@ -61,7 +43,7 @@ func Start() (*Env, error) {
 	e := &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join(Root(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
-		Scheme:                Scheme(),
+		Scheme:                controllers.NewScheme(),
 	}
 	cfg, err := e.Start()
 	if err != nil {

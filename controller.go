@@ -1,0 +1,66 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/controllers"
+	"github.com/l4lb/l4lb/controllers/vip"
+)
+
+func controllerCommand() func() error {
+	metrics := flag.String("metrics-bind-address", ":8080", "address of the metrics endpoint (0 disables it)")
+	probes := flag.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	leaderElect := flag.Bool("leader-elect", false, "elect one active controller among replicas")
+	leaderNamespace := flag.String("leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's)")
+	defaultProvider := flag.String("default-provider", "static", "VIP provider for load balancers that name none: static or openstack")
+	ranges := flag.String("vip-ranges", "", "comma-separated CIDRs the static provider allocates VIPs from")
+	return func() error {
+		var prefixes []netip.Prefix
+		for _, r := range strings.Split(*ranges, ",") {
+			if r = strings.TrimSpace(r); r == "" {
+				continue
+			}
+			p, err := netip.ParsePrefix(r)
+			if err != nil {
+				return fmt.Errorf("--vip-ranges: %w", err)
+			}
+			prefixes = append(prefixes, p)
+		}
+		mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+			Scheme:                  controllers.NewScheme(),
+			Metrics:                 metricsserver.Options{BindAddress: *metrics},
+			HealthProbeBindAddress:  *probes,
+			LeaderElection:          *leaderElect,
+			LeaderElectionID:        "l4lb-controller.lb.l4lb.io",
+			LeaderElectionNamespace: *leaderNamespace,
+			// Stepping down ends the process, so a new leader never overlaps with this one.
+			LeaderElectionReleaseOnCancel: true,
+		})
+		if err != nil {
+			return err
+		}
+		static := vip.NewStatic(prefixes)
+		base := controllers.Base{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("l4lb-controller")}
+		lbr := &controllers.LoadBalancerReconciler{Base: base,
+			Providers:       map[lbv1.Provider]vip.Provider{lbv1.ProviderStatic: static},
+			DefaultProvider: lbv1.Provider(*defaultProvider)}
+		if err := controllers.Setup(mgr, lbr); err != nil {
+			return err
+		}
+		if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+			return err
+		}
+		return mgr.Start(ctrl.SetupSignalHandler())
+	}
+}

@@ -1,0 +1,52 @@
+package controllers
+
+import (
+	"context"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/controllers/ssa"
+	"github.com/l4lb/l4lb/dataplane/model"
+)
+
+// childState is what the Listener, Pool and HealthMonitor reconcilers share: acceptance from
+// the model, programming from the dataplane, and the statuses that follow.
+type childState struct {
+	accepted   metav1.Condition
+	programmed bool
+	failed     bool // the dataplane tried and could not (a port in use)
+	conditions []metav1.Condition
+}
+
+// childStatus computes Accepted, reads Programmed and builds the common status; operating is
+// the kind's own operating status given whether the dataplane serves it.
+func (b *Base) childStatus(obj client.Object, kind string, res model.Result, cur *lbv1.CommonStatus,
+	operating func(programmed, failed bool) lbv1.OperatingStatus) lbv1.CommonStatus {
+	accepted, ok := acceptance(obj, res, kind)
+	b.noteAcceptance(obj, cur.Conditions, accepted)
+	isProgrammed, failed, reason, msg := programmed(obj, cur.Conditions)
+	prog := condition(obj, lbv1.ConditionProgrammed, isProgrammed, reason, msg)
+	st := lbv1.CommonStatus{
+		ProvisioningStatus: ProvisioningStatus(!obj.GetDeletionTimestamp().IsZero(), ok, isProgrammed, failed, cur.ProvisioningStatus),
+		OperatingStatus:    operating(isProgrammed, failed),
+		ObservedGeneration: obj.GetGeneration(),
+	}
+	st.Conditions = ssa.Conditions(cur.Conditions, accepted, ready(obj, accepted, prog))
+	return st
+}
+
+func commonChanged(cur, next *lbv1.CommonStatus) bool {
+	return cur.ProvisioningStatus != next.ProvisioningStatus || cur.OperatingStatus != next.OperatingStatus ||
+		cur.ObservedGeneration != next.ObservedGeneration || ssa.Changed(cur.Conditions, next.Conditions)
+}
+
+// build runs the namespace's objects through the model.
+func (b *Base) build(ctx context.Context, namespace string) (model.Objects, model.Result, error) {
+	objs, err := b.snapshot(ctx, namespace)
+	if err != nil {
+		return objs, model.Result{}, err
+	}
+	return objs, model.Build(objs), nil
+}

@@ -1,0 +1,113 @@
+// Package controllers holds the reconcilers of the l4lb kinds. Each kind is reconciled on its
+// own (no lock across a load balancer's tree): a reconciler reads the namespace's objects from
+// the cache, runs them through the pure dataplane model (the same one the agents use), and
+// writes its object's status by server-side apply, leaving the agents' fields alone.
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/dataplane/model"
+)
+
+// +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers;listeners;pools;healthmonitors,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers/status;listeners/status;pools/status;healthmonitors/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers/finalizers,verbs=update
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+
+// Base is what every reconciler shares.
+type Base struct {
+	client.Client
+	Recorder events.EventRecorder
+}
+
+// snapshot lists the l4lb objects of a namespace from the cache.
+func (b *Base) snapshot(ctx context.Context, namespace string) (model.Objects, error) {
+	var (
+		objs model.Objects
+		lbs  lbv1.LoadBalancerList
+		ls   lbv1.ListenerList
+		ps   lbv1.PoolList
+		ms   lbv1.HealthMonitorList
+	)
+	for _, l := range []client.ObjectList{&lbs, &ls, &ps, &ms} {
+		if err := b.List(ctx, l, client.InNamespace(namespace)); err != nil {
+			return objs, err
+		}
+	}
+	objs.LoadBalancers, objs.Listeners, objs.Pools, objs.Monitors = lbs.Items, ls.Items, ps.Items, ms.Items
+	return objs, nil
+}
+
+// event records a decision on obj for kubectl describe.
+func (b *Base) event(obj client.Object, warning bool, reason, action, format string, args ...any) {
+	if b.Recorder == nil {
+		return
+	}
+	typ := "Normal"
+	if warning {
+		typ = "Warning"
+	}
+	b.Recorder.Eventf(obj, nil, typ, reason, action, format, args...)
+}
+
+// namespaceOf enqueues every object of list's kind in the namespace of the object that
+// changed: a change anywhere in a tree can change statuses above and below it.
+func (b *Base) namespaceOf(list client.ObjectList, names func(client.ObjectList) []string) handler.EventHandler {
+	return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
+		l := list.DeepCopyObject().(client.ObjectList)
+		if err := b.List(ctx, l, client.InNamespace(obj.GetNamespace())); err != nil {
+			return nil
+		}
+		var out []reconcile.Request
+		for _, n := range names(l) {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Namespace: obj.GetNamespace(), Name: n}})
+		}
+		return out
+	})
+}
+
+// watchTree builds a controller for forObj that also sees changes of the other l4lb kinds in
+// its namespace, mapped to every object of its own kind there.
+func (b *Base) watchTree(mgr ctrl.Manager, name string, forObj client.Object, list client.ObjectList, names func(client.ObjectList) []string, r reconcile.Reconciler) error {
+	bld := ctrl.NewControllerManagedBy(mgr).Named(name).For(forObj)
+	for _, other := range []client.Object{&lbv1.LoadBalancer{}, &lbv1.Listener{}, &lbv1.Pool{}, &lbv1.HealthMonitor{}} {
+		if fmt.Sprintf("%T", other) != fmt.Sprintf("%T", forObj) {
+			bld = bld.Watches(other, b.namespaceOf(list, names))
+		}
+	}
+	return bld.Complete(r)
+}
+
+// acceptance is the Accepted condition of ref from a built model.
+func acceptance(obj client.Object, res model.Result, kind string) (metav1.Condition, bool) {
+	if p, bad := res.Problems[model.Ref{Kind: kind, Namespace: obj.GetNamespace(), Name: obj.GetName()}]; bad {
+		return condition(obj, lbv1.ConditionAccepted, false, p.Reason, p.Message), false
+	}
+	return condition(obj, lbv1.ConditionAccepted, true, lbv1.ReasonAccepted, ""), true
+}
+
+// noteAcceptance records an event when an object's acceptance changes.
+func (b *Base) noteAcceptance(obj client.Object, old []metav1.Condition, c metav1.Condition) {
+	prev := meta.FindStatusCondition(old, lbv1.ConditionAccepted)
+	if prev != nil && prev.Status == c.Status && prev.Reason == c.Reason {
+		return
+	}
+	if c.Status == metav1.ConditionTrue {
+		b.event(obj, false, lbv1.ReasonAccepted, "Validate", "accepted")
+	} else {
+		b.event(obj, true, c.Reason, "Validate", "%s", c.Message)
+	}
+}

@@ -1,0 +1,47 @@
+package controllers
+
+import (
+	"context"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/controllers/ssa"
+)
+
+// HealthMonitorReconciler reports a monitor's acceptance (its pool exists and takes this type,
+// and has no other monitor) and statuses.
+type HealthMonitorReconciler struct{ Base }
+
+func (r *HealthMonitorReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return r.watchTree(mgr, "healthmonitor", &lbv1.HealthMonitor{}, &lbv1.HealthMonitorList{}, func(l client.ObjectList) []string {
+		var n []string
+		for _, o := range l.(*lbv1.HealthMonitorList).Items {
+			n = append(n, o.Name)
+		}
+		return n
+	}, r)
+}
+
+func (r *HealthMonitorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var m lbv1.HealthMonitor
+	if err := r.Get(ctx, req.NamespacedName, &m); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	_, res, err := r.build(ctx, m.Namespace)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	st := lbv1.HealthMonitorStatus{CommonStatus: r.childStatus(&m, "HealthMonitor", res, &m.Status.CommonStatus,
+		func(served, _ bool) lbv1.OperatingStatus {
+			if !served || !enabled(m.Spec.AdminStateUp) {
+				return lbv1.OperatingOffline
+			}
+			return lbv1.OperatingOnline
+		})}
+	if !commonChanged(&m.Status.CommonStatus, &st.CommonStatus) {
+		return ctrl.Result{}, nil
+	}
+	return ctrl.Result{}, ssa.ApplyStatus(ctx, r.Client, "HealthMonitor", m.Namespace, m.Name, ssa.ControllerManager, st)
+}

@@ -1,0 +1,60 @@
+package controllers
+
+import (
+	"context"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/controllers/ssa"
+	"github.com/l4lb/l4lb/dataplane/model"
+)
+
+// PoolReconciler reports a pool's acceptance and statuses, cascaded from the member health
+// the dataplane reports in status.members.
+type PoolReconciler struct{ Base }
+
+func (r *PoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return r.watchTree(mgr, "pool", &lbv1.Pool{}, &lbv1.PoolList{}, func(l client.ObjectList) []string {
+		var n []string
+		for _, o := range l.(*lbv1.PoolList).Items {
+			n = append(n, o.Name)
+		}
+		return n
+	}, r)
+}
+
+func refOf(kind string, obj client.Object) model.Ref {
+	return model.Ref{Kind: kind, Namespace: obj.GetNamespace(), Name: obj.GetName()}
+}
+
+func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var p lbv1.Pool
+	if err := r.Get(ctx, req.NamespacedName, &p); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	_, res, err := r.build(ctx, p.Namespace)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	reported := map[string]lbv1.OperatingStatus{}
+	for _, m := range p.Status.Members {
+		reported[m.Name] = m.OperatingStatus
+	}
+	var members []lbv1.OperatingStatus
+	for _, m := range p.Spec.Members {
+		members = append(members, reported[m.Name])
+	}
+	st := lbv1.PoolStatus{MemberCount: int32(len(p.Spec.Members))}
+	st.CommonStatus = r.childStatus(&p, "Pool", res, &p.Status.CommonStatus, func(served, _ bool) lbv1.OperatingStatus {
+		if !served {
+			return lbv1.OperatingOffline
+		}
+		return PoolOperatingStatus(enabled(p.Spec.AdminStateUp), members)
+	})
+	if !commonChanged(&p.Status.CommonStatus, &st.CommonStatus) && p.Status.MemberCount == st.MemberCount {
+		return ctrl.Result{}, nil
+	}
+	return ctrl.Result{}, ssa.ApplyStatus(ctx, r.Client, "Pool", p.Namespace, p.Name, ssa.ControllerManager, st)
+}

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/l4lb/l4lb/controllers"
+	"github.com/l4lb/l4lb/dataplane/agent"
+	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/dataplane/proxy"
+	"github.com/l4lb/l4lb/dataplane/vip"
+)
+
+func dataplaneCommand() func() error {
+	config := flag.String("config", "", "serve the l4lb objects in this YAML file without Kubernetes (reloaded when it changes)")
+	metrics := flag.String("metrics-bind-address", ":9100", "address of the metrics endpoint (0 disables it)")
+	probes := flag.String("health-probe-bind-address", ":9101", "address of /healthz and /readyz")
+	hostname, _ := os.Hostname()
+	node := flag.String("node-name", envOr("NODE_NAME", hostname), "this node's name (the DaemonSet sets NODE_NAME)")
+	iface := flag.String("vip-interface", "lo", "interface VIPs are added to when they are not already local")
+	return func() error {
+		if *config != "" {
+			return standalone(*config, *metrics)
+		}
+		mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+			Scheme:                 controllers.NewScheme(),
+			Metrics:                metricsserver.Options{BindAddress: *metrics},
+			HealthProbeBindAddress: *probes,
+		})
+		if err != nil {
+			return err
+		}
+		a := &agent.Agent{Client: mgr.GetClient(), VIPs: vip.NewLocal(*iface), NodeName: *node}
+		a.Server = proxy.New(proxy.Options{Registerer: crmetrics.Registry, OnHealth: a.OnHealth})
+		defer a.Server.Close()
+		if err := a.SetupWithManager(mgr); err != nil {
+			return err
+		}
+		if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+			return err
+		}
+		return mgr.Start(ctrl.SetupSignalHandler())
+	}
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// standalone serves a file of l4lb objects: no API server, no controller. Each load balancer
+// needs spec.vip.address. The file is reloaded on SIGHUP and when it changes.
+func standalone(path, metricsAddr string) error {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := proxy.New(proxy.Options{Registerer: reg, Logger: log})
+	defer srv.Close()
+	if metricsAddr != "0" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		go func() {
+			if err := http.ListenAndServe(metricsAddr, mux); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics endpoint", "err", err)
+			}
+		}()
+	}
+	load := func() error {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		objs, err := model.Decode(data)
+		if err != nil {
+			return err
+		}
+		res := model.Build(objs)
+		for ref, p := range res.Problems {
+			log.Error("not served", "object", ref.String(), "reason", p.Reason, "message", p.Message)
+		}
+		for key, err := range srv.Apply(res.Model) {
+			log.Error("cannot serve listener", "listener", key, "err", err)
+		}
+		log.Info("serving", "config", path, "listeners", len(res.Model.Listeners))
+		return nil
+	}
+	if err := load(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	last := modTime(path)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+		case <-tick.C:
+			if m := modTime(path); m.Equal(last) {
+				continue
+			} else {
+				last = m
+			}
+		}
+		if err := load(); err != nil {
+			// A bad edit keeps the last good configuration serving.
+			log.Error("reload failed; still serving the previous configuration", "err", err)
+		}
+	}
+}
+
+func modTime(path string) time.Time {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return time.Time{}
+	}
+	return fi.ModTime()
+}

@@ -1,0 +1,155 @@
+// Package agent is the Kubernetes side of the dataplane DaemonSet: it watches the l4lb
+// objects, builds the model through the shared pure package, drives the proxy engine, makes
+// held VIPs local, and reports back what it serves and how members are doing.
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/dataplane/health"
+	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/dataplane/proxy"
+	"github.com/l4lb/l4lb/dataplane/vip"
+)
+
+// Agent serves the l4lb objects on this node.
+type Agent struct {
+	Client   client.Client
+	Server   *proxy.Server
+	VIPs     *vip.Local
+	NodeName string
+
+	health chan event.GenericEvent
+
+	mu       sync.Mutex
+	reported map[string]string // what was last written per object, so writes happen on change only
+	vips     map[netip.Addr]bool
+}
+
+// everything is the one request the agent reconciles: any change rebuilds the whole model,
+// which is cheap and keeps one consistent view.
+var everything = reconcile.Request{NamespacedName: client.ObjectKey{Name: "model"}}
+
+// SetupWithManager watches the four kinds and member health.
+func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
+	a.health = make(chan event.GenericEvent, 64)
+	a.reported = map[string]string{}
+	a.vips = map[netip.Addr]bool{}
+	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{everything}
+	})
+	return ctrl.NewControllerManagedBy(mgr).Named("dataplane").
+		Watches(&lbv1.LoadBalancer{}, all).
+		Watches(&lbv1.Listener{}, all).
+		Watches(&lbv1.Pool{}, all).
+		Watches(&lbv1.HealthMonitor{}, all).
+		WatchesRawSource(source.Channel(a.health, all)).
+		Complete(a)
+}
+
+// OnHealth is the proxy's health subscriber: a transition triggers a report.
+func (a *Agent) OnHealth(health.Event) {
+	select {
+	case a.health <- event.GenericEvent{Object: &lbv1.Pool{}}:
+	default: // a report is already queued
+	}
+}
+
+func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result, error) {
+	var (
+		lbs lbv1.LoadBalancerList
+		ls  lbv1.ListenerList
+		ps  lbv1.PoolList
+		ms  lbv1.HealthMonitorList
+	)
+	for _, l := range []client.ObjectList{&lbs, &ls, &ps, &ms} {
+		if err := a.Client.List(ctx, l); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	objs := model.Objects{LoadBalancers: lbs.Items, Listeners: ls.Items, Pools: ps.Items, Monitors: ms.Items}
+
+	// Serve only the load balancers this node holds.
+	held := map[string]bool{}
+	for i := range objs.LoadBalancers {
+		lb := &objs.LoadBalancers[i]
+		if lb.Status.VIPAddress != "" && lb.DeletionTimestamp.IsZero() && (lb.Status.Holder == "" || lb.Status.Holder == a.NodeName) {
+			held[lb.Namespace+"/"+lb.Name] = true
+		}
+	}
+	res := model.Build(objs)
+	var served model.Model
+	for _, l := range res.Model.Listeners {
+		if held[l.LoadBalancer] {
+			served.Listeners = append(served.Listeners, l)
+		}
+	}
+	vipErrs := a.syncVIPs(objs, held)
+	failed := a.Server.Apply(served)
+	log := ctrl.LoggerFrom(ctx)
+	var firstErr error
+	for i := range objs.LoadBalancers {
+		lb := &objs.LoadBalancers[i]
+		if !held[lb.Namespace+"/"+lb.Name] {
+			continue
+		}
+		if err := a.report(ctx, objs, res, served, failed, vipErrs, lb); err != nil {
+			log.Error(err, "reporting status", "loadBalancer", lb.Name)
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	return ctrl.Result{}, firstErr
+}
+
+// syncVIPs makes the VIPs of held load balancers local and releases the others.
+func (a *Agent) syncVIPs(objs model.Objects, held map[string]bool) map[string]error {
+	errs := map[string]error{}
+	want := map[netip.Addr]bool{}
+	for _, lb := range objs.LoadBalancers {
+		k := lb.Namespace + "/" + lb.Name
+		if !held[k] {
+			continue
+		}
+		addr, err := netip.ParseAddr(lb.Status.VIPAddress)
+		if err != nil {
+			errs[k] = fmt.Errorf("status.vipAddress %q: %w", lb.Status.VIPAddress, err)
+			continue
+		}
+		want[addr] = true
+		if a.VIPs != nil {
+			if err := a.VIPs.Ensure(addr); err != nil {
+				errs[k] = err
+			}
+		}
+	}
+	if a.VIPs != nil {
+		for _, addr := range a.VIPs.Held() {
+			if !want[addr] {
+				a.VIPs.Release(addr)
+			}
+		}
+	}
+	return errs
+}
+
+func cond(obj metav1.Object, typ string, ok bool, reason, msg string) metav1.Condition {
+	s := metav1.ConditionFalse
+	if ok {
+		s = metav1.ConditionTrue
+	}
+	return metav1.Condition{Type: typ, Status: s, Reason: reason, Message: msg, ObservedGeneration: obj.GetGeneration()}
+}

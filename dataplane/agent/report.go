@@ -1,0 +1,174 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/controllers/ssa"
+	"github.com/l4lb/l4lb/dataplane/model"
+)
+
+// report writes the dataplane's part of the status of one held load balancer and its tree:
+// holder, VIPAnnounced and Programmed on the load balancer; Programmed on each listener, pool
+// and monitor; member operating statuses on pools. Only what changed is written.
+func (a *Agent) report(ctx context.Context, objs model.Objects, res model.Result, served model.Model,
+	failed map[string]error, vipErrs map[string]error, lb *lbv1.LoadBalancer) error {
+	lbKey := lb.Namespace + "/" + lb.Name
+	servedListeners := map[string]*model.Listener{}
+	for i := range served.Listeners {
+		servedListeners[served.Listeners[i].Key] = &served.Listeners[i]
+	}
+
+	lbSt := lbv1.LoadBalancerStatus{Holder: a.NodeName}
+	if err := vipErrs[lbKey]; err != nil {
+		lbSt.Conditions = ssa.Conditions(lb.Status.Conditions,
+			cond(lb, lbv1.ConditionVIPAnnounced, false, lbv1.ReasonNoHolder, err.Error()),
+			cond(lb, lbv1.ConditionProgrammed, false, lbv1.ReasonPending, "the VIP is not local"))
+	} else {
+		lbSt.Conditions = ssa.Conditions(lb.Status.Conditions,
+			cond(lb, lbv1.ConditionVIPAnnounced, true, lbv1.ReasonAnnounced, "VIP "+lb.Status.VIPAddress+" held by node "+a.NodeName),
+			cond(lb, lbv1.ConditionProgrammed, true, lbv1.ReasonProgrammed, ""))
+	}
+	if err := a.apply(ctx, "LoadBalancer", lb, lbSt); err != nil {
+		return err
+	}
+
+	listeners := map[string]bool{}
+	for i := range objs.Listeners {
+		l := &objs.Listeners[i]
+		if l.Spec.LoadBalancerRef.Name != lb.Name || l.Namespace != lb.Namespace || notAccepted(res, "Listener", l) {
+			continue
+		}
+		listeners[l.Name] = true
+		key := l.Namespace + "/" + l.Name
+		c := cond(l, lbv1.ConditionProgrammed, true, lbv1.ReasonProgrammed, "")
+		switch {
+		case failed[key] != nil:
+			c = cond(l, lbv1.ConditionProgrammed, false, lbv1.ReasonBindFailed, fmt.Sprintf("node %s: %v", a.NodeName, failed[key]))
+		case servedListeners[key] == nil && enabled(l.Spec.AdminStateUp) && enabled(lb.Spec.AdminStateUp):
+			c = cond(l, lbv1.ConditionProgrammed, false, lbv1.ReasonPending, "not served yet")
+		}
+		st := lbv1.ListenerStatus{CommonStatus: lbv1.CommonStatus{Conditions: ssa.Conditions(l.Status.Conditions, c)}}
+		if err := a.apply(ctx, "Listener", l, st); err != nil {
+			return err
+		}
+	}
+
+	pools := map[string]*model.Pool{}
+	for _, l := range served.Listeners {
+		if l.Pool != nil {
+			pools[l.Pool.Key] = l.Pool
+		}
+	}
+	for i := range objs.Pools {
+		p := &objs.Pools[i]
+		if p.Namespace != lb.Namespace || !listeners[p.Spec.ListenerRef.Name] || notAccepted(res, "Pool", p) {
+			continue
+		}
+		mp := pools[p.Namespace+"/"+p.Name]
+		st := lbv1.PoolStatus{CommonStatus: lbv1.CommonStatus{Conditions: ssa.Conditions(p.Status.Conditions,
+			cond(p, lbv1.ConditionProgrammed, true, lbv1.ReasonProgrammed, ""))}}
+		for _, m := range p.Spec.Members {
+			st.Members = append(st.Members, lbv1.MemberStatus{Name: m.Name, Address: m.Address, ProtocolPort: m.ProtocolPort,
+				OperatingStatus: a.memberStatus(mp, m)})
+		}
+		if err := a.apply(ctx, "Pool", p, st); err != nil {
+			return err
+		}
+	}
+
+	for i := range objs.Monitors {
+		m := &objs.Monitors[i]
+		if m.Namespace != lb.Namespace || notAccepted(res, "HealthMonitor", m) {
+			continue
+		}
+		if _, ok := poolOfListener(objs, m.Spec.PoolRef.Name, m.Namespace, listeners); !ok {
+			continue
+		}
+		st := lbv1.HealthMonitorStatus{CommonStatus: lbv1.CommonStatus{Conditions: ssa.Conditions(m.Status.Conditions,
+			cond(m, lbv1.ConditionProgrammed, true, lbv1.ReasonProgrammed, ""))}}
+		if err := a.apply(ctx, "HealthMonitor", m, st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// memberStatus is Octavia's member operating status as this node sees it.
+func (a *Agent) memberStatus(p *model.Pool, m lbv1.Member) lbv1.OperatingStatus {
+	switch {
+	case !enabled(m.AdminStateUp):
+		return lbv1.OperatingOffline
+	case m.Weight != nil && *m.Weight == 0:
+		return lbv1.OperatingDraining
+	case p == nil:
+		return lbv1.OperatingOffline
+	case p.Monitor == nil:
+		return lbv1.OperatingNoMonitor
+	}
+	for _, mm := range p.Members {
+		if mm.Name == m.Name {
+			if a.Server.MemberUp(p.Key, mm.Name, mm.Address) {
+				return lbv1.OperatingOnline
+			}
+			return lbv1.OperatingError
+		}
+	}
+	return lbv1.OperatingOffline
+}
+
+func poolOfListener(objs model.Objects, pool, namespace string, listeners map[string]bool) (*lbv1.Pool, bool) {
+	for i := range objs.Pools {
+		p := &objs.Pools[i]
+		if p.Name == pool && p.Namespace == namespace && listeners[p.Spec.ListenerRef.Name] {
+			return p, true
+		}
+	}
+	return nil, false
+}
+
+func notAccepted(res model.Result, kind string, obj client.Object) bool {
+	_, bad := res.Problems[model.Ref{Kind: kind, Namespace: obj.GetNamespace(), Name: obj.GetName()}]
+	return bad
+}
+
+func enabled(b *bool) bool { return b == nil || *b }
+
+// apply writes status unless the same was written last time for this object and generation.
+func (a *Agent) apply(ctx context.Context, kind string, obj client.Object, status any) error {
+	raw, _ := json.Marshal(struct {
+		S   any
+		Gen int64
+	}{stripTimes(status), obj.GetGeneration()})
+	key := kind + "/" + obj.GetNamespace() + "/" + obj.GetName()
+	a.mu.Lock()
+	same := a.reported[key] == string(raw)
+	a.mu.Unlock()
+	if same {
+		return nil
+	}
+	if err := ssa.ApplyStatus(ctx, a.Client, kind, obj.GetNamespace(), obj.GetName(), ssa.DataplaneManager, status); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	a.mu.Lock()
+	a.reported[key] = string(raw)
+	a.mu.Unlock()
+	return nil
+}
+
+// stripTimes removes transition times so the comparison is of content only.
+func stripTimes(status any) any {
+	raw, _ := json.Marshal(status)
+	var m map[string]any
+	json.Unmarshal(raw, &m)
+	if cs, ok := m["conditions"].([]any); ok {
+		for _, c := range cs {
+			delete(c.(map[string]any), "lastTransitionTime")
+		}
+	}
+	return m
+}
