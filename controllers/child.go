@@ -3,22 +3,12 @@ package controllers
 import (
 	"context"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/controllers/ssa"
 	"github.com/l4lb/l4lb/dataplane/model"
 )
-
-// childState is what the Listener, Pool and HealthMonitor reconcilers share: acceptance from
-// the model, programming from the dataplane, and the statuses that follow.
-type childState struct {
-	accepted   metav1.Condition
-	programmed bool
-	failed     bool // the dataplane tried and could not (a port in use)
-	conditions []metav1.Condition
-}
 
 // childStatus computes Accepted, reads Programmed and builds the common status; operating is
 // the kind's own operating status given whether the dataplane serves it.
