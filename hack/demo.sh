@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# make demo / make demo-down: the seed's walkthrough on this machine, no cloud needed.
-# A real kube-apiserver and etcd run on loopback (hack/localcluster), the CRDs are installed,
-# and the static samples (config/samples/static) are applied.
+# make demo / make demo-down: the seed's walkthrough, for real, on this machine.
+# A real kube-apiserver and etcd run on loopback (hack/localcluster), the l4lb controller and
+# one dataplane agent run as processes beside them, the seed's Flask app runs as two
+# "instances" on 127.0.0.11 and 127.0.0.12 (ports 8080 and 8443), the static samples
+# (config/samples/static) are applied, and the seed's "Test the setup" is run against the VIP.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local
-state=.demo
-export KUBECONFIG=$PWD/$state/kubeconfig
+state=$PWD/.demo
+export KUBECONFIG=$state/kubeconfig
+VIP=127.0.10.1
 
 down() {
   for f in "$state"/*.pid; do
@@ -19,31 +22,72 @@ down() {
   rm -f "$KUBECONFIG"
 }
 
+start() { # name command...
+  local name=$1; shift
+  nohup "$@" >"$state/$name.log" 2>&1 &
+  echo $! >"$state/$name.pid"
+}
+
 up() {
   down
   mkdir -p "$state"
-  KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)
-  export KUBEBUILDER_ASSETS
-  go build -o bin/localcluster ./hack/localcluster
-  echo "== starting the local control plane (kube-apiserver + etcd on loopback)"
-  nohup bin/localcluster -write-kubeconfig "$KUBECONFIG" >"$state/localcluster.log" 2>&1 &
-  echo $! >"$state/localcluster.pid"
-  for _ in $(seq 120); do [[ -s "$KUBECONFIG" ]] && break; sleep 0.5; done
+  if [[ $(id -u) != 0 ]]; then
+    echo "make demo listens on ports 80 and 443 like the seed and installs python3-flask: run it as root" >&2
+    exit 1
+  fi
+  if ! /usr/bin/python3 -c 'import flask' 2>/dev/null; then
+    echo "== installing the seed's backend dependency: python3-flask (Debian)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-flask >/dev/null
+  fi
+  go build -o bin/l4lb . && go build -o bin/localcluster ./hack/localcluster
+
+  echo "== starting the local control plane (kube-apiserver + etcd on loopback; built once, cached)"
+  start localcluster bin/localcluster -write-kubeconfig "$KUBECONFIG"
+  for _ in $(seq 600); do [[ -s "$KUBECONFIG" ]] && break; sleep 0.5; done
   [[ -s "$KUBECONFIG" ]] || { cat "$state/localcluster.log"; echo "the local control plane did not start"; exit 1; }
   kubectl wait --for condition=established --timeout=60s crd --all >/dev/null
 
-  echo "== applying the seed's walkthrough as objects: kubectl apply -f config/samples/static/"
+  echo "== starting the controller and one dataplane agent (node demo-node)"
+  start controller bin/l4lb controller --metrics-bind-address 127.0.0.1:18080 --health-probe-bind-address 127.0.0.1:18081
+  start dataplane bin/l4lb dataplane --node-name demo-node --metrics-bind-address 127.0.0.1:19100 --health-probe-bind-address 127.0.0.1:19101
+
+  echo "== starting the seed's Flask app: instances 127.0.0.11 and 127.0.0.12, ports 8080 and 8443"
+  for ip in 127.0.0.11 127.0.0.12; do
+    for port in 8080 8443; do
+      start "backend-$ip-$port" /usr/bin/python3 hack/backend/app.py -p "$port" --bind "$ip" --name "instance-${ip##*.}"
+    done
+  done
+
+  echo "== kubectl apply -f config/samples/static/"
   kubectl apply -f config/samples/static/
+  kubectl wait --for=condition=Ready l4lb --all --timeout=120s >/dev/null
   echo
-  echo "== kubectl get l4lb"
   kubectl get l4lb
+  echo
+  echo "== Test the setup (the seed's last step), against the VIP $VIP"
+  echo "\$ for i in 1 2 3 4; do curl http://$VIP/; done"
+  seen=""
+  for i in 1 2 3 4; do
+    out=$(curl -sS --max-time 5 "http://$VIP/")
+    echo "$out"
+    seen+="$out"$'\n'
+  done
+  [[ $(sort -u <<<"$seen" | grep -c .) == 2 ]] || { echo "FAILED: the answers do not come from both back-ends"; exit 1; }
+  echo "\$ curl http://$VIP/health"
+  curl -sS --max-time 5 "http://$VIP/health"; echo
+  echo "\$ curl http://$VIP:443/   (twice: listener-443 balances too)"
+  curl -sS --max-time 5 "http://$VIP:443/"; echo
+  curl -sS --max-time 5 "http://$VIP:443/"; echo
   cat <<MSG
 
-The objects are stored and validated by a real API server. No controller or dataplane runs yet,
-so statuses stay empty and the VIP does not answer.
+The output alternates between both back-ends: the load balancer works.
 
-Try it:   export KUBECONFIG=$KUBECONFIG; kubectl get l4lb; kubectl explain pool.spec.members
-Stop it:  make demo-down
+Look around:  export KUBECONFIG=$KUBECONFIG
+              kubectl get l4lb
+              kubectl get pool pool-80 -o jsonpath='{.status.members}'
+              curl -s 127.0.0.1:19100/metrics | grep l4lb_
+Logs:         $state/*.log
+Stop it:      make demo-down
 MSG
 }
 

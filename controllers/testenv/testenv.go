@@ -23,6 +23,19 @@ func Root() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
+// SetAssets points KUBEBUILDER_ASSETS at the kube-apiserver and etcd that
+// hack/envtest-assets.sh builds (once) from the Go module proxy, unless it is already set.
+func SetAssets() error {
+	if os.Getenv("KUBEBUILDER_ASSETS") != "" {
+		return nil
+	}
+	out, err := exec.Command(filepath.Join(Root(), "hack", "envtest-assets.sh")).Output()
+	if err != nil {
+		return fmt.Errorf("finding kube-apiserver and etcd with hack/envtest-assets.sh: %w", err)
+	}
+	return os.Setenv("KUBEBUILDER_ASSETS", strings.TrimSpace(string(out)))
+}
+
 // Env is a running API server with the CRDs installed.
 type Env struct {
 	env    *envtest.Environment
@@ -33,12 +46,8 @@ type Env struct {
 // Start starts the API server. KUBEBUILDER_ASSETS, when unset, is found (or built once) by
 // hack/envtest-assets.sh, so `go test ./...` works as well as `make test`.
 func Start() (*Env, error) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		out, err := exec.Command(filepath.Join(Root(), "hack", "envtest-assets.sh")).Output()
-		if err != nil {
-			return nil, fmt.Errorf("finding kube-apiserver and etcd with hack/envtest-assets.sh: %w", err)
-		}
-		os.Setenv("KUBEBUILDER_ASSETS", strings.TrimSpace(string(out)))
+	if err := SetAssets(); err != nil {
+		return nil, err
 	}
 	e := &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join(Root(), "config", "crd", "bases")},

@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/l4lb/l4lb/controllers/testenv"
 )
 
 func main() {
@@ -20,6 +22,10 @@ func main() {
 	crds := flag.String("crds", "config/crd/bases", "folder of CRDs to install")
 	flag.Parse()
 
+	if err := testenv.SetAssets(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	env := &envtest.Environment{CRDDirectoryPaths: []string{*crds}, ErrorIfCRDPathMissing: true}
 	if _, err := env.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, "starting the local control plane:", err)
