@@ -58,7 +58,8 @@ func Build(objs Objects) Result {
 
 	// Listeners: oldest first, so when two claim one port the newer is refused and the
 	// older keeps serving.
-	listeners := alive(objs.Listeners, func(l *lbv1.Listener) metav1.Object { return l })
+	listeners := alive(objs.Listeners, func(l *lbv1.Listener) metav1.Object { return l },
+		func(l *lbv1.Listener) bool { return accepted(l.Status.Conditions) })
 	byKey := map[string]*Listener{}
 	listenerObjs := map[string]*lbv1.Listener{}
 	ports := map[string]string{}
@@ -100,7 +101,8 @@ func Build(objs Objects) Result {
 		byKey[ml.Key] = &ml
 	}
 
-	pools := alive(objs.Pools, func(p *lbv1.Pool) metav1.Object { return p })
+	pools := alive(objs.Pools, func(p *lbv1.Pool) metav1.Object { return p },
+		func(p *lbv1.Pool) bool { return accepted(p.Status.Conditions) })
 	poolByKey := map[string]*Pool{}
 	poolOwner := map[string]string{}
 	for _, p := range pools {
@@ -131,7 +133,8 @@ func Build(objs Objects) Result {
 		}
 	}
 
-	monitors := alive(objs.Monitors, func(m *lbv1.HealthMonitor) metav1.Object { return m })
+	monitors := alive(objs.Monitors, func(m *lbv1.HealthMonitor) metav1.Object { return m },
+		func(m *lbv1.HealthMonitor) bool { return accepted(m.Status.Conditions) })
 	monitored := map[string]string{}
 	for _, m := range monitors {
 		ref := Ref{"HealthMonitor", m.Namespace, m.Name}
@@ -198,13 +201,23 @@ func (b builder) missing(ref Ref, exists map[Ref]bool, target Ref) {
 	b.problem(ref, lbv1.ReasonReferenceNotFound, "%s %q not found", target.Kind, target.Name)
 }
 
+func accepted(conds []metav1.Condition) bool {
+	for _, c := range conds {
+		if c.Type == lbv1.ConditionAccepted {
+			return c.Status == metav1.ConditionTrue
+		}
+	}
+	return false
+}
+
 func key(namespace, name string) string { return namespace + "/" + name }
 
 func enabled(b *bool) bool { return b == nil || *b }
 
-// alive returns pointers to the objects not being deleted, oldest first (then by name), so
-// conflicts are always settled in favour of what was there before.
-func alive[T any](items []T, meta func(*T) metav1.Object) []*T {
+// alive returns pointers to the objects not being deleted, oldest first, so conflicts are
+// settled in favour of what was there before. Creation times have one-second resolution, so
+// within a second the incumbent (already accepted) comes first, then names decide.
+func alive[T any](items []T, meta func(*T) metav1.Object, incumbent func(*T) bool) []*T {
 	var out []*T
 	for i := range items {
 		if meta(&items[i]).GetDeletionTimestamp().IsZero() {
@@ -216,6 +229,9 @@ func alive[T any](items []T, meta func(*T) metav1.Object) []*T {
 		ta, tb := a.GetCreationTimestamp(), b.GetCreationTimestamp()
 		if !ta.Equal(&tb) {
 			return ta.Before(&tb)
+		}
+		if ia, ib := incumbent(out[i]), incumbent(out[j]); ia != ib {
+			return ia
 		}
 		return key(a.GetNamespace(), a.GetName()) < key(b.GetNamespace(), b.GetName())
 	})

@@ -155,3 +155,14 @@ func TestAllowed(t *testing.T) {
 		t.Error("an empty list must allow every source")
 	}
 }
+
+func TestIncumbentKeepsItsPortWithinTheSameSecond(t *testing.T) {
+	o := seed()
+	dup := lbv1.Listener{ObjectMeta: meta("a-dup", 1), Spec: o.Listeners[0].Spec} // same second, sorts first by name
+	o.Listeners[0].Status.Conditions = []metav1.Condition{{Type: lbv1.ConditionAccepted, Status: metav1.ConditionTrue}}
+	o.Listeners = append(o.Listeners, dup)
+	res := Build(o)
+	if res.Problems[Ref{"Listener", "ns", "a-dup"}].Reason != lbv1.ReasonPortConflict {
+		t.Fatalf("the newcomer took the port: %v", res.Problems)
+	}
+}

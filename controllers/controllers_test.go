@@ -1,0 +1,417 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/controllers"
+	"github.com/l4lb/l4lb/controllers/testenv"
+	"github.com/l4lb/l4lb/controllers/vip"
+	"github.com/l4lb/l4lb/dataplane/agent"
+	"github.com/l4lb/l4lb/dataplane/proxy"
+	dpvip "github.com/l4lb/l4lb/dataplane/vip"
+)
+
+// The reconcilers run against a real kube-apiserver with a real dataplane agent beside them,
+// proxying on loopback to real back-end sockets: the statuses checked here are the ones users
+// see, produced by the same parts they run.
+
+var k8s client.Client
+
+func TestMain(m *testing.M) {
+	env, err := testenv.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: controllers.NewScheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
+	if err != nil {
+		panic(err)
+	}
+	static := vip.NewStatic(nil)
+	base := controllers.Base{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("l4lb-controller")}
+	lbr := &controllers.LoadBalancerReconciler{Base: base, Providers: map[lbv1.Provider]vip.Provider{lbv1.ProviderStatic: static}, DefaultProvider: lbv1.ProviderStatic}
+	if err := controllers.Setup(mgr, lbr); err != nil {
+		panic(err)
+	}
+	a := &agent.Agent{Client: mgr.GetClient(), VIPs: dpvip.NewLocal("lo"), NodeName: "test-node"}
+	a.Server = proxy.New(proxy.Options{OnHealth: a.OnHealth})
+	if err := a.SetupWithManager(mgr); err != nil {
+		panic(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		if err := mgr.Start(ctx); err != nil {
+			panic(err)
+		}
+	}()
+	k8s = env.Client
+	code := m.Run()
+	cancel()
+	a.Server.Close()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+var seq atomic.Int32
+
+// setup makes a namespace and a VIP of its own for a test.
+func setup(t *testing.T) (string, string) {
+	t.Helper()
+	n := seq.Add(1)
+	ns := fmt.Sprintf("c%d", n)
+	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	return ns, fmt.Sprintf("127.0.30.%d", n)
+}
+
+// backend answers each connection with its name and closes.
+type backend struct {
+	name string
+	ln   net.Listener
+	port int32
+}
+
+func newBackend(t *testing.T, name string) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{name: name, ln: ln, port: int32(ln.Addr().(*net.TCPAddr).Port)}
+	go b.serve(ln)
+	t.Cleanup(func() { b.ln.Close() })
+	return b
+}
+
+func (b *backend) serve(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Write([]byte(b.name))
+		c.Close()
+	}
+}
+
+func (b *backend) stop() { b.ln.Close() }
+
+func (b *backend) restart(t *testing.T) {
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", b.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.ln = ln
+	go b.serve(ln)
+}
+
+func create(t *testing.T, objs ...client.Object) {
+	t.Helper()
+	for _, o := range objs {
+		if err := k8s.Create(context.Background(), o); err != nil {
+			t.Fatalf("creating %T %s: %v", o, o.GetName(), err)
+		}
+	}
+}
+
+func lb(ns, name, addr string) *lbv1.LoadBalancer {
+	return &lbv1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: lbv1.LoadBalancerSpec{Provider: lbv1.ProviderStatic, VIP: &lbv1.VIP{Address: addr}}}
+}
+
+func listener(ns, name, lbName string, port int32) *lbv1.Listener {
+	return &lbv1.Listener{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: lbName}, Protocol: lbv1.ListenerTCP, ProtocolPort: port}}
+}
+
+func pool(ns, name, listenerName string, backends ...*backend) *lbv1.Pool {
+	p := &lbv1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: lbv1.PoolSpec{ListenerRef: lbv1.ObjectReference{Name: listenerName}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin}}
+	for _, b := range backends {
+		p.Spec.Members = append(p.Spec.Members, lbv1.Member{Name: b.name, Address: "127.0.0.1", ProtocolPort: b.port})
+	}
+	return p
+}
+
+func monitor(ns, name, poolName string) *lbv1.HealthMonitor {
+	return &lbv1.HealthMonitor{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: lbv1.HealthMonitorSpec{PoolRef: lbv1.ObjectReference{Name: poolName}, Type: lbv1.MonitorTCP,
+			Delay: metav1.Duration{Duration: time.Second}, Timeout: metav1.Duration{Duration: 500 * time.Millisecond}, MaxRetries: 1, MaxRetriesDown: 2}}
+}
+
+// eventually retries check until it passes; the limit is generous, this is not a timing test.
+func eventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type statusOf struct {
+	prov lbv1.ProvisioningStatus
+	op   lbv1.OperatingStatus
+}
+
+func get(t *testing.T, obj client.Object) *lbv1.CommonStatus {
+	t.Helper()
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
+		t.Fatal(err)
+	}
+	switch o := obj.(type) {
+	case *lbv1.LoadBalancer:
+		return &o.Status.CommonStatus
+	case *lbv1.Listener:
+		return &o.Status.CommonStatus
+	case *lbv1.Pool:
+		return &o.Status.CommonStatus
+	case *lbv1.HealthMonitor:
+		return &o.Status.CommonStatus
+	}
+	panic("kind")
+}
+
+// expect waits until obj shows the statuses and, when given, a condition with a reason.
+func expect(t *testing.T, obj client.Object, want statusOf, condType, reason string) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%T %s", obj, obj.GetName()), func() error {
+		s := get(t, obj)
+		if (want.prov != "" && s.ProvisioningStatus != want.prov) || (want.op != "" && s.OperatingStatus != want.op) {
+			return fmt.Errorf("status %s/%s, want %s/%s; conditions %+v", s.ProvisioningStatus, s.OperatingStatus, want.prov, want.op, s.Conditions)
+		}
+		if condType != "" {
+			c := meta.FindStatusCondition(s.Conditions, condType)
+			if c == nil || c.Reason != reason {
+				return fmt.Errorf("condition %s is %+v, want reason %s", condType, c, reason)
+			}
+		}
+		return nil
+	})
+}
+
+var activeOnline = statusOf{lbv1.ProvisioningActive, lbv1.OperatingOnline}
+
+func fetch(addr string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	b, err := io.ReadAll(c)
+	if len(b) == 0 && err == nil {
+		err = fmt.Errorf("closed without an answer")
+	}
+	return string(b), err
+}
+
+func TestSeedTreeBecomesReadyAndAlternates(t *testing.T) {
+	ns, addr := setup(t)
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	l := lb(ns, "lb", addr)
+	create(t, l, listener(ns, "l80", "lb", 80), pool(ns, "p80", "l80", a, b), monitor(ns, "hm", "p80"))
+	expect(t, l, activeOnline, lbv1.ConditionReady, lbv1.ReasonReady)
+	for _, o := range []client.Object{&lbv1.Listener{}, &lbv1.Pool{}, &lbv1.HealthMonitor{}} {
+		o.SetNamespace(ns)
+		o.SetName(map[string]string{"*v1alpha1.Listener": "l80", "*v1alpha1.Pool": "p80", "*v1alpha1.HealthMonitor": "hm"}[fmt.Sprintf("%T", o)])
+		expect(t, o, activeOnline, lbv1.ConditionReady, lbv1.ReasonReady)
+	}
+	if l.Status.VIPAddress != addr || l.Status.Holder != "test-node" || l.Status.Listeners != 1 {
+		t.Fatalf("status %+v", l.Status)
+	}
+	var got []string
+	for range 4 {
+		s, err := fetch(addr + ":80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, s)
+	}
+	if got[0] == got[1] || got[1] == got[2] || got[2] == got[3] {
+		t.Fatalf("answers do not alternate: %v", got)
+	}
+	var p lbv1.Pool
+	k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "p80"}, &p)
+	if len(p.Status.Members) != 2 || p.Status.Members[0].OperatingStatus != lbv1.OperatingOnline || p.Status.MemberCount != 2 {
+		t.Fatalf("member statuses %+v", p.Status.Members)
+	}
+}
+
+func TestReferencesAppearLate(t *testing.T) {
+	ns, addr := setup(t)
+	a := newBackend(t, "a")
+	p := pool(ns, "p", "l", a)
+	create(t, p)
+	expect(t, p, statusOf{prov: lbv1.ProvisioningError}, lbv1.ConditionAccepted, lbv1.ReasonReferenceNotFound)
+	if c := meta.FindStatusCondition(p.Status.Conditions, lbv1.ConditionAccepted); !strings.Contains(c.Message, `"l"`) {
+		t.Fatalf("the message does not name the missing listener: %q", c.Message)
+	}
+	l := listener(ns, "l", "lb", 81)
+	create(t, l)
+	expect(t, l, statusOf{prov: lbv1.ProvisioningError}, lbv1.ConditionAccepted, lbv1.ReasonReferenceNotFound)
+	create(t, lb(ns, "lb", addr))
+	expect(t, l, activeOnline, lbv1.ConditionReady, lbv1.ReasonReady)
+	expect(t, p, statusOf{prov: lbv1.ProvisioningActive, op: lbv1.OperatingOnline}, lbv1.ConditionAccepted, lbv1.ReasonAccepted)
+	if s, err := fetch(addr + ":81"); err != nil || s != "a" {
+		t.Fatalf("got %q, %v", s, err)
+	}
+}
+
+func TestAdminStateDownIsOffline(t *testing.T) {
+	ns, addr := setup(t)
+	a := newBackend(t, "a")
+	l := lb(ns, "lb", addr)
+	lis := listener(ns, "l", "lb", 82)
+	create(t, l, lis, pool(ns, "p", "l", a))
+	expect(t, l, activeOnline, "", "")
+	get(t, l)
+	l.Spec.AdminStateUp = new(bool)
+	if err := k8s.Update(context.Background(), l); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, l, statusOf{lbv1.ProvisioningActive, lbv1.OperatingOffline}, "", "")
+	expect(t, lis, statusOf{op: lbv1.OperatingOffline}, "", "")
+	eventually(t, "traffic stops", func() error {
+		if s, err := fetch(addr + ":82"); err == nil {
+			return fmt.Errorf("still answered %q", s)
+		}
+		return nil
+	})
+}
+
+func TestDeletionReleasesAndChildrenReportTheMissingParent(t *testing.T) {
+	ns, addr := setup(t)
+	a := newBackend(t, "a")
+	l := lb(ns, "lb", addr)
+	lis := listener(ns, "l", "lb", 83)
+	create(t, l, lis, pool(ns, "p", "l", a))
+	expect(t, l, activeOnline, "", "")
+	if !strings.Contains(strings.Join(l.Finalizers, ","), lbv1.Finalizer) {
+		t.Fatalf("finalizers %v", l.Finalizers)
+	}
+	if err := k8s.Delete(context.Background(), l); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the load balancer goes", func() error {
+		err := k8s.Get(context.Background(), client.ObjectKeyFromObject(l), &lbv1.LoadBalancer{})
+		if err == nil {
+			return fmt.Errorf("still there")
+		}
+		return client.IgnoreNotFound(err)
+	})
+	expect(t, lis, statusOf{prov: lbv1.ProvisioningError}, lbv1.ConditionAccepted, lbv1.ReasonReferenceNotFound)
+	eventually(t, "traffic stops", func() error {
+		if s, err := fetch(addr + ":83"); err == nil {
+			return fmt.Errorf("still answered %q", s)
+		}
+		return nil
+	})
+	// The VIP is free again for another load balancer.
+	again := lb(ns, "lb2", addr)
+	create(t, again)
+	expect(t, again, statusOf{prov: lbv1.ProvisioningActive}, lbv1.ConditionVIPAllocated, lbv1.ReasonAllocated)
+}
+
+func TestSameVIPTwiceIsRefused(t *testing.T) {
+	ns, addr := setup(t)
+	first, second := lb(ns, "first", addr), lb(ns, "second", addr)
+	create(t, first)
+	expect(t, first, statusOf{prov: lbv1.ProvisioningActive}, lbv1.ConditionVIPAllocated, lbv1.ReasonAllocated)
+	create(t, second)
+	expect(t, second, statusOf{prov: lbv1.ProvisioningError}, lbv1.ConditionVIPAllocated, lbv1.ReasonAddressInUse)
+}
+
+func TestPortConflictRefusedWhileTheOtherServes(t *testing.T) {
+	ns, addr := setup(t)
+	a := newBackend(t, "a")
+	l := lb(ns, "lb", addr)
+	first := listener(ns, "first", "lb", 84)
+	create(t, l, first, pool(ns, "p", "first", a))
+	expect(t, first, activeOnline, "", "")
+	dup := listener(ns, "dup", "lb", 84)
+	create(t, dup)
+	expect(t, dup, statusOf{prov: lbv1.ProvisioningError}, lbv1.ConditionAccepted, lbv1.ReasonPortConflict)
+	expect(t, first, activeOnline, lbv1.ConditionReady, lbv1.ReasonReady)
+	if s, err := fetch(addr + ":84"); err != nil || s != "a" {
+		t.Fatalf("the first listener stopped serving: %q, %v", s, err)
+	}
+}
+
+func TestBindFailureReportedOnTheListener(t *testing.T) {
+	ns, addr := setup(t)
+	a := newBackend(t, "a")
+	// Something else already listens on the VIP's port 85.
+	squatter, err := net.Listen("tcp", addr+":85")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer squatter.Close()
+	l := lb(ns, "lb", addr)
+	bad, good := listener(ns, "bad", "lb", 85), listener(ns, "good", "lb", 86)
+	create(t, l, bad, good, pool(ns, "pb", "bad", a), pool(ns, "pg", "good", a))
+	expect(t, bad, statusOf{lbv1.ProvisioningError, lbv1.OperatingError}, lbv1.ConditionProgrammed, lbv1.ReasonBindFailed)
+	if c := meta.FindStatusCondition(get(t, bad).Conditions, lbv1.ConditionProgrammed); !strings.Contains(c.Message, "address already in use") {
+		t.Fatalf("message %q", c.Message)
+	}
+	expect(t, good, activeOnline, lbv1.ConditionReady, lbv1.ReasonReady)
+	if s, err := fetch(addr + ":86"); err != nil || s != "a" {
+		t.Fatalf("the other listener does not serve: %q, %v", s, err)
+	}
+	// Freed, it heals by itself.
+	squatter.Close()
+	get(t, bad)
+	bad.Spec.ConnectionLimit = new(int32)
+	*bad.Spec.ConnectionLimit = 100
+	if err := k8s.Update(context.Background(), bad); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, bad, activeOnline, lbv1.ConditionReady, lbv1.ReasonReady)
+}
+
+func TestMemberHealthCascades(t *testing.T) {
+	ns, addr := setup(t)
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	l := lb(ns, "lb", addr)
+	lis := listener(ns, "l", "lb", 87)
+	p := pool(ns, "p", "l", a, b)
+	create(t, l, lis, p, monitor(ns, "hm", "p"))
+	expect(t, l, activeOnline, "", "")
+	a.stop()
+	expect(t, p, statusOf{lbv1.ProvisioningActive, lbv1.OperatingDegraded}, "", "")
+	expect(t, l, statusOf{lbv1.ProvisioningActive, lbv1.OperatingDegraded}, "", "")
+	for range 4 {
+		if s, err := fetch(addr + ":87"); err != nil || s != "b" {
+			t.Fatalf("traffic went to the failed member: %q, %v", s, err)
+		}
+	}
+	b.stop()
+	expect(t, l, statusOf{lbv1.ProvisioningActive, lbv1.OperatingError}, "", "")
+	a.restart(t)
+	b.restart(t)
+	expect(t, p, activeOnline, "", "")
+	expect(t, l, activeOnline, "", "")
+}
