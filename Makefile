@@ -25,10 +25,13 @@ generate: $(CONTROLLER_GEN) ## Regenerate deepcopy code.
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Regenerate CRDs and RBAC, in config/ and in the chart.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
-	$(CONTROLLER_GEN) rbac:roleName=l4lb-manager paths=./controllers/... output:rbac:artifacts:config=config/rbac
-	mkdir -p charts/l4lb/crds
+	$(CONTROLLER_GEN) rbac:roleName=l4lb-manager paths=./controllers/... output:rbac:artifacts:config=config/rbac/manager
+	$(CONTROLLER_GEN) rbac:roleName=l4lb-dataplane paths=./dataplane/agent/... output:rbac:artifacts:config=config/rbac/dataplane
+	mkdir -p charts/l4lb/crds charts/l4lb/files
 	rm -f charts/l4lb/crds/*.yaml
 	cp config/crd/bases/*.yaml charts/l4lb/crds/
+	sed -n '/^rules:/,$$p' config/rbac/manager/role.yaml > charts/l4lb/files/manager-rules.yaml
+	sed -n '/^rules:/,$$p' config/rbac/dataplane/role.yaml > charts/l4lb/files/dataplane-rules.yaml
 
 .PHONY: fmt
 fmt: ## gofmt every Go file.
@@ -54,8 +57,13 @@ envtest: ## Build (once, cached) a real kube-apiserver and etcd for tests.
 	@hack/envtest-assets.sh >/dev/null
 
 .PHONY: test
-test: envtest ## Run every test against a real API server.
+test: envtest $(HELM) ## Run every test against a real API server.
 	hack/test.sh
+
+.PHONY: bench
+bench: ## l4lb against HAProxy 2.6 and a direct path on loopback, printed as ratios (as root).
+	hack/bench.sh
+	go test -run '^$$' -bench . -benchmem ./dataplane/balancer/
 
 ##@ Demo
 

@@ -25,7 +25,6 @@ import (
 // +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers/status;listeners/status;pools/status;healthmonitors/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers/finalizers,verbs=update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 
 // Base is what every reconciler shares.
 type Base struct {

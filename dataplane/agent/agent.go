@@ -24,6 +24,9 @@ import (
 	"github.com/l4lb/l4lb/dataplane/vip"
 )
 
+// +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers;listeners;pools;healthmonitors,verbs=get;list;watch
+// +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers/status;listeners/status;pools/status;healthmonitors/status,verbs=get;patch
+
 // Agent serves the l4lb objects on this node.
 type Agent struct {
 	Client   client.Client

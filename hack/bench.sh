@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# make bench: l4lb against HAProxy 2.6 (what Octavia's amphorae run) and a direct connection,
+# side by side on loopback in one run, printed as ratios. Same threads (2) and timeouts for
+# both proxies. Figures on shared 2-core machines are noisy: compare ratios from one run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GOTOOLCHAIN=local
+DUR=${DUR:-5}
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+ulimit -n 200000
+
+need=()
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v iperf3 >/dev/null || need+=(iperf3)
+command -v wrk >/dev/null || need+=(wrk)
+if ((${#need[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+go build -o "$work/l4lb" . && go build -o "$work/bench" ./hack/bench
+
+# Back-ends: an HTTP server and an iperf3 server.
+"$work/bench" http-server 127.0.0.1:18080 & pids+=($!)
+iperf3 -s -B 127.0.0.1 -p 15201 >/dev/null 2>&1 & pids+=($!)
+
+cat >"$work/l4lb.yaml" <<YAML
+apiVersion: lb.l4lb.io/v1alpha1
+kind: LoadBalancer
+metadata: {name: bench}
+spec: {provider: static, vip: {address: 127.0.0.1}}
+---
+apiVersion: lb.l4lb.io/v1alpha1
+kind: Listener
+metadata: {name: http}
+spec: {loadBalancerRef: {name: bench}, protocol: TCP, protocolPort: 28080}
+---
+apiVersion: lb.l4lb.io/v1alpha1
+kind: Pool
+metadata: {name: http}
+spec: {listenerRef: {name: http}, protocol: TCP, lbAlgorithm: ROUND_ROBIN, members: [{name: a, address: 127.0.0.1, protocolPort: 18080}]}
+---
+apiVersion: lb.l4lb.io/v1alpha1
+kind: Listener
+metadata: {name: bulk}
+spec: {loadBalancerRef: {name: bench}, protocol: TCP, protocolPort: 25201}
+---
+apiVersion: lb.l4lb.io/v1alpha1
+kind: Pool
+metadata: {name: bulk}
+spec: {listenerRef: {name: bulk}, protocol: TCP, lbAlgorithm: ROUND_ROBIN, members: [{name: a, address: 127.0.0.1, protocolPort: 15201}]}
+YAML
+GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/l4lb.yaml" --metrics-bind-address 0 2>"$work/l4lb.log" & l4lb_pid=$!; pids+=($l4lb_pid)
+
+cat >"$work/haproxy.cfg" <<CFG
+global
+  nbthread 2
+  maxconn 100000
+defaults
+  mode tcp
+  timeout client 50s
+  timeout server 50s
+  timeout connect 5s
+  maxconn 100000
+frontend http
+  bind 127.0.0.1:38080
+  default_backend http
+backend http
+  balance roundrobin
+  server a 127.0.0.1:18080
+frontend bulk
+  bind 127.0.0.1:35201
+  default_backend bulk
+backend bulk
+  server a 127.0.0.1:15201
+CFG
+haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & haproxy_pid=$!; pids+=($haproxy_pid)
+sleep 1
+
+declare -A port_http=([direct]=18080 [l4lb]=28080 [haproxy]=38080)
+declare -A port_bulk=([direct]=15201 [l4lb]=25201 [haproxy]=35201)
+declare -A pid_of=([l4lb]=$l4lb_pid [haproxy]=$haproxy_pid)
+paths=(direct l4lb haproxy)
+
+iperf() { # port streams -> Gbit/s
+  iperf3 -c 127.0.0.1 -p "$1" -P "$2" -t "$DUR" -J 2>/dev/null |
+    python3 -c 'import json,sys; print("%.1f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+}
+wrkrun() { # port extra-args -> "rps p50ms p99ms"
+  wrk -t2 -c64 -d"${DUR}s" --latency "$@" 2>/dev/null | python3 -c '
+import sys,re
+t=sys.stdin.read()
+def ms(v):
+    n=float(re.match(r"[\d.]+",v).group()); u=v[len(re.match(r"[\d.]+",v).group()):]
+    return n*{"us":0.001,"ms":1,"s":1000}.get(u,1)
+rps=float(re.search(r"Requests/sec:\s+([\d.]+)",t).group(1))
+p50=ms(re.search(r"50%\s+(\S+)",t).group(1)); p99=ms(re.search(r"99%\s+(\S+)",t).group(1))
+print("%.0f %.2f %.2f" % (rps,p50,p99))'
+}
+
+declare -A r
+for p in "${paths[@]}"; do r[bulk1_$p]=$(iperf "${port_bulk[$p]}" 1); done
+for p in "${paths[@]}"; do r[bulk8_$p]=$(iperf "${port_bulk[$p]}" 8); done
+for p in "${paths[@]}"; do read -r r[cps_$p] r[cps50_$p] r[cps99_$p] <<<"$(wrkrun -H 'Connection: close' "http://127.0.0.1:${port_http[$p]}/")"; done
+for p in "${paths[@]}"; do read -r r[ka_$p] r[ka50_$p] r[ka99_$p] <<<"$(wrkrun "http://127.0.0.1:${port_http[$p]}/")"; done
+# Memory for 10 000 idle connections through each proxy.
+for p in l4lb haproxy; do
+  before=$("$work/bench" rss "${pid_of[$p]}")
+  coproc IDLE { "$work/bench" idle 10000 "127.0.0.1:${port_http[$p]}"; }
+  read -r _ _ <&"${IDLE[0]}"
+  sleep 1
+  after=$("$work/bench" rss "${pid_of[$p]}")
+  r[mem_$p]=$(( (after - before) * 1024 / 10000 ))
+  eval "exec ${IDLE[1]}>&-"
+  wait "$IDLE_PID" 2>/dev/null || true
+  sleep 1
+done
+
+ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
+cat <<TABLE
+| scenario | direct | l4lb | HAProxy 2.6 | l4lb / HAProxy | l4lb / direct |
+|---|---|---|---|---|---|
+| bulk TCP, 1 stream (Gbit/s) | ${r[bulk1_direct]} | ${r[bulk1_l4lb]} | ${r[bulk1_haproxy]} | $(ratio ${r[bulk1_l4lb]} ${r[bulk1_haproxy]}) | $(ratio ${r[bulk1_l4lb]} ${r[bulk1_direct]}) |
+| bulk TCP, 8 streams (Gbit/s) | ${r[bulk8_direct]} | ${r[bulk8_l4lb]} | ${r[bulk8_haproxy]} | $(ratio ${r[bulk8_l4lb]} ${r[bulk8_haproxy]}) | $(ratio ${r[bulk8_l4lb]} ${r[bulk8_direct]}) |
+| short connections (req/s, 64 concurrent) | ${r[cps_direct]} | ${r[cps_l4lb]} | ${r[cps_haproxy]} | $(ratio ${r[cps_l4lb]} ${r[cps_haproxy]}) | $(ratio ${r[cps_l4lb]} ${r[cps_direct]}) |
+| short connections p50 (ms) | ${r[cps50_direct]} | ${r[cps50_l4lb]} | ${r[cps50_haproxy]} | $(ratio ${r[cps50_l4lb]} ${r[cps50_haproxy]}) | |
+| short connections p99 (ms) | ${r[cps99_direct]} | ${r[cps99_l4lb]} | ${r[cps99_haproxy]} | $(ratio ${r[cps99_l4lb]} ${r[cps99_haproxy]}) | |
+| keep-alive requests (req/s) | ${r[ka_direct]} | ${r[ka_l4lb]} | ${r[ka_haproxy]} | $(ratio ${r[ka_l4lb]} ${r[ka_haproxy]}) | $(ratio ${r[ka_l4lb]} ${r[ka_direct]}) |
+| memory per idle connection (bytes, 10 000 held) | | ${r[mem_l4lb]} | ${r[mem_haproxy]} | $(ratio ${r[mem_l4lb]} ${r[mem_haproxy]}) | |
+TABLE
