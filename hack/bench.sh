@@ -10,7 +10,9 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-ulimit -n 200000
+# The hard limit of open files here is 20 000; a proxy holds two per connection.
+ulimit -n "$(ulimit -Hn)"
+NIDLE=${NIDLE:-5000}
 
 need=()
 command -v haproxy >/dev/null || need+=(haproxy)
@@ -56,13 +58,13 @@ GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/l4lb.yaml" --metrics-bind-ad
 cat >"$work/haproxy.cfg" <<CFG
 global
   nbthread 2
-  maxconn 100000
+  maxconn 9000
 defaults
   mode tcp
   timeout client 50s
   timeout server 50s
   timeout connect 5s
-  maxconn 100000
+  maxconn 9000
 frontend http
   bind 127.0.0.1:38080
   default_backend http
@@ -104,14 +106,14 @@ for p in "${paths[@]}"; do r[bulk1_$p]=$(iperf "${port_bulk[$p]}" 1); done
 for p in "${paths[@]}"; do r[bulk8_$p]=$(iperf "${port_bulk[$p]}" 8); done
 for p in "${paths[@]}"; do read -r r[cps_$p] r[cps50_$p] r[cps99_$p] <<<"$(wrkrun -H 'Connection: close' "http://127.0.0.1:${port_http[$p]}/")"; done
 for p in "${paths[@]}"; do read -r r[ka_$p] r[ka50_$p] r[ka99_$p] <<<"$(wrkrun "http://127.0.0.1:${port_http[$p]}/")"; done
-# Memory for 10 000 idle connections through each proxy.
+# Memory for $NIDLE idle connections through each proxy.
 for p in l4lb haproxy; do
   before=$("$work/bench" rss "${pid_of[$p]}")
-  coproc IDLE { "$work/bench" idle 10000 "127.0.0.1:${port_http[$p]}"; }
+  coproc IDLE { "$work/bench" idle "$NIDLE" "127.0.0.1:${port_http[$p]}"; }
   read -r _ _ <&"${IDLE[0]}"
   sleep 1
   after=$("$work/bench" rss "${pid_of[$p]}")
-  r[mem_$p]=$(( (after - before) * 1024 / 10000 ))
+  r[mem_$p]=$(( (after - before) * 1024 / NIDLE ))
   eval "exec ${IDLE[1]}>&-"
   wait "$IDLE_PID" 2>/dev/null || true
   sleep 1
@@ -127,5 +129,5 @@ cat <<TABLE
 | short connections p50 (ms) | ${r[cps50_direct]} | ${r[cps50_l4lb]} | ${r[cps50_haproxy]} | $(ratio ${r[cps50_l4lb]} ${r[cps50_haproxy]}) | |
 | short connections p99 (ms) | ${r[cps99_direct]} | ${r[cps99_l4lb]} | ${r[cps99_haproxy]} | $(ratio ${r[cps99_l4lb]} ${r[cps99_haproxy]}) | |
 | keep-alive requests (req/s) | ${r[ka_direct]} | ${r[ka_l4lb]} | ${r[ka_haproxy]} | $(ratio ${r[ka_l4lb]} ${r[ka_haproxy]}) | $(ratio ${r[ka_l4lb]} ${r[ka_direct]}) |
-| memory per idle connection (bytes, 10 000 held) | | ${r[mem_l4lb]} | ${r[mem_haproxy]} | $(ratio ${r[mem_l4lb]} ${r[mem_haproxy]}) | |
+| memory per idle connection (bytes, $NIDLE held) | | ${r[mem_l4lb]} | ${r[mem_haproxy]} | $(ratio ${r[mem_l4lb]} ${r[mem_haproxy]}) | |
 TABLE
