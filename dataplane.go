@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -34,9 +35,10 @@ func dataplaneCommand() func() error {
 	hostname, _ := os.Hostname()
 	node := flag.String("node-name", envOr("NODE_NAME", hostname), "this node's name (the DaemonSet sets NODE_NAME)")
 	iface := flag.String("vip-interface", "lo", "interface VIPs are added to when they are not already local")
+	pprof := flag.Bool("pprof", false, "serve Go's /debug/pprof on the metrics address (standalone mode)")
 	return func() error {
 		if *config != "" {
-			return standalone(*config, *metrics)
+			return standalone(*config, *metrics, *pprof)
 		}
 		mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 			Scheme:                 controllers.NewScheme(),
@@ -68,7 +70,7 @@ func envOr(name, def string) string {
 
 // standalone serves a file of l4lb objects: no API server, no controller. Each load balancer
 // needs spec.vip.address. The file is reloaded on SIGHUP and when it changes.
-func standalone(path, metricsAddr string) error {
+func standalone(path, metricsAddr string, withPprof bool) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -77,6 +79,10 @@ func standalone(path, metricsAddr string) error {
 	if metricsAddr != "0" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		if withPprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		}
 		go func() {
 			if err := http.ListenAndServe(metricsAddr, mux); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("metrics endpoint", "err", err)

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -20,6 +19,7 @@ import (
 type member struct {
 	pool    string // the pool's key
 	spec    model.Member
+	addr    string // spec.Address as text, for dialing without formatting it each time
 	up      atomic.Bool
 	active  atomic.Int64
 	metrics *memberMetrics
@@ -111,24 +111,22 @@ func (p *pool) remember(src netip.AddrPort, m *member) *member {
 
 // dial connects to a member, trying others when a connect fails, all within timeout.
 func (p *pool) dial(src netip.AddrPort, timeout time.Duration) (*net.TCPConn, *member, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
+	d := net.Dialer{Deadline: time.Now().Add(timeout), KeepAlive: -1}
 	var tried []*member
-	var d net.Dialer
 	for {
 		m := p.pick(src, tried)
 		if m == nil {
 			return nil, nil, errNoMember
 		}
 		m.active.Add(1)
-		c, err := d.DialContext(ctx, "tcp", m.spec.Address.String())
+		c, err := d.Dial("tcp", m.addr)
 		if err == nil {
 			return c.(*net.TCPConn), m, nil
 		}
 		m.active.Add(-1)
 		m.metrics.errors.Inc()
 		tried = append(tried, m)
-		if ctx.Err() != nil {
+		if time.Now().After(d.Deadline) {
 			return nil, nil, err
 		}
 	}

@@ -9,8 +9,11 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -81,7 +84,7 @@ func (s *Server) Apply(m model.Model) map[string]error {
 			rm := s.members[k]
 			if rm == nil || rm.spec != mm {
 				old := rm
-				rm = &member{pool: p.Key, spec: mm, metrics: s.metrics.member(p.Key, mm.Name, mm.Address.String())}
+				rm = &member{pool: p.Key, spec: mm, addr: mm.Address.String(), metrics: s.metrics.member(p.Key, mm.Name, mm.Address.String())}
 				if old != nil { // same member, new weight or flags: keep its state
 					rm.up.Store(old.up.Load())
 					rm.active.Store(old.active.Load())
@@ -128,8 +131,8 @@ func (s *Server) Apply(m model.Model) map[string]error {
 		}
 	}
 	for k, l := range s.tcp {
-		if !want[k] || s.tcp[k].cfg.Load().spec.Protocol != model.TCP {
-			l.ln.Close()
+		if !want[k] {
+			l.close()
 			delete(s.tcp, k)
 			s.metrics.forgetListener(k)
 		}
@@ -161,36 +164,49 @@ func poolFor(l model.Listener, pools map[string]*pool) *pool {
 func (s *Server) applyTCP(l model.Listener, pools map[string]*pool) error {
 	cfg := &tcpConfig{spec: l, pool: poolFor(l, pools)}
 	if cur, ok := s.tcp[l.Key]; ok {
-		if localAddr(cur.ln) == l.Address {
+		if localAddr(cur.lns[0]) == l.Address {
 			cur.cfg.Store(cfg)
 			return nil
 		}
-		cur.ln.Close() // the address changed: open anew
+		cur.close() // the address changed: open anew
 		delete(s.tcp, l.Key)
 	}
-	ln, err := listenConfig().Listen(context.Background(), "tcp", l.Address.String())
-	if err != nil {
-		return err
-	}
-	tl := &tcpListener{key: l.Key, ln: ln.(*net.TCPListener), metrics: s.metrics.listener(l.Key),
+	// One accepting socket per core (SO_REUSEPORT): the kernel spreads new connections over
+	// them, so accepting is not serialised behind one goroutine.
+	tl := &tcpListener{key: l.Key, metrics: s.metrics.listener(l.Key),
 		log: func(msg string, kv ...any) { s.log.Warn(msg, kv...) }}
+	for range max(1, runtime.GOMAXPROCS(0)) {
+		ln, err := listenConfig().Listen(context.Background(), "tcp", l.Address.String())
+		if err != nil {
+			tl.close()
+			return err
+		}
+		tl.lns = append(tl.lns, ln.(*net.TCPListener))
+	}
 	tl.cfg.Store(cfg)
 	s.tcp[l.Key] = tl
-	go tl.serve()
+	for _, ln := range tl.lns {
+		go tl.serve(ln)
+	}
 	return nil
 }
 
 // listenConfig binds with IP_FREEBIND, so a node can hold its listeners ready for a VIP it
-// does not (yet) own: a takeover then only moves the address.
+// does not (yet) own: a takeover then only moves the address; and with SO_REUSEPORT, so a
+// listener can have one socket per core.
 func listenConfig() *net.ListenConfig {
-	return &net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+	// No TCP keepalive probes on client sockets (HAProxy sends none by default either): the
+	// idle timeouts close dead connections, and three setsockopt calls a connection are saved.
+	return &net.ListenConfig{KeepAlive: -1, Control: func(network, address string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
-			level, opt := syscall.IPPROTO_IP, 15 // IP_FREEBIND
+			level, opt := unix.IPPROTO_IP, unix.IP_FREEBIND
 			if network == "tcp6" || network == "udp6" {
-				level, opt = syscall.IPPROTO_IPV6, 78 // IPV6_FREEBIND
+				level, opt = unix.IPPROTO_IPV6, unix.IPV6_FREEBIND
 			}
-			serr = syscall.SetsockoptInt(int(fd), level, opt, 1)
+			if serr = unix.SetsockoptInt(int(fd), level, opt, 1); serr == nil && network[:3] == "tcp" {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			}
 		})
 		if err != nil {
 			return err

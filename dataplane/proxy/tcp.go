@@ -7,7 +7,10 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/dataplane/model"
 )
@@ -21,7 +24,7 @@ type tcpConfig struct {
 
 type tcpListener struct {
 	key     string
-	ln      *net.TCPListener
+	lns     []*net.TCPListener // one per core, bound with SO_REUSEPORT
 	cfg     atomic.Pointer[tcpConfig]
 	active  atomic.Int64
 	metrics *listenerMetrics
@@ -29,10 +32,16 @@ type tcpListener struct {
 	log     func(msg string, kv ...any)
 }
 
-func (l *tcpListener) serve() {
+func (l *tcpListener) close() {
+	for _, ln := range l.lns {
+		ln.Close()
+	}
+}
+
+func (l *tcpListener) serve(ln *net.TCPListener) {
 	var delay time.Duration
 	for {
-		c, err := l.ln.AcceptTCP()
+		c, err := ln.AcceptTCP()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -119,10 +128,9 @@ func (l *tcpListener) handle(c *net.TCPConn) {
 	m.metrics.bytesOut.Add(float64(out))
 }
 
-// pipe copies both ways until both sides are done and returns the bytes each way. Copies use
-// io.Copy between the bare *net.TCPConn so Go splices in the kernel; each half-closes its
-// destination on EOF. A direction whose source is quiet for its idle timeout ends the
-// connection only when the other direction has been quiet too.
+// pipe copies both ways until both sides are done and returns the bytes each way. Each
+// direction half-closes its destination on EOF. A direction whose source is quiet for its
+// idle timeout ends the connection only when the other direction has been quiet too.
 func pipe(client, backend *net.TCPConn, clientIdle, memberIdle time.Duration) (in, out int64) {
 	var clientSeen, backendSeen atomic.Int64
 	now := time.Now().UnixNano()
@@ -137,31 +145,94 @@ func pipe(client, backend *net.TCPConn, clientIdle, memberIdle time.Duration) (i
 	return in, out
 }
 
+// chunk is the read size of the small-message path; a read that fills it means bulk data,
+// and the direction switches to splice(2).
+const chunk = 32 << 10
+
+var chunks = sync.Pool{New: func() any { b := make([]byte, chunk); return &b }}
+
+// copyHalf copies src to dst. Small messages (requests, responses) go through one read and
+// one write with a pooled buffer taken only once data is there, so an idle connection holds
+// no buffer; once a read fills the buffer the rest is spliced in the kernel by io.Copy between
+// the bare *net.TCPConn. The idle deadline is re-armed from the last activity of either
+// direction only when it fires, not on every read.
 func copyHalf(dst, src *net.TCPConn, idle time.Duration, seen, otherSeen *atomic.Int64, client, backend *net.TCPConn) int64 {
 	var total int64
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	if idle > 0 {
+		src.SetReadDeadline(time.Now().Add(idle))
+	}
+	bulk := false
 	for {
-		if idle > 0 {
-			src.SetReadDeadline(time.Now().Add(idle))
+		var n int64
+		if bulk {
+			n, err = io.Copy(dst, src)
+			if err == nil {
+				err = io.EOF
+			}
+		} else {
+			n, err = readWrite(rc, dst)
+			bulk = n == chunk
 		}
-		n, err := io.Copy(dst, src)
 		total += n
-		now := time.Now()
 		if n > 0 {
-			seen.Store(now.UnixNano())
+			seen.Store(time.Now().UnixNano())
 		}
 		switch {
-		case err == nil: // EOF: pass the half-close on, let the other direction finish.
+		case err == nil:
+			continue
+		case errors.Is(err, io.EOF): // pass the half-close on, let the other direction finish.
 			dst.CloseWrite()
 			return total
-		case isTimeout(err) && (n > 0 || now.Sub(time.Unix(0, otherSeen.Load())) < idle):
-			continue // not idle: this side moved, or the other side did
-		default: // idle both ways, or a reset: end both directions.
-			client.SetLinger(0)
-			client.Close()
-			backend.Close()
-			return total
+		case isTimeout(err) && idle > 0:
+			last := time.Unix(0, max(seen.Load(), otherSeen.Load()))
+			if time.Since(last) < idle {
+				src.SetReadDeadline(last.Add(idle))
+				continue
+			}
 		}
+		// Idle both ways, or a reset: end both directions.
+		client.SetLinger(0)
+		client.Close()
+		backend.Close()
+		return total
 	}
+}
+
+// readWrite waits until src is readable, reads once into a pooled buffer and writes that to
+// dst.
+func readWrite(src syscall.RawConn, dst *net.TCPConn) (int64, error) {
+	var (
+		bp   *[]byte
+		n    int
+		rerr error
+	)
+	err := src.Read(func(fd uintptr) bool {
+		bp = chunks.Get().(*[]byte)
+		n, rerr = unix.Read(int(fd), *bp)
+		if rerr == unix.EAGAIN || rerr == unix.EINTR {
+			chunks.Put(bp)
+			bp = nil
+			return false // wait for readability, holding no buffer
+		}
+		return true
+	})
+	if bp != nil {
+		defer chunks.Put(bp)
+	}
+	switch {
+	case err != nil:
+		return 0, err
+	case rerr != nil:
+		return 0, rerr
+	case n == 0:
+		return 0, io.EOF
+	}
+	_, err = dst.Write((*bp)[:n])
+	return int64(n), err
 }
 
 func isTimeout(err error) bool {
