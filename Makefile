@@ -63,6 +63,7 @@ test: envtest $(HELM) ## Run every test against a real API server.
 .PHONY: bench
 bench: ## l4lb against HAProxy 2.6 and a direct path on loopback, printed as ratios (as root).
 	hack/bench.sh
+	go run ./hack/latency
 	go test -run '^$$' -bench . -benchmem ./dataplane/balancer/
 
 ##@ Demo

@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,6 +35,7 @@ import (
 var k8s client.Client
 
 func TestMain(m *testing.M) {
+	ctrl.SetLogger(logr.Discard())
 	env, err := testenv.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -414,4 +416,54 @@ func TestMemberHealthCascades(t *testing.T) {
 	b.restart(t)
 	expect(t, p, activeOnline, "", "")
 	expect(t, l, activeOnline, "", "")
+}
+
+func TestRemovedMemberDrains(t *testing.T) {
+	ns, addr := setup(t)
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	// c keeps its connections open until released, to show they survive its removal.
+	hold, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	release := make(chan struct{})
+	go func() {
+		for {
+			c, err := hold.Accept()
+			if err != nil {
+				return
+			}
+			go func() { <-release; c.Write([]byte("c")); c.Close() }()
+		}
+	}()
+	c := &backend{name: "c", ln: hold, port: int32(hold.Addr().(*net.TCPAddr).Port)}
+	l := lb(ns, "lb", addr)
+	p := pool(ns, "p", "l", c)
+	create(t, l, listener(ns, "l", "lb", 88), p)
+	expect(t, l, activeOnline, "", "")
+	open, err := net.Dial("tcp", addr+":88")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	time.Sleep(100 * time.Millisecond) // the proxy has connected it to c
+	get(t, p)
+	p.Spec.Members = pool(ns, "p", "l", a, b).Spec.Members
+	if err := k8s.Update(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "new connections avoid the removed member", func() error {
+		for range 4 {
+			if s, err := fetch(addr + ":88"); err != nil || s == "c" {
+				return fmt.Errorf("got %q, %v", s, err)
+			}
+		}
+		return nil
+	})
+	close(release)
+	open.SetDeadline(time.Now().Add(5 * time.Second))
+	if got, err := io.ReadAll(open); err != nil || string(got) != "c" {
+		t.Fatalf("the connection to the removed member was cut: %q, %v", got, err)
+	}
 }
