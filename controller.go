@@ -7,11 +7,13 @@ import (
 	"strings"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/controllers"
+	"github.com/l4lb/l4lb/controllers/openstack"
 	"github.com/l4lb/l4lb/controllers/vip"
 )
 
@@ -22,6 +24,9 @@ func controllerCommand() func() error {
 	leaderNamespace := flag.String("leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's)")
 	defaultProvider := flag.String("default-provider", "static", "VIP provider for load balancers that name none: static or openstack")
 	ranges := flag.String("vip-ranges", "", "comma-separated CIDRs the static provider allocates VIPs from")
+	osSecret := flag.String("openstack-secret", "", "NAMESPACE/NAME of the Secret with OpenStack credentials (clouds.yaml or OS_* keys); enables the openstack provider")
+	osCloud := flag.String("openstack-cloud", "openstack", "cloud of the clouds.yaml to use (the Secret's key \"cloud\" overrides it)")
+	clusterID := flag.String("cluster-id", "kubernetes", "tag that tells this cluster's Neutron resources from other clusters'")
 	return func() error {
 		var prefixes []netip.Prefix
 		for _, r := range strings.Split(*ranges, ",") {
@@ -52,6 +57,13 @@ func controllerCommand() func() error {
 		lbr := &controllers.LoadBalancerReconciler{Base: base,
 			Providers:       map[lbv1.Provider]vip.Provider{lbv1.ProviderStatic: static},
 			DefaultProvider: lbv1.Provider(*defaultProvider)}
+		if *osSecret != "" {
+			ns, name, ok := strings.Cut(*osSecret, "/")
+			if !ok {
+				return fmt.Errorf("--openstack-secret: want NAMESPACE/NAME, got %q", *osSecret)
+			}
+			lbr.Providers[lbv1.ProviderOpenStack] = openstack.New(mgr, client.ObjectKey{Namespace: ns, Name: name}, *osCloud, *clusterID)
+		}
 		if err := controllers.Setup(mgr, lbr); err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -122,6 +123,7 @@ func (r *LoadBalancerReconciler) reconcileDelete(ctx context.Context, lb *lbv1.L
 func (r *LoadBalancerReconciler) reconcileNormal(ctx context.Context, lb *lbv1.LoadBalancer) (ctrl.Result, error) {
 	st := lbv1.LoadBalancerStatus{}
 	var result ctrl.Result
+	var allocErr error // why the VIP or its floating IP is not there yet
 
 	// Accepted: the provider exists here.
 	name, p := r.provider(lb)
@@ -133,12 +135,16 @@ func (r *LoadBalancerReconciler) reconcileNormal(ctx context.Context, lb *lbv1.L
 		allocated.Message = "no VIP provider"
 	} else {
 		alloc, err := p.Allocate(ctx, lb)
+		var fipErr error
+		if err != nil && alloc.Address != "" && isFloatingIPError(err) {
+			err, fipErr = nil, err // the VIP exists; only the floating IP is missing
+		}
 		if err != nil {
 			allocated = condition(lb, lbv1.ConditionVIPAllocated, false, vip.Reason(err, lbv1.ReasonAllocationFailed), err.Error())
 			if prev := meta.FindStatusCondition(lb.Status.Conditions, lbv1.ConditionVIPAllocated); prev == nil || prev.Message != err.Error() {
 				r.event(lb, true, allocated.Reason, "AllocateVIP", "%v", err)
 			}
-			result.RequeueAfter = retryAllocation
+			allocErr = err
 		} else {
 			st.VIPAddress, st.VIPPortID = alloc.Address, alloc.PortID
 			st.FloatingIPAddress, st.FloatingIPID = alloc.FloatingIPAddress, alloc.FloatingIPID
@@ -146,14 +152,22 @@ func (r *LoadBalancerReconciler) reconcileNormal(ctx context.Context, lb *lbv1.L
 			if lb.Status.VIPAddress != alloc.Address {
 				r.event(lb, false, lbv1.ReasonAllocated, "AllocateVIP", "allocated VIP %s", alloc.Address)
 			}
+			allocErr = fipErr
 		}
 	}
 	floating := condition(lb, lbv1.ConditionFloatingIPAttached, true, lbv1.ReasonNotRequested, "no floatingIP in spec")
 	if lb.Spec.FloatingIP != nil {
-		floating = condition(lb, lbv1.ConditionFloatingIPAttached, st.FloatingIPAddress != "", lbv1.ReasonPending, "")
-		if st.FloatingIPAddress != "" {
-			floating.Reason, floating.Message = lbv1.ReasonAttached, "floating IP "+st.FloatingIPAddress
+		switch {
+		case st.FloatingIPAddress != "":
+			floating = condition(lb, lbv1.ConditionFloatingIPAttached, true, lbv1.ReasonAttached, "floating IP "+st.FloatingIPAddress)
+		case allocErr != nil && st.VIPAddress != "":
+			floating = condition(lb, lbv1.ConditionFloatingIPAttached, false, vip.Reason(allocErr, lbv1.ReasonAttachFailed), allocErr.Error())
+		default:
+			floating = condition(lb, lbv1.ConditionFloatingIPAttached, false, lbv1.ReasonPending, "waiting for the VIP")
 		}
+	}
+	if allocErr != nil {
+		result.RequeueAfter = retryAllocation
 	}
 
 	// The tree below, as the other reconcilers reported it.
@@ -197,10 +211,22 @@ func (r *LoadBalancerReconciler) reconcileNormal(ctx context.Context, lb *lbv1.L
 	st.Conditions = ssa.Conditions(lb.Status.Conditions, accepted, allocated, floating, readyCond)
 	r.noteAcceptance(lb, lb.Status.Conditions, accepted)
 
-	if !statusChanged(&lb.Status, &st) {
-		return result, nil
+	if statusChanged(&lb.Status, &st) {
+		if err := ssa.ApplyStatus(ctx, r.Client, "LoadBalancer", lb.Namespace, lb.Name, ssa.ControllerManager, st); err != nil {
+			return result, err
+		}
 	}
-	return result, ssa.ApplyStatus(ctx, r.Client, "LoadBalancer", lb.Namespace, lb.Name, ssa.ControllerManager, st)
+	// A cloud that is down or failing is retried with the rate limiter's backoff; the
+	// condition above already says which step and why.
+	if vip.Reason(allocErr, "") == lbv1.ReasonProviderUnavailable {
+		return ctrl.Result{}, allocErr
+	}
+	return result, nil
+}
+
+func isFloatingIPError(err error) bool {
+	var e *vip.Error
+	return errors.As(err, &e) && e.FloatingIP
 }
 
 // statusChanged compares what the controller would write with what is there.

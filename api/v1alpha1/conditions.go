@@ -41,6 +41,10 @@ const (
 	ReasonAnnounced           = "Announced"
 	ReasonNoHolder            = "NoHolder"
 	ReasonProviderUnavailable = "ProviderUnavailable"
+	ReasonCredentialsRefused  = "CredentialsRefused"
+	ReasonQuotaExceeded       = "QuotaExceeded"
+	ReasonConflict            = "Conflict"
+	ReasonNotFound            = "NotFound"
 )
 
 // Finalizer is put on every l4lb object so the operator releases what it made (VIPs,

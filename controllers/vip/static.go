@@ -49,10 +49,10 @@ func (s *Static) Allocate(_ context.Context, lb *lbv1.LoadBalancer) (Allocation,
 	if lb.Spec.VIP != nil && lb.Spec.VIP.Address != "" {
 		a, err := netip.ParseAddr(lb.Spec.VIP.Address)
 		if err != nil {
-			return Allocation{}, &Error{lbv1.ReasonInvalid, fmt.Errorf("vip.address %q is not an IP address", lb.Spec.VIP.Address)}
+			return Allocation{}, &Error{Reason: lbv1.ReasonInvalid, Err: fmt.Errorf("vip.address %q is not an IP address", lb.Spec.VIP.Address)}
 		}
 		if other, taken := s.owner[a]; taken && other != lb.UID {
-			return Allocation{}, &Error{lbv1.ReasonAddressInUse, fmt.Errorf("%s is already the VIP of another load balancer", a)}
+			return Allocation{}, &Error{Reason: lbv1.ReasonAddressInUse, Err: fmt.Errorf("%s is already the VIP of another load balancer", a)}
 		}
 		s.owner[a], s.addr[lb.UID] = lb.UID, a
 		return Allocation{Address: a.String()}, nil
@@ -71,9 +71,9 @@ func (s *Static) Allocate(_ context.Context, lb *lbv1.LoadBalancer) (Allocation,
 		}
 	}
 	if len(s.ranges) == 0 {
-		return Allocation{}, &Error{lbv1.ReasonAllocationFailed, fmt.Errorf("set spec.vip.address, or start the controller with --vip-ranges")}
+		return Allocation{}, &Error{Reason: lbv1.ReasonAllocationFailed, Err: fmt.Errorf("set spec.vip.address, or start the controller with --vip-ranges")}
 	}
-	return Allocation{}, &Error{lbv1.ReasonAllocationFailed, fmt.Errorf("every address of the VIP ranges %v is in use", s.ranges)}
+	return Allocation{}, &Error{Reason: lbv1.ReasonAllocationFailed, Err: fmt.Errorf("every address of the VIP ranges %v is in use", s.ranges)}
 }
 
 func (s *Static) Release(_ context.Context, lb *lbv1.LoadBalancer) error {

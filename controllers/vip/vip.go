@@ -25,10 +25,12 @@ type Provider interface {
 	Release(ctx context.Context, lb *lbv1.LoadBalancer) error
 }
 
-// Error is a provider failure with the condition reason the user should see.
+// Error is a provider failure with the condition reason the user should see. FloatingIP
+// marks a failure of the floating IP step once the VIP itself exists.
 type Error struct {
-	Reason string
-	Err    error
+	Reason     string
+	Err        error
+	FloatingIP bool
 }
 
 func (e *Error) Error() string { return e.Err.Error() }

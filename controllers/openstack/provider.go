@@ -1,0 +1,510 @@
+package openstack
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack"
+	osconfig "github.com/gophercloud/gophercloud/v2/openstack/config"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/attributestags"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/layer3/floatingips"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/networks"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/subnets"
+	corev1 "k8s.io/api/core/v1"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/controllers/vip"
+)
+
+// Provider allocates VIPs in Neutron. Every resource it creates carries the load balancer's
+// UID and the cluster's id as tags (and a deterministic name and description, which covers a
+// crash between creating and tagging), so a restarted controller finds and adopts what it
+// made instead of leaking it, and never touches what it did not make.
+type Provider struct {
+	// ClusterID tells this cluster's resources from another's in the same project.
+	ClusterID string
+	// Credentials returns the current credentials (read from the Secret).
+	Credentials func(ctx context.Context) (Credentials, error)
+	// Nodes returns the nodes whose Neutron ports must accept the VIPs.
+	Nodes func(ctx context.Context) ([]corev1.Node, error)
+	// Record tells the user what was done in the cloud (events).
+	Record func(lb *lbv1.LoadBalancer, warning bool, reason, msg string)
+
+	mu  sync.Mutex
+	net *gophercloud.ServiceClient
+}
+
+const deviceOwner = "l4lb:vip"
+
+func (p *Provider) tags(lb *lbv1.LoadBalancer) []string {
+	return []string{"l4lb-uid:" + string(lb.UID), "l4lb-cluster:" + p.ClusterID}
+}
+
+func portName(lb *lbv1.LoadBalancer) string {
+	return truncate("l4lb-"+lb.Namespace+"-"+lb.Name, 255)
+}
+
+func description(lb *lbv1.LoadBalancer) string {
+	return "l4lb load balancer " + lb.Namespace + "/" + lb.Name + " uid " + string(lb.UID)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func (p *Provider) record(lb *lbv1.LoadBalancer, warning bool, reason, format string, args ...any) {
+	if p.Record != nil {
+		p.Record(lb, warning, reason, fmt.Sprintf(format, args...))
+	}
+}
+
+// client authenticates once and keeps the client; gophercloud re-authenticates on expiry. A
+// refused authentication is forgotten, so a fixed Secret is picked up on the next try.
+func (p *Provider) client(ctx context.Context) (*gophercloud.ServiceClient, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.net != nil {
+		return p.net, nil
+	}
+	creds, err := p.Credentials(ctx)
+	if err != nil {
+		return nil, &vip.Error{Reason: lbv1.ReasonCredentialsRefused, Err: fmt.Errorf("openstack credentials: %w", err)}
+	}
+	pc, err := newProviderClient(ctx, creds)
+	if err != nil {
+		return nil, classify("authenticating to OpenStack", err)
+	}
+	nc, err := openstack.NewNetworkV2(pc, creds.Endpoint)
+	if err != nil {
+		return nil, classify("finding the network endpoint", err)
+	}
+	p.net = nc
+	return nc, nil
+}
+
+// requestTimeout bounds every call to the cloud, so a reconcile never hangs on Neutron.
+const requestTimeout = 30 * time.Second
+
+func newProviderClient(ctx context.Context, c Credentials) (*gophercloud.ProviderClient, error) {
+	withTimeout := osconfig.WithHTTPClient(http.Client{Timeout: requestTimeout})
+	if c.TLS != nil {
+		return osconfig.NewProviderClient(ctx, c.Auth, withTimeout, osconfig.WithTLSConfig(c.TLS))
+	}
+	return osconfig.NewProviderClient(ctx, c.Auth, withTimeout)
+}
+
+// forget drops the client after a refused authentication.
+func (p *Provider) forget(err error) {
+	if vip.Reason(err, "") == lbv1.ReasonCredentialsRefused {
+		p.mu.Lock()
+		p.net = nil
+		p.mu.Unlock()
+	}
+}
+
+// Allocate makes sure the VIP port, the floating IP and the nodes' address pairs exist. When
+// the port exists but a later step fails, the returned Allocation still carries the VIP.
+func (p *Provider) Allocate(ctx context.Context, lb *lbv1.LoadBalancer) (vip.Allocation, error) {
+	nc, err := p.client(ctx)
+	if err != nil {
+		return vip.Allocation{}, err
+	}
+	port, err := p.ensurePort(ctx, nc, lb)
+	if err != nil {
+		p.forget(err)
+		return vip.Allocation{}, err
+	}
+	alloc := vip.Allocation{PortID: port.ID}
+	if len(port.FixedIPs) > 0 {
+		alloc.Address = port.FixedIPs[0].IPAddress
+	}
+	if err := p.ensureAddressPairs(ctx, nc, port.NetworkID, alloc.Address); err != nil {
+		return alloc, err
+	}
+	if lb.Spec.FloatingIP != nil {
+		fip, err := p.ensureFloatingIP(ctx, nc, lb, port, alloc.Address)
+		if err != nil {
+			return alloc, &vip.Error{Reason: vip.Reason(err, lbv1.ReasonAttachFailed), Err: err, FloatingIP: true}
+		}
+		alloc.FloatingIPAddress, alloc.FloatingIPID = fip.FloatingIP, fip.ID
+	}
+	return alloc, nil
+}
+
+func listPorts(ctx context.Context, nc *gophercloud.ServiceClient, opts ports.ListOpts) ([]ports.Port, error) {
+	pages, err := ports.List(nc, opts).AllPages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ports.ExtractPorts(pages)
+}
+
+func listFloatingIPs(ctx context.Context, nc *gophercloud.ServiceClient, opts floatingips.ListOpts) ([]floatingips.FloatingIP, error) {
+	pages, err := floatingips.List(nc, opts).AllPages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return floatingips.ExtractFloatingIPs(pages)
+}
+
+// findOurs finds the port this load balancer's VIP lives on: by tags, else (a crash between
+// create and tag) by name and description, which are then tagged.
+func (p *Provider) findPort(ctx context.Context, nc *gophercloud.ServiceClient, lb *lbv1.LoadBalancer) (*ports.Port, error) {
+	found, err := listPorts(ctx, nc, ports.ListOpts{Tags: strings.Join(p.tags(lb), ",")})
+	if err != nil {
+		return nil, classify("listing VIP ports", err)
+	}
+	if len(found) == 0 {
+		if found, err = listPorts(ctx, nc, ports.ListOpts{Name: portName(lb), Description: description(lb)}); err != nil {
+			return nil, classify("listing VIP ports", err)
+		}
+		if len(found) > 0 {
+			if err := p.tag(ctx, nc, "ports", found[0].ID, lb); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if len(found) == 0 {
+		return nil, nil
+	}
+	return &found[0], nil
+}
+
+func (p *Provider) tag(ctx context.Context, nc *gophercloud.ServiceClient, kind, id string, lb *lbv1.LoadBalancer) error {
+	_, err := attributestags.ReplaceAll(ctx, nc, kind, id, attributestags.ReplaceAllOpts{Tags: p.tags(lb)}).Extract()
+	return classify("tagging "+kind+" "+id, err)
+}
+
+func (p *Provider) ensurePort(ctx context.Context, nc *gophercloud.ServiceClient, lb *lbv1.LoadBalancer) (*ports.Port, error) {
+	spec := lb.Spec.VIP
+	if spec == nil {
+		return nil, &vip.Error{Reason: lbv1.ReasonInvalid, Err: fmt.Errorf("vip.subnet, vip.network or vip.port is required with provider openstack")}
+	}
+	if spec.Port != "" { // adopted: used as it is, never deleted
+		port, err := ports.Get(ctx, nc, spec.Port).Extract()
+		return port, classify("getting vip.port "+spec.Port, err)
+	}
+	if port, err := p.findPort(ctx, nc, lb); port != nil || err != nil {
+		return port, err
+	}
+	netID, subnetID, err := resolveVIPSubnet(ctx, nc, spec)
+	if err != nil {
+		return nil, err
+	}
+	fixed := ports.IP{SubnetID: subnetID, IPAddress: spec.Address}
+	up := true
+	port, err := ports.Create(ctx, nc, ports.CreateOpts{
+		Name: portName(lb), Description: description(lb), NetworkID: netID, AdminStateUp: &up,
+		FixedIPs: []ports.IP{fixed}, DeviceOwner: deviceOwner,
+	}).Extract()
+	if err != nil {
+		return nil, classify("creating the VIP port", err)
+	}
+	if err := p.tag(ctx, nc, "ports", port.ID, lb); err != nil {
+		return nil, err
+	}
+	p.record(lb, false, "CreatedVIPPort", "created Neutron port %s for the VIP %s", port.ID, port.FixedIPs[0].IPAddress)
+	return port, nil
+}
+
+// resolveVIPSubnet turns vip.subnet or vip.network (names or IDs) into a network and subnet;
+// on a network the first IPv4 subnet is chosen, as Octavia does.
+func resolveVIPSubnet(ctx context.Context, nc *gophercloud.ServiceClient, spec *lbv1.VIP) (string, string, error) {
+	if spec.Subnet != "" {
+		s, err := findSubnet(ctx, nc, spec.Subnet)
+		if err != nil {
+			return "", "", err
+		}
+		return s.NetworkID, s.ID, nil
+	}
+	netID, err := findNetwork(ctx, nc, spec.Network)
+	if err != nil {
+		return "", "", err
+	}
+	pages, err := subnets.List(nc, subnets.ListOpts{NetworkID: netID}).AllPages(ctx)
+	if err != nil {
+		return "", "", classify("listing subnets", err)
+	}
+	all, err := subnets.ExtractSubnets(pages)
+	if err != nil {
+		return "", "", classify("listing subnets", err)
+	}
+	slices.SortStableFunc(all, func(a, b subnets.Subnet) int { return a.IPVersion - b.IPVersion })
+	if len(all) == 0 {
+		return "", "", &vip.Error{Reason: lbv1.ReasonNotFound, Err: fmt.Errorf("network %q has no subnet", spec.Network)}
+	}
+	return netID, all[0].ID, nil
+}
+
+func findSubnet(ctx context.Context, nc *gophercloud.ServiceClient, nameOrID string) (*subnets.Subnet, error) {
+	if s, err := subnets.Get(ctx, nc, nameOrID).Extract(); err == nil {
+		return s, nil
+	}
+	pages, err := subnets.List(nc, subnets.ListOpts{Name: nameOrID}).AllPages(ctx)
+	if err != nil {
+		return nil, classify("finding subnet "+nameOrID, err)
+	}
+	all, err := subnets.ExtractSubnets(pages)
+	if err != nil {
+		return nil, classify("finding subnet "+nameOrID, err)
+	}
+	if len(all) != 1 {
+		return nil, &vip.Error{Reason: lbv1.ReasonNotFound, Err: fmt.Errorf("subnet %q: %d found, want one", nameOrID, len(all))}
+	}
+	return &all[0], nil
+}
+
+func findNetwork(ctx context.Context, nc *gophercloud.ServiceClient, nameOrID string) (string, error) {
+	if n, err := networks.Get(ctx, nc, nameOrID).Extract(); err == nil {
+		return n.ID, nil
+	}
+	pages, err := networks.List(nc, networks.ListOpts{Name: nameOrID}).AllPages(ctx)
+	if err != nil {
+		return "", classify("finding network "+nameOrID, err)
+	}
+	all, err := networks.ExtractNetworks(pages)
+	if err != nil {
+		return "", classify("finding network "+nameOrID, err)
+	}
+	if len(all) != 1 {
+		return "", &vip.Error{Reason: lbv1.ReasonNotFound, Err: fmt.Errorf("network %q: %d found, want one", nameOrID, len(all))}
+	}
+	return all[0].ID, nil
+}
+
+// findFloatingIP finds the floating IP this load balancer made: by tags, else by description.
+func (p *Provider) findFloatingIP(ctx context.Context, nc *gophercloud.ServiceClient, lb *lbv1.LoadBalancer) (*floatingips.FloatingIP, error) {
+	found, err := listFloatingIPs(ctx, nc, floatingips.ListOpts{Tags: strings.Join(p.tags(lb), ",")})
+	if err != nil {
+		return nil, classify("listing floating IPs", err)
+	}
+	if len(found) == 0 {
+		if found, err = listFloatingIPs(ctx, nc, floatingips.ListOpts{Description: description(lb)}); err != nil {
+			return nil, classify("listing floating IPs", err)
+		}
+		if len(found) > 0 {
+			if err := p.tag(ctx, nc, "floatingips", found[0].ID, lb); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if len(found) == 0 {
+		return nil, nil
+	}
+	return &found[0], nil
+}
+
+func (p *Provider) ensureFloatingIP(ctx context.Context, nc *gophercloud.ServiceClient, lb *lbv1.LoadBalancer, port *ports.Port, vipAddr string) (*floatingips.FloatingIP, error) {
+	spec := lb.Spec.FloatingIP
+	var fip *floatingips.FloatingIP
+	if spec.Address != "" { // adopted: associated, never deleted
+		found, err := listFloatingIPs(ctx, nc, floatingips.ListOpts{FloatingIP: spec.Address})
+		if err != nil {
+			return nil, classify("finding floating IP "+spec.Address, err)
+		}
+		if len(found) == 0 {
+			return nil, &vip.Error{Reason: lbv1.ReasonNotFound, Err: fmt.Errorf("floating IP %s not found", spec.Address)}
+		}
+		fip = &found[0]
+	} else {
+		var err error
+		if fip, err = p.findFloatingIP(ctx, nc, lb); err != nil {
+			return nil, err
+		}
+	}
+	if fip == nil {
+		netID, err := findNetwork(ctx, nc, spec.Network)
+		if err != nil {
+			return nil, err
+		}
+		// Created already associated: no window where it exists unattached.
+		fip, err = floatingips.Create(ctx, nc, floatingips.CreateOpts{
+			FloatingNetworkID: netID, PortID: port.ID, FixedIP: vipAddr, Description: description(lb),
+		}).Extract()
+		if err != nil {
+			return nil, classify("creating the floating IP", err)
+		}
+		if err := p.tag(ctx, nc, "floatingips", fip.ID, lb); err != nil {
+			return nil, err
+		}
+		p.record(lb, false, "AssociatedFloatingIP", "created floating IP %s on %s for the VIP %s", fip.FloatingIP, spec.Network, vipAddr)
+		return fip, nil
+	}
+	if fip.PortID != port.ID {
+		updated, err := floatingips.Update(ctx, nc, fip.ID, floatingips.UpdateOpts{PortID: &port.ID, FixedIP: vipAddr}).Extract()
+		if err != nil {
+			p.record(lb, true, "FailedAssociateFloatingIP", "associating floating IP %s: %v", fip.FloatingIP, err)
+			return nil, classify("associating floating IP "+fip.FloatingIP, err)
+		}
+		p.record(lb, false, "AssociatedFloatingIP", "associated floating IP %s with the VIP %s", fip.FloatingIP, vipAddr)
+		fip = updated
+	}
+	return fip, nil
+}
+
+// Release undoes what Allocate did: the VIP leaves the nodes' address pairs, a floating IP
+// the operator created is deleted (or only disassociated with reclaimPolicy Retain, as is an
+// adopted one), and the VIP port is deleted unless it was adopted. Not found is success.
+func (p *Provider) Release(ctx context.Context, lb *lbv1.LoadBalancer) error {
+	nc, err := p.client(ctx)
+	if err != nil {
+		return err
+	}
+	if fip, err := p.findFloatingIP(ctx, nc, lb); err != nil {
+		return err
+	} else if fip != nil {
+		retain := lb.Spec.FloatingIP != nil && lb.Spec.FloatingIP.ReclaimPolicy == lbv1.ReclaimRetain
+		if retain {
+			if err := disassociate(ctx, nc, fip); err != nil {
+				return err
+			}
+			p.record(lb, false, "DisassociatedFloatingIP", "kept floating IP %s (reclaimPolicy Retain), disassociated", fip.FloatingIP)
+		} else {
+			if err := floatingips.Delete(ctx, nc, fip.ID).ExtractErr(); err != nil && !isNotFound(err) {
+				return classify("deleting floating IP "+fip.FloatingIP, err)
+			}
+			p.record(lb, false, "DeletedFloatingIP", "deleted floating IP %s", fip.FloatingIP)
+		}
+	}
+	if lb.Spec.FloatingIP != nil && lb.Spec.FloatingIP.Address != "" {
+		found, err := listFloatingIPs(ctx, nc, floatingips.ListOpts{FloatingIP: lb.Spec.FloatingIP.Address})
+		if err != nil {
+			return classify("finding floating IP "+lb.Spec.FloatingIP.Address, err)
+		}
+		for i := range found {
+			if found[i].PortID != "" && found[i].PortID == lb.Status.VIPPortID {
+				if err := disassociate(ctx, nc, &found[i]); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	port, err := p.findPort(ctx, nc, lb)
+	if err != nil {
+		return err
+	}
+	if port == nil && lb.Spec.VIP != nil && lb.Spec.VIP.Port != "" {
+		if port, err = ports.Get(ctx, nc, lb.Spec.VIP.Port).Extract(); isNotFound(err) {
+			port, err = nil, nil
+		}
+		if err != nil {
+			return classify("getting vip.port", err)
+		}
+	}
+	if port == nil {
+		return nil
+	}
+	for _, ip := range port.FixedIPs {
+		if err := p.removeAddressPairs(ctx, nc, port.NetworkID, ip.IPAddress, nil); err != nil {
+			return err
+		}
+	}
+	if lb.Spec.VIP != nil && lb.Spec.VIP.Port != "" {
+		return nil
+	}
+	if err := ports.Delete(ctx, nc, port.ID).ExtractErr(); err != nil && !isNotFound(err) {
+		return classify("deleting the VIP port", err)
+	}
+	p.record(lb, false, "DeletedVIPPort", "deleted Neutron port %s", port.ID)
+	return nil
+}
+
+func disassociate(ctx context.Context, nc *gophercloud.ServiceClient, fip *floatingips.FloatingIP) error {
+	if fip.PortID == "" {
+		return nil
+	}
+	empty := ""
+	_, err := floatingips.Update(ctx, nc, fip.ID, floatingips.UpdateOpts{PortID: &empty}).Extract()
+	if err != nil && !isNotFound(err) {
+		return classify("disassociating floating IP "+fip.FloatingIP, err)
+	}
+	return nil
+}
+
+// serverID reads the Nova server of a node from its providerID (openstack:///<id> or
+// openstack://<region>/<id>).
+func serverID(n *corev1.Node) string {
+	id, ok := strings.CutPrefix(n.Spec.ProviderID, "openstack://")
+	if !ok {
+		return ""
+	}
+	return id[strings.LastIndex(id, "/")+1:]
+}
+
+// ensureAddressPairs adds the VIP to the allowed address pairs of every node's port on the
+// VIP network, and removes it from ports of servers that are no longer nodes.
+func (p *Provider) ensureAddressPairs(ctx context.Context, nc *gophercloud.ServiceClient, networkID, vipAddr string) error {
+	if p.Nodes == nil || vipAddr == "" {
+		return nil
+	}
+	nodes, err := p.Nodes(ctx)
+	if err != nil {
+		return err
+	}
+	servers := map[string]bool{}
+	for i := range nodes {
+		if id := serverID(&nodes[i]); id != "" {
+			servers[id] = true
+		}
+	}
+	for id := range servers {
+		found, err := listPorts(ctx, nc, ports.ListOpts{DeviceID: id, NetworkID: networkID})
+		if err != nil {
+			return classify("listing the ports of server "+id, err)
+		}
+		for _, port := range found {
+			if hasPair(port, vipAddr) {
+				continue
+			}
+			pairs := append(slices.Clone(port.AllowedAddressPairs), ports.AddressPair{IPAddress: vipAddr})
+			rev := port.RevisionNumber
+			if _, err := ports.Update(ctx, nc, port.ID, ports.UpdateOpts{AllowedAddressPairs: &pairs, RevisionNumber: &rev}).Extract(); err != nil {
+				return classify("adding the VIP to the allowed address pairs of port "+port.ID, err)
+			}
+		}
+	}
+	return p.removeAddressPairs(ctx, nc, networkID, vipAddr, servers)
+}
+
+// removeAddressPairs removes the VIP from the ports on the network whose server is not in keep.
+func (p *Provider) removeAddressPairs(ctx context.Context, nc *gophercloud.ServiceClient, networkID, vipAddr string, keep map[string]bool) error {
+	found, err := listPorts(ctx, nc, ports.ListOpts{NetworkID: networkID})
+	if err != nil {
+		return classify("listing ports", err)
+	}
+	for _, port := range found {
+		if !hasPair(port, vipAddr) || keep[port.DeviceID] {
+			continue
+		}
+		pairs := slices.DeleteFunc(slices.Clone(port.AllowedAddressPairs), func(a ports.AddressPair) bool { return samePair(a, vipAddr) })
+		rev := port.RevisionNumber
+		if _, err := ports.Update(ctx, nc, port.ID, ports.UpdateOpts{AllowedAddressPairs: &pairs, RevisionNumber: &rev}).Extract(); err != nil && !isNotFound(err) {
+			return classify("removing the VIP from the allowed address pairs of port "+port.ID, err)
+		}
+	}
+	return nil
+}
+
+func hasPair(port ports.Port, addr string) bool {
+	return slices.ContainsFunc(port.AllowedAddressPairs, func(a ports.AddressPair) bool { return samePair(a, addr) })
+}
+
+func samePair(a ports.AddressPair, addr string) bool {
+	if a.IPAddress == addr {
+		return true
+	}
+	p, err := netip.ParsePrefix(a.IPAddress)
+	ip, err2 := netip.ParseAddr(addr)
+	return err == nil && err2 == nil && p.Bits() == ip.BitLen() && p.Addr() == ip
+}

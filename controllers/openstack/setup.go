@@ -1,0 +1,43 @@
+package openstack
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+)
+
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+
+// New returns the provider of a controller manager: credentials from the Secret (read
+// directly, so the controller does not cache every Secret of the cluster), nodes from the
+// cache, events through the manager's recorder.
+func New(mgr ctrl.Manager, secret client.ObjectKey, cloud, clusterID string) *Provider {
+	rec := mgr.GetEventRecorder("l4lb-controller")
+	return &Provider{
+		ClusterID: clusterID,
+		Credentials: func(ctx context.Context) (Credentials, error) {
+			var s corev1.Secret
+			if err := mgr.GetAPIReader().Get(ctx, secret, &s); err != nil {
+				return Credentials{}, fmt.Errorf("secret %s: %w", secret, err)
+			}
+			return FromSecret(s.Data, cloud)
+		},
+		Nodes: func(ctx context.Context) ([]corev1.Node, error) {
+			var nodes corev1.NodeList
+			err := mgr.GetClient().List(ctx, &nodes)
+			return nodes.Items, err
+		},
+		Record: func(lb *lbv1.LoadBalancer, warning bool, reason, msg string) {
+			typ := "Normal"
+			if warning {
+				typ = "Warning"
+			}
+			rec.Eventf(lb, nil, typ, reason, "OpenStack", "%s", msg)
+		},
+	}
+}
