@@ -8,6 +8,7 @@
 #
 #   hack/openstack.sh up     install what is missing (as root), start, print the clouds.yaml path
 #   hack/openstack.sh down   stop everything and remove the state
+#   hack/openstack.sh stop-neutron|start-neutron   take Neutron away and bring it back
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state=${L4LB_OPENSTACK_DIR:-/tmp/l4lb-openstack}
@@ -179,8 +180,19 @@ CONF
   echo "$state/clouds.yaml"
 }
 
+# stop-neutron / start-neutron: for tests of a cloud that goes away and comes back.
+stop_neutron() { kill "$(cat "$state/neutron.pid")" 2>/dev/null || true; rm -f "$state/neutron.pid"
+  for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$NEUTRON_PORT/" 2>/dev/null || return 0; sleep 0.1; done; }
+start_neutron() {
+  nohup neutron-server --config-file "$state/neutron.conf" >>"$state/neutron-server.log" 2>&1 &
+  echo $! >"$state/neutron.pid"
+  wait_http "http://127.0.0.1:$NEUTRON_PORT/" neutron-server
+}
+
 case "${1:-up}" in
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+  stop-neutron) stop_neutron ;;
+  start-neutron) start_neutron ;;
+  *) echo "usage: $0 up|down|stop-neutron|start-neutron" >&2; exit 2 ;;
 esac
