@@ -64,6 +64,7 @@ test: envtest $(HELM) ## Run every test against a real API server.
 bench: ## l4lb against HAProxy 2.6 and a direct path on loopback, printed as ratios (as root).
 	hack/bench.sh
 	go run ./hack/latency
+	go run ./hack/latency -openstack
 	go test -run '^$$' -bench . -benchmem ./dataplane/balancer/
 
 ##@ Demo

@@ -32,8 +32,13 @@ import (
 
 func main() {
 	n := flag.Int("n", 20, "load balancers")
+	withOpenStack := flag.Bool("openstack", false, "measure apply -> floating IP associated against the local Neutron (hack/openstack.sh, as root)")
 	flag.Parse()
 	ctrl.SetLogger(logr.Discard())
+	run := run
+	if *withOpenStack {
+		run = runOpenStack
+	}
 	if err := run(*n); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/controllers"
+	"github.com/l4lb/l4lb/controllers/openstack"
+	"github.com/l4lb/l4lb/controllers/testenv"
+	"github.com/l4lb/l4lb/controllers/vip"
+)
+
+// runOpenStack measures apply -> floating IP associated for n load balancers on the seed's
+// networks of the local Keystone and Neutron, then deletes them.
+func runOpenStack(n int) error {
+	out, err := exec.Command("hack/openstack.sh", "up").Output()
+	if err != nil {
+		return fmt.Errorf("hack/openstack.sh up: %w", err)
+	}
+	clouds, err := os.ReadFile(strings.TrimSpace(string(out)))
+	if err != nil {
+		return err
+	}
+	env, err := testenv.Start()
+	if err != nil {
+		return err
+	}
+	defer env.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := env.Client
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "openstack"},
+		Data: map[string][]byte{"clouds.yaml": clouds, "cloud": []byte("l4lb-local")}}
+	if err := c.Create(ctx, secret); err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: controllers.NewScheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
+	if err != nil {
+		return err
+	}
+	lbr := &controllers.LoadBalancerReconciler{Base: controllers.Base{Client: mgr.GetClient()}, DefaultProvider: lbv1.ProviderOpenStack,
+		Providers: map[lbv1.Provider]vip.Provider{lbv1.ProviderOpenStack: openstack.New(mgr, client.ObjectKeyFromObject(secret), "openstack", "latency")}}
+	if err := controllers.Setup(mgr, lbr); err != nil {
+		return err
+	}
+	go mgr.Start(ctx)
+	time.Sleep(time.Second)
+
+	var took []time.Duration
+	for i := range n {
+		lb := &lbv1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fmt.Sprintf("lb%d", i)},
+			Spec: lbv1.LoadBalancerSpec{Provider: lbv1.ProviderOpenStack, VIP: &lbv1.VIP{Subnet: "private-subnet"},
+				FloatingIP: &lbv1.FloatingIP{Network: "public-net"}}}
+		start := time.Now()
+		if err := c.Create(ctx, lb); err != nil {
+			return err
+		}
+		for {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(lb), lb); err != nil {
+				return err
+			}
+			if lb.Status.FloatingIPAddress != "" {
+				took = append(took, time.Since(start))
+				break
+			}
+			if time.Since(start) > time.Minute {
+				return fmt.Errorf("%s: no floating IP after a minute: %+v", lb.Name, lb.Status.Conditions)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	for i := range n {
+		c.Delete(ctx, &lbv1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fmt.Sprintf("lb%d", i)}})
+	}
+	for end := time.Now().Add(2 * time.Minute); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		var left lbv1.LoadBalancerList
+		if c.List(ctx, &left); len(left.Items) == 0 {
+			break
+		}
+	}
+	slices.Sort(took)
+	fmt.Printf("| OpenStack, %d load balancers | p50 | p99 | max |\n|---|---|---|---|\n", n)
+	fmt.Printf("| apply LoadBalancer -> floating IP associated with the VIP port | %v | %v | %v |\n", pct(took, 50), pct(took, 99), took[len(took)-1].Round(time.Millisecond))
+	return nil
+}
