@@ -60,7 +60,18 @@ up() {
 
   echo "== kubectl apply -f config/samples/static/"
   kubectl apply -f config/samples/static/
-  kubectl wait --for=condition=Ready l4lb --all --timeout=120s >/dev/null
+  # Wait for Ready, but fail at once, with its log, if a process of the demo died.
+  for _ in $(seq 240); do
+    for f in "$state"/*.pid; do
+      kill -0 "$(cat "$f")" 2>/dev/null && continue
+      name=$(basename "$f" .pid)
+      echo "FAILED: $name exited; the end of $state/$name.log:" >&2
+      tail -n 5 "$state/$name.log" >&2
+      exit 1
+    done
+    kubectl wait --for=condition=Ready l4lb --all --timeout=0.5s >/dev/null 2>&1 && break
+  done
+  kubectl wait --for=condition=Ready l4lb --all --timeout=1s >/dev/null
   echo
   kubectl get l4lb
   echo

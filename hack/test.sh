@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Every test, against a real kube-apiserver and etcd (built once by hack/envtest-assets.sh).
+# Every test, against a real kube-apiserver and etcd (built once by hack/envtest-assets.sh),
+# a real Keystone and Neutron (hack/openstack.sh, as root), real sockets; then the README's
+# `make demo`, end to end, as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local
@@ -7,3 +9,12 @@ KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)
 export KUBEBUILDER_ASSETS
 # -p 1: packages that start an API server or load the network must not share 2 cores at once.
 go test -p 1 -count=1 -timeout 30m "$@" ./...
+
+if [[ $(id -u) == 0 ]]; then
+  echo "== make demo (the README's first command), then make demo-down"
+  trap 'hack/demo.sh down >/dev/null' EXIT
+  hack/demo.sh up
+  echo "make demo: OK"
+else
+  echo "skipping make demo: it listens on ports 80 and 443 and installs python3-flask, so it needs root"
+fi
