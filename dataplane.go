@@ -16,7 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -24,6 +27,7 @@ import (
 	"github.com/l4lb/l4lb/controllers"
 	"github.com/l4lb/l4lb/dataplane/agent"
 	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/dataplane/nodes"
 	"github.com/l4lb/l4lb/dataplane/proxy"
 	"github.com/l4lb/l4lb/dataplane/vip"
 )
@@ -36,19 +40,35 @@ func dataplaneCommand() func() error {
 	node := flag.String("node-name", envOr("NODE_NAME", hostname), "this node's name (the DaemonSet sets NODE_NAME)")
 	iface := flag.String("vip-interface", "lo", "interface VIPs are added to when they are not already local")
 	pprof := flag.Bool("pprof", false, "serve Go's /debug/pprof on the metrics address (standalone mode)")
+	leaseNS := flag.String("lease-namespace", envOr("POD_NAMESPACE", "l4lb-system"), "namespace of the node Leases that elect VIP holders")
+	leaseDuration := flag.Duration("lease-duration", nodes.DefaultTiming.Duration, "a node is dead after this long without renewing its Lease")
+	leaseRenew := flag.Duration("lease-renew", nodes.DefaultTiming.Renew, "how often a node renews its Lease")
+	leaseFence := flag.Duration("lease-fence", nodes.DefaultTiming.Fence, "a node that could not renew for this long drops its VIPs (must be below --lease-duration)")
+	drainGrace := flag.Duration("drain-grace", 5*time.Second, "on shutdown, how long to wait for other nodes to take this node's VIPs")
 	return func() error {
 		if *config != "" {
 			return standalone(*config, *metrics, *pprof)
+		}
+		timing := nodes.Timing{Duration: *leaseDuration, Renew: *leaseRenew, Fence: *leaseFence}
+		if timing.Fence >= timing.Duration || timing.Renew >= timing.Fence {
+			return fmt.Errorf("want --lease-renew < --lease-fence < --lease-duration, got %v, %v, %v", timing.Renew, timing.Fence, timing.Duration)
 		}
 		mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 			Scheme:                 controllers.NewScheme(),
 			Metrics:                metricsserver.Options{BindAddress: *metrics},
 			HealthProbeBindAddress: *probes,
+			// Node Leases are watched in their namespace only.
+			Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+				&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{*leaseNS: {}}},
+			}},
 		})
 		if err != nil {
 			return err
 		}
-		a := &agent.Agent{Client: mgr.GetClient(), VIPs: vip.NewLocal(*iface), NodeName: *node}
+		hb := &nodes.Heartbeat{Client: mgr.GetClient(), Namespace: *leaseNS, Node: *node, Timing: timing}
+		obs := &nodes.Observer{Client: mgr.GetClient(), Namespace: *leaseNS, Timing: timing}
+		a := &agent.Agent{Client: mgr.GetClient(), VIPs: vip.NewLocal(*iface), NodeName: *node,
+			Ownership: agent.NewOwnership(hb, obs, mgr.GetClient(), crmetrics.Registry)}
 		a.Server = proxy.New(proxy.Options{Registerer: crmetrics.Registry, OnHealth: a.OnHealth})
 		defer a.Server.Close()
 		if err := a.SetupWithManager(mgr); err != nil {
@@ -57,8 +77,32 @@ func dataplaneCommand() func() error {
 		if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 			return err
 		}
-		return mgr.Start(ctrl.SetupSignalHandler())
+		return mgr.Start(drainOnSignal(hb, a.Ownership, *drainGrace))
 	}
+}
+
+// drainOnSignal returns a context that ends after SIGTERM or SIGINT once this node has handed
+// its VIPs over: the node announces it is draining, the others take its VIPs, and only then,
+// or after grace, does the agent stop. Open connections are not cut before that.
+func drainOnSignal(hb *nodes.Heartbeat, own *agent.Ownership, grace time.Duration) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		hb.Drain()
+		end := time.Now().Add(grace)
+		for len(own.Held()) > 0 && time.Now().Before(end) {
+			select {
+			case <-sig: // a second signal: stop now
+				cancel()
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		cancel()
+	}()
+	return ctx
 }
 
 func envOr(name, def string) string {

@@ -46,6 +46,7 @@ up() {
   for _ in $(seq 600); do [[ -s "$KUBECONFIG" ]] && break; sleep 0.5; done
   [[ -s "$KUBECONFIG" ]] || { cat "$state/localcluster.log"; echo "the local control plane did not start"; exit 1; }
   kubectl wait --for condition=established --timeout=60s crd --all >/dev/null
+  kubectl create namespace l4lb-system >/dev/null # where the dataplane nodes' Leases live
 
   echo "== starting the controller and one dataplane agent (node demo-node)"
   start controller bin/l4lb controller --metrics-bind-address 127.0.0.1:18080 --health-probe-bind-address 127.0.0.1:18081

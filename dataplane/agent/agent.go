@@ -33,6 +33,9 @@ type Agent struct {
 	Server   *proxy.Server
 	VIPs     *vip.Local
 	NodeName string
+	// Ownership, when set, elects one node per VIP among the agents; without it this node
+	// holds every load balancer no other node holds (a single-node dataplane).
+	Ownership *Ownership
 
 	health chan event.GenericEvent
 
@@ -53,6 +56,12 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{everything}
 	})
+	if a.Ownership != nil {
+		a.Ownership.trigger = func() { a.OnHealth(health.Event{}) }
+		if err := mgr.Add(a.Ownership); err != nil {
+			return err
+		}
+	}
 	return ctrl.NewControllerManagedBy(mgr).Named("dataplane").
 		Watches(&lbv1.LoadBalancer{}, all).
 		Watches(&lbv1.Listener{}, all).
@@ -86,10 +95,14 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 
 	// Serve only the load balancers this node holds.
 	held := map[string]bool{}
-	for i := range objs.LoadBalancers {
-		lb := &objs.LoadBalancers[i]
-		if lb.Status.VIPAddress != "" && lb.DeletionTimestamp.IsZero() && (lb.Status.Holder == "" || lb.Status.Holder == a.NodeName) {
-			held[lb.Namespace+"/"+lb.Name] = true
+	if a.Ownership != nil {
+		held = a.Ownership.Held()
+	} else {
+		for i := range objs.LoadBalancers {
+			lb := &objs.LoadBalancers[i]
+			if lb.Status.VIPAddress != "" && lb.DeletionTimestamp.IsZero() && (lb.Status.Holder == "" || lb.Status.Holder == a.NodeName) {
+				held[lb.Namespace+"/"+lb.Name] = true
+			}
 		}
 	}
 	res := model.Build(objs)
@@ -121,7 +134,15 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 // syncVIPs makes the VIPs of held load balancers local and releases the others.
 func (a *Agent) syncVIPs(objs model.Objects, held map[string]bool) map[string]error {
 	errs := map[string]error{}
-	want := map[netip.Addr]bool{}
+	// Let go first, take second: on a move the old holder stops answering for a VIP before
+	// this node announces one (clients' SYNs are retransmitted, not refused).
+	if a.VIPs != nil {
+		for _, addr := range a.VIPs.Held() {
+			if !wantVIP(objs, held, addr) {
+				a.VIPs.Release(addr)
+			}
+		}
+	}
 	for _, lb := range objs.LoadBalancers {
 		k := lb.Namespace + "/" + lb.Name
 		if !held[k] {
@@ -132,21 +153,22 @@ func (a *Agent) syncVIPs(objs model.Objects, held map[string]bool) map[string]er
 			errs[k] = fmt.Errorf("status.vipAddress %q: %w", lb.Status.VIPAddress, err)
 			continue
 		}
-		want[addr] = true
 		if a.VIPs != nil {
 			if err := a.VIPs.Ensure(addr); err != nil {
 				errs[k] = err
 			}
 		}
 	}
-	if a.VIPs != nil {
-		for _, addr := range a.VIPs.Held() {
-			if !want[addr] {
-				a.VIPs.Release(addr)
-			}
+	return errs
+}
+
+func wantVIP(objs model.Objects, held map[string]bool, addr netip.Addr) bool {
+	for _, lb := range objs.LoadBalancers {
+		if held[lb.Namespace+"/"+lb.Name] && lb.Status.VIPAddress == addr.String() {
+			return true
 		}
 	}
-	return errs
+	return false
 }
 
 func cond(obj metav1.Object, typ string, ok bool, reason, msg string) metav1.Condition {

@@ -42,7 +42,8 @@ func IsLocal(a netip.Addr) bool {
 	return false
 }
 
-// Ensure makes a local, adding it as a host address when it is not.
+// Ensure makes a local, adding it as a host address when it is not, and then announcing it
+// to the neighbours (gratuitous ARP, unsolicited NA).
 func (l *Local) Ensure(a netip.Addr) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -57,7 +58,7 @@ func (l *Local) Ensure(a netip.Addr) error {
 		return fmt.Errorf("adding VIP %s to %s: %w", a, l.iface, err)
 	}
 	l.added[a] = true
-	return nil
+	return Announce(l.iface, a)
 }
 
 // Release removes a if Ensure added it.

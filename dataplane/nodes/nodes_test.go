@@ -1,0 +1,47 @@
+package nodes
+
+import (
+	"fmt"
+	"testing"
+)
+
+func TestHolderSpreadsAndMovesLittle(t *testing.T) {
+	three := []string{"n1", "n2", "n3"}
+	count := map[string]int{}
+	moved := 0
+	for i := range 300 {
+		vip := fmt.Sprintf("192.0.2.%d", i%250+1) + fmt.Sprint(i/250)
+		h := Holder(vip, three, nil)
+		count[h]++
+		if Holder(vip, []string{"n3", "n1", "n2"}, nil) != h {
+			t.Fatal("the holder depends on the order of the live nodes")
+		}
+		// n2 dies: only its VIPs move.
+		if after := Holder(vip, []string{"n1", "n3"}, nil); h != "n2" && after != h {
+			moved++
+		}
+	}
+	for _, n := range three {
+		if count[n] < 60 {
+			t.Errorf("node %s holds %d of 300 VIPs: %v", n, count[n], count)
+		}
+	}
+	if moved != 0 {
+		t.Fatalf("%d VIPs of surviving nodes moved", moved)
+	}
+}
+
+func TestHolderSkipsDrainingNodesUnlessAlone(t *testing.T) {
+	for i := range 50 {
+		vip := fmt.Sprintf("198.51.100.%d", i)
+		if h := Holder(vip, []string{"a", "b"}, map[string]bool{"a": true}); h != "b" {
+			t.Fatalf("%s went to %s, a draining node", vip, h)
+		}
+		if h := Holder(vip, []string{"a"}, map[string]bool{"a": true}); h != "a" {
+			t.Fatalf("the last node, draining, must keep %s", vip)
+		}
+		if h := Holder(vip, nil, nil); h != "" {
+			t.Fatalf("no node, yet holder %q", h)
+		}
+	}
+}

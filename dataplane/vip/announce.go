@@ -1,0 +1,71 @@
+package vip
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/ndp"
+)
+
+// announceAt is when the announcements of a newly held VIP go out: at once, then again, for
+// neighbours that missed the first (keepalived does the same with its GARP repeats).
+var announceAt = []time.Duration{0, 200 * time.Millisecond, time.Second, 3 * time.Second}
+
+// Announce tells the neighbours on iface that a is here now: gratuitous ARP for IPv4,
+// unsolicited neighbour advertisements (override set) for IPv6. It returns after the first
+// one; the repeats are sent in the background.
+func Announce(iface string, a netip.Addr) error {
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		return err
+	}
+	if ifi.Flags&net.FlagLoopback != 0 || len(ifi.HardwareAddr) == 0 {
+		return nil // nobody to tell
+	}
+	send := func() error { return garp(ifi, a) }
+	if a.Is6() && !a.Is4In6() {
+		send = func() error { return unsolicitedNA(ifi, a) }
+	}
+	if err := send(); err != nil {
+		return fmt.Errorf("announcing %s on %s: %w", a, iface, err)
+	}
+	go func() {
+		prev := time.Duration(0)
+		for _, at := range announceAt[1:] {
+			time.Sleep(at - prev)
+			prev = at
+			send()
+		}
+	}()
+	return nil
+}
+
+func garp(ifi *net.Interface, a netip.Addr) error {
+	c, err := arp.Dial(ifi)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	// A gratuitous ARP request: sender and target are both the VIP.
+	p, err := arp.NewPacket(arp.OperationRequest, ifi.HardwareAddr, a.Unmap(), ethernet.Broadcast, a.Unmap())
+	if err != nil {
+		return err
+	}
+	return c.WriteTo(p, ethernet.Broadcast)
+}
+
+func unsolicitedNA(ifi *net.Interface, a netip.Addr) error {
+	c, _, err := ndp.Listen(ifi, ndp.LinkLocal)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	m := &ndp.NeighborAdvertisement{Override: true, TargetAddress: a, Options: []ndp.Option{
+		&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: ifi.HardwareAddr},
+	}}
+	return c.WriteTo(m, nil, netip.MustParseAddr("ff02::1").WithZone(ifi.Name))
+}
