@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -64,6 +65,27 @@ func Start() (*Env, error) {
 		return nil, err
 	}
 	return &Env{env: e, Config: cfg, Client: c}, nil
+}
+
+// Kubeconfig returns an admin kubeconfig for the API server, reached at server when it is
+// not empty (a forwarded address, say).
+func (e *Env) Kubeconfig(server string) ([]byte, error) {
+	user, err := e.env.AddUser(envtest.User{Name: "test-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	data, err := user.KubeConfig()
+	if err != nil || server == "" {
+		return data, err
+	}
+	cfg, err := clientcmd.Load(data)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range cfg.Clusters {
+		c.Server = server
+	}
+	return clientcmd.Write(*cfg)
 }
 
 // Stop stops the API server and etcd.

@@ -6,6 +6,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"sync"
 
@@ -41,6 +42,7 @@ type Agent struct {
 
 	mu       sync.Mutex
 	reported map[string]string // what was last written per object, so writes happen on change only
+	lastHeld map[string]bool
 	vips     map[netip.Addr]bool
 }
 
@@ -105,6 +107,14 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 			}
 		}
 	}
+	// Another node may have written these statuses while it held them: after a change of what
+	// this node holds, write everything again rather than trust what was written last.
+	a.mu.Lock()
+	if !maps.Equal(held, a.lastHeld) {
+		a.reported = map[string]string{}
+		a.lastHeld = held
+	}
+	a.mu.Unlock()
 	res := model.Build(objs)
 	var served model.Model
 	for _, l := range res.Model.Listeners {
