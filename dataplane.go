@@ -77,7 +77,13 @@ func dataplaneCommand() func() error {
 		if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 			return err
 		}
-		return mgr.Start(drainOnSignal(hb, a.Ownership, *drainGrace))
+		err = mgr.Start(drainOnSignal(hb, a.Ownership, *drainGrace))
+		// Addresses this agent added go with it; a VIP left behind would be answered with
+		// resets by a node that no longer listens.
+		for _, addr := range a.VIPs.Held() {
+			a.VIPs.Release(addr)
+		}
+		return err
 	}
 }
 
@@ -99,6 +105,12 @@ func drainOnSignal(hb *nodes.Heartbeat, own *agent.Ownership, grace time.Duratio
 				return
 			case <-time.After(50 * time.Millisecond):
 			}
+		}
+		// The VIPs are gone from here; serve what is already in the accept queues, and let
+		// the new holders announce themselves, before the listeners close.
+		select {
+		case <-sig:
+		case <-time.After(agent.ReleaseGrace + 500*time.Millisecond):
 		}
 		cancel()
 	}()

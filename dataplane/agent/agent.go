@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/netip"
 	"sync"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -40,10 +41,11 @@ type Agent struct {
 
 	health chan event.GenericEvent
 
-	mu       sync.Mutex
-	reported map[string]string // what was last written per object, so writes happen on change only
-	lastHeld map[string]bool
-	vips     map[netip.Addr]bool
+	mu        sync.Mutex
+	reported  map[string]string // what was last written per object, so writes happen on change only
+	lastHeld  map[string]bool
+	releasing map[string]time.Time // load balancers let go of, and when
+	vips      map[netip.Addr]bool
 }
 
 // everything is the one request the agent reconciles: any change rebuilds the whole model,
@@ -54,6 +56,7 @@ var everything = reconcile.Request{NamespacedName: client.ObjectKey{Name: "model
 func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	a.health = make(chan event.GenericEvent, 64)
 	a.reported = map[string]string{}
+	a.releasing = map[string]time.Time{}
 	a.vips = map[netip.Addr]bool{}
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{everything}
@@ -109,16 +112,34 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 	}
 	// Another node may have written these statuses while it held them: after a change of what
 	// this node holds, write everything again rather than trust what was written last.
+	now := time.Now()
 	a.mu.Lock()
 	if !maps.Equal(held, a.lastHeld) {
 		a.reported = map[string]string{}
+		for k := range a.lastHeld {
+			if !held[k] {
+				a.releasing[k] = now
+			}
+		}
 		a.lastHeld = held
+	}
+	// A released load balancer's listeners stay open a moment after its VIP has gone, so the
+	// connections already in their accept queues are served, not reset.
+	releasing := map[string]bool{}
+	var result ctrl.Result
+	for k, at := range a.releasing {
+		if held[k] || now.Sub(at) >= ReleaseGrace {
+			delete(a.releasing, k)
+			continue
+		}
+		releasing[k] = true
+		result.RequeueAfter = ReleaseGrace
 	}
 	a.mu.Unlock()
 	res := model.Build(objs)
 	var served model.Model
 	for _, l := range res.Model.Listeners {
-		if held[l.LoadBalancer] {
+		if held[l.LoadBalancer] || releasing[l.LoadBalancer] {
 			served.Listeners = append(served.Listeners, l)
 		}
 	}
@@ -138,8 +159,11 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 			}
 		}
 	}
-	return ctrl.Result{}, firstErr
+	return result, firstErr
 }
+
+// ReleaseGrace is how long listeners outlive their VIP on a node that let it go.
+const ReleaseGrace = time.Second
 
 // syncVIPs makes the VIPs of held load balancers local and releases the others.
 func (a *Agent) syncVIPs(objs model.Objects, held map[string]bool) map[string]error {

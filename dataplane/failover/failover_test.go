@@ -220,7 +220,7 @@ func TestVIPFailover(t *testing.T) {
 	gap := traffic.firstSuccessAfter(t, killedAt, 20*time.Second)
 	traffic.stop()
 	t.Logf("failover: holder %s killed, %s took over; new connections answered again after %v", first, second, gap.Round(time.Millisecond))
-	fmt.Printf("failover gap (l4lb, unplanned, lease %v): %v\n", 1200*time.Millisecond, gap.Round(time.Millisecond))
+	fmt.Printf("failover gap (l4lb, unplanned, default lease): %v\n", gap.Round(time.Millisecond))
 	if got := cl.neighbour(vipAddr); got != tp.hosts[second].mac(t) {
 		t.Fatalf("the client's neighbour entry %q does not follow the VIP to %s (%s)", got, second, tp.hosts[second].mac(t))
 	}

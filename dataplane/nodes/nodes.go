@@ -35,8 +35,9 @@ type Timing struct {
 	Fence    time.Duration // a node that could not renew for this long drops its VIPs
 }
 
-// DefaultTiming fails over in about a second and a half.
-var DefaultTiming = Timing{Duration: 1200 * time.Millisecond, Renew: 200 * time.Millisecond, Fence: 800 * time.Millisecond}
+// DefaultTiming notices a dead node after one second; a holder fences itself after four
+// failed renewals in a row.
+var DefaultTiming = Timing{Duration: time.Second, Renew: 150 * time.Millisecond, Fence: 650 * time.Millisecond}
 
 func leaseName(node string) string { return "l4lb-node-" + node }
 
