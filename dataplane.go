@@ -110,7 +110,7 @@ func drainOnSignal(hb *nodes.Heartbeat, own *agent.Ownership, grace time.Duratio
 		// the new holders announce themselves, before the listeners close.
 		select {
 		case <-sig:
-		case <-time.After(agent.ReleaseGrace + 500*time.Millisecond):
+		case <-time.After(1500 * time.Millisecond):
 		}
 		cancel()
 	}()

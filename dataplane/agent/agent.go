@@ -9,7 +9,6 @@ import (
 	"maps"
 	"net/netip"
 	"sync"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -41,11 +40,10 @@ type Agent struct {
 
 	health chan event.GenericEvent
 
-	mu        sync.Mutex
-	reported  map[string]string // what was last written per object, so writes happen on change only
-	lastHeld  map[string]bool
-	releasing map[string]time.Time // load balancers let go of, and when
-	vips      map[netip.Addr]bool
+	mu       sync.Mutex
+	reported map[string]string // what was last written per object, so writes happen on change only
+	lastHeld map[string]bool
+	vips     map[netip.Addr]bool
 }
 
 // everything is the one request the agent reconciles: any change rebuilds the whole model,
@@ -56,7 +54,6 @@ var everything = reconcile.Request{NamespacedName: client.ObjectKey{Name: "model
 func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	a.health = make(chan event.GenericEvent, 64)
 	a.reported = map[string]string{}
-	a.releasing = map[string]time.Time{}
 	a.vips = map[netip.Addr]bool{}
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{everything}
@@ -98,7 +95,7 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 	}
 	objs := model.Objects{LoadBalancers: lbs.Items, Listeners: ls.Items, Pools: ps.Items, Monitors: ms.Items}
 
-	// Serve only the load balancers this node holds.
+	// The load balancers this node holds: it answers for their VIPs and reports their status.
 	held := map[string]bool{}
 	if a.Ownership != nil {
 		held = a.Ownership.Held()
@@ -112,39 +109,19 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 	}
 	// Another node may have written these statuses while it held them: after a change of what
 	// this node holds, write everything again rather than trust what was written last.
-	now := time.Now()
 	a.mu.Lock()
 	if !maps.Equal(held, a.lastHeld) {
 		a.reported = map[string]string{}
-		for k := range a.lastHeld {
-			if !held[k] {
-				a.releasing[k] = now
-			}
-		}
 		a.lastHeld = held
 	}
-	// A released load balancer's listeners stay open a moment after its VIP has gone, so the
-	// connections already in their accept queues are served, not reset.
-	releasing := map[string]bool{}
-	var result ctrl.Result
-	for k, at := range a.releasing {
-		if held[k] || now.Sub(at) >= ReleaseGrace {
-			delete(a.releasing, k)
-			continue
-		}
-		releasing[k] = true
-		result.RequeueAfter = ReleaseGrace
-	}
 	a.mu.Unlock()
+	// Every node serves every listener (bound with IP_FREEBIND whether or not the VIP is
+	// here), so a takeover only moves the address: no window where a node has a VIP but no
+	// listener, and a node that lets a VIP go still serves what is in its accept queues.
 	res := model.Build(objs)
-	var served model.Model
-	for _, l := range res.Model.Listeners {
-		if held[l.LoadBalancer] || releasing[l.LoadBalancer] {
-			served.Listeners = append(served.Listeners, l)
-		}
-	}
-	vipErrs := a.syncVIPs(objs, held)
+	served := res.Model
 	failed := a.Server.Apply(served)
+	vipErrs := a.syncVIPs(objs, held)
 	log := ctrl.LoggerFrom(ctx)
 	var firstErr error
 	for i := range objs.LoadBalancers {
@@ -159,11 +136,8 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 			}
 		}
 	}
-	return result, firstErr
+	return ctrl.Result{}, firstErr
 }
-
-// ReleaseGrace is how long listeners outlive their VIP on a node that let it go.
-const ReleaseGrace = time.Second
 
 // syncVIPs makes the VIPs of held load balancers local and releases the others.
 func (a *Agent) syncVIPs(objs model.Objects, held map[string]bool) map[string]error {

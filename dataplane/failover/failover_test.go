@@ -30,11 +30,16 @@ import (
 
 const backendEnv = "L4LB_FAILOVER_BACKEND"
 
-// TestMain doubles as the member back-end: re-executed inside a member's namespace with
-// L4LB_FAILOVER_BACKEND=name, it answers every connection on :8080 with its name.
+// TestMain doubles as a back-end: re-executed inside a namespace with
+// L4LB_FAILOVER_BACKEND=name[:port], it answers every connection on the port (8080 by
+// default) with its name.
 func TestMain(m *testing.M) {
 	if name := os.Getenv(backendEnv); name != "" {
-		ln, err := net.Listen("tcp", ":8080")
+		port := "8080"
+		if n, p, ok := strings.Cut(name, ":"); ok {
+			name, port = n, p
+		}
+		ln, err := net.Listen("tcp", ":"+port)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
@@ -240,10 +245,11 @@ func TestVIPFailover(t *testing.T) {
 	agents[cur].cmd.Process.Signal(syscall.SIGTERM)
 	next := waitHolder(cur)
 	time.Sleep(time.Second)
-	ok, failed := traffic.stop()
-	t.Logf("planned move %s -> %s: %d connections, %d failed", cur, next, ok, failed)
-	if failed != 0 || ok == 0 {
-		t.Fatalf("planned move: %d of %d connections failed", failed, ok+failed)
+	ok, refused, cut := traffic.stop()
+	t.Logf("planned move %s -> %s: %d connections answered, %d refused, %d cut once established", cur, next, ok, refused, cut)
+	fmt.Printf("planned move: %d connections answered, %d refused, %d established ones cut\n", ok, refused, cut)
+	if refused != 0 || ok == 0 {
+		t.Fatalf("planned move: %d of %d new connections refused", refused, ok+refused+cut)
 	}
 	agents[cur].cmd.Wait()
 	agents[cur].fwd.cut()
@@ -302,6 +308,7 @@ type clientLoop struct {
 type result struct {
 	start, end time.Time
 	ok         bool
+	err        error
 }
 
 func newClientLoop(h *host, target string) *clientLoop {
@@ -317,7 +324,7 @@ func newClientLoop(h *host, target string) *clientLoop {
 			start := time.Now()
 			s, err := h.fetch(target, 5*time.Second)
 			l.mu.Lock()
-			l.results = append(l.results, result{start, time.Now(), err == nil && s != ""})
+			l.results = append(l.results, result{start, time.Now(), err == nil && s != "", err})
 			l.mu.Unlock()
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -345,15 +352,22 @@ func (l *clientLoop) firstSuccessAfter(t *testing.T, t0 time.Time, limit time.Du
 	return 0
 }
 
-func (l *clientLoop) stop() (ok, failed int) {
+// stop ends the loop and counts the connections answered, those refused (the connect
+// failed), and those cut after they were established.
+func (l *clientLoop) stop() (ok, refused, cut int) {
 	close(l.done)
 	<-l.finished
 	for _, r := range l.results {
-		if r.ok {
+		switch {
+		case r.ok:
 			ok++
-		} else {
-			failed++
+		case strings.HasPrefix(fmt.Sprint(r.err), "dial "):
+			refused++
+			fmt.Printf("connection at %s refused after %v: %v\n", r.start.Format("15:04:05.000"), r.end.Sub(r.start), r.err)
+		default:
+			cut++
+			fmt.Printf("connection at %s cut after %v: %v\n", r.start.Format("15:04:05.000"), r.end.Sub(r.start), r.err)
 		}
 	}
-	return ok, failed
+	return ok, refused, cut
 }
