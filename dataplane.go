@@ -69,6 +69,7 @@ func dataplaneCommand() func() error {
 		obs := &nodes.Observer{Client: mgr.GetClient(), Namespace: *leaseNS, Timing: timing}
 		a := &agent.Agent{Client: mgr.GetClient(), VIPs: vip.NewLocal(*iface), NodeName: *node,
 			Ownership: agent.NewOwnership(hb, obs, mgr.GetClient(), crmetrics.Registry)}
+		a.Ownership.Recorder = mgr.GetEventRecorder("l4lb-dataplane")
 		a.Server = proxy.New(proxy.Options{Registerer: crmetrics.Registry, OnHealth: a.OnHealth})
 		defer a.Server.Close()
 		if err := a.SetupWithManager(mgr); err != nil {

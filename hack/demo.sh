@@ -62,7 +62,7 @@ up() {
   echo "== kubectl apply -f config/samples/static/"
   kubectl apply -f config/samples/static/
   # Wait for Ready, but fail at once, with its log, if a process of the demo died.
-  for _ in $(seq 240); do
+  for _ in $(seq 40); do
     for f in "$state"/*.pid; do
       kill -0 "$(cat "$f")" 2>/dev/null && continue
       name=$(basename "$f" .pid)
@@ -70,7 +70,7 @@ up() {
       tail -n 5 "$state/$name.log" >&2
       exit 1
     done
-    kubectl wait --for=condition=Ready l4lb --all --timeout=0.5s >/dev/null 2>&1 && break
+    kubectl wait --for=condition=Ready l4lb --all --timeout=3s >/dev/null 2>&1 && break
   done
   kubectl wait --for=condition=Ready l4lb --all --timeout=1s >/dev/null
   echo

@@ -27,6 +27,7 @@ import (
 
 // +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers;listeners;pools;healthmonitors,verbs=get;list;watch
 // +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers/status;listeners/status;pools/status;healthmonitors/status,verbs=get;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Agent serves the l4lb objects on this node.
 type Agent struct {

@@ -3,10 +3,12 @@ package agent
 import (
 	"context"
 	"maps"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -24,6 +26,9 @@ type Ownership struct {
 	Reader    client.Reader
 	// Tick is how often holders are recomputed; lease expiries have no event.
 	Tick time.Duration
+
+	// Recorder, when set, gets an event on the LoadBalancer for every acquire and release.
+	Recorder events.EventRecorder
 
 	trigger func()
 	mu      sync.Mutex
@@ -77,12 +82,14 @@ func (o *Ownership) Start(ctx context.Context) error {
 			if !o.held[k] {
 				o.acquired.Inc()
 				log.Info("acquiring VIP", "loadBalancer", k, "node", o.Heartbeat.Node)
+				o.event(ctx, k, "VIPAcquired", "node %s holds the VIP now")
 			}
 		}
 		for k := range o.held {
 			if !next[k] {
 				o.released.Inc()
 				log.Info("releasing VIP", "loadBalancer", k, "node", o.Heartbeat.Node)
+				o.event(ctx, k, "VIPReleased", "node %s let the VIP go")
 			}
 		}
 		o.held = next
@@ -92,6 +99,18 @@ func (o *Ownership) Start(ctx context.Context) error {
 			o.trigger()
 		}
 	}
+}
+
+func (o *Ownership) event(ctx context.Context, key, reason, format string) {
+	if o.Recorder == nil {
+		return
+	}
+	ns, name, _ := strings.Cut(key, "/")
+	var lb lbv1.LoadBalancer
+	if err := o.Reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &lb); err != nil {
+		return
+	}
+	o.Recorder.Eventf(&lb, nil, "Normal", reason, "HoldVIP", format, o.Heartbeat.Node)
 }
 
 func (o *Ownership) compute(ctx context.Context) (map[string]bool, error) {
