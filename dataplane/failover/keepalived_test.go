@@ -66,15 +66,19 @@ vrrp_instance l4lb {
 	}
 	cl := tp.hosts["client"]
 	target := vipAddr + ":80"
+	// Settled: exactly one node holds the VIP and answers the client.
 	var master string
 	end := time.Now().Add(30 * time.Second)
-	for master == "" {
-		if s, err := cl.fetch(target, time.Second); err == nil {
+	for {
+		k1, k2 := tp.hosts["k1"].has(vipAddr), tp.hosts["k2"].has(vipAddr)
+		if s, err := cl.fetch(target, time.Second); err == nil && k1 != k2 && ((k1 && s == "k1") || (k2 && s == "k2")) {
 			master = s
+			break
 		}
 		if time.Now().After(end) {
-			t.Fatal("keepalived never brought the VIP up")
+			t.Fatalf("keepalived never settled on one master (k1 %v, k2 %v)", k1, k2)
 		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	traffic := newClientLoop(cl, target)
 	time.Sleep(300 * time.Millisecond)

@@ -35,9 +35,10 @@ type Timing struct {
 	Fence    time.Duration // a node that could not renew for this long drops its VIPs
 }
 
-// DefaultTiming notices a dead node after one second; a holder fences itself after four
-// failed renewals in a row.
-var DefaultTiming = Timing{Duration: time.Second, Renew: 150 * time.Millisecond, Fence: 650 * time.Millisecond}
+// DefaultTiming notices a dead node after 0.8 s, so the new holder's announcement lands
+// before a client's first SYN retransmission (1 s); a holder fences itself after four failed
+// renewals in a row.
+var DefaultTiming = Timing{Duration: 800 * time.Millisecond, Renew: 120 * time.Millisecond, Fence: 500 * time.Millisecond}
 
 func leaseName(node string) string { return "l4lb-node-" + node }
 
