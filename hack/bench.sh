@@ -25,6 +25,8 @@ go build -o "$work/l4lb" . && go build -o "$work/bench" ./hack/bench
 
 # Back-ends: an HTTP server and an iperf3 server.
 "$work/bench" http-server 127.0.0.1:18080 & pids+=($!)
+"$work/bench" udp-echo 127.0.0.1:17000 & pids+=($!)
+"$work/bench" udp-relay 127.0.0.1:17001 127.0.0.1:17000 & pids+=($!)
 iperf3 -s -B 127.0.0.1 -p 15201 >/dev/null 2>&1 & pids+=($!)
 
 cat >"$work/l4lb.yaml" <<YAML
@@ -52,6 +54,18 @@ apiVersion: lb.l4lb.io/v1alpha1
 kind: Pool
 metadata: {name: bulk}
 spec: {listenerRef: {name: bulk}, protocol: TCP, lbAlgorithm: ROUND_ROBIN, members: [{name: a, address: 127.0.0.1, protocolPort: 15201}]}
+YAML
+cat >>"$work/l4lb.yaml" <<YAML
+---
+apiVersion: lb.l4lb.io/v1alpha1
+kind: Listener
+metadata: {name: udp}
+spec: {loadBalancerRef: {name: bench}, protocol: UDP, protocolPort: 17002}
+---
+apiVersion: lb.l4lb.io/v1alpha1
+kind: Pool
+metadata: {name: udp}
+spec: {listenerRef: {name: udp}, protocol: UDP, lbAlgorithm: ROUND_ROBIN, members: [{name: a, address: 127.0.0.1, protocolPort: 17000}]}
 YAML
 GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/l4lb.yaml" --metrics-bind-address 0 2>"$work/l4lb.log" & l4lb_pid=$!; pids+=($l4lb_pid)
 
@@ -119,6 +133,14 @@ for p in l4lb haproxy; do
   sleep 1
 done
 
+# UDP through l4lb against the naive Go relay (D5), 1 and 100 flows, 64 and 1400 bytes.
+for flows in 1 100; do
+  for size in 64 1400; do
+    r[udp_naive_${flows}_$size]=$("$work/bench" udp-load 127.0.0.1:17001 "$flows" "$size" "$DUR")
+    r[udp_l4lb_${flows}_$size]=$("$work/bench" udp-load 127.0.0.1:17002 "$flows" "$size" "$DUR")
+  done
+done
+
 ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
 cat <<TABLE
 | scenario | direct | l4lb | HAProxy 2.6 | l4lb / HAProxy | l4lb / direct |
@@ -131,3 +153,11 @@ cat <<TABLE
 | keep-alive requests (req/s) | ${r[ka_direct]} | ${r[ka_l4lb]} | ${r[ka_haproxy]} | $(ratio ${r[ka_l4lb]} ${r[ka_haproxy]}) | $(ratio ${r[ka_l4lb]} ${r[ka_direct]}) |
 | memory per idle connection (bytes, $NIDLE held) | | ${r[mem_l4lb]} | ${r[mem_haproxy]} | $(ratio ${r[mem_l4lb]} ${r[mem_haproxy]}) | |
 TABLE
+echo
+echo "| UDP echoes/s | naive Go relay | l4lb | l4lb / naive |"
+echo "|---|---|---|---|"
+for flows in 1 100; do
+  for size in 64 1400; do
+    echo "| $flows flows, $size B | ${r[udp_naive_${flows}_$size]} | ${r[udp_l4lb_${flows}_$size]} | $(ratio ${r[udp_l4lb_${flows}_$size]} ${r[udp_naive_${flows}_$size]}) |"
+  done
+done

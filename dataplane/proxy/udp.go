@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/ipv4"
+
 	"github.com/l4lb/l4lb/dataplane/model"
 )
 
@@ -38,9 +40,10 @@ type udpSession struct {
 	backend *net.UDPConn
 	m       *member
 	seen    atomic.Int64 // unix nanos of the last datagram either way
+	bytesIn atomic.Int64 // not yet added to the member's metrics
 }
 
-// Datagrams are at most 64 KiB; buffers are pooled so idle sessions hold none between reads.
+// Datagrams are at most 64 KiB; buffers are pooled.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 64*1024); return &b }}
 
 func (s *Server) applyUDP(l model.Listener, pools map[string]*pool) error {
@@ -75,25 +78,40 @@ func (u *udpListener) close() {
 	u.conn.Close()
 }
 
+// batch is how many datagrams one recvmmsg(2) may return: under load one system call reads
+// many, idle it costs nothing more.
+const batch = 32
+
 func (u *udpListener) serve() {
-	buf := make([]byte, 64*1024)
+	pc := ipv4.NewPacketConn(u.conn)
+	msgs := make([]ipv4.Message, batch)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, 64*1024)}
+	}
 	for {
-		n, client, err := u.conn.ReadFromUDPAddrPort(buf)
+		n, err := pc.ReadBatch(msgs, 0)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		s := u.session(client)
-		if s == nil {
-			continue
+		now := time.Now().UnixNano()
+		var in float64
+		for i := range n {
+			m := &msgs[i]
+			client := m.Addr.(*net.UDPAddr).AddrPort()
+			s := u.session(client)
+			if s == nil {
+				continue
+			}
+			s.seen.Store(now)
+			if _, err := s.backend.Write(m.Buffers[0][:m.N]); err == nil {
+				in += float64(m.N)
+				s.bytesIn.Add(int64(m.N))
+			}
 		}
-		s.seen.Store(time.Now().UnixNano())
-		if _, err := s.backend.Write(buf[:n]); err == nil {
-			u.metrics.bytesIn.Add(float64(n))
-			s.m.metrics.bytesIn.Add(float64(n))
-		}
+		u.metrics.bytesIn.Add(in)
 	}
 }
 
@@ -146,7 +164,8 @@ func (u *udpListener) session(client netip.AddrPort) *udpSession {
 	return s
 }
 
-// replies relays the member's answers to the client until the session idles out.
+// replies relays the member's answers to the client until the session idles out. The read
+// deadline is re-armed only when it fires, from the last datagram either way.
 func (u *udpListener) replies(s *udpSession, idle time.Duration) {
 	defer func() {
 		u.mu.Lock()
@@ -157,28 +176,40 @@ func (u *udpListener) replies(s *udpSession, idle time.Duration) {
 		s.backend.Close()
 		s.m.active.Add(-1)
 		s.m.metrics.active.Dec()
+		s.m.metrics.bytesIn.Add(float64(s.bytesIn.Swap(0)))
 		u.metrics.active.Dec()
 	}()
 	if idle <= 0 {
 		idle = 50 * time.Second
 	}
+	s.backend.SetReadDeadline(time.Now().Add(idle))
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	var out, count int64
+	flush := func() {
+		u.metrics.bytesOut.Add(float64(out))
+		s.m.metrics.bytesOut.Add(float64(out))
+		s.m.metrics.bytesIn.Add(float64(s.bytesIn.Swap(0)))
+		out = 0
+	}
+	defer flush()
 	for {
-		last := time.Unix(0, s.seen.Load())
-		s.backend.SetReadDeadline(last.Add(idle))
-		bp := bufPool.Get().(*[]byte)
 		n, err := s.backend.Read(*bp)
 		if err != nil {
-			bufPool.Put(bp)
-			if isTimeout(err) && time.Since(time.Unix(0, s.seen.Load())) < idle {
+			last := time.Unix(0, s.seen.Load())
+			if isTimeout(err) && time.Since(last) < idle {
+				s.backend.SetReadDeadline(last.Add(idle))
 				continue // the client spoke meanwhile
 			}
 			return
 		}
 		s.seen.Store(time.Now().UnixNano())
 		if _, err := u.conn.WriteToUDPAddrPort((*bp)[:n], s.client); err == nil {
-			u.metrics.bytesOut.Add(float64(n))
-			s.m.metrics.bytesOut.Add(float64(n))
+			out += int64(n)
 		}
-		bufPool.Put(bp)
+		// Metrics are shared between cores; add to them now and then, not per datagram.
+		if count++; count%64 == 0 {
+			flush()
+		}
 	}
 }

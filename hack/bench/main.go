@@ -3,6 +3,11 @@
 //	bench http-server ADDR        a minimal HTTP back-end ("ok" to every request)
 //	bench idle N ADDR             open N connections to ADDR and hold them until stdin closes
 //	bench rss PID                 print a process's resident memory in KiB
+//	bench udp-echo ADDR           a UDP server echoing every datagram
+//	bench udp-relay LISTEN TARGET the naive Go UDP relay l4lb is measured against: one read, one
+//	                              write a datagram, a connected socket and a goroutine per client
+//	bench udp-load ADDR FLOWS SIZE SECONDS
+//	                              send from FLOWS sockets, count echoed datagrams per second
 package main
 
 import (
@@ -14,6 +19,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,7 +41,110 @@ func main() {
 		idle(n, os.Args[3])
 	case "rss":
 		fmt.Println(rss(os.Args[2]))
+	case "udp-echo":
+		udpEcho(os.Args[2])
+	case "udp-relay":
+		udpRelay(os.Args[2], os.Args[3])
+	case "udp-load":
+		flows, _ := strconv.Atoi(os.Args[3])
+		size, _ := strconv.Atoi(os.Args[4])
+		secs, _ := strconv.Atoi(os.Args[5])
+		udpLoad(os.Args[2], flows, size, time.Duration(secs)*time.Second)
 	}
+}
+
+func udpEcho(addr string) {
+	c, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		c.WriteTo(buf[:n], from)
+	}
+}
+
+func udpRelay(listen, target string) {
+	ln, err := net.ListenUDP("udp", mustUDP(listen))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	up := mustUDP(target)
+	sessions := map[string]*net.UDPConn{}
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := ln.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		c := sessions[from.String()]
+		if c == nil {
+			if c, err = net.DialUDP("udp", nil, up); err != nil {
+				continue
+			}
+			sessions[from.String()] = c
+			go func(c *net.UDPConn, from *net.UDPAddr) {
+				b := make([]byte, 65536)
+				for {
+					n, err := c.Read(b)
+					if err != nil {
+						return
+					}
+					ln.WriteToUDP(b[:n], from)
+				}
+			}(c, from)
+		}
+		c.Write(buf[:n])
+	}
+}
+
+func mustUDP(s string) *net.UDPAddr {
+	a, err := net.ResolveUDPAddr("udp", s)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	return a
+}
+
+// udpLoad keeps a window of datagrams in flight per flow and prints echoed datagrams/s.
+func udpLoad(addr string, flows, size int, d time.Duration) {
+	var total atomic.Int64
+	end := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for range flows {
+		c, err := net.DialUDP("udp", nil, mustUDP(addr))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			msg := make([]byte, size)
+			buf := make([]byte, 65536)
+			const window = 8
+			for range window {
+				c.Write(msg)
+			}
+			for time.Now().Before(end) {
+				c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+				if _, err := c.Read(buf); err == nil {
+					total.Add(1)
+				}
+				c.Write(msg) // one out for each back (or lost), so the window stays full
+			}
+		}()
+	}
+	wg.Wait()
+	fmt.Printf("%.0f\n", float64(total.Load())/d.Seconds())
 }
 
 func idle(n int, addr string) {
