@@ -15,16 +15,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers"
 	"github.com/l4lb/l4lb/controllers/testenv"
-	"github.com/l4lb/l4lb/controllers/vip"
-	"github.com/l4lb/l4lb/dataplane/agent"
-	"github.com/l4lb/l4lb/dataplane/proxy"
 	dpvip "github.com/l4lb/l4lb/dataplane/vip"
 )
 
@@ -41,31 +37,15 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: controllers.NewScheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	server, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "test-node", AgentVIPs: dpvip.NewLocal("lo")})
 	if err != nil {
 		panic(err)
 	}
-	static := vip.NewStatic(nil)
-	base := controllers.Base{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("l4lb-controller")}
-	lbr := &controllers.LoadBalancerReconciler{Base: base, Providers: map[lbv1.Provider]vip.Provider{lbv1.ProviderStatic: static}, DefaultProvider: lbv1.ProviderStatic}
-	if err := controllers.Setup(mgr, lbr); err != nil {
-		panic(err)
-	}
-	a := &agent.Agent{Client: mgr.GetClient(), VIPs: dpvip.NewLocal("lo"), NodeName: "test-node"}
-	a.Server = proxy.New(proxy.Options{OnHealth: a.OnHealth})
-	if err := a.SetupWithManager(mgr); err != nil {
-		panic(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		if err := mgr.Start(ctx); err != nil {
-			panic(err)
-		}
-	}()
 	k8s = env.Client
 	code := m.Run()
 	cancel()
-	a.Server.Close()
+	server.Close()
 	_ = env.Stop()
 	os.Exit(code)
 }
@@ -217,6 +197,34 @@ func expect(t *testing.T, obj client.Object, want statusOf, condType, reason str
 
 var activeOnline = statusOf{lbv1.ProvisioningActive, lbv1.OperatingOnline}
 
+// update changes obj's spec, retrying when the agent or the controller wrote its status in
+// between.
+func update(t *testing.T, obj client.Object, change func()) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		change()
+		return k8s.Update(context.Background(), obj)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// answers waits until addr answers want: a listener can be Ready a moment before its pool
+// reaches the agent, and is then refused.
+func answers(t *testing.T, addr, want string) {
+	t.Helper()
+	eventually(t, addr+" answers "+want, func() error {
+		if s, err := fetch(addr); err != nil || s != want {
+			return fmt.Errorf("got %q, %v", s, err)
+		}
+		return nil
+	})
+}
+
 func fetch(addr string) (string, error) {
 	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
@@ -278,9 +286,7 @@ func TestReferencesAppearLate(t *testing.T) {
 	create(t, lb(ns, "lb", addr))
 	expect(t, l, activeOnline, lbv1.ConditionReady, lbv1.ReasonReady)
 	expect(t, p, statusOf{prov: lbv1.ProvisioningActive, op: lbv1.OperatingOnline}, lbv1.ConditionAccepted, lbv1.ReasonAccepted)
-	if s, err := fetch(addr + ":81"); err != nil || s != "a" {
-		t.Fatalf("got %q, %v", s, err)
-	}
+	answers(t, addr+":81", "a")
 }
 
 func TestAdminStateDownIsOffline(t *testing.T) {
@@ -290,11 +296,7 @@ func TestAdminStateDownIsOffline(t *testing.T) {
 	lis := listener(ns, "l", "lb", 82)
 	create(t, l, lis, pool(ns, "p", "l", a))
 	expect(t, l, activeOnline, "", "")
-	get(t, l)
-	l.Spec.AdminStateUp = new(bool)
-	if err := k8s.Update(context.Background(), l); err != nil {
-		t.Fatal(err)
-	}
+	update(t, l, func() { l.Spec.AdminStateUp = new(bool) })
 	expect(t, l, statusOf{lbv1.ProvisioningActive, lbv1.OperatingOffline}, "", "")
 	expect(t, lis, statusOf{op: lbv1.OperatingOffline}, "", "")
 	eventually(t, "traffic stops", func() error {
@@ -358,9 +360,7 @@ func TestPortConflictRefusedWhileTheOtherServes(t *testing.T) {
 	create(t, dup)
 	expect(t, dup, statusOf{prov: lbv1.ProvisioningError}, lbv1.ConditionAccepted, lbv1.ReasonPortConflict)
 	expect(t, first, activeOnline, lbv1.ConditionReady, lbv1.ReasonReady)
-	if s, err := fetch(addr + ":84"); err != nil || s != "a" {
-		t.Fatalf("the first listener stopped serving: %q, %v", s, err)
-	}
+	answers(t, addr+":84", "a")
 }
 
 func TestBindFailureReportedOnTheListener(t *testing.T) {
@@ -380,17 +380,13 @@ func TestBindFailureReportedOnTheListener(t *testing.T) {
 		t.Fatalf("message %q", c.Message)
 	}
 	expect(t, good, activeOnline, lbv1.ConditionReady, lbv1.ReasonReady)
-	if s, err := fetch(addr + ":86"); err != nil || s != "a" {
-		t.Fatalf("the other listener does not serve: %q, %v", s, err)
-	}
+	answers(t, addr+":86", "a")
 	// Freed, it heals by itself.
 	squatter.Close()
-	get(t, bad)
-	bad.Spec.ConnectionLimit = new(int32)
-	*bad.Spec.ConnectionLimit = 100
-	if err := k8s.Update(context.Background(), bad); err != nil {
-		t.Fatal(err)
-	}
+	update(t, bad, func() {
+		bad.Spec.ConnectionLimit = new(int32)
+		*bad.Spec.ConnectionLimit = 100
+	})
 	expect(t, bad, activeOnline, lbv1.ConditionReady, lbv1.ReasonReady)
 }
 
@@ -448,11 +444,7 @@ func TestRemovedMemberDrains(t *testing.T) {
 	}
 	defer open.Close()
 	time.Sleep(100 * time.Millisecond) // the proxy has connected it to c
-	get(t, p)
-	p.Spec.Members = pool(ns, "p", "l", a, b).Spec.Members
-	if err := k8s.Update(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
+	update(t, p, func() { p.Spec.Members = pool(ns, "p", "l", a, b).Spec.Members })
 	eventually(t, "new connections avoid the removed member", func() error {
 		for range 4 {
 			if s, err := fetch(addr + ":88"); err != nil || s == "c" {

@@ -19,14 +19,10 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers"
 	"github.com/l4lb/l4lb/controllers/testenv"
 	"github.com/l4lb/l4lb/controllers/vip"
-	"github.com/l4lb/l4lb/dataplane/agent"
-	"github.com/l4lb/l4lb/dataplane/proxy"
 )
 
 // TestSeedWalkthroughOnOpenStack applies the seed's walkthrough (config/samples/openstack) to a
@@ -60,27 +56,18 @@ func TestSeedWalkthroughOnOpenStack(t *testing.T) {
 		}
 	}
 
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: controllers.NewScheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
+	// The agent binds the VIP's listeners without owning the address (IP_FREEBIND): Neutron
+	// here moves no packets, and the test changes no interface of the machine.
+	engine, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "node-1", Providers: func(mgr ctrl.Manager) map[lbv1.Provider]vip.Provider {
+		return map[lbv1.Provider]vip.Provider{
+			lbv1.ProviderStatic:    vip.NewStatic(nil),
+			lbv1.ProviderOpenStack: New(mgr, client.ObjectKeyFromObject(secret), "openstack", "test-controller"),
+		}
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := controllers.Base{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("l4lb-controller")}
-	lbr := &controllers.LoadBalancerReconciler{Base: base, DefaultProvider: lbv1.ProviderStatic, Providers: map[lbv1.Provider]vip.Provider{
-		lbv1.ProviderStatic:    vip.NewStatic(nil),
-		lbv1.ProviderOpenStack: New(mgr, client.ObjectKeyFromObject(secret), "openstack", "test-controller"),
-	}}
-	if err := controllers.Setup(mgr, lbr); err != nil {
-		t.Fatal(err)
-	}
-	// The agent binds the VIP's listeners without owning the address (IP_FREEBIND): Neutron
-	// here moves no packets, and the test changes no interface of the machine.
-	a := &agent.Agent{Client: mgr.GetClient(), NodeName: "node-1"}
-	a.Server = proxy.New(proxy.Options{OnHealth: a.OnHealth})
-	defer a.Server.Close()
-	if err := a.SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	go mgr.Start(ctx)
+	defer engine.Close()
 
 	data, err := os.ReadFile(filepath.Join(testenv.Root(), "config", "samples", "openstack", "seed.yaml"))
 	if err != nil {

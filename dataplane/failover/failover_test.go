@@ -20,12 +20,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers"
 	"github.com/l4lb/l4lb/controllers/testenv"
-	"github.com/l4lb/l4lb/controllers/vip"
 )
 
 const backendEnv = "L4LB_FAILOVER_BACKEND"
@@ -104,16 +101,9 @@ func TestVIPFailover(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: controllers.NewScheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
-	if err != nil {
+	if _, err := env.Run(ctx, testenv.ControlPlane{}); err != nil {
 		t.Fatal(err)
 	}
-	lbr := &controllers.LoadBalancerReconciler{Base: controllers.Base{Client: mgr.GetClient()}, DefaultProvider: lbv1.ProviderStatic,
-		Providers: map[lbv1.Provider]vip.Provider{lbv1.ProviderStatic: vip.NewStatic(nil)}}
-	if err := controllers.Setup(mgr, lbr); err != nil {
-		t.Fatal(err)
-	}
-	go mgr.Start(ctx)
 
 	apiURL, err := url.Parse(env.Config.Host)
 	if err != nil {

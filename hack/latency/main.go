@@ -19,14 +19,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers"
 	"github.com/l4lb/l4lb/controllers/testenv"
-	"github.com/l4lb/l4lb/controllers/vip"
-	"github.com/l4lb/l4lb/dataplane/agent"
-	"github.com/l4lb/l4lb/dataplane/proxy"
 	dpvip "github.com/l4lb/l4lb/dataplane/vip"
 )
 
@@ -93,24 +88,13 @@ func run(n int) error {
 		return err
 	}
 	defer env.Stop()
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: controllers.NewScheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	engine, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "bench", AgentVIPs: dpvip.NewLocal("lo")})
 	if err != nil {
 		return err
 	}
-	base := controllers.Base{Client: mgr.GetClient()}
-	lbr := &controllers.LoadBalancerReconciler{Base: base, Providers: map[lbv1.Provider]vip.Provider{lbv1.ProviderStatic: vip.NewStatic(nil)}, DefaultProvider: lbv1.ProviderStatic}
-	if err := controllers.Setup(mgr, lbr); err != nil {
-		return err
-	}
-	a := &agent.Agent{Client: mgr.GetClient(), VIPs: dpvip.NewLocal("lo"), NodeName: "bench"}
-	a.Server = proxy.New(proxy.Options{OnHealth: a.OnHealth})
-	defer a.Server.Close()
-	if err := a.SetupWithManager(mgr); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go mgr.Start(ctx)
+	defer engine.Close()
 	c := env.Client
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}); err != nil {
 		return err

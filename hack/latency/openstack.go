@@ -13,10 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers"
 	"github.com/l4lb/l4lb/controllers/openstack"
 	"github.com/l4lb/l4lb/controllers/testenv"
 	"github.com/l4lb/l4lb/controllers/vip"
@@ -46,16 +44,12 @@ func runOpenStack(n int) error {
 	if err := c.Create(ctx, secret); err != nil {
 		return err
 	}
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: controllers.NewScheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
-	if err != nil {
+	if _, err := env.Run(ctx, testenv.ControlPlane{DefaultProvider: lbv1.ProviderOpenStack,
+		Providers: func(mgr ctrl.Manager) map[lbv1.Provider]vip.Provider {
+			return map[lbv1.Provider]vip.Provider{lbv1.ProviderOpenStack: openstack.New(mgr, client.ObjectKeyFromObject(secret), "openstack", "latency")}
+		}}); err != nil {
 		return err
 	}
-	lbr := &controllers.LoadBalancerReconciler{Base: controllers.Base{Client: mgr.GetClient()}, DefaultProvider: lbv1.ProviderOpenStack,
-		Providers: map[lbv1.Provider]vip.Provider{lbv1.ProviderOpenStack: openstack.New(mgr, client.ObjectKeyFromObject(secret), "openstack", "latency")}}
-	if err := controllers.Setup(mgr, lbr); err != nil {
-		return err
-	}
-	go mgr.Start(ctx)
 	time.Sleep(time.Second)
 
 	var took []time.Duration
