@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -118,6 +119,7 @@ type forwarder struct {
 	ln    net.Listener
 	mu    sync.Mutex
 	conns []net.Conn
+	delay atomic.Int64 // added to every chunk each way, to play a slow API server
 }
 
 func forward(t *testing.T, h *host, port int, target string) *forwarder {
@@ -143,12 +145,28 @@ func forward(t *testing.T, h *host, port int, target string) *forwarder {
 			f.mu.Lock()
 			f.conns = append(f.conns, c, up)
 			f.mu.Unlock()
-			go func() { io.Copy(up, c); up.Close() }()
-			go func() { io.Copy(c, up); c.Close() }()
+			go func() { f.copy(up, c); up.Close() }()
+			go func() { f.copy(c, up); c.Close() }()
 		}
 	}()
 	t.Cleanup(f.cut)
 	return f
+}
+
+func (f *forwarder) copy(dst, src net.Conn) {
+	buf := make([]byte, 32*1024)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			time.Sleep(time.Duration(f.delay.Load()))
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func (f *forwarder) cut() {

@@ -51,6 +51,7 @@ type Heartbeat struct {
 
 	lastOK   atomic.Int64 // unix nanos of the last successful renewal
 	draining atomic.Bool
+	lease    *coordinationv1.Lease // as last written; only Run's goroutine touches it
 }
 
 // Healthy reports whether this node renewed recently enough to hold VIPs.
@@ -81,34 +82,49 @@ func (h *Heartbeat) Run(ctx context.Context) {
 	}
 }
 
+// renew writes a new renewTime: one Update of the Lease this node last wrote, so a slow API
+// server costs one round trip a renewal; the Lease is read again only after a failure.
 func (h *Heartbeat) renew(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, h.Timing.Fence)
 	defer cancel()
-	var l coordinationv1.Lease
-	err := h.Client.Get(ctx, client.ObjectKey{Namespace: h.Namespace, Name: leaseName(h.Node)}, &l)
 	now := metav1.NewMicroTime(time.Now())
-	secs := int32(max(1, h.Timing.Duration.Round(time.Second)/time.Second))
-	if apierrors.IsNotFound(err) {
-		l = coordinationv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{Namespace: h.Namespace, Name: leaseName(h.Node), Labels: map[string]string{Label: "true"}},
-			Spec:       coordinationv1.LeaseSpec{HolderIdentity: &h.Node, LeaseDurationSeconds: &secs, RenewTime: &now, AcquireTime: &now},
+	if h.lease == nil {
+		var l coordinationv1.Lease
+		err := h.Client.Get(ctx, client.ObjectKey{Namespace: h.Namespace, Name: leaseName(h.Node)}, &l)
+		if apierrors.IsNotFound(err) {
+			secs := int32(max(1, h.Timing.Duration.Round(time.Second)/time.Second))
+			l = coordinationv1.Lease{
+				ObjectMeta: metav1.ObjectMeta{Namespace: h.Namespace, Name: leaseName(h.Node), Labels: map[string]string{Label: "true"}},
+				Spec:       coordinationv1.LeaseSpec{HolderIdentity: &h.Node, LeaseDurationSeconds: &secs, RenewTime: &now, AcquireTime: &now},
+			}
+			h.annotate(&l)
+			if err := h.Client.Create(ctx, &l); err != nil {
+				return err
+			}
+			h.lease = &l
+			return nil
 		}
-		if h.draining.Load() {
-			l.Annotations = map[string]string{DrainingAnnotation: "true"}
+		if err != nil {
+			return err
 		}
-		return h.Client.Create(ctx, &l)
+		h.lease = &l
 	}
-	if err != nil {
+	h.lease.Spec.RenewTime = &now
+	h.annotate(h.lease)
+	if err := h.Client.Update(ctx, h.lease); err != nil {
+		h.lease = nil
 		return err
 	}
-	l.Spec.RenewTime = &now
+	return nil
+}
+
+func (h *Heartbeat) annotate(l *coordinationv1.Lease) {
 	if h.draining.Load() {
 		if l.Annotations == nil {
 			l.Annotations = map[string]string{}
 		}
 		l.Annotations[DrainingAnnotation] = "true"
 	}
-	return h.Client.Update(ctx, &l)
 }
 
 // Observer follows the node Leases and says which nodes are alive. Liveness is judged by when
