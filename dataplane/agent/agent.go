@@ -44,7 +44,6 @@ type Agent struct {
 	mu       sync.Mutex
 	reported map[string]string // what was last written per object, so writes happen on change only
 	lastHeld map[string]bool
-	vips     map[netip.Addr]bool
 }
 
 // everything is the one request the agent reconciles: any change rebuilds the whole model,
@@ -55,7 +54,6 @@ var everything = reconcile.Request{NamespacedName: client.ObjectKey{Name: "model
 func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	a.health = make(chan event.GenericEvent, 64)
 	a.reported = map[string]string{}
-	a.vips = map[netip.Addr]bool{}
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{everything}
 	})
