@@ -48,7 +48,7 @@ verify: manifests generate $(STATICCHECK) ## Fail when generated files, formatti
 
 .PHONY: build
 build: ## Build the l4lb binary (controller manager and dataplane agent).
-	CGO_ENABLED=0 go build ./...
+	CGO_ENABLED=0 go build -o $(BIN)/l4lb .
 
 ##@ Test
 
