@@ -7,17 +7,19 @@ package model
 import (
 	"net/netip"
 	"time"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 )
 
 // DefaultConnectionLimit is what connectionLimit -1 means, as on Octavia's amphora.
 const DefaultConnectionLimit = 50000
 
-// Protocol is a listener's protocol.
-type Protocol string
+// Protocol is a listener's protocol. The model's enums are the API's, so the two cannot drift.
+type Protocol = lbv1.ListenerProtocol
 
 const (
-	TCP Protocol = "TCP"
-	UDP Protocol = "UDP"
+	TCP = lbv1.ListenerTCP
+	UDP = lbv1.ListenerUDP
 )
 
 // Model is everything one dataplane serves.
@@ -61,23 +63,23 @@ func (l *Listener) Allowed(a netip.Addr) bool {
 }
 
 // PoolProtocol is how the dataplane talks to members.
-type PoolProtocol string
+type PoolProtocol = lbv1.PoolProtocol
 
 const (
-	PoolTCP     PoolProtocol = "TCP"
-	PoolUDP     PoolProtocol = "UDP"
-	PoolPROXY   PoolProtocol = "PROXY"
-	PoolPROXYV2 PoolProtocol = "PROXYV2"
+	PoolTCP     = lbv1.PoolTCP
+	PoolUDP     = lbv1.PoolUDP
+	PoolPROXY   = lbv1.PoolPROXY
+	PoolPROXYV2 = lbv1.PoolPROXYV2
 )
 
 // Algorithm chooses a member for a new connection.
-type Algorithm string
+type Algorithm = lbv1.LBAlgorithm
 
 const (
-	RoundRobin       Algorithm = "ROUND_ROBIN"
-	LeastConnections Algorithm = "LEAST_CONNECTIONS"
-	SourceIP         Algorithm = "SOURCE_IP"
-	SourceIPPort     Algorithm = "SOURCE_IP_PORT"
+	RoundRobin       = lbv1.RoundRobin
+	LeastConnections = lbv1.LeastConnections
+	SourceIP         = lbv1.SourceIP
+	SourceIPPort     = lbv1.SourceIPPort
 )
 
 // Pool is the members behind a listener.
@@ -113,15 +115,15 @@ type Member struct {
 }
 
 // MonitorType is how members are checked.
-type MonitorType string
+type MonitorType = lbv1.MonitorType
 
 const (
-	MonitorTCP        MonitorType = "TCP"
-	MonitorHTTP       MonitorType = "HTTP"
-	MonitorHTTPS      MonitorType = "HTTPS"
-	MonitorTLSHello   MonitorType = "TLS-HELLO"
-	MonitorUDPConnect MonitorType = "UDP-CONNECT"
-	MonitorPing       MonitorType = "PING"
+	MonitorTCP        = lbv1.MonitorTCP
+	MonitorHTTP       = lbv1.MonitorHTTP
+	MonitorHTTPS      = lbv1.MonitorHTTPS
+	MonitorTLSHello   = lbv1.MonitorTLSHello
+	MonitorUDPConnect = lbv1.MonitorUDPConnect
+	MonitorPing       = lbv1.MonitorPing
 )
 
 // Monitor is a pool's health monitor.
