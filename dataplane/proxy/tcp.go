@@ -5,12 +5,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/dataplane/model"
 )
@@ -28,7 +25,6 @@ type tcpListener struct {
 	cfg     atomic.Pointer[tcpConfig]
 	active  atomic.Int64
 	metrics *listenerMetrics
-	conns   sync.WaitGroup
 	log     func(msg string, kv ...any)
 }
 
@@ -53,7 +49,6 @@ func (l *tcpListener) serve(ln *net.TCPListener) {
 			continue
 		}
 		delay = 0
-		l.conns.Add(1)
 		go l.handle(c)
 	}
 }
@@ -64,36 +59,32 @@ func refuse(c *net.TCPConn) {
 	c.Close()
 }
 
-func (l *tcpListener) handle(c *net.TCPConn) {
-	defer l.conns.Done()
+func (l *tcpListener) handle(client *net.TCPConn) {
 	cfg := l.cfg.Load()
-	src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	src := client.RemoteAddr().(*net.TCPAddr).AddrPort()
 	if !cfg.spec.Allowed(src.Addr()) || cfg.pool == nil {
 		l.metrics.errors.Inc()
-		refuse(c)
+		refuse(client)
 		return
 	}
 	if l.active.Add(1) > int64(cfg.spec.ConnectionLimit) {
 		l.active.Add(-1)
 		l.metrics.errors.Inc()
-		refuse(c)
+		refuse(client)
 		return
 	}
-	defer l.active.Add(-1)
-	l.metrics.total.Inc()
-	l.metrics.active.Inc()
-	defer l.metrics.active.Dec()
 
 	// timeoutTCPInspect: give the client this long to send its first bytes before choosing a
 	// member, so they go out in the first segment to the member.
 	var first []byte
 	if cfg.spec.TimeoutTCPInspect > 0 {
 		buf := make([]byte, 4096)
-		c.SetReadDeadline(time.Now().Add(cfg.spec.TimeoutTCPInspect))
-		n, err := c.Read(buf)
-		c.SetReadDeadline(time.Time{})
+		client.SetReadDeadline(time.Now().Add(cfg.spec.TimeoutTCPInspect))
+		n, err := client.Read(buf)
+		client.SetReadDeadline(time.Time{})
 		if err != nil && !isTimeout(err) {
-			c.Close()
+			l.active.Add(-1)
+			client.Close()
 			return
 		}
 		first = buf[:n]
@@ -101,138 +92,168 @@ func (l *tcpListener) handle(c *net.TCPConn) {
 
 	backend, m, err := cfg.pool.dial(src, cfg.spec.TimeoutMemberConnect)
 	if err != nil {
+		l.active.Add(-1)
 		l.metrics.errors.Inc()
-		refuse(c)
+		refuse(client)
 		return
 	}
-	defer m.active.Add(-1)
+	c := &conn{l: l, m: m, client: client, backend: backend}
+	l.metrics.total.Inc()
+	l.metrics.active.Inc()
 	m.metrics.total.Inc()
 	m.metrics.active.Inc()
-	defer m.metrics.active.Dec()
 
-	if h := proxyHeader(cfg.pool.spec.Protocol, src, c.LocalAddr().(*net.TCPAddr).AddrPort()); h != nil {
+	if h := proxyHeader(cfg.pool.spec.Protocol, src, client.LocalAddr().(*net.TCPAddr).AddrPort()); h != nil {
 		first = append(h, first...)
 	}
+	c.early = int64(len(first))
 	if len(first) > 0 {
 		if _, err := backend.Write(first); err != nil {
-			c.Close()
-			backend.Close()
+			c.finish()
 			return
 		}
 	}
-	in, out := pipe(c, backend, cfg.spec.TimeoutClientData, cfg.spec.TimeoutMemberData)
-	in += int64(len(first))
-	l.metrics.bytesIn.Add(float64(in))
-	l.metrics.bytesOut.Add(float64(out))
-	m.metrics.bytesIn.Add(float64(in))
-	m.metrics.bytesOut.Add(float64(out))
+	if err := c.start(cfg.spec.TimeoutClientData, cfg.spec.TimeoutMemberData); err != nil {
+		l.log("cannot proxy a connection", "listener", l.key, "err", err)
+		client.SetLinger(0)
+		c.finish()
+	}
 }
 
-// pipe copies both ways until both sides are done and returns the bytes each way. Each
-// direction half-closes its destination on EOF. A direction whose source is quiet for its
-// idle timeout ends the connection only when the other direction has been quiet too.
-func pipe(client, backend *net.TCPConn, clientIdle, memberIdle time.Duration) (in, out int64) {
-	var clientSeen, backendSeen atomic.Int64
-	now := time.Now().UnixNano()
-	clientSeen.Store(now)
-	backendSeen.Store(now)
-	done := make(chan int64, 1)
-	go func() { done <- copyHalf(backend, client, clientIdle, &clientSeen, &backendSeen, client, backend) }()
-	out = copyHalf(client, backend, memberIdle, &backendSeen, &clientSeen, client, backend)
-	in = <-done
-	client.Close()
-	backend.Close()
-	return in, out
+// conn is one proxied connection: two halves, each copying one way, in the event loop while
+// they wait for data and in a goroutine of their own while they move bulk data.
+type conn struct {
+	l               *tcpListener
+	m               *member
+	client, backend *net.TCPConn
+	halves          [2]half // client to member, member to client
+	loop            *loop
+	early           int64        // bytes sent to the member before the halves started
+	seen            atomic.Int64 // last data either way, unix nanoseconds
+	open            atomic.Int32 // halves not ended yet; the last one closes the connection
 }
 
-// chunk is the read size of the small-message path; a read that fills it means bulk data,
-// and the direction switches to splice(2).
+// half copies src to dst. A half whose source is quiet for its idle timeout ends the
+// connection only if the other half has been quiet as long (both share conn.seen).
+type half struct {
+	c              *conn
+	src, dst       *net.TCPConn
+	srcRaw, dstRaw syscall.RawConn
+	fd             int32 // src's descriptor, the loop's key
+	idle           time.Duration
+	bytes          int64
+	inLoop         bool // only the loop changes it once the half is in
+	ended          atomic.Bool
+}
+
+func (c *conn) start(clientIdle, memberIdle time.Duration) error {
+	lp, err := pickLoop()
+	if err != nil {
+		return err
+	}
+	c.loop = lp
+	c.seen.Store(time.Now().UnixNano())
+	c.open.Store(2)
+	for i, ends := range [2][2]*net.TCPConn{{c.client, c.backend}, {c.backend, c.client}} {
+		h := &c.halves[i]
+		h.c, h.src, h.dst, h.idle = c, ends[0], ends[1], clientIdle
+		if i == 1 {
+			h.idle = memberIdle
+		}
+		if h.srcRaw, err = h.src.SyscallConn(); err != nil {
+			return err
+		}
+		if h.dstRaw, err = h.dst.SyscallConn(); err != nil {
+			return err
+		}
+		h.srcRaw.Control(func(fd uintptr) { h.fd = int32(fd) })
+	}
+	for i := range c.halves {
+		if err := lp.add(&c.halves[i]); err != nil {
+			if i == 1 { // the first half is in: the loop takes it out
+				c.halves[1].ended.Store(true)
+				c.open.Add(-1)
+				lp.post(c)
+				return nil
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// end marks a half done; the last one closes both sockets and accounts for the connection.
+func (c *conn) end(h *half) {
+	if h.ended.Swap(true) {
+		return
+	}
+	if c.open.Add(-1) == 0 {
+		c.finish()
+	}
+}
+
+func (c *conn) finish() {
+	c.client.Close()
+	c.backend.Close()
+	in, out := c.early+c.halves[0].bytes, c.halves[1].bytes
+	c.l.active.Add(-1)
+	c.l.metrics.active.Dec()
+	c.l.metrics.bytesIn.Add(float64(in))
+	c.l.metrics.bytesOut.Add(float64(out))
+	c.m.active.Add(-1)
+	c.m.metrics.active.Dec()
+	c.m.metrics.bytesIn.Add(float64(in))
+	c.m.metrics.bytesOut.Add(float64(out))
+}
+
+// chunk is the loop's read size; a read that fills it means bulk data, and the half moves to
+// a goroutine where io.Copy splices it.
 const chunk = 32 << 10
 
-var chunks = sync.Pool{New: func() any { b := make([]byte, chunk); return &b }}
+// flush writes what the destination could not take at once, then returns the half to the
+// loop.
+func (h *half) flush(rest []byte) {
+	if _, err := h.dst.Write(rest); err != nil {
+		h.c.loop.post(h.c)
+		h.c.end(h)
+		return
+	}
+	if err := h.c.loop.add(h); err != nil {
+		h.c.loop.post(h.c)
+		h.c.end(h)
+	}
+}
 
-// copyHalf copies src to dst. Small messages (requests, responses) go through one read and
-// one write with a pooled buffer taken only once data is there, so an idle connection holds
-// no buffer; once a read fills the buffer the rest is spliced in the kernel by io.Copy between
-// the bare *net.TCPConn. The idle deadline is re-armed from the last activity of either
-// direction only when it fires, not on every read.
-func copyHalf(dst, src *net.TCPConn, idle time.Duration, seen, otherSeen *atomic.Int64, client, backend *net.TCPConn) int64 {
-	var total int64
-	rc, err := src.SyscallConn()
-	if err != nil {
-		return 0
+// bulk copies with io.Copy between the bare *net.TCPConn, which splices in the kernel,
+// until the source ends. The idle deadline is re-armed from the last activity either way
+// only when it fires, not on every read.
+func (h *half) bulk() {
+	c := h.c
+	defer c.end(h)
+	if h.idle > 0 {
+		h.src.SetReadDeadline(time.Unix(0, c.seen.Load()).Add(h.idle))
 	}
-	if idle > 0 {
-		src.SetReadDeadline(time.Now().Add(idle))
-	}
-	bulk := false
 	for {
-		var n int64
-		if bulk {
-			n, err = io.Copy(dst, src)
-			if err == nil {
-				err = io.EOF
-			}
-		} else {
-			n, err = readWrite(rc, dst)
-			bulk = n == chunk
-		}
-		total += n
+		n, err := io.Copy(h.dst, h.src)
+		h.bytes += n
 		if n > 0 {
-			seen.Store(time.Now().UnixNano())
+			c.seen.Store(time.Now().UnixNano())
 		}
 		switch {
-		case err == nil:
-			continue
-		case errors.Is(err, io.EOF): // pass the half-close on, let the other direction finish.
-			dst.CloseWrite()
-			return total
-		case isTimeout(err) && idle > 0:
-			last := time.Unix(0, max(seen.Load(), otherSeen.Load()))
-			if time.Since(last) < idle {
-				src.SetReadDeadline(last.Add(idle))
+		case err == nil: // EOF: pass the half-close on, let the other half finish
+			h.dst.CloseWrite()
+			return
+		case isTimeout(err) && h.idle > 0:
+			last := time.Unix(0, c.seen.Load())
+			if time.Since(last) < h.idle {
+				h.src.SetReadDeadline(last.Add(h.idle))
 				continue
 			}
 		}
-		// Idle both ways, or a reset: end both directions.
-		client.SetLinger(0)
-		client.Close()
-		backend.Close()
-		return total
+		// Idle both ways, or a reset: end the connection.
+		c.loop.post(c)
+		return
 	}
-}
-
-// readWrite waits until src is readable, reads once into a pooled buffer and writes that to
-// dst.
-func readWrite(src syscall.RawConn, dst *net.TCPConn) (int64, error) {
-	var (
-		bp   *[]byte
-		n    int
-		rerr error
-	)
-	err := src.Read(func(fd uintptr) bool {
-		bp = chunks.Get().(*[]byte)
-		n, rerr = unix.Read(int(fd), *bp)
-		if rerr == unix.EAGAIN || rerr == unix.EINTR {
-			chunks.Put(bp)
-			bp = nil
-			return false // wait for readability, holding no buffer
-		}
-		return true
-	})
-	if bp != nil {
-		defer chunks.Put(bp)
-	}
-	switch {
-	case err != nil:
-		return 0, err
-	case rerr != nil:
-		return 0, rerr
-	case n == 0:
-		return 0, io.EOF
-	}
-	_, err = dst.Write((*bp)[:n])
-	return int64(n), err
 }
 
 func isTimeout(err error) bool {
