@@ -116,11 +116,26 @@ p50=ms(re.search(r"50%\s+(\S+)",t).group(1)); p99=ms(re.search(r"99%\s+(\S+)",t)
 print("%.0f %.2f %.2f" % (rps,p50,p99))'
 }
 
+# Each scenario runs ROUNDS times, the paths taking turns, and the median is reported: one
+# run on a shared machine is too noisy to compare two proxies by.
+ROUNDS=${ROUNDS:-3}
 declare -A r
-for p in "${paths[@]}"; do r[bulk1_$p]=$(iperf "${port_bulk[$p]}" 1); done
-for p in "${paths[@]}"; do r[bulk8_$p]=$(iperf "${port_bulk[$p]}" 8); done
-for p in "${paths[@]}"; do read -r r[cps_$p] r[cps50_$p] r[cps99_$p] <<<"$(wrkrun -H 'Connection: close' "http://127.0.0.1:${port_http[$p]}/")"; done
-for p in "${paths[@]}"; do read -r r[ka_$p] r[ka50_$p] r[ka99_$p] <<<"$(wrkrun "http://127.0.0.1:${port_http[$p]}/")"; done
+add() { r[$1]="${r[$1]:-} $2"; }
+for _ in $(seq "$ROUNDS"); do
+  for p in "${paths[@]}"; do add "bulk1_$p" "$(iperf "${port_bulk[$p]}" 1)"; done
+  for p in "${paths[@]}"; do add "bulk8_$p" "$(iperf "${port_bulk[$p]}" 8)"; done
+  for p in "${paths[@]}"; do
+    read -r a b c <<<"$(wrkrun -H 'Connection: close' "http://127.0.0.1:${port_http[$p]}/")"
+    add "cps_$p" "$a"; add "cps50_$p" "$b"; add "cps99_$p" "$c"
+  done
+  for p in "${paths[@]}"; do
+    read -r a b c <<<"$(wrkrun "http://127.0.0.1:${port_http[$p]}/")"
+    add "ka_$p" "$a"; add "ka50_$p" "$b"; add "ka99_$p" "$c"
+  done
+done
+for k in "${!r[@]}"; do
+  r[$k]=$(python3 -c 'import statistics,sys; v=statistics.median(map(float,sys.argv[1:])); print(("%.2f" if v<100 else "%.0f") % v)' ${r[$k]})
+done
 # Memory for $NIDLE idle connections through each proxy.
 for p in l4lb haproxy; do
   before=$("$work/bench" rss "${pid_of[$p]}")

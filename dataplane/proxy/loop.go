@@ -5,52 +5,73 @@ import (
 	"os"
 	"runtime"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// loop carries the small-message path of TCP connections without a goroutine per
-// connection, the way HAProxy's threads do: its own epoll set (level-triggered) holds the
-// source socket of every half that waits for data, and one goroutine per loop reads what is
-// ready and writes it straight on. An idle connection so costs its two sockets and a table
-// entry, not two parked goroutines with their stacks. A half leaves the loop for a goroutine
-// of its own only when it moves bulk data (spliced by io.Copy) or its destination cannot
-// take more at once.
+// loop is an event loop that carries TCP connections from accept to close the way HAProxy's
+// threads do: one goroutine per core waits on its own epoll set (level-triggered) and, for
+// each ready socket, accepts, connects, reads and writes without blocking. A connection so
+// costs two sockets and a small struct, never a goroutine, and a request crosses the proxy
+// without a goroutine switch. Bulk data is spliced through a pipe in the kernel.
 //
-// The epoll descriptor itself is registered in Go's poller (as an *os.File), so a loop with
-// nothing to do parks its goroutine like any blocked read instead of holding a thread in
-// epoll_wait.
+// The sockets of connections are raw descriptors that Go's poller never sees, so a packet
+// wakes one poller, not two. The epoll descriptor itself is registered in Go's poller (as an
+// *os.File), so a loop with nothing to do parks its goroutine like any blocked read instead
+// of holding a thread in epoll_wait. Everything a loop owns is touched by its goroutine only;
+// other goroutines hand it work through do.
 type loop struct {
 	ep   int
-	wake int // an eventfd: goroutines ask the loop to abort connections through it
+	wake int // an eventfd that tells the loop its inbox has work
 	file *os.File
 
-	mu     sync.Mutex
-	halves map[int32]*half // by source descriptor
-	aborts []*conn
+	handlers map[int32]watch
+	gen      uint32 // tells a registration from an earlier one of the same descriptor
+	timers   map[timer]struct{}
+	due      int64 // when the earliest timer falls due (unix nanoseconds); 0: none
+	armed    int64 // the deadline set on file
+	buf      []byte
+	pipes    []*pipe // empty pipes kept for reuse
+	dgrams   *datagrams
 
-	// next is when the earliest idle timeout of a half in the loop falls due (unix
-	// nanoseconds, 0: none); the file's read deadline wakes the loop then.
-	next atomic.Int64
+	mu    sync.Mutex
+	inbox []func(*loop)
 }
 
-// minSweep bounds how often the idle timeouts are checked: they fire at most this late.
-const minSweep = 10 * time.Millisecond
+// handler is what a loop calls when a descriptor it watches is ready.
+type handler interface {
+	ready(lp *loop, fd int, events uint32)
+}
+
+// timer is what a loop calls when its deadline passed; it returns its next deadline
+// (0: none, and it is forgotten).
+type timer interface {
+	expire(lp *loop, now int64) int64
+}
+
+type watch struct {
+	h    handler
+	gen  uint32
+	mask uint32
+}
+
+// minSweep bounds how often timers are checked: deadlines fire at most this late.
+const minSweep = int64(10 * time.Millisecond)
+
+// chunk is the read size of the small-message path; a read that fills it means bulk data,
+// which is then spliced.
+const chunk = 32 << 10
 
 var (
 	loopsOnce sync.Once
 	loops     []*loop
 	loopsErr  error
-	loopNext  atomic.Uint32
 )
 
-// pickLoop returns one of the process's loops (one per core), in turn. The loops live as long
-// as the process: connections outlive the listeners and servers that accepted them.
-func pickLoop() (*loop, error) {
+// loopAt returns loop i modulo their number. The loops live as long as the process:
+// connections outlive the listeners and servers that accepted them.
+func loopAt(i int) (*loop, error) {
 	loopsOnce.Do(func() {
 		for range max(1, runtime.GOMAXPROCS(0)) {
 			lp, err := newLoop()
@@ -65,7 +86,7 @@ func pickLoop() (*loop, error) {
 	if loopsErr != nil {
 		return nil, loopsErr
 	}
-	return loops[loopNext.Add(1)%uint32(len(loops))], nil
+	return loops[i%len(loops)], nil
 }
 
 func newLoop() (*loop, error) {
@@ -84,68 +105,60 @@ func newLoop() (*loop, error) {
 		unix.Close(ep)
 		return nil, os.NewSyscallError("eventfd", err)
 	}
-	return &loop{ep: ep, wake: wake, file: os.NewFile(uintptr(ep), "l4lb-loop"), halves: map[int32]*half{}}, nil
+	return &loop{
+		ep: ep, wake: wake, file: os.NewFile(uintptr(ep), "l4lb-loop"),
+		handlers: map[int32]watch{}, timers: map[timer]struct{}{}, buf: make([]byte, chunk),
+	}, nil
 }
 
-// add puts a half in the loop; it may be called from any goroutine.
-func (lp *loop) add(h *half) error {
-	h.inLoop = true
+// do runs f on the loop's goroutine; any goroutine may call it.
+func (lp *loop) do(f func(*loop)) {
 	lp.mu.Lock()
-	lp.halves[h.fd] = h
-	lp.mu.Unlock()
-	if h.idle > 0 {
-		lp.due(time.Unix(0, h.c.seen.Load()).Add(h.idle))
-	}
-	if err := unix.EpollCtl(lp.ep, unix.EPOLL_CTL_ADD, int(h.fd), &unix.EpollEvent{Events: unix.EPOLLIN, Fd: h.fd}); err != nil {
-		lp.mu.Lock()
-		delete(lp.halves, h.fd)
-		lp.mu.Unlock()
-		h.inLoop = false
-		return os.NewSyscallError("epoll_ctl", err)
-	}
-	return nil
-}
-
-// remove takes a half out of the loop; only the loop's goroutine calls it.
-func (lp *loop) remove(h *half) {
-	unix.EpollCtl(lp.ep, unix.EPOLL_CTL_DEL, int(h.fd), nil)
-	lp.mu.Lock()
-	if lp.halves[h.fd] == h {
-		delete(lp.halves, h.fd)
-	}
-	lp.mu.Unlock()
-	h.inLoop = false
-}
-
-// due makes the loop check idle timeouts at t at the latest.
-func (lp *loop) due(t time.Time) {
-	for {
-		cur := lp.next.Load()
-		if cur != 0 && cur <= t.UnixNano() {
-			return
-		}
-		if lp.next.CompareAndSwap(cur, t.UnixNano()) {
-			break
-		}
-	}
-	// Another goroutine may set an earlier time between our store and our deadline: set
-	// the deadline until it matches what is stored.
-	for {
-		n := lp.next.Load()
-		lp.file.SetReadDeadline(time.Unix(0, n))
-		if lp.next.Load() == n {
-			return
-		}
-	}
-}
-
-// post asks the loop to abort c; any goroutine may call it.
-func (lp *loop) post(c *conn) {
-	lp.mu.Lock()
-	lp.aborts = append(lp.aborts, c)
+	lp.inbox = append(lp.inbox, f)
 	lp.mu.Unlock()
 	one := [8]byte{1}
 	unix.Write(lp.wake, one[:])
+}
+
+// set makes the loop watch fd for mask on behalf of h: it registers, changes or (mask 0)
+// unregisters it, so a socket nobody waits on cannot report a hang-up over and over.
+func (lp *loop) set(fd int, h handler, mask uint32) error {
+	w, ok := lp.handlers[int32(fd)]
+	if ok && w.h != h {
+		ok = false // a stale entry: that descriptor was closed and reused
+	}
+	switch {
+	case ok && w.mask == mask:
+		return nil
+	case mask == 0:
+		if ok {
+			delete(lp.handlers, int32(fd))
+			return epollCtlNow(lp.ep, unix.EPOLL_CTL_DEL, fd, nil)
+		}
+		return nil
+	case ok:
+		w.mask = mask
+		lp.handlers[int32(fd)] = w
+		return epollCtlNow(lp.ep, unix.EPOLL_CTL_MOD, fd, &unix.EpollEvent{Events: mask, Fd: int32(fd), Pad: int32(w.gen)})
+	}
+	lp.gen++
+	lp.handlers[int32(fd)] = watch{h: h, gen: lp.gen, mask: mask}
+	return epollCtlNow(lp.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: mask, Fd: int32(fd), Pad: int32(lp.gen)})
+}
+
+// forget drops fd before it is closed (closing removes it from the epoll set).
+func (lp *loop) forget(fd int, h handler) {
+	if w, ok := lp.handlers[int32(fd)]; ok && w.h == h {
+		delete(lp.handlers, int32(fd))
+	}
+}
+
+// at makes the loop call t's expire at `when` (unix nanoseconds) at the latest.
+func (lp *loop) at(t timer, when int64) {
+	lp.timers[t] = struct{}{}
+	if lp.due == 0 || when < lp.due {
+		lp.due = when
+	}
 }
 
 func (lp *loop) run() {
@@ -154,194 +167,122 @@ func (lp *loop) run() {
 		panic(err) // an *os.File always has one
 	}
 	events := make([]unix.EpollEvent, 256)
-	buf := make([]byte, chunk)
 	for {
 		err := raw.Read(func(uintptr) bool {
 			for {
-				if next := lp.next.Load(); next != 0 && time.Now().UnixNano() >= next {
-					return true // idle timeouts are due: sweep, even under constant load
+				if lp.due != 0 && time.Now().UnixNano() >= lp.due {
+					lp.sweep() // due timers run even under constant load
 				}
 				n, err := epollNow(lp.ep, events)
 				if err == unix.EINTR {
 					continue
 				}
 				if n <= 0 {
+					lp.arm()
 					return false // drained: park until the epoll set has something again
 				}
 				for _, ev := range events[:n] {
 					if ev.Fd == int32(lp.wake) {
-						lp.takeAborts()
+						lp.takeInbox()
 						continue
 					}
-					lp.mu.Lock()
-					h := lp.halves[ev.Fd]
-					lp.mu.Unlock()
-					if h != nil {
-						lp.step(h, buf)
+					if w, ok := lp.handlers[ev.Fd]; ok && w.gen == uint32(ev.Pad) {
+						w.h.ready(lp, int(ev.Fd), ev.Events)
 					}
 				}
 			}
 		})
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			panic(err) // the loop's own descriptor is never closed
 		}
-		lp.sweep()
+		// A passed deadline fails every later read until it is cleared; the sweep at the
+		// top of the loop sets the next one when the loop parks again.
+		lp.armed = 0
+		lp.file.SetReadDeadline(time.Time{})
 	}
 }
 
-func (lp *loop) takeAborts() {
+// arm sets the file's read deadline to the earliest timer, so a parked loop wakes for it.
+func (lp *loop) arm() {
+	if lp.due == lp.armed {
+		return
+	}
+	lp.armed = lp.due
+	if lp.due == 0 {
+		lp.file.SetReadDeadline(time.Time{})
+	} else {
+		lp.file.SetReadDeadline(time.Unix(0, lp.due))
+	}
+}
+
+func (lp *loop) takeInbox() {
 	var b [8]byte
 	unix.Read(lp.wake, b[:])
 	lp.mu.Lock()
-	aborts := lp.aborts
-	lp.aborts = nil
+	inbox := lp.inbox
+	lp.inbox = nil
 	lp.mu.Unlock()
-	for _, c := range aborts {
-		lp.abort(c)
+	for _, f := range inbox {
+		f(lp)
 	}
 }
 
-// abort ends a connection at once: its halves in the loop leave it first (so their
-// descriptors are closed only once the loop no longer watches them), then both sockets
-// close, which wakes any half copying in a goroutine. The client gets a reset.
-func (lp *loop) abort(c *conn) {
-	for i := range c.halves {
-		if h := &c.halves[i]; h.inLoop {
-			lp.remove(h)
-			c.end(h)
-		}
-	}
-	c.client.SetLinger(0)
-	c.client.Close()
-	c.backend.Close()
-}
-
-// step reads what one half's source has and writes it to its destination.
-func (lp *loop) step(h *half, buf []byte) {
-	var (
-		n    int
-		rerr error
-	)
-	if err := h.srcRaw.Read(func(fd uintptr) bool {
-		n, rerr = readNow(int(fd), buf)
-		return true
-	}); err != nil {
-		rerr = err
-	}
-	switch {
-	case rerr == unix.EAGAIN || rerr == unix.EINTR:
-		return // nothing after all
-	case rerr != nil:
-		lp.abort(h.c)
-		return
-	case n == 0: // EOF: pass the half-close on; the other half goes on alone
-		lp.remove(h)
-		h.dst.CloseWrite()
-		h.c.end(h)
-		return
-	}
-	h.bytes += int64(n)
-	h.c.seen.Store(time.Now().UnixNano())
-	w, werr := writeSome(h.dstRaw, buf[:n])
-	switch {
-	case werr != nil && werr != unix.EAGAIN:
-		lp.abort(h.c)
-	case w < n: // the destination is full: a goroutine waits to write the rest
-		lp.remove(h)
-		go h.flush(append([]byte(nil), buf[w:n]...))
-	case n == len(buf): // bulk data: a goroutine splices the rest in the kernel
-		lp.remove(h)
-		go h.bulk()
-	}
-}
-
-// writeSome writes p without blocking and returns how much went out.
-func writeSome(dst syscall.RawConn, p []byte) (int, error) {
-	var (
-		w   int
-		err error
-	)
-	if cerr := dst.Write(func(fd uintptr) bool {
-		for w < len(p) {
-			var n int
-			n, err = writeNow(int(fd), p[w:])
-			if n > 0 {
-				w += n
-			}
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				return true
-			}
-		}
-		return true
-	}); cerr != nil {
-		return w, cerr
-	}
-	return w, err
-}
-
-// sweep aborts the connections whose idle timeout passed and sets when to look next.
+// sweep runs the timers that are due and finds when to look next.
 func (lp *loop) sweep() {
-	now := time.Now()
-	var next time.Time
-	var expired []*conn
-	lp.mu.Lock()
-	lp.next.Store(0)
-	for _, h := range lp.halves {
-		if h.idle <= 0 {
+	now := time.Now().UnixNano()
+	lp.due = 0
+	for t := range lp.timers {
+		next := t.expire(lp, now)
+		if next == 0 {
+			delete(lp.timers, t)
 			continue
 		}
-		at := time.Unix(0, h.c.seen.Load()).Add(h.idle)
-		if !at.After(now) {
-			expired = append(expired, h.c)
-		} else if next.IsZero() || at.Before(next) {
-			next = at
+		if lp.due == 0 || next < lp.due {
+			lp.due = next
 		}
 	}
-	lp.mu.Unlock()
-	for _, c := range expired {
-		lp.abort(c)
+	if lp.due != 0 {
+		lp.due = max(lp.due, now+minSweep)
 	}
-	if next.IsZero() {
-		next = now.Add(time.Second) // a deadline is never cleared, so none is lost to a race
-	}
-	lp.due(later(next, now.Add(minSweep)))
 }
 
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
+// datagrams returns the loop's UDP batch buffers, made on first use.
+func (lp *loop) datagrams() *datagrams {
+	if lp.dgrams == nil {
+		lp.dgrams = newDatagrams()
 	}
-	return b
+	return lp.dgrams
 }
 
-// The loop's system calls never block (non-blocking sockets, epoll_wait with no timeout),
-// so they are made without telling the scheduler: entering and leaving a blocking system
-// call costs more than these calls do, and a write on loopback that takes over 20 µs makes
-// the runtime hand the loop's processor to another thread and wake it back.
-
-func readNow(fd int, p []byte) (int, error) {
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
+// pipe carries spliced bulk data between two sockets; n is what it holds.
+type pipe struct {
+	r, w int
+	n    int
 }
 
-func writeNow(fd int, p []byte) (int, error) {
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
-	if e != 0 {
-		return 0, e
+// pipeSize is what a pipe is asked to hold (as Go's own splice does).
+const pipeSize = 1 << 20
+
+func (lp *loop) getPipe() (*pipe, error) {
+	if k := len(lp.pipes); k > 0 {
+		p := lp.pipes[k-1]
+		lp.pipes = lp.pipes[:k-1]
+		return p, nil
 	}
-	return int(n), nil
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		return nil, os.NewSyscallError("pipe2", err)
+	}
+	unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, pipeSize) // a smaller pipe still works
+	return &pipe{r: fds[0], w: fds[1]}, nil
 }
 
-func epollNow(ep int, events []unix.EpollEvent) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
-	if e != 0 {
-		return 0, e
+// putPipe keeps an empty pipe for the next bulk transfer, up to a few per loop.
+func (lp *loop) putPipe(p *pipe) {
+	if p.n == 0 && len(lp.pipes) < 16 {
+		lp.pipes = append(lp.pipes, p)
+		return
 	}
-	return int(n), nil
+	closeNow(p.r)
+	closeNow(p.w)
 }

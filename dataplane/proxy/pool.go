@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"errors"
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -19,7 +17,6 @@ import (
 type member struct {
 	pool    string // the pool's key
 	spec    model.Member
-	addr    string // spec.Address as text, for dialing without formatting it each time
 	up      atomic.Bool
 	active  atomic.Int64
 	metrics *memberMetrics
@@ -76,9 +73,6 @@ func (p *pool) rebuild() {
 	p.choice.Store(&choice{members: set, sel: balancer.New(p.spec.Algorithm, bm)})
 }
 
-// errNoMember means every member is down, drained or disabled.
-var errNoMember = errors.New("no member available")
-
 // pick chooses a member for src, skipping those already tried for this connection.
 func (p *pool) pick(src netip.AddrPort, tried []*member) *member {
 	c := p.choice.Load()
@@ -107,29 +101,6 @@ func (p *pool) remember(src netip.AddrPort, m *member) *member {
 		p.sticky.put(src.Addr(), m)
 	}
 	return m
-}
-
-// dial connects to a member, trying others when a connect fails, all within timeout.
-func (p *pool) dial(src netip.AddrPort, timeout time.Duration) (*net.TCPConn, *member, error) {
-	d := net.Dialer{Deadline: time.Now().Add(timeout), KeepAlive: -1}
-	var tried []*member
-	for {
-		m := p.pick(src, tried)
-		if m == nil {
-			return nil, nil, errNoMember
-		}
-		m.active.Add(1)
-		c, err := d.Dial("tcp", m.addr)
-		if err == nil {
-			return c.(*net.TCPConn), m, nil
-		}
-		m.active.Add(-1)
-		m.metrics.errors.Inc()
-		tried = append(tried, m)
-		if time.Now().After(d.Deadline) {
-			return nil, nil, err
-		}
-	}
 }
 
 // stickyTable maps a masked client address to its member until it idles out.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -254,6 +255,7 @@ func holder(t *testing.T) (*backend, chan struct{}) {
 			if err != nil {
 				return
 			}
+			b.hits.Add(1)
 			go func() { <-release; c.Write([]byte("done")); c.Close() }()
 		}
 	}()
@@ -315,22 +317,32 @@ func TestAllowedCIDRsRefuseOtherSources(t *testing.T) {
 	}
 }
 
-func TestClientIdleTimeoutCloses(t *testing.T) {
-	h, release := holder(t)
-	defer close(release)
-	l := listenerModel(t, model.RoundRobin, mem("h", h, 1))
-	l.TimeoutClientData, l.TimeoutMemberData = 200*time.Millisecond, 200*time.Millisecond
-	serve(t, l)
-	c, err := net.Dial("tcp", l.Address.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	_, err = io.ReadAll(c)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatal("an idle connection was not closed by the proxy")
+// Each idle timeout closes a connection quiet both ways on its own: the client's (member's
+// set to an hour), the member's (client's set to an hour), and both.
+func TestIdleTimeoutsClose(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		client, member time.Duration
+	}{
+		{"timeoutClientData", 200 * time.Millisecond, time.Hour},
+		{"timeoutMemberData", time.Hour, 200 * time.Millisecond},
+		{"both", 200 * time.Millisecond, 200 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, release := holder(t)
+			defer close(release)
+			l := listenerModel(t, model.RoundRobin, mem("h", h, 1))
+			l.TimeoutClientData, l.TimeoutMemberData = tc.client, tc.member
+			serve(t, l)
+			c, err := net.Dial("tcp", l.Address.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if !waitClosed(t, c, 10*time.Second) {
+				t.Fatal("an idle connection was not closed by the proxy")
+			}
+		})
 	}
 }
 
@@ -387,6 +399,7 @@ func echo(t *testing.T, prefixLen int, prefix chan<- []byte) *backend {
 			if err != nil {
 				return
 			}
+			b.hits.Add(1)
 			go func() {
 				defer c.Close()
 				if prefixLen > 0 {
@@ -528,5 +541,109 @@ func TestBindErrorIsReportedAndOthersServe(t *testing.T) {
 	}
 	if g := answers(t, good.Address, 1)[0]; g != "a" {
 		t.Fatal("the good listener does not serve")
+	}
+}
+
+// waitClosed reads c until the proxy closes it; false if it is still open after limit.
+func waitClosed(t *testing.T, c net.Conn, limit time.Duration) bool {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(limit))
+	_, err := io.ReadAll(c)
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
+}
+
+func TestTrafficKeepsAConnectionOpenPastItsIdleTimeout(t *testing.T) {
+	e := echo(t, 0, nil)
+	l := listenerModel(t, model.RoundRobin, mem("e", e, 1))
+	l.TimeoutClientData, l.TimeoutMemberData = 300*time.Millisecond, 300*time.Millisecond
+	serve(t, l)
+	c, err := net.Dial("tcp", l.Address.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Ten times the idle timeout, one byte each way every 30 ms.
+	buf := make([]byte, 1)
+	for i := range 100 {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte{byte(i)}); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil || buf[0] != byte(i) {
+			t.Fatalf("echo %d: %v %v", i, buf, err)
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+}
+
+func TestTCPInspectWaitsForTheFirstBytes(t *testing.T) {
+	prefix := make(chan []byte, 1)
+	e := echo(t, len("hello"), prefix)
+	l := listenerModel(t, model.RoundRobin, mem("e", e, 1))
+	l.TimeoutTCPInspect = time.Minute
+	serve(t, l)
+	c, err := net.Dial("tcp", l.Address.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(300 * time.Millisecond)
+	if e.hits.Load() != 0 {
+		t.Fatal("the member was connected before the client said anything, within timeoutTCPInspect")
+	}
+	c.Write([]byte("hello"))
+	select {
+	case got := <-prefix:
+		if string(got) != "hello" {
+			t.Fatalf("member got %q", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client's first bytes never reached a member")
+	}
+}
+
+func TestTCPInspectTimeoutConnectsAQuietClient(t *testing.T) {
+	a := newBackend(t, "a")
+	l := listenerModel(t, model.RoundRobin, mem("a", a, 1))
+	l.TimeoutTCPInspect = 100 * time.Millisecond
+	serve(t, l)
+	// A server-speaks-first protocol: the client only listens, and is answered once the
+	// inspection time is over.
+	if g, err := get(t, l.Address); err != nil || g != "a" {
+		t.Fatalf("got %q, %v", g, err)
+	}
+}
+
+func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
+	h, release := holder(t)
+	defer close(release)
+	l := listenerModel(t, model.RoundRobin, mem("h", h, 1))
+	serve(t, l)
+	before := runtime.NumGoroutine()
+	var conns []net.Conn
+	for range 200 {
+		c, err := net.Dial("tcp", l.Address.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	// Every connection reaches the member through the proxy before goroutines are counted.
+	deadline := time.Now().Add(10 * time.Second)
+	for h.hits.Load() < 200 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if h.hits.Load() < 200 {
+		t.Fatalf("%d of 200 connections reached the member", h.hits.Load())
+	}
+	// The holder runs one goroutine per connection of its own; the proxy must add none.
+	if extra := runtime.NumGoroutine() - before - 200; extra > 10 {
+		t.Fatalf("200 idle proxied connections hold %d goroutines of the proxy", extra)
 	}
 }

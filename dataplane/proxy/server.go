@@ -84,7 +84,7 @@ func (s *Server) Apply(m model.Model) map[string]error {
 			rm := s.members[k]
 			if rm == nil || rm.spec != mm {
 				old := rm
-				rm = &member{pool: p.Key, spec: mm, addr: mm.Address.String(), metrics: s.metrics.member(p.Key, mm.Name, mm.Address.String())}
+				rm = &member{pool: p.Key, spec: mm, metrics: s.metrics.member(p.Key, mm.Name, mm.Address.String())}
 				if old != nil { // same member, new weight or flags: keep its state
 					rm.up.Store(old.up.Load())
 					rm.active.Store(old.active.Load())
@@ -184,10 +184,11 @@ func (s *Server) applyTCP(l model.Listener, pools map[string]*pool) error {
 		tl.lns = append(tl.lns, ln.(*net.TCPListener))
 	}
 	tl.cfg.Store(cfg)
-	s.tcp[l.Key] = tl
-	for _, ln := range tl.lns {
-		go tl.serve(ln)
+	if err := tl.serve(); err != nil {
+		tl.close()
+		return err
 	}
+	s.tcp[l.Key] = tl
 	return nil
 }
 
@@ -206,6 +207,11 @@ func listenConfig() *net.ListenConfig {
 			}
 			if serr = unix.SetsockoptInt(int(fd), level, opt, 1); serr == nil && network[:3] == "tcp" {
 				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			}
+			if serr == nil && network[:3] == "tcp" {
+				// Accepted sockets inherit it: requests and responses go out without
+				// waiting for Nagle's algorithm, and no system call per connection sets it.
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 			}
 		})
 		if err != nil {

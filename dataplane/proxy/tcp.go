@@ -1,13 +1,13 @@
 package proxy
 
 import (
-	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/dataplane/model"
 )
@@ -20,182 +20,547 @@ type tcpConfig struct {
 }
 
 type tcpListener struct {
-	key     string
-	lns     []*net.TCPListener // one per core, bound with SO_REUSEPORT
-	cfg     atomic.Pointer[tcpConfig]
-	active  atomic.Int64
-	metrics *listenerMetrics
-	log     func(msg string, kv ...any)
+	key       string
+	lns       []*net.TCPListener // one per core, bound with SO_REUSEPORT
+	acceptors []*acceptor
+	cfg       atomic.Pointer[tcpConfig]
+	active    atomic.Int64
+	metrics   *listenerMetrics
+	log       func(msg string, kv ...any)
+}
+
+// serve hands each listening socket to a loop, which accepts on it.
+func (l *tcpListener) serve() error {
+	for i, ln := range l.lns {
+		raw, err := ln.SyscallConn()
+		if err != nil {
+			return err
+		}
+		lp, err := loopAt(i)
+		if err != nil {
+			return err
+		}
+		a := &acceptor{l: l, raw: raw}
+		raw.Control(func(fd uintptr) { a.fd = int(fd) })
+		l.acceptors = append(l.acceptors, a)
+		lp.do(a.start)
+	}
+	return nil
 }
 
 func (l *tcpListener) close() {
+	for i, a := range l.acceptors {
+		lp, _ := loopAt(i)
+		lp.do(a.stop)
+	}
 	for _, ln := range l.lns {
-		ln.Close()
+		ln.Close() // open connections go on
 	}
 }
 
-func (l *tcpListener) serve(ln *net.TCPListener) {
-	var delay time.Duration
-	for {
-		c, err := ln.AcceptTCP()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Out of file descriptors and the like: back off instead of spinning.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			l.log("accept failed", "listener", l.key, "err", err)
-			time.Sleep(delay)
+// acceptor accepts a listening socket's connections in a loop. The socket belongs to Go's
+// net package; the loop uses it only inside raw.Control, which keeps its descriptor from
+// being closed and reused meanwhile.
+type acceptor struct {
+	l      *tcpListener
+	raw    syscall.RawConn
+	fd     int
+	resume int64 // when accepting starts again after running out of descriptors
+}
+
+func (a *acceptor) start(lp *loop) {
+	a.raw.Control(func(uintptr) { lp.set(a.fd, a, unix.EPOLLIN) })
+}
+
+func (a *acceptor) stop(lp *loop) {
+	a.raw.Control(func(uintptr) { lp.set(a.fd, a, 0) })
+	lp.forget(a.fd, a)
+}
+
+// acceptBurst bounds the connections taken from one listener per event, so one flooded
+// listener cannot starve the others of a loop.
+const acceptBurst = 64
+
+func (a *acceptor) ready(lp *loop, _ int, _ uint32) {
+	for range acceptBurst {
+		var (
+			fd   int
+			src  netip.AddrPort
+			aerr error
+		)
+		if err := a.raw.Control(func(lfd uintptr) {
+			fd, src, aerr = acceptNow(int(lfd))
+		}); err != nil {
+			lp.forget(a.fd, a) // closed, which took it out of the epoll set
+			return
+		}
+		switch aerr {
+		case nil:
+			a.l.admit(lp, fd, src)
+			continue
+		case unix.EAGAIN:
+			return
+		case unix.EINTR, unix.ECONNABORTED:
 			continue
 		}
-		delay = 0
-		go l.handle(c)
+		// Out of descriptors or memory: stop accepting for a moment instead of spinning.
+		a.l.log("accept failed", "listener", a.l.key, "err", aerr)
+		a.raw.Control(func(uintptr) { lp.set(a.fd, a, 0) })
+		a.resume = time.Now().UnixNano() + int64(100*time.Millisecond)
+		lp.at(a, a.resume)
+		return
 	}
 }
 
-// refuse resets the connection at once, so the client learns immediately instead of waiting.
-func refuse(c *net.TCPConn) {
-	c.SetLinger(0)
-	c.Close()
+func (a *acceptor) expire(lp *loop, now int64) int64 {
+	if a.resume == 0 {
+		return 0
+	}
+	if now < a.resume {
+		return a.resume
+	}
+	a.resume = 0
+	a.start(lp)
+	return 0
 }
 
-func (l *tcpListener) handle(client *net.TCPConn) {
+// admit applies the listener's admission rules to a new client and starts its connection.
+func (l *tcpListener) admit(lp *loop, fd int, src netip.AddrPort) {
 	cfg := l.cfg.Load()
-	src := client.RemoteAddr().(*net.TCPAddr).AddrPort()
 	if !cfg.spec.Allowed(src.Addr()) || cfg.pool == nil {
 		l.metrics.errors.Inc()
-		refuse(client)
+		resetNow(fd)
 		return
 	}
 	if l.active.Add(1) > int64(cfg.spec.ConnectionLimit) {
 		l.active.Add(-1)
 		l.metrics.errors.Inc()
-		refuse(client)
+		resetNow(fd)
 		return
 	}
-
-	// timeoutTCPInspect: give the client this long to send its first bytes before choosing a
-	// member, so they go out in the first segment to the member.
-	var first []byte
-	if cfg.spec.TimeoutTCPInspect > 0 {
-		buf := make([]byte, 4096)
-		client.SetReadDeadline(time.Now().Add(cfg.spec.TimeoutTCPInspect))
-		n, err := client.Read(buf)
-		client.SetReadDeadline(time.Time{})
-		if err != nil && !isTimeout(err) {
-			l.active.Add(-1)
-			client.Close()
-			return
-		}
-		first = buf[:n]
-	}
-
-	backend, m, err := cfg.pool.dial(src, cfg.spec.TimeoutMemberConnect)
-	if err != nil {
+	c := &tcpConn{l: l, cfg: cfg, src: src, fds: [2]int{fd, -1}}
+	// Clients usually send at once: read now (as HAProxy does), so the first bytes can go
+	// out with the connect instead of waiting for another turn of the loop.
+	n, err := readNow(fd, lp.buf)
+	switch {
+	case n > 0:
+		c.early = append([]byte(nil), lp.buf[:n]...)
+		c.connect(lp)
+		return
+	case err == nil: // gone before saying anything
 		l.active.Add(-1)
-		l.metrics.errors.Inc()
-		refuse(client)
+		closeNow(fd)
+		return
+	case err != unix.EAGAIN:
+		l.active.Add(-1)
+		resetNow(fd)
 		return
 	}
-	c := &conn{l: l, m: m, client: client, backend: backend}
-	l.metrics.total.Inc()
-	l.metrics.active.Inc()
-	m.metrics.total.Inc()
-	m.metrics.active.Inc()
-
-	if h := proxyHeader(cfg.pool.spec.Protocol, src, client.LocalAddr().(*net.TCPAddr).AddrPort()); h != nil {
-		first = append(h, first...)
+	if d := cfg.spec.TimeoutTCPInspect; d > 0 {
+		// timeoutTCPInspect: give the client this long to send its first bytes before
+		// choosing a member, so they go out in the first segment to the member.
+		c.state = inspecting
+		c.deadline = time.Now().UnixNano() + int64(d)
+		lp.set(fd, c, unix.EPOLLIN)
+		lp.at(c, c.deadline)
+		return
 	}
-	c.early = int64(len(first))
-	if len(first) > 0 {
-		if _, err := backend.Write(first); err != nil {
-			c.finish()
+	c.connect(lp)
+}
+
+type connState uint8
+
+const (
+	inspecting connState = iota
+	connecting
+	open
+	closed
+)
+
+// tcpConn is one proxied connection, driven by its loop: fds are the client's and the
+// member's sockets, and flows[i] copies from fds[i] to the other.
+type tcpConn struct {
+	l        *tcpListener
+	cfg      *tcpConfig
+	m        *member
+	src      netip.AddrPort
+	fds      [2]int
+	state    connState
+	deadline int64     // of inspecting or connecting, unix nanoseconds
+	tried    []*member // members whose connect failed
+	early    []byte    // PROXY header and inspected bytes, sent to the member first
+	sent     int64     // bytes of early
+	flows    [2]flow
+	seen     int64 // last data either way, unix nanoseconds
+	reset    bool  // close the client with a reset
+}
+
+// flow is one direction. Its source is read only while nothing waits to be written, so a
+// slow receiver slows the sender down (TCP's own flow control, end to end).
+type flow struct {
+	pending []byte // read but not yet written (small-message path)
+	pipe    *pipe  // spliced but not yet written (bulk path)
+	bulk    bool
+	eof     bool // the source ended; the destination is shut down once flushed
+	done    bool
+	bytes   int64
+}
+
+func (f *flow) waiting() bool { return len(f.pending) > 0 || (f.pipe != nil && f.pipe.n > 0) }
+func (f *flow) reading() bool { return !f.eof && !f.waiting() }
+
+// connect opens a socket to the next member and waits for it in the loop; a failed member
+// is skipped for another one until the connect timeout.
+//
+// With bytes to send (the client's first ones, a PROXY header), it writes them at once: on a
+// fast network the connect has completed by then, and the connection is established
+// without waiting for the loop to report the socket writable.
+func (c *tcpConn) connect(lp *loop) {
+	now := time.Now().UnixNano()
+	if c.state != connecting {
+		c.state = connecting
+		c.deadline = now + int64(c.cfg.spec.TimeoutMemberConnect)
+		if h := proxyHeader(c.cfg.pool.spec.Protocol, c.src, c.local()); h != nil {
+			c.early = append(h, c.early...)
+		}
+		c.sent = int64(len(c.early))
+	}
+	for {
+		m := c.cfg.pool.pick(c.src, c.tried)
+		if m == nil || (len(c.tried) > 0 && now >= c.deadline) {
+			c.refuse(lp)
+			return
+		}
+		m.active.Add(1)
+		fd, err := socketNow(unix.SOCK_STREAM, m.spec.Address)
+		if err == nil && len(c.early) > 0 {
+			var w int
+			if w, err = writeNow(fd, c.early); err == nil {
+				c.m, c.fds[1] = m, fd
+				c.early = c.early[w:]
+				c.establish(lp)
+				return
+			}
+			if err != unix.EAGAIN { // refused
+				closeNow(fd)
+			}
+		}
+		if err == nil || err == unix.EAGAIN { // connecting: wait until writable
+			c.m, c.fds[1] = m, fd
+			lp.set(fd, c, unix.EPOLLOUT)
+			lp.at(c, c.deadline)
+			return
+		}
+		c.memberFailed(m)
+		now = time.Now().UnixNano()
+	}
+}
+
+func (c *tcpConn) memberFailed(m *member) {
+	m.active.Add(-1)
+	m.metrics.errors.Inc()
+	c.tried = append(c.tried, m)
+}
+
+// refuse resets the client: no member could be reached.
+func (c *tcpConn) refuse(lp *loop) {
+	c.l.metrics.errors.Inc()
+	c.l.active.Add(-1)
+	lp.forget(c.fds[0], c)
+	resetNow(c.fds[0])
+	c.state = closed
+	delete(lp.timers, c)
+}
+
+func (c *tcpConn) ready(lp *loop, fd int, events uint32) {
+	switch c.state {
+	case inspecting:
+		c.inspect(lp)
+	case connecting:
+		c.connected(lp)
+	case open:
+		c.transfer(lp, fd, events)
+	}
+}
+
+// inspect takes the client's first bytes.
+func (c *tcpConn) inspect(lp *loop) {
+	buf := make([]byte, 4096)
+	n, err := readNow(c.fds[0], buf)
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+		return
+	case err != nil || n == 0: // gone before saying anything
+		c.l.active.Add(-1)
+		lp.forget(c.fds[0], c)
+		closeNow(c.fds[0])
+		c.state = closed
+		delete(lp.timers, c)
+		return
+	}
+	c.early = buf[:n]
+	lp.set(c.fds[0], c, 0)
+	c.connect(lp)
+}
+
+// connected finishes a connect, or tries the next member.
+func (c *tcpConn) connected(lp *loop) {
+	if socketErrorNow(c.fds[1]) == nil {
+		c.establish(lp)
+		return
+	}
+	lp.forget(c.fds[1], c)
+	closeNow(c.fds[1])
+	c.fds[1] = -1
+	c.memberFailed(c.m)
+	c.m = nil
+	c.connect(lp)
+}
+
+func (c *tcpConn) establish(lp *loop) {
+	c.state = open
+	c.deadline = 0
+	c.seen = time.Now().UnixNano()
+	c.l.metrics.total.Inc()
+	c.l.metrics.active.Inc()
+	c.m.metrics.total.Inc()
+	c.m.metrics.active.Inc()
+	if len(c.early) > 0 {
+		c.flows[0].pending = c.early
+		c.early = nil
+		if !c.flush(lp, 0) {
 			return
 		}
 	}
-	if err := c.start(cfg.spec.TimeoutClientData, cfg.spec.TimeoutMemberData); err != nil {
-		l.log("cannot proxy a connection", "listener", l.key, "err", err)
-		client.SetLinger(0)
-		c.finish()
+	c.watch(lp)
+	if idle := c.idle(); idle > 0 {
+		lp.at(c, c.seen+idle)
 	}
 }
 
-// conn is one proxied connection: two halves, each copying one way, in the event loop while
-// they wait for data and in a goroutine of their own while they move bulk data.
-type conn struct {
-	l               *tcpListener
-	m               *member
-	client, backend *net.TCPConn
-	halves          [2]half // client to member, member to client
-	loop            *loop
-	early           int64        // bytes sent to the member before the halves started
-	seen            atomic.Int64 // last data either way, unix nanoseconds
-	open            atomic.Int32 // halves not ended yet; the last one closes the connection
-}
-
-// half copies src to dst. A half whose source is quiet for its idle timeout ends the
-// connection only if the other half has been quiet as long (both share conn.seen).
-type half struct {
-	c              *conn
-	src, dst       *net.TCPConn
-	srcRaw, dstRaw syscall.RawConn
-	fd             int32 // src's descriptor, the loop's key
-	idle           time.Duration
-	bytes          int64
-	inLoop         bool // only the loop changes it once the half is in
-	ended          atomic.Bool
-}
-
-func (c *conn) start(clientIdle, memberIdle time.Duration) error {
-	lp, err := pickLoop()
+// local is the address the client connected to.
+func (c *tcpConn) local() netip.AddrPort {
+	if a := c.cfg.spec.Address; !a.Addr().IsUnspecified() {
+		return a
+	}
+	sa, err := unix.Getsockname(c.fds[0])
 	if err != nil {
-		return err
+		return c.cfg.spec.Address
 	}
-	c.loop = lp
-	c.seen.Store(time.Now().UnixNano())
-	c.open.Store(2)
-	for i, ends := range [2][2]*net.TCPConn{{c.client, c.backend}, {c.backend, c.client}} {
-		h := &c.halves[i]
-		h.c, h.src, h.dst, h.idle = c, ends[0], ends[1], clientIdle
-		if i == 1 {
-			h.idle = memberIdle
-		}
-		if h.srcRaw, err = h.src.SyscallConn(); err != nil {
-			return err
-		}
-		if h.dstRaw, err = h.dst.SyscallConn(); err != nil {
-			return err
-		}
-		h.srcRaw.Control(func(fd uintptr) { h.fd = int32(fd) })
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
 	}
-	for i := range c.halves {
-		if err := lp.add(&c.halves[i]); err != nil {
-			if i == 1 { // the first half is in: the loop takes it out
-				c.halves[1].ended.Store(true)
-				c.open.Add(-1)
-				lp.post(c)
-				return nil
-			}
-			return err
-		}
-	}
-	return nil
+	return c.cfg.spec.Address
 }
 
-// end marks a half done; the last one closes both sockets and accounts for the connection.
-func (c *conn) end(h *half) {
-	if h.ended.Swap(true) {
+// watch asks the loop for what the flows wait on: a source to read, a destination to drain.
+func (c *tcpConn) watch(lp *loop) {
+	for i := range c.fds {
+		var mask uint32
+		if c.flows[i].reading() {
+			mask |= unix.EPOLLIN
+		}
+		if c.flows[1-i].waiting() {
+			mask |= unix.EPOLLOUT
+		}
+		if err := lp.set(c.fds[i], c, mask); err != nil {
+			c.abort(lp)
+			return
+		}
+	}
+}
+
+// transfer moves data for a ready socket: what waits to be written to it, then what it
+// has to read.
+func (c *tcpConn) transfer(lp *loop, fd int, events uint32) {
+	i := 0
+	if fd == c.fds[1] {
+		i = 1
+	}
+	if events&unix.EPOLLERR != 0 {
+		c.abort(lp)
 		return
 	}
-	if c.open.Add(-1) == 0 {
-		c.finish()
+	if events&(unix.EPOLLOUT|unix.EPOLLHUP) != 0 && c.flows[1-i].waiting() {
+		if !c.flush(lp, 1-i) {
+			return
+		}
 	}
+	if events&(unix.EPOLLIN|unix.EPOLLHUP) != 0 && c.flows[i].reading() {
+		if !c.read(lp, i) {
+			return
+		}
+	}
+	if c.flows[0].done && c.flows[1].done {
+		c.finish(lp)
+		return
+	}
+	c.watch(lp)
 }
 
-func (c *conn) finish() {
-	c.client.Close()
-	c.backend.Close()
-	in, out := c.early+c.halves[0].bytes, c.halves[1].bytes
+// read takes what flow i's source has and passes it on; false if the connection ended.
+func (c *tcpConn) read(lp *loop, i int) bool {
+	f := &c.flows[i]
+	var (
+		n   int
+		err error
+	)
+	if f.bulk {
+		if f.pipe == nil {
+			if f.pipe, err = lp.getPipe(); err != nil {
+				c.abort(lp)
+				return false
+			}
+		}
+		n, err = spliceNow(c.fds[i], f.pipe.w, pipeSize)
+		f.pipe.n += n
+	} else {
+		n, err = readNow(c.fds[i], lp.buf)
+	}
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+		return true
+	case err != nil:
+		c.abort(lp)
+		return false
+	case n == 0:
+		f.eof = true
+	default:
+		f.bytes += int64(n)
+		c.seen = time.Now().UnixNano()
+	}
+	if !f.bulk && n > 0 {
+		w, err := writeNow(c.fds[1-i], lp.buf[:n])
+		if err != nil && err != unix.EAGAIN {
+			c.abort(lp)
+			return false
+		}
+		if w < n {
+			f.pending = append([]byte(nil), lp.buf[w:n]...)
+		}
+		f.bulk = n == len(lp.buf) // a full buffer: more is coming, splice it
+		return c.flush(lp, i)
+	}
+	ok := c.flush(lp, i)
+	if ok && f.bulk && n > 0 && n < chunk && !f.waiting() {
+		f.bulk = false // a short read, all written: back to small messages
+	}
+	return ok
+}
+
+// flush writes what flow i holds to its destination and, once it holds nothing after its
+// source ended, shuts the destination down for writing; false if the connection ended.
+func (c *tcpConn) flush(lp *loop, i int) bool {
+	f := &c.flows[i]
+	dst := c.fds[1-i]
+	switch {
+	case f.pipe != nil && f.pipe.n > 0:
+		n, err := spliceNow(f.pipe.r, dst, f.pipe.n)
+		if err != nil && err != unix.EAGAIN {
+			c.abort(lp)
+			return false
+		}
+		f.pipe.n -= n
+	case len(f.pending) > 0:
+		n, err := writeNow(dst, f.pending)
+		if err != nil && err != unix.EAGAIN {
+			c.abort(lp)
+			return false
+		}
+		f.pending = f.pending[n:]
+		if len(f.pending) == 0 {
+			f.pending = nil
+		}
+	}
+	if f.pipe != nil && f.pipe.n == 0 {
+		lp.putPipe(f.pipe) // an idle connection holds no pipe
+		f.pipe = nil
+	}
+	if f.eof && !f.waiting() && !f.done {
+		f.done = true
+		if !c.flows[1-i].done { // else both close at once, which sends the FIN
+			shutdownNow(dst, unix.SHUT_WR) // pass the half-close on; the other flow goes on
+		}
+	}
+	return true
+}
+
+// idle is the shortest idle timeout of the flows still running (0: none).
+func (c *tcpConn) idle() int64 {
+	var idle int64
+	for i, d := range [2]time.Duration{c.cfg.spec.TimeoutClientData, c.cfg.spec.TimeoutMemberData} {
+		if d > 0 && !c.flows[i].done && (idle == 0 || int64(d) < idle) {
+			idle = int64(d)
+		}
+	}
+	return idle
+}
+
+// expire handles a passed deadline: inspection over, connect timed out, or idle too long.
+// A flow whose source is quiet for its idle timeout ends the connection only if the other
+// flow has been quiet as long (both share seen).
+func (c *tcpConn) expire(lp *loop, now int64) int64 {
+	switch c.state {
+	case inspecting:
+		if now < c.deadline {
+			return c.deadline
+		}
+		lp.set(c.fds[0], c, 0)
+		c.connect(lp)
+	case connecting:
+		if now < c.deadline {
+			return c.deadline
+		}
+		lp.forget(c.fds[1], c)
+		closeNow(c.fds[1])
+		c.fds[1] = -1
+		c.memberFailed(c.m)
+		c.refuse(lp)
+		return 0
+	case open:
+		idle := c.idle()
+		if idle == 0 {
+			return 0
+		}
+		if now < c.seen+idle {
+			return c.seen + idle
+		}
+		c.abort(lp)
+	}
+	if c.state == closed {
+		return 0
+	}
+	return c.deadline
+}
+
+// abort ends the connection at once, resetting the client.
+func (c *tcpConn) abort(lp *loop) {
+	c.reset = true
+	c.finish(lp)
+}
+
+// finish closes both sockets and accounts for the connection.
+func (c *tcpConn) finish(lp *loop) {
+	if c.state == closed {
+		return
+	}
+	c.state = closed
+	delete(lp.timers, c)
+	for i, fd := range c.fds {
+		lp.forget(fd, c)
+		if i == 0 && c.reset {
+			resetNow(fd)
+		} else {
+			closeNow(fd)
+		}
+		if p := c.flows[i].pipe; p != nil {
+			lp.putPipe(p)
+		}
+	}
+	in, out := c.sent+c.flows[0].bytes, c.flows[1].bytes
 	c.l.active.Add(-1)
 	c.l.metrics.active.Dec()
 	c.l.metrics.bytesIn.Add(float64(in))
@@ -204,61 +569,6 @@ func (c *conn) finish() {
 	c.m.metrics.active.Dec()
 	c.m.metrics.bytesIn.Add(float64(in))
 	c.m.metrics.bytesOut.Add(float64(out))
-}
-
-// chunk is the loop's read size; a read that fills it means bulk data, and the half moves to
-// a goroutine where io.Copy splices it.
-const chunk = 32 << 10
-
-// flush writes what the destination could not take at once, then returns the half to the
-// loop.
-func (h *half) flush(rest []byte) {
-	if _, err := h.dst.Write(rest); err != nil {
-		h.c.loop.post(h.c)
-		h.c.end(h)
-		return
-	}
-	if err := h.c.loop.add(h); err != nil {
-		h.c.loop.post(h.c)
-		h.c.end(h)
-	}
-}
-
-// bulk copies with io.Copy between the bare *net.TCPConn, which splices in the kernel,
-// until the source ends. The idle deadline is re-armed from the last activity either way
-// only when it fires, not on every read.
-func (h *half) bulk() {
-	c := h.c
-	defer c.end(h)
-	if h.idle > 0 {
-		h.src.SetReadDeadline(time.Unix(0, c.seen.Load()).Add(h.idle))
-	}
-	for {
-		n, err := io.Copy(h.dst, h.src)
-		h.bytes += n
-		if n > 0 {
-			c.seen.Store(time.Now().UnixNano())
-		}
-		switch {
-		case err == nil: // EOF: pass the half-close on, let the other half finish
-			h.dst.CloseWrite()
-			return
-		case isTimeout(err) && h.idle > 0:
-			last := time.Unix(0, c.seen.Load())
-			if time.Since(last) < h.idle {
-				h.src.SetReadDeadline(last.Add(h.idle))
-				continue
-			}
-		}
-		// Idle both ways, or a reset: end the connection.
-		c.loop.post(c)
-		return
-	}
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // localAddr of a listener, as a netip value.

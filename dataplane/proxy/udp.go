@@ -2,14 +2,14 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
-	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/dataplane/model"
 )
@@ -20,31 +20,36 @@ type udpConfig struct {
 	pool *pool
 }
 
-// udpListener relays datagrams per client session: the first datagram from a client picks a
-// member and opens a connected socket to it; replies go back through the listener's socket,
-// so they come from the VIP; a session idle for timeoutClientData ends.
+// udpListener relays datagrams per client session, in a loop like TCP: the first datagram
+// from a client picks a member and opens a connected socket to it; replies go back through
+// the listener's socket, so they come from the VIP; a session idle for timeoutClientData
+// ends. Datagrams are read and written in batches (recvmmsg, sendmmsg), so a busy session
+// costs a few system calls per batch, not one per datagram each way.
 type udpListener struct {
 	key     string
 	conn    *net.UDPConn
+	raw     syscall.RawConn
+	fd      int
+	lp      *loop
 	cfg     atomic.Pointer[udpConfig]
 	metrics *listenerMetrics
 	log     func(msg string, kv ...any)
 
-	mu       sync.Mutex
-	sessions map[netip.AddrPort]*udpSession
-	closed   bool
+	sessions map[netip.AddrPort]*udpSession // touched by the loop only
 }
 
 type udpSession struct {
-	client  netip.AddrPort
-	backend *net.UDPConn
-	m       *member
-	seen    atomic.Int64 // unix nanos of the last datagram either way
-	bytesIn atomic.Int64 // not yet added to the member's metrics
+	u        *udpListener
+	client   netip.AddrPort
+	name     unix.RawSockaddrAny // client, as sendmmsg wants it
+	nameLen  uint32
+	fd       int // connected to the member
+	m        *member
+	idle     int64
+	seen     int64
+	in, out  int64 // bytes not yet added to the metrics
+	finished bool
 }
-
-// Datagrams are at most 64 KiB; buffers are pooled.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 64*1024); return &b }}
 
 func (s *Server) applyUDP(l model.Listener, pools map[string]*pool) error {
 	cfg := &udpConfig{spec: l, pool: poolFor(l, pools)}
@@ -60,78 +65,135 @@ func (s *Server) applyUDP(l model.Listener, pools map[string]*pool) error {
 	if err != nil {
 		return err
 	}
-	ul := &udpListener{key: l.Key, conn: pc.(*net.UDPConn), metrics: s.metrics.listener(l.Key),
+	lp, err := loopAt(int(udpNext.Add(1)))
+	if err != nil {
+		pc.Close()
+		return err
+	}
+	u := &udpListener{key: l.Key, conn: pc.(*net.UDPConn), lp: lp, metrics: s.metrics.listener(l.Key),
 		sessions: map[netip.AddrPort]*udpSession{}, log: func(msg string, kv ...any) { s.log.Warn(msg, kv...) }}
-	ul.cfg.Store(cfg)
-	s.udp[l.Key] = ul
-	go ul.serve()
+	if u.raw, err = u.conn.SyscallConn(); err != nil {
+		pc.Close()
+		return err
+	}
+	u.raw.Control(func(fd uintptr) { u.fd = int(fd) })
+	u.cfg.Store(cfg)
+	s.udp[l.Key] = u
+	lp.do(func(lp *loop) { u.raw.Control(func(uintptr) { lp.set(u.fd, u, unix.EPOLLIN) }) })
 	return nil
 }
 
+// udpNext spreads UDP listeners over the loops.
+var udpNext atomic.Uint32
+
 func (u *udpListener) close() {
-	u.mu.Lock()
-	u.closed = true
-	for _, s := range u.sessions {
-		s.backend.Close()
-	}
-	u.mu.Unlock()
+	u.lp.do(func(lp *loop) {
+		u.raw.Control(func(uintptr) { lp.set(u.fd, u, 0) })
+		lp.forget(u.fd, u)
+		for _, s := range u.sessions {
+			s.finish(lp)
+		}
+	})
 	u.conn.Close()
 }
 
-// batch is how many datagrams one recvmmsg(2) may return: under load one system call reads
-// many, idle it costs nothing more.
-const batch = 32
+// sessionCount asks the loop how many sessions are open.
+func (u *udpListener) sessionCount() int {
+	c := make(chan int, 1)
+	u.lp.do(func(*loop) { c <- len(u.sessions) })
+	return <-c
+}
 
-func (u *udpListener) serve() {
-	pc := ipv4.NewPacketConn(u.conn)
-	msgs := make([]ipv4.Message, batch)
-	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, 64*1024)}
+// udpBatch is how many datagrams one recvmmsg or sendmmsg moves: under load one system call
+// moves many, idle it costs nothing more.
+const udpBatch = 32
+
+// datagrams are a loop's batch buffers, each big enough for any datagram.
+type datagrams struct {
+	hdrs  [udpBatch]unix.Mmsghdr
+	iovs  [udpBatch]unix.Iovec
+	names [udpBatch]unix.RawSockaddrAny
+	bufs  [udpBatch][]byte
+}
+
+func newDatagrams() *datagrams {
+	d := &datagrams{}
+	for i := range d.bufs {
+		d.bufs[i] = make([]byte, 64<<10) // pages are only backed once written to
 	}
-	for {
-		n, err := pc.ReadBatch(msgs, 0)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		now := time.Now().UnixNano()
-		var in float64
-		for i := range n {
-			m := &msgs[i]
-			client := m.Addr.(*net.UDPAddr).AddrPort()
-			s := u.session(client)
-			if s == nil {
-				continue
-			}
-			s.seen.Store(now)
-			if _, err := s.backend.Write(m.Buffers[0][:m.N]); err == nil {
-				in += float64(m.N)
-				s.bytesIn.Add(int64(m.N))
-			}
-		}
-		u.metrics.bytesIn.Add(in)
+	return d
+}
+
+// prepare readies the headers to receive up to udpBatch datagrams (and their sources).
+func (d *datagrams) prepare() {
+	for i := range d.hdrs {
+		d.iovs[i] = unix.Iovec{Base: &d.bufs[i][0], Len: uint64(len(d.bufs[i]))}
+		d.hdrs[i] = unix.Mmsghdr{Hdr: unix.Msghdr{
+			Name: (*byte)(unsafe.Pointer(&d.names[i])), Namelen: unix.SizeofSockaddrAny,
+			Iov: &d.iovs[i], Iovlen: 1,
+		}}
 	}
 }
 
+func recvmmsgNow(fd int, h []unix.Mmsghdr) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&h[0])), uintptr(len(h)), unix.MSG_DONTWAIT, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func sendmmsgNow(fd int, h []unix.Mmsghdr) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&h[0])), uintptr(len(h)), unix.MSG_DONTWAIT, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// ready relays what clients sent to the listener to their sessions' members.
+func (u *udpListener) ready(lp *loop, _ int, _ uint32) {
+	d := lp.datagrams()
+	d.prepare()
+	var n int
+	if u.raw.Control(func(fd uintptr) { n, _ = recvmmsgNow(int(fd), d.hdrs[:]) }) != nil {
+		return // closed
+	}
+	now := time.Now().UnixNano()
+	var in int64
+	// A client's datagrams usually arrive one after another: each run of them goes to its
+	// member in one sendmmsg.
+	for i := 0; i < n; {
+		client := rawAddrPort(&d.names[i])
+		j := i + 1
+		for j < n && rawAddrPort(&d.names[j]) == client {
+			j++
+		}
+		s := u.session(lp, client, now)
+		if s != nil {
+			s.seen = now
+			for k := i; k < j; k++ {
+				d.iovs[k].Len = uint64(d.hdrs[k].Len)
+				d.hdrs[k].Hdr.Name, d.hdrs[k].Hdr.Namelen = nil, 0 // the member's socket is connected
+			}
+			sent, _ := sendmmsgNow(s.fd, d.hdrs[i:j])
+			for k := i; k < i+sent; k++ {
+				in += int64(d.hdrs[k].Len)
+				s.in += int64(d.hdrs[k].Len)
+			}
+		}
+		i = j
+	}
+	u.metrics.bytesIn.Add(float64(in))
+}
+
 // session finds or opens the client's session; nil when the client is refused.
-func (u *udpListener) session(client netip.AddrPort) *udpSession {
-	u.mu.Lock()
-	s := u.sessions[client]
-	u.mu.Unlock()
-	if s != nil {
+func (u *udpListener) session(lp *loop, client netip.AddrPort, now int64) *udpSession {
+	if s := u.sessions[client]; s != nil {
 		return s
 	}
 	cfg := u.cfg.Load()
-	if cfg.pool == nil || !cfg.spec.Allowed(client.Addr()) {
-		u.metrics.errors.Inc()
-		return nil
-	}
-	u.mu.Lock()
-	full := len(u.sessions) >= cfg.spec.ConnectionLimit
-	u.mu.Unlock()
-	if full {
+	if cfg.pool == nil || !cfg.spec.Allowed(client.Addr()) || len(u.sessions) >= cfg.spec.ConnectionLimit {
 		u.metrics.errors.Inc()
 		return nil
 	}
@@ -140,76 +202,81 @@ func (u *udpListener) session(client netip.AddrPort) *udpSession {
 		u.metrics.errors.Inc()
 		return nil
 	}
-	backend, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(m.spec.Address))
+	fd, err := socketNow(unix.SOCK_DGRAM, m.spec.Address)
 	if err != nil {
 		m.metrics.errors.Inc()
 		u.metrics.errors.Inc()
 		return nil
 	}
-	s = &udpSession{client: client, backend: backend, m: m}
-	u.mu.Lock()
-	if u.closed {
-		u.mu.Unlock()
-		backend.Close()
+	s := &udpSession{u: u, client: client, fd: fd, m: m, seen: now, idle: int64(cfg.spec.TimeoutClientData)}
+	if s.idle <= 0 {
+		s.idle = int64(50 * time.Second)
+	}
+	s.nameLen = rawSockaddr(client, &s.name)
+	if lp.set(fd, s, unix.EPOLLIN) != nil {
+		closeNow(fd)
 		return nil
 	}
 	u.sessions[client] = s
-	u.mu.Unlock()
+	lp.at(s, now+s.idle)
 	m.active.Add(1)
 	m.metrics.total.Inc()
 	m.metrics.active.Inc()
 	u.metrics.total.Inc()
 	u.metrics.active.Inc()
-	go u.replies(s, cfg.spec.TimeoutClientData)
 	return s
 }
 
-// replies relays the member's answers to the client until the session idles out. The read
-// deadline is re-armed only when it fires, from the last datagram either way.
-func (u *udpListener) replies(s *udpSession, idle time.Duration) {
-	defer func() {
-		u.mu.Lock()
-		if u.sessions[s.client] == s {
-			delete(u.sessions, s.client)
-		}
-		u.mu.Unlock()
-		s.backend.Close()
-		s.m.active.Add(-1)
-		s.m.metrics.active.Dec()
-		s.m.metrics.bytesIn.Add(float64(s.bytesIn.Swap(0)))
-		u.metrics.active.Dec()
-	}()
-	if idle <= 0 {
-		idle = 50 * time.Second
+// ready relays the member's answers to the client, from the listener's address.
+func (s *udpSession) ready(lp *loop, _ int, _ uint32) {
+	d := lp.datagrams()
+	d.prepare()
+	n, err := recvmmsgNow(s.fd, d.hdrs[:])
+	if err != nil || n == 0 {
+		return // an ICMP error (the member's port closed) and the like: the session idles out
 	}
-	s.backend.SetReadDeadline(time.Now().Add(idle))
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	var out, count int64
-	flush := func() {
-		u.metrics.bytesOut.Add(float64(out))
-		s.m.metrics.bytesOut.Add(float64(out))
-		s.m.metrics.bytesIn.Add(float64(s.bytesIn.Swap(0)))
-		out = 0
+	var out int64
+	for i := range n {
+		d.iovs[i].Len = uint64(d.hdrs[i].Len)
+		d.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&s.name))
+		d.hdrs[i].Hdr.Namelen = s.nameLen
+		out += int64(d.hdrs[i].Len)
 	}
-	defer flush()
-	for {
-		n, err := s.backend.Read(*bp)
-		if err != nil {
-			last := time.Unix(0, s.seen.Load())
-			if isTimeout(err) && time.Since(last) < idle {
-				s.backend.SetReadDeadline(last.Add(idle))
-				continue // the client spoke meanwhile
-			}
-			return
-		}
-		s.seen.Store(time.Now().UnixNano())
-		if _, err := u.conn.WriteToUDPAddrPort((*bp)[:n], s.client); err == nil {
-			out += int64(n)
-		}
-		// Metrics are shared between cores; add to them now and then, not per datagram.
-		if count++; count%64 == 0 {
-			flush()
-		}
+	s.u.raw.Control(func(fd uintptr) { sendmmsgNow(int(fd), d.hdrs[:n]) })
+	s.seen = time.Now().UnixNano()
+	s.out += out
+	s.u.metrics.bytesOut.Add(float64(out))
+}
+
+func (s *udpSession) expire(lp *loop, now int64) int64 {
+	if s.finished {
+		return 0
 	}
+	// Metrics are shared between cores: add to them now and then, not per datagram.
+	s.m.metrics.bytesIn.Add(float64(s.in))
+	s.m.metrics.bytesOut.Add(float64(s.out))
+	s.in, s.out = 0, 0
+	if now < s.seen+s.idle {
+		return min(s.seen+s.idle, now+int64(time.Second))
+	}
+	s.finish(lp)
+	return 0
+}
+
+func (s *udpSession) finish(lp *loop) {
+	if s.finished {
+		return
+	}
+	s.finished = true
+	lp.forget(s.fd, s)
+	closeNow(s.fd)
+	delete(lp.timers, s)
+	if s.u.sessions[s.client] == s {
+		delete(s.u.sessions, s.client)
+	}
+	s.m.active.Add(-1)
+	s.m.metrics.active.Dec()
+	s.m.metrics.bytesIn.Add(float64(s.in))
+	s.m.metrics.bytesOut.Add(float64(s.out))
+	s.u.metrics.active.Dec()
 }

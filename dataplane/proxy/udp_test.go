@@ -86,9 +86,7 @@ func TestUDPSessionsBalanceReplyFromTheVIPAndExpire(t *testing.T) {
 	udp := s.udp["ns/u"]
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		udp.mu.Lock()
-		n := len(udp.sessions)
-		udp.mu.Unlock()
+		n := udp.sessionCount()
 		if n == 0 {
 			break
 		}

@@ -1,0 +1,151 @@
+package proxy
+
+import (
+	"net/netip"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The loop's system calls never block (non-blocking sockets, epoll_wait with no timeout,
+// close without lingering), so they are made without telling the scheduler: entering and
+// leaving a blocking system call costs more than most of these calls do, and a write on
+// loopback that takes over 20 µs makes the runtime hand the loop's processor to another
+// thread and wake one back. golang.org/x/sys/unix has no such variants, hence these.
+
+func errnoErr(e unix.Errno) error {
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func ptr[T any](p *T) uintptr { return uintptr(unsafe.Pointer(p)) }
+
+func bytesPtr(p []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(p))) }
+
+func readNow(fd int, p []byte) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), bytesPtr(p), uintptr(len(p)))
+	return int(n), errnoErr(e)
+}
+
+func writeNow(fd int, p []byte) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), bytesPtr(p), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func spliceNow(from, to, n int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(from), 0, uintptr(to), 0, uintptr(n), unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+func epollNow(ep int, events []unix.EpollEvent) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func epollCtlNow(ep, op, fd int, ev *unix.EpollEvent) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(ep), uintptr(op), uintptr(fd), ptr(ev), 0, 0)
+	return errnoErr(e)
+}
+
+func closeNow(fd int) {
+	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
+func shutdownNow(fd, how int) {
+	unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), uintptr(how), 0)
+}
+
+func setIntNow(fd, level, opt, v int) error {
+	x := int32(v)
+	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), ptr(&x), 4, 0)
+	return errnoErr(e)
+}
+
+func socketErrorNow(fd int) error {
+	var v int32
+	l := uint32(4)
+	if _, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_ERROR, ptr(&v), ptr(&l), 0); e != 0 {
+		return e
+	}
+	return errnoErr(unix.Errno(v))
+}
+
+// resetNow closes a socket with a reset (SO_LINGER with a zero timeout), so the peer learns
+// at once instead of waiting.
+func resetNow(fd int) {
+	l := unix.Linger{Onoff: 1}
+	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_LINGER, ptr(&l), unsafe.Sizeof(l), 0)
+	closeNow(fd)
+}
+
+// acceptNow accepts a connection as a non-blocking socket, with the client's address.
+func acceptNow(fd int) (int, netip.AddrPort, error) {
+	var sa unix.RawSockaddrAny
+	l := uint32(unix.SizeofSockaddrAny)
+	nfd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(fd), ptr(&sa), ptr(&l), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if e != 0 {
+		return -1, netip.AddrPort{}, e
+	}
+	return int(nfd), rawAddrPort(&sa), nil
+}
+
+// socketNow opens a non-blocking socket of kind (SOCK_STREAM, SOCK_DGRAM) and starts
+// connecting it to a member.
+func socketNow(kind int, to netip.AddrPort) (int, error) {
+	var sa unix.RawSockaddrAny
+	l := rawSockaddr(to, &sa)
+	family := unix.AF_INET
+	if sa.Addr.Family == unix.AF_INET6 {
+		family = unix.AF_INET6
+	}
+	fd, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), uintptr(kind|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC), 0)
+	if e != 0 {
+		return -1, e
+	}
+	if kind == unix.SOCK_STREAM {
+		setIntNow(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_CONNECT, fd, ptr(&sa), uintptr(l)); e != 0 && e != unix.EINPROGRESS {
+		closeNow(int(fd))
+		return -1, e
+	}
+	return int(fd), nil
+}
+
+// rawSockaddr writes an address as the kernel takes it and returns its length.
+func rawSockaddr(to netip.AddrPort, sa *unix.RawSockaddrAny) uint32 {
+	port := to.Port()
+	if to.Addr().Is4() || to.Addr().Is4In6() {
+		in := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		in.Family, in.Addr = unix.AF_INET, to.Addr().Unmap().As4()
+		in.Port = port<<8 | port>>8 // network byte order
+		return unix.SizeofSockaddrInet4
+	}
+	in := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
+	in.Family, in.Addr = unix.AF_INET6, to.Addr().As16()
+	in.Port = port<<8 | port>>8
+	return unix.SizeofSockaddrInet6
+}
+
+func rawAddrPort(sa *unix.RawSockaddrAny) netip.AddrPort {
+	switch sa.Addr.Family {
+	case unix.AF_INET:
+		in := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(in.Addr), in.Port<<8|in.Port>>8)
+	case unix.AF_INET6:
+		in := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom16(in.Addr).Unmap(), in.Port<<8|in.Port>>8)
+	}
+	return netip.AddrPort{}
+}
