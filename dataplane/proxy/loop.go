@@ -34,6 +34,7 @@ type loop struct {
 	buf      []byte
 	pipes    []*pipe // empty pipes kept for reuse
 	dgrams   *datagrams
+	free     []*tcpConn // ended connections, reused so connections allocate (and collect) nothing
 
 	mu    sync.Mutex
 	inbox []func(*loop)
@@ -243,6 +244,24 @@ func (lp *loop) sweep() {
 	}
 	if lp.due != 0 {
 		lp.due = max(lp.due, now+minSweep)
+	}
+}
+
+func (lp *loop) newConn() *tcpConn {
+	if k := len(lp.free); k > 0 {
+		c := lp.free[k-1]
+		lp.free = lp.free[:k-1]
+		return c
+	}
+	return &tcpConn{}
+}
+
+// freeConn keeps an ended connection for reuse; nothing refers to it any more (its
+// descriptors and timer are forgotten).
+func (lp *loop) freeConn(c *tcpConn) {
+	if len(lp.free) < 1024 {
+		*c = tcpConn{}
+		lp.free = append(lp.free, c)
 	}
 }
 

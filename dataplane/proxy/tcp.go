@@ -3,8 +3,8 @@ package proxy
 import (
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -40,7 +40,7 @@ func (l *tcpListener) serve() error {
 		if err != nil {
 			return err
 		}
-		a := &acceptor{l: l, raw: raw}
+		a := &acceptor{l: l, lp: lp}
 		raw.Control(func(fd uintptr) { a.fd = int(fd) })
 		l.acceptors = append(l.acceptors, a)
 		lp.do(a.start)
@@ -48,32 +48,39 @@ func (l *tcpListener) serve() error {
 	return nil
 }
 
+// close stops accepting; open connections go on. The sockets close only once every loop has
+// let go of them, so a loop never touches a descriptor that was closed and reused.
 func (l *tcpListener) close() {
-	for i, a := range l.acceptors {
-		lp, _ := loopAt(i)
-		lp.do(a.stop)
+	var wg sync.WaitGroup
+	for _, a := range l.acceptors {
+		wg.Add(1)
+		a.lp.do(func(lp *loop) { a.stop(lp); wg.Done() })
 	}
+	wg.Wait()
 	for _, ln := range l.lns {
-		ln.Close() // open connections go on
+		ln.Close()
 	}
 }
 
 // acceptor accepts a listening socket's connections in a loop. The socket belongs to Go's
-// net package; the loop uses it only inside raw.Control, which keeps its descriptor from
-// being closed and reused meanwhile.
+// net package, which closes it only after stop.
 type acceptor struct {
-	l      *tcpListener
-	raw    syscall.RawConn
-	fd     int
-	resume int64 // when accepting starts again after running out of descriptors
+	l       *tcpListener
+	lp      *loop
+	fd      int
+	resume  int64 // when accepting starts again after running out of descriptors
+	stopped bool
 }
 
 func (a *acceptor) start(lp *loop) {
-	a.raw.Control(func(uintptr) { lp.set(a.fd, a, unix.EPOLLIN) })
+	if !a.stopped {
+		lp.set(a.fd, a, unix.EPOLLIN)
+	}
 }
 
 func (a *acceptor) stop(lp *loop) {
-	a.raw.Control(func(uintptr) { lp.set(a.fd, a, 0) })
+	a.stopped = true
+	lp.set(a.fd, a, 0)
 	lp.forget(a.fd, a)
 }
 
@@ -83,17 +90,7 @@ const acceptBurst = 64
 
 func (a *acceptor) ready(lp *loop, _ int, _ uint32) {
 	for range acceptBurst {
-		var (
-			fd   int
-			src  netip.AddrPort
-			aerr error
-		)
-		if err := a.raw.Control(func(lfd uintptr) {
-			fd, src, aerr = acceptNow(int(lfd))
-		}); err != nil {
-			lp.forget(a.fd, a) // closed, which took it out of the epoll set
-			return
-		}
+		fd, src, aerr := acceptNow(a.fd)
 		switch aerr {
 		case nil:
 			a.l.admit(lp, fd, src)
@@ -105,7 +102,7 @@ func (a *acceptor) ready(lp *loop, _ int, _ uint32) {
 		}
 		// Out of descriptors or memory: stop accepting for a moment instead of spinning.
 		a.l.log("accept failed", "listener", a.l.key, "err", aerr)
-		a.raw.Control(func(uintptr) { lp.set(a.fd, a, 0) })
+		lp.set(a.fd, a, 0)
 		a.resume = time.Now().UnixNano() + int64(100*time.Millisecond)
 		lp.at(a, a.resume)
 		return
@@ -138,7 +135,8 @@ func (l *tcpListener) admit(lp *loop, fd int, src netip.AddrPort) {
 		resetNow(fd)
 		return
 	}
-	c := &tcpConn{l: l, cfg: cfg, src: src, fds: [2]int{fd, -1}}
+	c := lp.newConn()
+	c.l, c.cfg, c.src, c.fds = l, cfg, src, [2]int{fd, -1}
 	// Clients usually send at once: read now (as HAProxy does), so the first bytes can go
 	// out with the connect instead of waiting for another turn of the loop.
 	n, err := readNow(fd, lp.buf)
@@ -150,10 +148,12 @@ func (l *tcpListener) admit(lp *loop, fd int, src netip.AddrPort) {
 	case err == nil: // gone before saying anything
 		l.active.Add(-1)
 		closeNow(fd)
+		lp.freeConn(c)
 		return
 	case err != unix.EAGAIN:
 		l.active.Add(-1)
 		resetNow(fd)
+		lp.freeConn(c)
 		return
 	}
 	if d := cfg.spec.TimeoutTCPInspect; d > 0 {
@@ -171,10 +171,10 @@ func (l *tcpListener) admit(lp *loop, fd int, src netip.AddrPort) {
 type connState uint8
 
 const (
-	inspecting connState = iota
+	closed connState = iota // also what a new or reused tcpConn starts as
+	inspecting
 	connecting
 	open
-	closed
 )
 
 // tcpConn is one proxied connection, driven by its loop: fds are the client's and the
@@ -270,6 +270,7 @@ func (c *tcpConn) refuse(lp *loop) {
 	resetNow(c.fds[0])
 	c.state = closed
 	delete(lp.timers, c)
+	lp.freeConn(c)
 }
 
 func (c *tcpConn) ready(lp *loop, fd int, events uint32) {
@@ -296,6 +297,7 @@ func (c *tcpConn) inspect(lp *loop) {
 		closeNow(c.fds[0])
 		c.state = closed
 		delete(lp.timers, c)
+		lp.freeConn(c)
 		return
 	}
 	c.early = buf[:n]
@@ -529,8 +531,9 @@ func (c *tcpConn) expire(lp *loop, now int64) int64 {
 			return c.seen + idle
 		}
 		c.abort(lp)
+		return 0
 	}
-	if c.state == closed {
+	if c.state == closed { // refused, and c may already be reused
 		return 0
 	}
 	return c.deadline
@@ -569,6 +572,7 @@ func (c *tcpConn) finish(lp *loop) {
 	c.m.metrics.active.Dec()
 	c.m.metrics.bytesIn.Add(float64(in))
 	c.m.metrics.bytesOut.Add(float64(out))
+	lp.freeConn(c)
 }
 
 // localAddr of a listener, as a netip value.

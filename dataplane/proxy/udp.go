@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -28,7 +27,6 @@ type udpConfig struct {
 type udpListener struct {
 	key     string
 	conn    *net.UDPConn
-	raw     syscall.RawConn
 	fd      int
 	lp      *loop
 	cfg     atomic.Pointer[udpConfig]
@@ -72,28 +70,34 @@ func (s *Server) applyUDP(l model.Listener, pools map[string]*pool) error {
 	}
 	u := &udpListener{key: l.Key, conn: pc.(*net.UDPConn), lp: lp, metrics: s.metrics.listener(l.Key),
 		sessions: map[netip.AddrPort]*udpSession{}, log: func(msg string, kv ...any) { s.log.Warn(msg, kv...) }}
-	if u.raw, err = u.conn.SyscallConn(); err != nil {
+	raw, err := u.conn.SyscallConn()
+	if err != nil {
 		pc.Close()
 		return err
 	}
-	u.raw.Control(func(fd uintptr) { u.fd = int(fd) })
+	raw.Control(func(fd uintptr) { u.fd = int(fd) })
 	u.cfg.Store(cfg)
 	s.udp[l.Key] = u
-	lp.do(func(lp *loop) { u.raw.Control(func(uintptr) { lp.set(u.fd, u, unix.EPOLLIN) }) })
+	lp.do(func(lp *loop) { lp.set(u.fd, u, unix.EPOLLIN) })
 	return nil
 }
 
 // udpNext spreads UDP listeners over the loops.
 var udpNext atomic.Uint32
 
+// close ends the sessions; the socket closes only once the loop has let go of it, so the
+// loop never touches a descriptor that was closed and reused.
 func (u *udpListener) close() {
+	done := make(chan struct{})
 	u.lp.do(func(lp *loop) {
-		u.raw.Control(func(uintptr) { lp.set(u.fd, u, 0) })
+		lp.set(u.fd, u, 0)
 		lp.forget(u.fd, u)
 		for _, s := range u.sessions {
 			s.finish(lp)
 		}
+		close(done)
 	})
+	<-done
 	u.conn.Close()
 }
 
@@ -155,10 +159,7 @@ func sendmmsgNow(fd int, h []unix.Mmsghdr) (int, error) {
 func (u *udpListener) ready(lp *loop, _ int, _ uint32) {
 	d := lp.datagrams()
 	d.prepare()
-	var n int
-	if u.raw.Control(func(fd uintptr) { n, _ = recvmmsgNow(int(fd), d.hdrs[:]) }) != nil {
-		return // closed
-	}
+	n, _ := recvmmsgNow(u.fd, d.hdrs[:])
 	now := time.Now().UnixNano()
 	var in int64
 	// A client's datagrams usually arrive one after another: each run of them goes to its
@@ -242,7 +243,7 @@ func (s *udpSession) ready(lp *loop, _ int, _ uint32) {
 		d.hdrs[i].Hdr.Namelen = s.nameLen
 		out += int64(d.hdrs[i].Len)
 	}
-	s.u.raw.Control(func(fd uintptr) { sendmmsgNow(int(fd), d.hdrs[:n]) })
+	sendmmsgNow(s.u.fd, d.hdrs[:n])
 	s.seen = time.Now().UnixNano()
 	s.out += out
 	s.u.metrics.bytesOut.Add(float64(out))
