@@ -27,7 +27,7 @@ go build -o "$work/l4lb" . && go build -o "$work/bench" ./hack/bench
 # Back-ends: an HTTP server and an iperf3 server.
 "$work/bench" http-server 127.0.0.1:18080 & pids+=($!)
 "$work/bench" udp-echo 127.0.0.1:17000 & pids+=($!)
-"$work/bench" udp-relay 127.0.0.1:17001 127.0.0.1:17000 & pids+=($!)
+"$work/bench" udp-relay 127.0.0.1:17001 127.0.0.1:17000 & relay_pid=$!; pids+=($relay_pid)
 iperf3 -s -B 127.0.0.1 -p 15201 >/dev/null 2>&1 & pids+=($!)
 
 cat >"$work/l4lb.yaml" <<YAML
@@ -149,12 +149,26 @@ for p in l4lb haproxy; do
   sleep 1
 done
 
-# UDP through l4lb against the naive Go relay (D5), 1 and 100 flows, 64 and 1400 bytes.
-for flows in 1 100; do
-  for size in 64 1400; do
-    r[udp_naive_${flows}_$size]=$("$work/bench" udp-load 127.0.0.1:17001 "$flows" "$size" "$DUR")
-    r[udp_l4lb_${flows}_$size]=$("$work/bench" udp-load 127.0.0.1:17002 "$flows" "$size" "$DUR")
+# UDP through l4lb against the naive Go relay (D5), 1 and 100 flows, 64 and 1400 bytes, with
+# the CPU time each relay spent per echo (from /proc, in clock ticks of 10 ms).
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+udprun() { # key port pid
+  local t0 rate
+  t0=$(ticks "$3")
+  rate=$("$work/bench" udp-load "127.0.0.1:$2" "$flows" "$size" "$DUR")
+  add "udp_$1_${flows}_$size" "$rate"
+  add "udpcpu_$1_${flows}_$size" "$(python3 -c "print(($(ticks "$3") - $t0) * 10000 / ($rate * $DUR))")"
+}
+for _ in $(seq "$ROUNDS"); do
+  for flows in 1 100; do
+    for size in 64 1400; do
+      udprun naive 17001 "$relay_pid"
+      udprun l4lb 17002 "$l4lb_pid"
+    done
   done
+done
+for k in "${!r[@]}"; do
+  [[ $k == udp* ]] && r[$k]=$(python3 -c 'import statistics,sys; v=statistics.median(map(float,sys.argv[1:])); print(("%.2f" if v<100 else "%.0f") % v)' ${r[$k]})
 done
 
 ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
@@ -170,10 +184,11 @@ cat <<TABLE
 | memory per idle connection (bytes, $NIDLE held) | | ${r[mem_l4lb]} | ${r[mem_haproxy]} | $(ratio ${r[mem_l4lb]} ${r[mem_haproxy]}) | |
 TABLE
 echo
-echo "| UDP echoes/s | naive Go relay | l4lb | l4lb / naive |"
-echo "|---|---|---|---|"
+echo "| UDP | echoes/s, naive Go relay | echoes/s, l4lb | l4lb / naive | relay CPU µs per echo, naive | l4lb | l4lb / naive |"
+echo "|---|---|---|---|---|---|---|"
 for flows in 1 100; do
   for size in 64 1400; do
-    echo "| $flows flows, $size B | ${r[udp_naive_${flows}_$size]} | ${r[udp_l4lb_${flows}_$size]} | $(ratio ${r[udp_l4lb_${flows}_$size]} ${r[udp_naive_${flows}_$size]}) |"
+    k=${flows}_$size
+    echo "| $flows flows, $size B | ${r[udp_naive_$k]} | ${r[udp_l4lb_$k]} | $(ratio ${r[udp_l4lb_$k]} ${r[udp_naive_$k]}) | ${r[udpcpu_naive_$k]} | ${r[udpcpu_l4lb_$k]} | $(ratio ${r[udpcpu_l4lb_$k]} ${r[udpcpu_naive_$k]}) |"
   done
 done

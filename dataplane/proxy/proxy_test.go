@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/l4lb/l4lb/dataplane/health"
 	"github.com/l4lb/l4lb/dataplane/model"
 )
@@ -346,22 +348,54 @@ func TestIdleTimeoutsClose(t *testing.T) {
 	}
 }
 
-func TestMemberConnectTimeout(t *testing.T) {
-	// 192.0.2.1 (TEST-NET-1) never answers from here: the connect hangs until the timeout.
-	unreachable := model.Member{Name: "u", Address: netip.MustParseAddrPort("192.0.2.1:9"), Weight: 1, AdminStateUp: true}
-	l := listenerModel(t, model.RoundRobin, unreachable)
-	l.TimeoutMemberConnect = 300 * time.Millisecond
-	serve(t, l)
-	done := make(chan string, 1)
-	go func() { g, _ := get(t, l.Address); done <- g }()
-	select {
-	case g := <-done:
-		if g != "" {
-			t.Fatalf("got %q from an unreachable member", g)
-		}
-	case <-time.After(4 * time.Second):
-		t.Fatal("the client was not refused after the member connect timeout")
+// silent is a member that never completes a connect: a listening socket with a backlog of
+// 0 whose queue is already full, so the kernel drops further SYNs.
+func silent(t *testing.T) netip.AddrPort {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(fd)
+	addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port))
+	filler, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { filler.Close() })
+	return addr
+}
+
+func TestMemberConnectTimeout(t *testing.T) {
+	quiet := model.Member{Name: "q", Address: silent(t), Weight: 1, AdminStateUp: true}
+	l := listenerModel(t, model.RoundRobin, quiet)
+	l.TimeoutMemberConnect = time.Second
+	serve(t, l)
+	c, err := net.Dial("tcp", l.Address.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("x"))
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 1)); !isTimeout(err) {
+		t.Fatalf("the client was answered (%v) while the member's connect was still pending", err)
+	}
+	if !waitClosed(t, c, 10*time.Second) {
+		t.Fatal("the client was not refused after timeoutMemberConnect")
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func TestProxyProtocolHeaders(t *testing.T) {
@@ -549,8 +583,7 @@ func waitClosed(t *testing.T, c net.Conn, limit time.Duration) bool {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(limit))
 	_, err := io.ReadAll(c)
-	var ne net.Error
-	return !(errors.As(err, &ne) && ne.Timeout())
+	return !isTimeout(err)
 }
 
 func TestTrafficKeepsAConnectionOpenPastItsIdleTimeout(t *testing.T) {
