@@ -35,6 +35,7 @@ type loop struct {
 	pipes    []*pipe // empty pipes kept for reuse
 	dgrams   *datagrams
 	free     []*tcpConn // ended connections, reused so connections allocate (and collect) nothing
+	dirty    []*tcpConn // connections whose bytes the metrics do not have yet
 
 	mu    sync.Mutex
 	inbox []func(*loop)
@@ -228,9 +229,28 @@ func (lp *loop) takeInbox() {
 	}
 }
 
-// sweep runs the timers that are due and finds when to look next.
+// countEvery is how often the byte counters of open connections are brought up to date.
+const countEvery = int64(time.Second)
+
+// count notes that c moved bytes the metrics do not have; they get them within countEvery.
+func (lp *loop) count(c *tcpConn, now int64) {
+	lp.dirty = append(lp.dirty, c)
+	if lp.due == 0 || lp.due > now+countEvery {
+		lp.due = now + countEvery
+	}
+}
+
+// sweep brings the byte counters up to date, runs the timers that are due and finds when to
+// look next.
 func (lp *loop) sweep() {
 	now := time.Now().UnixNano()
+	for _, c := range lp.dirty {
+		if c.dirty { // else counted at its end (and maybe reused since)
+			c.countBytes()
+		}
+	}
+	clear(lp.dirty)
+	lp.dirty = lp.dirty[:0]
 	lp.due = 0
 	for t := range lp.timers {
 		next := t.expire(lp, now)

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/dataplane/health"
@@ -679,4 +681,51 @@ func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 	if extra := runtime.NumGoroutine() - before - 200; extra > 10 {
 		t.Fatalf("200 idle proxied connections hold %d goroutines of the proxy", extra)
 	}
+}
+
+// The byte counters follow a connection while it is open, not only once it ends.
+func TestMetricsFollowAnOpenConnection(t *testing.T) {
+	e := echo(t, 0, nil)
+	l := listenerModel(t, model.RoundRobin, mem("e", e, 1))
+	reg := prometheus.NewRegistry()
+	s := New(Options{Registerer: reg})
+	if failed := s.Apply(model.Model{Listeners: []model.Listener{l}}); len(failed) > 0 {
+		t.Fatal(failed)
+	}
+	t.Cleanup(s.Close)
+	c, err := net.Dial("tcp", l.Address.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := bytes.Repeat([]byte("x"), 10000)
+	c.Write(msg)
+	if _, err := io.ReadFull(c, make([]byte, len(msg))); err != nil {
+		t.Fatal(err)
+	}
+	in := func() float64 { return value(t, s.metrics.bytesIn.WithLabelValues(l.Key)) }
+	out := func() float64 { return value(t, s.metrics.bytesOut.WithLabelValues(l.Key)) }
+	deadline := time.Now().Add(10 * time.Second)
+	for in() < 10000 || out() < 10000 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10 s the counters of an open connection say %v bytes in, %v out; want 10000 each", in(), out())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if a := value(t, s.metrics.active.WithLabelValues(l.Key)); a != 1 {
+		t.Fatalf("active connections %v, want 1", a)
+	}
+}
+
+// value reads a counter or gauge.
+func value(t *testing.T, m prometheus.Metric) float64 {
+	t.Helper()
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
 }

@@ -191,8 +191,10 @@ type tcpConn struct {
 	early    []byte    // PROXY header and inspected bytes, sent to the member first
 	sent     int64     // bytes of early
 	flows    [2]flow
-	seen     int64 // last data either way, unix nanoseconds
-	reset    bool  // close the client with a reset
+	seen     int64    // last data either way, unix nanoseconds
+	reset    bool     // close the client with a reset
+	counted  [2]int64 // bytes in and out already added to the metrics
+	dirty    bool     // bytes moved that the metrics do not have yet
 }
 
 // flow is one direction. Its source is read only while nothing waits to be written, so a
@@ -433,6 +435,10 @@ func (c *tcpConn) read(lp *loop, i int) bool {
 	default:
 		f.bytes += int64(n)
 		c.seen = time.Now().UnixNano()
+		if !c.dirty {
+			c.dirty = true
+			lp.count(c, c.seen)
+		}
 	}
 	if !f.bulk && n > 0 {
 		w, err := writeNow(c.fds[1-i], lp.buf[:n])
@@ -563,16 +569,29 @@ func (c *tcpConn) finish(lp *loop) {
 			lp.putPipe(p)
 		}
 	}
-	in, out := c.sent+c.flows[0].bytes, c.flows[1].bytes
+	c.countBytes()
 	c.l.active.Add(-1)
 	c.l.metrics.active.Dec()
-	c.l.metrics.bytesIn.Add(float64(in))
-	c.l.metrics.bytesOut.Add(float64(out))
 	c.m.active.Add(-1)
 	c.m.metrics.active.Dec()
-	c.m.metrics.bytesIn.Add(float64(in))
-	c.m.metrics.bytesOut.Add(float64(out))
 	lp.freeConn(c)
+}
+
+// countBytes adds what went through since it was last called to the listener's and member's
+// counters. The loop calls it about once a second for connections that moved data, so the
+// counters follow long connections, and once at the end.
+func (c *tcpConn) countBytes() {
+	in, out := c.sent+c.flows[0].bytes, c.flows[1].bytes
+	if d := float64(in - c.counted[0]); d > 0 {
+		c.l.metrics.bytesIn.Add(d)
+		c.m.metrics.bytesIn.Add(d)
+	}
+	if d := float64(out - c.counted[1]); d > 0 {
+		c.l.metrics.bytesOut.Add(d)
+		c.m.metrics.bytesOut.Add(d)
+	}
+	c.counted = [2]int64{in, out}
+	c.dirty = false
 }
 
 // localAddr of a listener, as a netip value.
