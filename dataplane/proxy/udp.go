@@ -112,12 +112,75 @@ func (u *udpListener) sessionCount() int {
 // moves many, idle it costs nothing more.
 const udpBatch = 32
 
-// datagrams are a loop's batch buffers, each big enough for any datagram.
+// datagrams are a loop's batch buffers, each big enough for any datagram, and the headers
+// that send them on.
 type datagrams struct {
 	hdrs  [udpBatch]unix.Mmsghdr
 	iovs  [udpBatch]unix.Iovec
 	names [udpBatch]unix.RawSockaddrAny
 	bufs  [udpBatch][]byte
+
+	out   [udpBatch]unix.Mmsghdr
+	cmsgs [udpBatch][3]uint64 // one UDP_SEGMENT control message each, 8-byte aligned
+	sizes [udpBatch]int64     // bytes of each out
+}
+
+// gso is cleared the first time the kernel refuses UDP segmentation offload; sends are then
+// one datagram per message.
+var gso atomic.Bool
+
+func init() { gso.Store(true) }
+
+// maxSegments and maxGSO bound one segmented send (the kernel's limits are 64 segments and
+// a 64 KiB datagram).
+const (
+	maxSegments = 64
+	maxGSO      = 65000
+)
+
+// send writes the received datagrams lo..hi-1 to fd, addressed to name (nil when fd is
+// connected), and returns the bytes that went out. A run of datagrams of one size (the last
+// may be shorter) leaves as one segmented send (UDP GSO) that the kernel cuts into datagrams
+// again as late as it can: one trip through the stack for the run rather than one per
+// datagram.
+func (d *datagrams) send(fd, lo, hi int, name *byte, nameLen uint32) int64 {
+	useGSO := gso.Load()
+	m := 0
+	for k := lo; k < hi; m++ {
+		size := d.hdrs[k].Len
+		e, total := k+1, int64(size)
+		for useGSO && size > 0 && e < hi && e-k < maxSegments && total+int64(d.hdrs[e].Len) <= maxGSO && d.hdrs[e].Len <= size {
+			total += int64(d.hdrs[e].Len)
+			e++
+			if d.hdrs[e-1].Len < size {
+				break // a shorter one ends the run
+			}
+		}
+		for x := k; x < e; x++ {
+			d.iovs[x].Len = uint64(d.hdrs[x].Len)
+		}
+		d.out[m] = unix.Mmsghdr{Hdr: unix.Msghdr{Name: name, Namelen: nameLen, Iov: &d.iovs[k], Iovlen: uint64(e - k)}}
+		if e-k > 1 {
+			c := (*unix.Cmsghdr)(unsafe.Pointer(&d.cmsgs[m][0]))
+			c.Level, c.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+			c.SetLen(unix.CmsgLen(2))
+			*(*uint16)(unsafe.Add(unsafe.Pointer(&d.cmsgs[m][0]), unix.CmsgLen(0))) = uint16(size)
+			d.out[m].Hdr.Control = (*byte)(unsafe.Pointer(&d.cmsgs[m][0]))
+			d.out[m].Hdr.SetControllen(unix.CmsgSpace(2))
+		}
+		d.sizes[m] = total
+		k = e
+	}
+	sent, err := sendmmsgNow(fd, d.out[:m])
+	if useGSO && sent == 0 && (err == unix.EIO || err == unix.EINVAL || err == unix.EOPNOTSUPP) {
+		gso.Store(false) // this kernel or path cannot segment: send plainly from now on
+		return d.send(fd, lo, hi, name, nameLen)
+	}
+	var bytes int64
+	for _, b := range d.sizes[:sent] {
+		bytes += b
+	}
+	return bytes
 }
 
 func newDatagrams() *datagrams {
@@ -163,25 +226,18 @@ func (u *udpListener) ready(lp *loop, _ int, _ uint32) {
 	now := time.Now().UnixNano()
 	var in int64
 	// A client's datagrams usually arrive one after another: each run of them goes to its
-	// member in one sendmmsg.
+	// member at once.
 	for i := 0; i < n; {
 		client := rawAddrPort(&d.names[i])
 		j := i + 1
 		for j < n && rawAddrPort(&d.names[j]) == client {
 			j++
 		}
-		s := u.session(lp, client, now)
-		if s != nil {
+		if s := u.session(lp, client, now); s != nil {
 			s.seen = now
-			for k := i; k < j; k++ {
-				d.iovs[k].Len = uint64(d.hdrs[k].Len)
-				d.hdrs[k].Hdr.Name, d.hdrs[k].Hdr.Namelen = nil, 0 // the member's socket is connected
-			}
-			sent, _ := sendmmsgNow(s.fd, d.hdrs[i:j])
-			for k := i; k < i+sent; k++ {
-				in += int64(d.hdrs[k].Len)
-				s.in += int64(d.hdrs[k].Len)
-			}
+			b := d.send(s.fd, i, j, nil, 0) // the member's socket is connected
+			in += b
+			s.in += b
 		}
 		i = j
 	}
@@ -236,14 +292,7 @@ func (s *udpSession) ready(lp *loop, _ int, _ uint32) {
 	if err != nil || n == 0 {
 		return // an ICMP error (the member's port closed) and the like: the session idles out
 	}
-	var out int64
-	for i := range n {
-		d.iovs[i].Len = uint64(d.hdrs[i].Len)
-		d.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&s.name))
-		d.hdrs[i].Hdr.Namelen = s.nameLen
-		out += int64(d.hdrs[i].Len)
-	}
-	sendmmsgNow(s.u.fd, d.hdrs[:n])
+	out := d.send(s.u.fd, 0, n, (*byte)(unsafe.Pointer(&s.name)), s.nameLen)
 	s.seen = time.Now().UnixNano()
 	s.out += out
 	s.u.metrics.bytesOut.Add(float64(out))

@@ -1,10 +1,13 @@
 package proxy
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
+
+	"golang.org/x/net/ipv4"
 
 	"github.com/l4lb/l4lb/dataplane/model"
 )
@@ -95,4 +98,52 @@ func TestUDPSessionsBalanceReplyFromTheVIPAndExpire(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// A burst of datagrams crosses the proxy (in runs sent with UDP segmentation offload, where
+// the kernel has it) and arrives as the same datagrams, each whole, both ways.
+func TestUDPBurstsKeepDatagramBoundaries(t *testing.T) {
+	a := udpEcho(t, "a")
+	l := model.Listener{
+		Key: "ns/u", Protocol: model.UDP, Address: freeUDPPort(t), ConnectionLimit: 100, TimeoutClientData: time.Minute,
+		Pool: &model.Pool{Key: "ns/up", Protocol: model.PoolUDP, Algorithm: model.RoundRobin, Members: []model.Member{
+			{Name: "a", Address: a, MonitorAddress: a, Weight: 1, AdminStateUp: true},
+		}},
+	}
+	serve(t, l)
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(l.Address))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadBuffer(1 << 20)
+	want := map[string]bool{}
+	var burst []ipv4.Message
+	for i := range 40 {
+		size := 300
+		if i == 19 {
+			size = 37 // a shorter one inside a run
+		}
+		p := bytes.Repeat([]byte{byte('A' + i%26)}, size)
+		p[0] = byte(i)
+		want["a:"+string(p)] = true
+		burst = append(burst, ipv4.Message{Buffers: [][]byte{p}})
+	}
+	// One system call puts the whole burst in the proxy's queue, so it reads them together.
+	if n, err := ipv4.NewPacketConn(c).WriteBatch(burst, 0); err != nil || n != len(burst) {
+		t.Fatalf("sent %d of %d: %v", n, len(burst), err)
+	}
+	buf := make([]byte, 2048)
+	for range burst {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("%d replies missing: %v", len(want), err)
+		}
+		if !want[string(buf[:n])] {
+			t.Fatalf("a reply of %d bytes that was not sent (or came twice): %q...", n, buf[:min(n, 8)])
+		}
+		delete(want, string(buf[:n]))
+	}
+	t.Logf("segmentation offload in use: %v", gso.Load())
 }
