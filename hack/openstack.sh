@@ -23,6 +23,8 @@ down() {
     kill "$(cat "$f")" 2>/dev/null || true
     rm -f "$f"
   done
+  # neutron-server's workers outlive a parent that is gone before them.
+  pkill -f -- "--config-file $state/neutron.conf" 2>/dev/null || true
   if [[ -d "$state/pg" ]]; then
     su postgres -s /bin/sh -c "pg_ctl -D '$state/pg' -m immediate stop" >/dev/null 2>&1 || true
   fi

@@ -3,12 +3,14 @@ package openstack
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/layer3/floatingips"
@@ -31,9 +33,12 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	_, file, _, _ := runtime.Caller(0)
+	script := filepath.Join(filepath.Dir(file), "..", "..", "hack", "openstack.sh")
+	started := false
 	if os.Geteuid() == 0 {
-		_, file, _, _ := runtime.Caller(0)
-		script := filepath.Join(filepath.Dir(file), "..", "..", "hack", "openstack.sh")
+		// A cloud someone started by hand stays up; one started here goes when the tests end.
+		started = !answers("http://127.0.0.1:15000/v3")
 		out, err := exec.Command(script, "up").Output()
 		if err != nil {
 			cloudErr = fmt.Errorf("hack/openstack.sh up: %v", err)
@@ -44,7 +49,22 @@ func TestMain(m *testing.M) {
 			neutron, cloudErr = p.client(context.Background())
 		}
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if started {
+		exec.Command(script, "down").Run()
+	}
+	os.Exit(code)
+}
+
+// answers reports whether an HTTP server answers at url.
+func answers(url string) bool {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return true
 }
 
 func needCloud(t *testing.T) {
