@@ -29,6 +29,7 @@ go build -o "$work/l4lb" . && go build -o "$work/bench" ./hack/bench
 "$work/bench" udp-echo 127.0.0.1:17000 & pids+=($!)
 "$work/bench" udp-relay 127.0.0.1:17001 127.0.0.1:17000 & relay_pid=$!; pids+=($relay_pid)
 iperf3 -s -B 127.0.0.1 -p 15201 >/dev/null 2>&1 & pids+=($!)
+"$work/bench" sink 127.0.0.1:16000 & pids+=($!)
 
 cat >"$work/l4lb.yaml" <<YAML
 apiVersion: lb.l4lb.io/v1alpha1
@@ -67,6 +68,30 @@ apiVersion: lb.l4lb.io/v1alpha1
 kind: Pool
 metadata: {name: udp}
 spec: {listenerRef: {name: udp}, protocol: UDP, lbAlgorithm: ROUND_ROBIN, members: [{name: a, address: 127.0.0.1, protocolPort: 17000}]}
+YAML
+# D8: the same bulk transfer through a plain pool and through a PROXYV2 pool with every
+# timeout set (metrics are always on).
+cat >>"$work/l4lb.yaml" <<YAML
+---
+apiVersion: lb.l4lb.io/v1alpha1
+kind: Listener
+metadata: {name: plain}
+spec: {loadBalancerRef: {name: bench}, protocol: TCP, protocolPort: 26000}
+---
+apiVersion: lb.l4lb.io/v1alpha1
+kind: Pool
+metadata: {name: plain}
+spec: {listenerRef: {name: plain}, protocol: TCP, lbAlgorithm: ROUND_ROBIN, members: [{name: a, address: 127.0.0.1, protocolPort: 16000}]}
+---
+apiVersion: lb.l4lb.io/v1alpha1
+kind: Listener
+metadata: {name: proxied}
+spec: {loadBalancerRef: {name: bench}, protocol: TCP, protocolPort: 26001, timeoutClientData: 30s, timeoutMemberData: 30s, timeoutMemberConnect: 2s, timeoutTCPInspect: 1s}
+---
+apiVersion: lb.l4lb.io/v1alpha1
+kind: Pool
+metadata: {name: proxied}
+spec: {listenerRef: {name: proxied}, protocol: PROXYV2, lbAlgorithm: ROUND_ROBIN, members: [{name: a, address: 127.0.0.1, protocolPort: 16000}]}
 YAML
 GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/l4lb.yaml" --metrics-bind-address 0 2>"$work/l4lb.log" & l4lb_pid=$!; pids+=($l4lb_pid)
 
@@ -133,6 +158,10 @@ for _ in $(seq "$ROUNDS"); do
     add "ka_$p" "$a"; add "ka50_$p" "$b"; add "ka99_$p" "$c"
   done
 done
+for _ in $(seq "$ROUNDS"); do
+  add d8_plain "$("$work/bench" blast 127.0.0.1:26000 "$DUR")"
+  add d8_proxied "$("$work/bench" blast 127.0.0.1:26001 "$DUR")"
+done
 for k in "${!r[@]}"; do
   r[$k]=$(python3 -c 'import statistics,sys; v=statistics.median(map(float,sys.argv[1:])); print(("%.2f" if v<100 else "%.0f") % v)' ${r[$k]})
 done
@@ -183,6 +212,10 @@ cat <<TABLE
 | keep-alive requests (req/s) | ${r[ka_direct]} | ${r[ka_l4lb]} | ${r[ka_haproxy]} | $(ratio ${r[ka_l4lb]} ${r[ka_haproxy]}) | $(ratio ${r[ka_l4lb]} ${r[ka_direct]}) |
 | memory per idle connection (bytes, $NIDLE held) | | ${r[mem_l4lb]} | ${r[mem_haproxy]} | $(ratio ${r[mem_l4lb]} ${r[mem_haproxy]}) | |
 TABLE
+echo
+echo "| 128 KiB writes, 1 stream (Gbit/s) | plain pool | PROXYV2 pool, all four timeouts | ratio |"
+echo "|---|---|---|---|"
+echo "| l4lb | ${r[d8_plain]} | ${r[d8_proxied]} | $(ratio ${r[d8_proxied]} ${r[d8_plain]}) |"
 echo
 echo "| UDP | echoes/s, naive Go relay | echoes/s, l4lb | l4lb / naive | relay CPU µs per echo, naive | l4lb | l4lb / naive |"
 echo "|---|---|---|---|---|---|---|"

@@ -8,6 +8,9 @@
 //	                              write a datagram, a connected socket and a goroutine per client
 //	bench udp-load ADDR FLOWS SIZE SECONDS
 //	                              send from FLOWS sockets, count echoed datagrams per second
+//	bench sink ADDR               a TCP server that drops a PROXY header if one comes, then
+//	                              discards everything
+//	bench blast ADDR SECONDS      send 128 KiB writes to ADDR for SECONDS, print Gbit/s
 package main
 
 import (
@@ -23,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	proxyproto "github.com/pires/go-proxyproto"
 	"golang.org/x/net/ipv4"
 )
 
@@ -52,6 +56,11 @@ func main() {
 		size, _ := strconv.Atoi(os.Args[4])
 		secs, _ := strconv.Atoi(os.Args[5])
 		udpLoad(os.Args[2], flows, size, time.Duration(secs)*time.Second)
+	case "sink":
+		sink(os.Args[2])
+	case "blast":
+		secs, _ := strconv.Atoi(os.Args[3])
+		blast(os.Args[2], time.Duration(secs)*time.Second)
 	}
 }
 
@@ -204,4 +213,51 @@ func rss(pid string) int {
 		}
 	}
 	return -1
+}
+
+// sink accepts connections, reads a PROXY header (v1 or v2) if the connection starts with
+// one, and discards the rest.
+func sink(addr string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			r := bufio.NewReaderSize(c, 256<<10)
+			if sig, err := r.Peek(5); err == nil && (string(sig) == "PROXY" || sig[0] == 0x0d) {
+				if _, err := proxyproto.Read(r); err != nil {
+					return
+				}
+			}
+			io.Copy(io.Discard, r)
+		}()
+	}
+}
+
+// blast writes 128 KiB at a time to addr for d and prints the rate in Gbit/s.
+func blast(addr string, d time.Duration) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	defer c.Close()
+	buf := make([]byte, 128<<10)
+	var n int64
+	start := time.Now()
+	for time.Since(start) < d {
+		w, err := c.Write(buf)
+		n += int64(w)
+		if err != nil {
+			break
+		}
+	}
+	fmt.Printf("%.2f\n", float64(n)*8/time.Since(start).Seconds()/1e9)
 }
