@@ -146,14 +146,10 @@ func (l *tcpListener) admit(lp *loop, fd int, src netip.AddrPort) {
 		c.connect(lp)
 		return
 	case err == nil: // gone before saying anything
-		l.active.Add(-1)
-		closeNow(fd)
-		lp.freeConn(c)
+		c.drop(lp, false)
 		return
 	case err != unix.EAGAIN:
-		l.active.Add(-1)
-		resetNow(fd)
-		lp.freeConn(c)
+		c.drop(lp, true)
 		return
 	}
 	if d := cfg.spec.TimeoutTCPInspect; d > 0 {
@@ -267,9 +263,19 @@ func (c *tcpConn) memberFailed(m *member) {
 // refuse resets the client: no member could be reached.
 func (c *tcpConn) refuse(lp *loop) {
 	c.l.metrics.errors.Inc()
+	c.drop(lp, true)
+}
+
+// drop ends a connection that never reached a member: the client's socket closes (with a
+// reset when asked) and c goes back to its loop.
+func (c *tcpConn) drop(lp *loop, reset bool) {
 	c.l.active.Add(-1)
 	lp.forget(c.fds[0], c)
-	resetNow(c.fds[0])
+	if reset {
+		resetNow(c.fds[0])
+	} else {
+		closeNow(c.fds[0])
+	}
 	c.state = closed
 	delete(lp.timers, c)
 	lp.freeConn(c)
@@ -294,12 +300,7 @@ func (c *tcpConn) inspect(lp *loop) {
 	case err == unix.EAGAIN || err == unix.EINTR:
 		return
 	case err != nil || n == 0: // gone before saying anything
-		c.l.active.Add(-1)
-		lp.forget(c.fds[0], c)
-		closeNow(c.fds[0])
-		c.state = closed
-		delete(lp.timers, c)
-		lp.freeConn(c)
+		c.drop(lp, false)
 		return
 	}
 	c.early = buf[:n]
