@@ -31,68 +31,37 @@ go build -o "$work/l4lb" . && go build -o "$work/bench" ./hack/bench
 iperf3 -s -B 127.0.0.1 -p 15201 >/dev/null 2>&1 & pids+=($!)
 "$work/bench" sink 127.0.0.1:16000 & pids+=($!)
 
-cat >"$work/l4lb.yaml" <<YAML
+# served NAME PROTOCOL PORT POOL-PROTOCOL MEMBER-PORT [LISTENER-FIELDS]: a listener on the VIP
+# and its pool of one member on loopback.
+served() {
+  cat <<YAML
+---
+apiVersion: lb.l4lb.io/v1alpha1
+kind: Listener
+metadata: {name: $1}
+spec: {loadBalancerRef: {name: bench}, protocol: $2, protocolPort: $3${6:+, $6}}
+---
+apiVersion: lb.l4lb.io/v1alpha1
+kind: Pool
+metadata: {name: $1}
+spec: {listenerRef: {name: $1}, protocol: $4, lbAlgorithm: ROUND_ROBIN, members: [{name: a, address: 127.0.0.1, protocolPort: $5}]}
+YAML
+}
+{
+  cat <<YAML
 apiVersion: lb.l4lb.io/v1alpha1
 kind: LoadBalancer
 metadata: {name: bench}
 spec: {provider: static, vip: {address: 127.0.0.1}}
----
-apiVersion: lb.l4lb.io/v1alpha1
-kind: Listener
-metadata: {name: http}
-spec: {loadBalancerRef: {name: bench}, protocol: TCP, protocolPort: 28080}
----
-apiVersion: lb.l4lb.io/v1alpha1
-kind: Pool
-metadata: {name: http}
-spec: {listenerRef: {name: http}, protocol: TCP, lbAlgorithm: ROUND_ROBIN, members: [{name: a, address: 127.0.0.1, protocolPort: 18080}]}
----
-apiVersion: lb.l4lb.io/v1alpha1
-kind: Listener
-metadata: {name: bulk}
-spec: {loadBalancerRef: {name: bench}, protocol: TCP, protocolPort: 25201}
----
-apiVersion: lb.l4lb.io/v1alpha1
-kind: Pool
-metadata: {name: bulk}
-spec: {listenerRef: {name: bulk}, protocol: TCP, lbAlgorithm: ROUND_ROBIN, members: [{name: a, address: 127.0.0.1, protocolPort: 15201}]}
 YAML
-cat >>"$work/l4lb.yaml" <<YAML
----
-apiVersion: lb.l4lb.io/v1alpha1
-kind: Listener
-metadata: {name: udp}
-spec: {loadBalancerRef: {name: bench}, protocol: UDP, protocolPort: 17002}
----
-apiVersion: lb.l4lb.io/v1alpha1
-kind: Pool
-metadata: {name: udp}
-spec: {listenerRef: {name: udp}, protocol: UDP, lbAlgorithm: ROUND_ROBIN, members: [{name: a, address: 127.0.0.1, protocolPort: 17000}]}
-YAML
-# D8: the same bulk transfer through a plain pool and through a PROXYV2 pool with every
-# timeout set (metrics are always on).
-cat >>"$work/l4lb.yaml" <<YAML
----
-apiVersion: lb.l4lb.io/v1alpha1
-kind: Listener
-metadata: {name: plain}
-spec: {loadBalancerRef: {name: bench}, protocol: TCP, protocolPort: 26000}
----
-apiVersion: lb.l4lb.io/v1alpha1
-kind: Pool
-metadata: {name: plain}
-spec: {listenerRef: {name: plain}, protocol: TCP, lbAlgorithm: ROUND_ROBIN, members: [{name: a, address: 127.0.0.1, protocolPort: 16000}]}
----
-apiVersion: lb.l4lb.io/v1alpha1
-kind: Listener
-metadata: {name: proxied}
-spec: {loadBalancerRef: {name: bench}, protocol: TCP, protocolPort: 26001, timeoutClientData: 30s, timeoutMemberData: 30s, timeoutMemberConnect: 2s, timeoutTCPInspect: 1s}
----
-apiVersion: lb.l4lb.io/v1alpha1
-kind: Pool
-metadata: {name: proxied}
-spec: {listenerRef: {name: proxied}, protocol: PROXYV2, lbAlgorithm: ROUND_ROBIN, members: [{name: a, address: 127.0.0.1, protocolPort: 16000}]}
-YAML
+  served http TCP 28080 TCP 18080
+  served bulk TCP 25201 TCP 15201
+  served udp UDP 17002 UDP 17000
+  # D8: the same bulk transfer through a plain pool and through a PROXYV2 pool with every
+  # timeout set (metrics are always on).
+  served plain TCP 26000 TCP 16000
+  served proxied TCP 26001 PROXYV2 16000 "timeoutClientData: 30s, timeoutMemberData: 30s, timeoutMemberConnect: 2s, timeoutTCPInspect: 1s"
+} >"$work/l4lb.yaml"
 GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/l4lb.yaml" --metrics-bind-address 0 2>"$work/l4lb.log" & l4lb_pid=$!; pids+=($l4lb_pid)
 
 cat >"$work/haproxy.cfg" <<CFG
