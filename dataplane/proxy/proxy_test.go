@@ -729,3 +729,58 @@ func value(t *testing.T, m prometheus.Metric) float64 {
 	}
 	return d.Gauge.GetValue()
 }
+
+// A member that replies and closes at once (an HTTP server answering "Connection: close")
+// has its reply and its FIN read together: every byte must still reach the client, then
+// the end, whatever the reply's size against the proxy's read buffer.
+func TestClosingReplyArrivesWholeThenTheEnd(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	reply := func(size int) []byte {
+		b := make([]byte, size)
+		for i := range b {
+			b[i] = byte(i*31 + size)
+		}
+		return b
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				var size int
+				fmt.Fscanln(c, &size)
+				r := reply(size)
+				c.Write(r[:size/2]) // two writes, so the reply may come as two reads
+				c.Write(r[size/2:])
+			}()
+		}
+	}()
+	m := &backend{addr: ln.Addr().(*net.TCPAddr).AddrPort()}
+	l := listenerModel(t, model.RoundRobin, mem("m", m, 1))
+	serve(t, l)
+	for _, size := range []int{1, 138, chunk - 1, chunk, chunk + 1, 3 * chunk, 1 << 20} {
+		for range 20 {
+			c, err := net.Dial("tcp", l.Address.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			fmt.Fprintln(c, size)
+			got, err := io.ReadAll(c) // ends only with the member's FIN passed on
+			c.Close()
+			if err != nil {
+				t.Fatalf("reply of %d bytes: %v after %d bytes", size, err, len(got))
+			}
+			if !bytes.Equal(got, reply(size)) {
+				t.Fatalf("reply of %d bytes: got %d bytes, equal: false", size, len(got))
+			}
+		}
+	}
+}

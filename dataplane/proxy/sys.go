@@ -37,6 +37,16 @@ func writeNow(fd int, p []byte) (int, error) {
 	return int(n), nil
 }
 
+// sendNow writes with send flags: MSG_MORE holds a segment back until the next write or the
+// FIN, so the last bytes and the FIN leave as one segment.
+func sendNow(fd int, p []byte, flags int) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), bytesPtr(p), uintptr(len(p)), uintptr(flags), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
 func spliceNow(from, to, n int) (int, error) {
 	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(from), 0, uintptr(to), 0, uintptr(n), unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
 	if e != 0 {

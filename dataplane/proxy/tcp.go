@@ -207,6 +207,15 @@ type flow struct {
 func (f *flow) waiting() bool { return len(f.pending) > 0 || (f.pipe != nil && f.pipe.n > 0) }
 func (f *flow) reading() bool { return !f.eof && !f.waiting() }
 
+// more is the send flags of the flow's writes: once its source ended, the destination is
+// shut down right after the last write, and MSG_MORE lets the FIN ride with those bytes.
+func (f *flow) more() int {
+	if f.eof {
+		return unix.MSG_MORE | unix.MSG_NOSIGNAL
+	}
+	return unix.MSG_NOSIGNAL
+}
+
 // connect opens a socket to the next member and waits for it in the loop; a failed member
 // is skipped for another one until the connect timeout.
 //
@@ -366,7 +375,7 @@ func (c *tcpConn) watch(lp *loop) {
 	for i := range c.fds {
 		var mask uint32
 		if c.flows[i].reading() {
-			mask |= unix.EPOLLIN
+			mask |= unix.EPOLLIN | unix.EPOLLRDHUP
 		}
 		if c.flows[1-i].waiting() {
 			mask |= unix.EPOLLOUT
@@ -395,7 +404,7 @@ func (c *tcpConn) transfer(lp *loop, fd int, events uint32) {
 		}
 	}
 	if events&(unix.EPOLLIN|unix.EPOLLHUP) != 0 && c.flows[i].reading() {
-		if !c.read(lp, i) {
+		if !c.read(lp, i, events&unix.EPOLLRDHUP != 0) {
 			return
 		}
 	}
@@ -407,7 +416,8 @@ func (c *tcpConn) transfer(lp *loop, fd int, events uint32) {
 }
 
 // read takes what flow i's source has and passes it on; false if the connection ended.
-func (c *tcpConn) read(lp *loop, i int) bool {
+// ended says the source has sent its FIN, so everything it sent is already queued.
+func (c *tcpConn) read(lp *loop, i int, ended bool) bool {
 	f := &c.flows[i]
 	var (
 		n   int
@@ -442,7 +452,11 @@ func (c *tcpConn) read(lp *loop, i int) bool {
 		}
 	}
 	if !f.bulk && n > 0 {
-		w, err := writeNow(c.fds[1-i], lp.buf[:n])
+		// A short read from a source that sent its FIN took everything: the end is known
+		// without another read, and the last bytes wait for the FIN to leave with them
+		// (one segment and one acknowledgement fewer, as HAProxy sends a closing reply).
+		f.eof = ended && n < len(lp.buf)
+		w, err := sendNow(c.fds[1-i], lp.buf[:n], f.more())
 		if err != nil && err != unix.EAGAIN {
 			c.abort(lp)
 			return false
@@ -474,7 +488,7 @@ func (c *tcpConn) flush(lp *loop, i int) bool {
 		}
 		f.pipe.n -= n
 	case len(f.pending) > 0:
-		n, err := writeNow(dst, f.pending)
+		n, err := sendNow(dst, f.pending, f.more())
 		if err != nil && err != unix.EAGAIN {
 			c.abort(lp)
 			return false
