@@ -205,7 +205,7 @@ func listenConfig() *net.ListenConfig {
 			if network == "tcp6" || network == "udp6" {
 				level, opt = unix.IPPROTO_IPV6, unix.IPV6_FREEBIND
 			}
-			if serr = unix.SetsockoptInt(int(fd), level, opt, 1); serr == nil && network[:3] == "tcp" {
+			if serr = unix.SetsockoptInt(int(fd), level, opt, 1); serr == nil {
 				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 			}
 			if serr == nil && network[:3] == "tcp" {

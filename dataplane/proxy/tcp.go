@@ -142,7 +142,10 @@ func (l *tcpListener) admit(lp *loop, fd int, src netip.AddrPort) {
 	n, err := readNow(fd, lp.buf)
 	switch {
 	case n > 0:
-		c.early = append([]byte(nil), lp.buf[:n]...)
+		c.early = append(c.spare[:0], lp.buf[:n]...)
+		if cap(c.early) <= maxSpare {
+			c.spare = c.early[:0]
+		}
 		c.connect(lp)
 		return
 	case err == nil: // gone before saying anything
@@ -185,6 +188,7 @@ type tcpConn struct {
 	deadline int64     // of inspecting or connecting, unix nanoseconds
 	tried    []*member // members whose connect failed
 	early    []byte    // PROXY header and inspected bytes, sent to the member first
+	spare    []byte    // holds early; kept when the struct is reused, so accepting allocates nothing
 	sent     int64     // bytes of early
 	flows    [2]flow
 	seen     int64    // last data either way, unix nanoseconds

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -19,25 +21,32 @@ type udpConfig struct {
 	pool *pool
 }
 
-// udpListener relays datagrams per client session, in a loop like TCP: the first datagram
+// udpListener relays datagrams per client session, in the loops like TCP: the first datagram
 // from a client picks a member and opens a connected socket to it; replies go back through
 // the listener's socket, so they come from the VIP; a session idle for timeoutClientData
 // ends. Datagrams are read and written in batches (recvmmsg, sendmmsg), so a busy session
 // costs a few system calls per batch, not one per datagram each way.
 type udpListener struct {
 	key     string
-	conn    *net.UDPConn
-	fd      int
-	lp      *loop
+	socks   []*udpSocket
 	cfg     atomic.Pointer[udpConfig]
+	active  atomic.Int64 // sessions, held against connectionLimit
 	metrics *listenerMetrics
-	log     func(msg string, kv ...any)
+}
 
+// udpSocket is one of a listener's sockets, one per loop (SO_REUSEPORT). The kernel hashes a
+// client's address to one of them, so each session lives in one loop and the listener's
+// datagrams are spread over every core.
+type udpSocket struct {
+	u        *udpListener
+	conn     *net.UDPConn
+	fd       int
+	lp       *loop
 	sessions map[netip.AddrPort]*udpSession // touched by the loop only
 }
 
 type udpSession struct {
-	u        *udpListener
+	sock     *udpSocket
 	client   netip.AddrPort
 	name     unix.RawSockaddrAny // client, as sendmmsg wants it
 	nameLen  uint32
@@ -52,60 +61,81 @@ type udpSession struct {
 func (s *Server) applyUDP(l model.Listener, pools map[string]*pool) error {
 	cfg := &udpConfig{spec: l, pool: poolFor(l, pools)}
 	if cur, ok := s.udp[l.Key]; ok {
-		if cur.conn.LocalAddr().(*net.UDPAddr).AddrPort() == l.Address {
+		if cur.socks[0].conn.LocalAddr().(*net.UDPAddr).AddrPort() == l.Address {
 			cur.cfg.Store(cfg)
 			return nil
 		}
 		cur.close()
 		delete(s.udp, l.Key)
 	}
-	pc, err := listenConfig().ListenPacket(context.Background(), "udp", l.Address.String())
-	if err != nil {
-		return err
-	}
-	lp, err := loopAt(int(udpNext.Add(1)))
-	if err != nil {
-		pc.Close()
-		return err
-	}
-	u := &udpListener{key: l.Key, conn: pc.(*net.UDPConn), lp: lp, metrics: s.metrics.listener(l.Key),
-		sessions: map[netip.AddrPort]*udpSession{}, log: func(msg string, kv ...any) { s.log.Warn(msg, kv...) }}
-	raw, err := u.conn.SyscallConn()
-	if err != nil {
-		pc.Close()
-		return err
-	}
-	raw.Control(func(fd uintptr) { u.fd = int(fd) })
+	u := &udpListener{key: l.Key, metrics: s.metrics.listener(l.Key)}
 	u.cfg.Store(cfg)
+	for i := range max(1, runtime.GOMAXPROCS(0)) {
+		if err := u.open(i, l.Address); err != nil {
+			u.close()
+			return err
+		}
+	}
+	for _, us := range u.socks {
+		us.lp.do(func(lp *loop) { lp.set(us.fd, us, unix.EPOLLIN) })
+	}
 	s.udp[l.Key] = u
-	lp.do(func(lp *loop) { lp.set(u.fd, u, unix.EPOLLIN) })
 	return nil
 }
 
-// udpNext spreads UDP listeners over the loops.
-var udpNext atomic.Uint32
-
-// close ends the sessions; the socket closes only once the loop has let go of it, so the
-// loop never touches a descriptor that was closed and reused.
-func (u *udpListener) close() {
-	done := make(chan struct{})
-	u.lp.do(func(lp *loop) {
-		lp.set(u.fd, u, 0)
-		lp.forget(u.fd, u)
-		for _, s := range u.sessions {
-			s.finish(lp)
-		}
-		close(done)
-	})
-	<-done
-	u.conn.Close()
+// open binds the listener's socket for loop i.
+func (u *udpListener) open(i int, addr netip.AddrPort) error {
+	lp, err := loopAt(i)
+	if err != nil {
+		return err
+	}
+	pc, err := listenConfig().ListenPacket(context.Background(), "udp", addr.String())
+	if err != nil {
+		return err
+	}
+	us := &udpSocket{u: u, conn: pc.(*net.UDPConn), lp: lp, sessions: map[netip.AddrPort]*udpSession{}}
+	raw, err := us.conn.SyscallConn()
+	if err != nil {
+		pc.Close()
+		return err
+	}
+	raw.Control(func(fd uintptr) { us.fd = int(fd) })
+	u.socks = append(u.socks, us)
+	return nil
 }
 
-// sessionCount asks the loop how many sessions are open.
+// close ends the sessions; the sockets close only once their loops have let go of them, so
+// a loop never touches a descriptor that was closed and reused.
+func (u *udpListener) close() {
+	var wg sync.WaitGroup
+	for _, us := range u.socks {
+		wg.Add(1)
+		us.lp.do(func(lp *loop) {
+			lp.set(us.fd, us, 0)
+			lp.forget(us.fd, us)
+			for _, s := range us.sessions {
+				s.finish(lp)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	for _, us := range u.socks {
+		us.conn.Close()
+	}
+}
+
+// sessionCount asks the loops how many sessions are open.
 func (u *udpListener) sessionCount() int {
-	c := make(chan int, 1)
-	u.lp.do(func(*loop) { c <- len(u.sessions) })
-	return <-c
+	c := make(chan int, len(u.socks))
+	for _, us := range u.socks {
+		us.lp.do(func(*loop) { c <- len(us.sessions) })
+	}
+	n := 0
+	for range u.socks {
+		n += <-c
+	}
+	return n
 }
 
 // udpBatch is how many datagrams one recvmmsg or sendmmsg moves: under load one system call
@@ -219,10 +249,10 @@ func sendmmsgNow(fd int, h []unix.Mmsghdr) (int, error) {
 }
 
 // ready relays what clients sent to the listener to their sessions' members.
-func (u *udpListener) ready(lp *loop, _ int, _ uint32) {
+func (us *udpSocket) ready(lp *loop, _ int, _ uint32) {
 	d := lp.datagrams()
 	d.prepare()
-	n, _ := recvmmsgNow(u.fd, d.hdrs[:])
+	n, _ := recvmmsgNow(us.fd, d.hdrs[:])
 	now := time.Now().UnixNano()
 	var in int64
 	// A client's datagrams usually arrive one after another: each run of them goes to its
@@ -233,7 +263,7 @@ func (u *udpListener) ready(lp *loop, _ int, _ uint32) {
 		for j < n && rawAddrPort(&d.names[j]) == client {
 			j++
 		}
-		if s := u.session(lp, client, now); s != nil {
+		if s := us.session(lp, client, now); s != nil {
 			s.seen = now
 			b := d.send(s.fd, i, j, nil, 0) // the member's socket is connected
 			in += b
@@ -241,16 +271,17 @@ func (u *udpListener) ready(lp *loop, _ int, _ uint32) {
 		}
 		i = j
 	}
-	u.metrics.bytesIn.Add(float64(in))
+	us.u.metrics.bytesIn.Add(float64(in))
 }
 
 // session finds or opens the client's session; nil when the client is refused.
-func (u *udpListener) session(lp *loop, client netip.AddrPort, now int64) *udpSession {
-	if s := u.sessions[client]; s != nil {
+func (us *udpSocket) session(lp *loop, client netip.AddrPort, now int64) *udpSession {
+	if s := us.sessions[client]; s != nil {
 		return s
 	}
+	u := us.u
 	cfg := u.cfg.Load()
-	if cfg.pool == nil || !cfg.spec.Allowed(client.Addr()) || len(u.sessions) >= cfg.spec.ConnectionLimit {
+	if cfg.pool == nil || !cfg.spec.Allowed(client.Addr()) || u.active.Load() >= int64(cfg.spec.ConnectionLimit) {
 		u.metrics.errors.Inc()
 		return nil
 	}
@@ -265,7 +296,7 @@ func (u *udpListener) session(lp *loop, client netip.AddrPort, now int64) *udpSe
 		u.metrics.errors.Inc()
 		return nil
 	}
-	s := &udpSession{u: u, client: client, fd: fd, m: m, seen: now, idle: int64(cfg.spec.TimeoutClientData)}
+	s := &udpSession{sock: us, client: client, fd: fd, m: m, seen: now, idle: int64(cfg.spec.TimeoutClientData)}
 	if s.idle <= 0 {
 		s.idle = int64(50 * time.Second)
 	}
@@ -274,7 +305,8 @@ func (u *udpListener) session(lp *loop, client netip.AddrPort, now int64) *udpSe
 		closeNow(fd)
 		return nil
 	}
-	u.sessions[client] = s
+	us.sessions[client] = s
+	u.active.Add(1)
 	lp.at(s, now+s.idle)
 	m.active.Add(1)
 	m.metrics.total.Inc()
@@ -292,10 +324,10 @@ func (s *udpSession) ready(lp *loop, _ int, _ uint32) {
 	if err != nil || n == 0 {
 		return // an ICMP error (the member's port closed) and the like: the session idles out
 	}
-	out := d.send(s.u.fd, 0, n, (*byte)(unsafe.Pointer(&s.name)), s.nameLen)
+	out := d.send(s.sock.fd, 0, n, (*byte)(unsafe.Pointer(&s.name)), s.nameLen)
 	s.seen = time.Now().UnixNano()
 	s.out += out
-	s.u.metrics.bytesOut.Add(float64(out))
+	s.sock.u.metrics.bytesOut.Add(float64(out))
 }
 
 func (s *udpSession) expire(lp *loop, now int64) int64 {
@@ -321,12 +353,13 @@ func (s *udpSession) finish(lp *loop) {
 	lp.forget(s.fd, s)
 	closeNow(s.fd)
 	delete(lp.timers, s)
-	if s.u.sessions[s.client] == s {
-		delete(s.u.sessions, s.client)
+	if s.sock.sessions[s.client] == s {
+		delete(s.sock.sessions, s.client)
 	}
+	s.sock.u.active.Add(-1)
 	s.m.active.Add(-1)
 	s.m.metrics.active.Dec()
 	s.m.metrics.bytesIn.Add(float64(s.in))
 	s.m.metrics.bytesOut.Add(float64(s.out))
-	s.u.metrics.active.Dec()
+	s.sock.u.metrics.active.Dec()
 }

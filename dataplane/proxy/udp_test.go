@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -146,4 +147,44 @@ func TestUDPBurstsKeepDatagramBoundaries(t *testing.T) {
 		delete(want, string(buf[:n]))
 	}
 	t.Logf("segmentation offload in use: %v", gso.Load())
+}
+
+// A UDP listener has a socket per core: clients spread over them, and connectionLimit still
+// counts the sessions of all of them together.
+func TestUDPSessionsSpreadOverCoresWithinOneLimit(t *testing.T) {
+	a := udpEcho(t, "a")
+	l := model.Listener{
+		Key: "ns/u", Protocol: model.UDP, Address: freeUDPPort(t), ConnectionLimit: 24, TimeoutClientData: time.Minute,
+		Pool: &model.Pool{Key: "ns/up", Protocol: model.PoolUDP, Algorithm: model.RoundRobin, Members: []model.Member{
+			{Name: "a", Address: a, MonitorAddress: a, Weight: 1, AdminStateUp: true},
+		}},
+	}
+	s := serve(t, l)
+	answered := 0
+	for range 32 {
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(l.Address))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte("x"))
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 64)); err == nil {
+			answered++
+		}
+	}
+	if answered != l.ConnectionLimit {
+		t.Fatalf("%d of 32 clients answered, want the limit of %d", answered, l.ConnectionLimit)
+	}
+	u := s.udp["ns/u"]
+	if len(u.socks) != max(1, runtime.GOMAXPROCS(0)) {
+		t.Fatalf("%d sockets for %d cores", len(u.socks), runtime.GOMAXPROCS(0))
+	}
+	for i, us := range u.socks {
+		c := make(chan int, 1)
+		us.lp.do(func(*loop) { c <- len(us.sessions) })
+		if n := <-c; n == 0 {
+			t.Errorf("socket %d holds no session of 24: clients did not spread over the cores", i)
+		}
+	}
 }
