@@ -784,3 +784,28 @@ func TestClosingReplyArrivesWholeThenTheEnd(t *testing.T) {
 		}
 	}
 }
+
+// Every loop accepts on every socket of a listener: with one loop held up (its goroutine
+// blocked here), every new connection is still served, including those the kernel hashes
+// to the held loop's socket.
+func TestAHeldLoopHoldsUpNoNewConnection(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("needs two loops: GOMAXPROCS >= 2")
+	}
+	b := newBackend(t, "a")
+	l := listenerModel(t, model.RoundRobin, mem("a", b, 1))
+	serve(t, l)
+	lp, err := loopAt(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, release := make(chan struct{}), make(chan struct{})
+	lp.do(func(*loop) { close(held); <-release })
+	<-held
+	defer close(release)
+	for i := range 20 {
+		if s, err := get(t, l.Address); s != "a" {
+			t.Fatalf("connection %d, with loop 0 held: got %q, %v", i, s, err)
+		}
+	}
+}

@@ -29,21 +29,27 @@ type tcpListener struct {
 	log       func(msg string, kv ...any)
 }
 
-// serve hands each listening socket to a loop, which accepts on it.
+// serve makes every loop accept on every listening socket. The kernel hashes each new
+// connection to one socket; if that socket's loop is busy or its thread is descheduled, an
+// idle loop takes the connection instead of leaving it queued (HAProxy's threads share
+// their listener the same way). The loser of a race gets EAGAIN, one cheap system call.
 func (l *tcpListener) serve() error {
-	for i, ln := range l.lns {
+	for _, ln := range l.lns {
 		raw, err := ln.SyscallConn()
 		if err != nil {
 			return err
 		}
-		lp, err := loopAt(i)
-		if err != nil {
-			return err
+		var fd int
+		raw.Control(func(s uintptr) { fd = int(s) })
+		for i := range l.lns {
+			lp, err := loopAt(i)
+			if err != nil {
+				return err
+			}
+			a := &acceptor{l: l, lp: lp, fd: fd}
+			l.acceptors = append(l.acceptors, a)
+			lp.do(a.start)
 		}
-		a := &acceptor{l: l, lp: lp}
-		raw.Control(func(fd uintptr) { a.fd = int(fd) })
-		l.acceptors = append(l.acceptors, a)
-		lp.do(a.start)
 	}
 	return nil
 }
@@ -84,9 +90,9 @@ func (a *acceptor) stop(lp *loop) {
 	lp.forget(a.fd, a)
 }
 
-// acceptBurst bounds the connections taken from one listener per event, so one flooded
-// listener cannot starve the others of a loop.
-const acceptBurst = 64
+// acceptBurst bounds the connections taken from one socket per event, so one flooded
+// listener cannot starve the others of a loop, and a burst is shared between the loops.
+const acceptBurst = 4
 
 func (a *acceptor) ready(lp *loop, _ int, _ uint32) {
 	for range acceptBurst {
