@@ -98,15 +98,17 @@ iperf() { # port streams -> Gbit/s
   iperf3 -c 127.0.0.1 -p "$1" -P "$2" -t "$DUR" -J 2>/dev/null |
     python3 -c 'import json,sys; print("%.1f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
-wrkrun() { # port extra-args -> "rps p50ms p99ms"
-  wrk -t2 -c64 -d"${DUR}s" --latency "$@" 2>/dev/null | python3 -c '
+wrkrun() { # concurrency port extra-args -> "rps p50ms p99ms"
+  local c=$1; shift
+  wrk -t2 -c"$c" -d"${DUR}s" --latency "$@" 2>/dev/null | python3 -c '
 import sys,re
 t=sys.stdin.read()
 def ms(v):
     n=float(re.match(r"[\d.]+",v).group()); u=v[len(re.match(r"[\d.]+",v).group()):]
     return n*{"us":0.001,"ms":1,"s":1000}.get(u,1)
 rps=float(re.search(r"Requests/sec:\s+([\d.]+)",t).group(1))
-p50=ms(re.search(r"50%\s+(\S+)",t).group(1)); p99=ms(re.search(r"99%\s+(\S+)",t).group(1))
+# Anchored: a "+/- Stdev" column such as "70.50%" must not be read as the 50th percentile.
+p50=ms(re.search(r"^\s+50%\s+(\S+)",t,re.M).group(1)); p99=ms(re.search(r"^\s+99%\s+(\S+)",t,re.M).group(1))
 print("%.0f %.2f %.2f" % (rps,p50,p99))'
 }
 
@@ -118,12 +120,15 @@ add() { r[$1]="${r[$1]:-} $2"; }
 for _ in $(seq "$ROUNDS"); do
   for p in "${paths[@]}"; do add "bulk1_$p" "$(iperf "${port_bulk[$p]}" 1)"; done
   for p in "${paths[@]}"; do add "bulk8_$p" "$(iperf "${port_bulk[$p]}" 8)"; done
-  for p in "${paths[@]}"; do
-    read -r a b c <<<"$(wrkrun -H 'Connection: close' "http://127.0.0.1:${port_http[$p]}/")"
-    add "cps_$p" "$a"; add "cps50_$p" "$b"; add "cps99_$p" "$c"
+  # D2 asks for 16 to 256 concurrent connections: 64 is the headline, 16 and 256 the ends.
+  for conc in 16 64 256; do
+    for p in "${paths[@]}"; do
+      read -r a b c <<<"$(wrkrun "$conc" -H 'Connection: close' "http://127.0.0.1:${port_http[$p]}/")"
+      add "cps${conc}_$p" "$a"; add "cps${conc}p50_$p" "$b"; add "cps${conc}p99_$p" "$c"
+    done
   done
   for p in "${paths[@]}"; do
-    read -r a b c <<<"$(wrkrun "http://127.0.0.1:${port_http[$p]}/")"
+    read -r a b c <<<"$(wrkrun 64 "http://127.0.0.1:${port_http[$p]}/")"
     add "ka_$p" "$a"; add "ka50_$p" "$b"; add "ka99_$p" "$c"
   done
 done
@@ -175,9 +180,12 @@ cat <<TABLE
 |---|---|---|---|---|---|
 | bulk TCP, 1 stream (Gbit/s) | ${r[bulk1_direct]} | ${r[bulk1_l4lb]} | ${r[bulk1_haproxy]} | $(ratio ${r[bulk1_l4lb]} ${r[bulk1_haproxy]}) | $(ratio ${r[bulk1_l4lb]} ${r[bulk1_direct]}) |
 | bulk TCP, 8 streams (Gbit/s) | ${r[bulk8_direct]} | ${r[bulk8_l4lb]} | ${r[bulk8_haproxy]} | $(ratio ${r[bulk8_l4lb]} ${r[bulk8_haproxy]}) | $(ratio ${r[bulk8_l4lb]} ${r[bulk8_direct]}) |
-| short connections (req/s, 64 concurrent) | ${r[cps_direct]} | ${r[cps_l4lb]} | ${r[cps_haproxy]} | $(ratio ${r[cps_l4lb]} ${r[cps_haproxy]}) | $(ratio ${r[cps_l4lb]} ${r[cps_direct]}) |
-| short connections p50 (ms) | ${r[cps50_direct]} | ${r[cps50_l4lb]} | ${r[cps50_haproxy]} | $(ratio ${r[cps50_l4lb]} ${r[cps50_haproxy]}) | |
-| short connections p99 (ms) | ${r[cps99_direct]} | ${r[cps99_l4lb]} | ${r[cps99_haproxy]} | $(ratio ${r[cps99_l4lb]} ${r[cps99_haproxy]}) | |
+$(for conc in 64 16 256; do
+  k=cps$conc
+  echo "| short connections (req/s, $conc concurrent) | ${r[${k}_direct]} | ${r[${k}_l4lb]} | ${r[${k}_haproxy]} | $(ratio ${r[${k}_l4lb]} ${r[${k}_haproxy]}) | $(ratio ${r[${k}_l4lb]} ${r[${k}_direct]}) |"
+  echo "| short connections p50 (ms, $conc concurrent) | ${r[${k}p50_direct]} | ${r[${k}p50_l4lb]} | ${r[${k}p50_haproxy]} | $(ratio ${r[${k}p50_l4lb]} ${r[${k}p50_haproxy]}) | |"
+  echo "| short connections p99 (ms, $conc concurrent) | ${r[${k}p99_direct]} | ${r[${k}p99_l4lb]} | ${r[${k}p99_haproxy]} | $(ratio ${r[${k}p99_l4lb]} ${r[${k}p99_haproxy]}) | |"
+done)
 | keep-alive requests (req/s) | ${r[ka_direct]} | ${r[ka_l4lb]} | ${r[ka_haproxy]} | $(ratio ${r[ka_l4lb]} ${r[ka_haproxy]}) | $(ratio ${r[ka_l4lb]} ${r[ka_direct]}) |
 | memory per idle connection (bytes, $NIDLE held) | | ${r[mem_l4lb]} | ${r[mem_haproxy]} | $(ratio ${r[mem_l4lb]} ${r[mem_haproxy]}) | |
 TABLE

@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -34,8 +35,9 @@ type loop struct {
 	buf      []byte
 	pipes    []*pipe // empty pipes kept for reuse
 	dgrams   *datagrams
-	free     []*tcpConn // ended connections, reused so connections allocate (and collect) nothing
-	dirty    []*tcpConn // connections whose bytes the metrics do not have yet
+	free     []*tcpConn   // ended connections, reused so connections allocate (and collect) nothing
+	dirty    []*tcpConn   // connections whose bytes the metrics do not have yet
+	conns    atomic.Int64 // TCP connections the loop holds; other loops' acceptors read it
 
 	mu    sync.Mutex
 	inbox []func(*loop)
@@ -284,6 +286,7 @@ func (lp *loop) sweep() {
 }
 
 func (lp *loop) newConn() *tcpConn {
+	lp.conns.Add(1)
 	if k := len(lp.free); k > 0 {
 		c := lp.free[k-1]
 		lp.free = lp.free[:k-1]
@@ -295,6 +298,7 @@ func (lp *loop) newConn() *tcpConn {
 // freeConn keeps an ended connection for reuse; nothing refers to it any more (its
 // descriptors and timer are forgotten).
 func (lp *loop) freeConn(c *tcpConn) {
+	lp.conns.Add(-1)
 	// c.spare is no longer referred to: early and pending, which held it, ended with c.
 	if len(lp.free) < 1024 {
 		*c = tcpConn{spare: c.spare}

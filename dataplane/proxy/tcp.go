@@ -30,23 +30,29 @@ type tcpListener struct {
 }
 
 // serve makes every loop accept on every listening socket. The kernel hashes each new
-// connection to one socket; if that socket's loop is busy or its thread is descheduled, an
-// idle loop takes the connection instead of leaving it queued (HAProxy's threads share
-// their listener the same way). The loser of a race gets EAGAIN, one cheap system call.
+// connection to one socket, whose home loop always accepts it; the other loops take it
+// too unless they hold more connections, so a busy or descheduled loop does not keep new
+// connections waiting and long ones end up spread evenly (HAProxy's threads share their
+// listener and hand connections to the least loaded one). The loser of a race gets
+// EAGAIN, one cheap system call.
 func (l *tcpListener) serve() error {
-	for _, ln := range l.lns {
+	for k, ln := range l.lns {
 		raw, err := ln.SyscallConn()
 		if err != nil {
 			return err
 		}
 		var fd int
 		raw.Control(func(s uintptr) { fd = int(s) })
+		home, err := loopAt(k)
+		if err != nil {
+			return err
+		}
 		for i := range l.lns {
-			lp, err := loopAt(i)
+			lp, err := loopAt(k + i)
 			if err != nil {
 				return err
 			}
-			a := &acceptor{l: l, lp: lp, fd: fd}
+			a := &acceptor{l: l, lp: lp, home: home, fd: fd}
 			l.acceptors = append(l.acceptors, a)
 			lp.do(a.start)
 		}
@@ -73,15 +79,23 @@ func (l *tcpListener) close() {
 type acceptor struct {
 	l       *tcpListener
 	lp      *loop
+	home    *loop // the loop that owns the socket; lp helps it when lp != home
 	fd      int
 	resume  int64 // when accepting starts again after running out of descriptors
 	stopped bool
 }
 
 func (a *acceptor) start(lp *loop) {
-	if !a.stopped {
-		lp.set(a.fd, a, unix.EPOLLIN)
+	if a.stopped {
+		return
 	}
+	mask := uint32(unix.EPOLLIN)
+	if lp != a.home {
+		// Told once per new connection (edge-triggered): a helper that leaves the
+		// connections to the home loop is not woken for them again and again.
+		mask |= unix.EPOLLET
+	}
+	lp.set(a.fd, a, mask)
 }
 
 func (a *acceptor) stop(lp *loop) {
@@ -95,6 +109,9 @@ func (a *acceptor) stop(lp *loop) {
 const acceptBurst = 4
 
 func (a *acceptor) ready(lp *loop, _ int, _ uint32) {
+	if lp != a.home && lp.conns.Load() > a.home.conns.Load() {
+		return // the home loop is less busy: it takes them
+	}
 	for range acceptBurst {
 		fd, src, aerr := acceptNow(a.fd)
 		switch aerr {
