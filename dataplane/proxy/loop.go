@@ -27,8 +27,9 @@ type loop struct {
 	wake int // an eventfd that tells the loop its inbox has work
 	file *os.File
 
-	handlers map[int32]watch
-	gen      uint32 // tells a registration from an earlier one of the same descriptor
+	handlers []watch // by descriptor: a slice, as descriptors are small numbers
+	gen      uint32  // tells a registration from an earlier one of the same descriptor
+	now      int64   // when the current batch of events was taken (unix nanoseconds)
 	timers   map[timer]struct{}
 	due      int64 // when the earliest timer falls due (unix nanoseconds); 0: none
 	armed    int64 // the deadline set on file
@@ -118,7 +119,7 @@ func newLoop() (*loop, error) {
 	}
 	return &loop{
 		ep: ep, wake: wake, file: os.NewFile(uintptr(ep), "l4lb-loop"),
-		handlers: map[int32]watch{}, timers: map[timer]struct{}{}, buf: make([]byte, chunk),
+		timers: map[timer]struct{}{}, buf: make([]byte, chunk),
 	}, nil
 }
 
@@ -134,33 +135,33 @@ func (lp *loop) do(f func(*loop)) {
 // set makes the loop watch fd for mask on behalf of h: it registers, changes or (mask 0)
 // unregisters it, so a socket nobody waits on cannot report a hang-up over and over.
 func (lp *loop) set(fd int, h handler, mask uint32) error {
-	w, ok := lp.handlers[int32(fd)]
-	if ok && w.h != h {
-		ok = false // a stale entry: that descriptor was closed and reused
+	if fd >= len(lp.handlers) {
+		lp.handlers = append(lp.handlers, make([]watch, fd+1-len(lp.handlers)+len(lp.handlers)/2)...)
 	}
+	w := &lp.handlers[fd]
+	ok := w.h == h // else nothing, or a stale entry: that descriptor was closed and reused
 	switch {
 	case ok && w.mask == mask:
 		return nil
 	case mask == 0:
 		if ok {
-			delete(lp.handlers, int32(fd))
+			*w = watch{}
 			return epollCtlNow(lp.ep, unix.EPOLL_CTL_DEL, fd, nil)
 		}
 		return nil
 	case ok:
 		w.mask = mask
-		lp.handlers[int32(fd)] = w
 		return epollCtlNow(lp.ep, unix.EPOLL_CTL_MOD, fd, &unix.EpollEvent{Events: mask, Fd: int32(fd), Pad: int32(w.gen)})
 	}
 	lp.gen++
-	lp.handlers[int32(fd)] = watch{h: h, gen: lp.gen, mask: mask}
+	*w = watch{h: h, gen: lp.gen, mask: mask}
 	return epollCtlNow(lp.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: mask, Fd: int32(fd), Pad: int32(lp.gen)})
 }
 
 // forget drops fd before it is closed (closing removes it from the epoll set).
 func (lp *loop) forget(fd int, h handler) {
-	if w, ok := lp.handlers[int32(fd)]; ok && w.h == h {
-		delete(lp.handlers, int32(fd))
+	if fd >= 0 && fd < len(lp.handlers) && lp.handlers[fd].h == h {
+		lp.handlers[fd] = watch{}
 	}
 }
 
@@ -183,6 +184,7 @@ func (lp *loop) run() {
 		err := raw.Read(func(uintptr) bool {
 			for {
 				now := time.Now().UnixNano()
+				lp.now = now
 				if lp.due != 0 && now >= lp.due {
 					lp.sweep() // due timers run even under constant load
 				}
@@ -206,7 +208,7 @@ func (lp *loop) run() {
 						lp.takeInbox()
 						continue
 					}
-					if w, ok := lp.handlers[ev.Fd]; ok && w.gen == uint32(ev.Pad) {
+					if w := lp.handlers[ev.Fd]; w.h != nil && w.gen == uint32(ev.Pad) {
 						w.h.ready(lp, int(ev.Fd), ev.Events)
 					}
 				}

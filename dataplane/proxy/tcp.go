@@ -472,7 +472,7 @@ func (c *tcpConn) read(lp *loop, i int, ended bool) bool {
 		f.eof = true
 	default:
 		f.bytes += int64(n)
-		c.seen = time.Now().UnixNano()
+		c.seen = lp.now // the batch's clock: idle timeouts need no finer one
 		if !c.dirty {
 			c.dirty = true
 			lp.count(c, c.seen)
