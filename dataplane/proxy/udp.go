@@ -281,32 +281,38 @@ func (us *udpSocket) session(lp *loop, client netip.AddrPort, now int64) *udpSes
 	}
 	u := us.u
 	cfg := u.cfg.Load()
-	if cfg.pool == nil || !cfg.spec.Allowed(client.Addr()) || u.active.Load() >= int64(cfg.spec.ConnectionLimit) {
+	if cfg.pool == nil || !cfg.spec.Allowed(client.Addr()) {
 		u.metrics.errors.Inc()
 		return nil
 	}
-	m := cfg.pool.pick(client, nil)
-	if m == nil {
+	// The session's place under connectionLimit is taken first, so the loops, which open
+	// sessions side by side, never go over it together.
+	if u.active.Add(1) > int64(cfg.spec.ConnectionLimit) {
+		u.active.Add(-1)
 		u.metrics.errors.Inc()
 		return nil
 	}
-	fd, err := socketNow(unix.SOCK_DGRAM, m.spec.Address)
-	if err != nil {
-		m.metrics.errors.Inc()
-		u.metrics.errors.Inc()
-		return nil
+	fd, m := -1, cfg.pool.pick(client, nil)
+	if m != nil {
+		var err error
+		if fd, err = socketNow(unix.SOCK_DGRAM, m.spec.Address); err != nil {
+			m.metrics.errors.Inc()
+		}
 	}
 	s := &udpSession{sock: us, client: client, fd: fd, m: m, seen: now, idle: int64(cfg.spec.TimeoutClientData)}
+	if fd < 0 || lp.set(fd, s, unix.EPOLLIN) != nil {
+		if fd >= 0 {
+			closeNow(fd)
+		}
+		u.active.Add(-1)
+		u.metrics.errors.Inc()
+		return nil
+	}
 	if s.idle <= 0 {
 		s.idle = int64(50 * time.Second)
 	}
 	s.nameLen = rawSockaddr(client, &s.name)
-	if lp.set(fd, s, unix.EPOLLIN) != nil {
-		closeNow(fd)
-		return nil
-	}
 	us.sessions[client] = s
-	u.active.Add(1)
 	lp.at(s, now+s.idle)
 	m.active.Add(1)
 	m.metrics.total.Inc()
