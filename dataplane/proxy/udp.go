@@ -27,7 +27,6 @@ type udpConfig struct {
 // ends. Datagrams are read and written in batches (recvmmsg, sendmmsg), so a busy session
 // costs a few system calls per batch, not one per datagram each way.
 type udpListener struct {
-	key     string
 	socks   []*udpSocket
 	cfg     atomic.Pointer[udpConfig]
 	active  atomic.Int64 // sessions, held against connectionLimit
@@ -68,7 +67,7 @@ func (s *Server) applyUDP(l model.Listener, pools map[string]*pool) error {
 		cur.close()
 		delete(s.udp, l.Key)
 	}
-	u := &udpListener{key: l.Key, metrics: s.metrics.listener(l.Key)}
+	u := &udpListener{metrics: s.metrics.listener(l.Key)}
 	u.cfg.Store(cfg)
 	for i := range max(1, runtime.GOMAXPROCS(0)) {
 		if err := u.open(i, l.Address); err != nil {
