@@ -423,27 +423,37 @@ func TestRemovedMemberDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hold.Close()
-	release := make(chan struct{})
+	release, accepted := make(chan struct{}), make(chan struct{}, 16)
 	go func() {
 		for {
 			c, err := hold.Accept()
 			if err != nil {
 				return
 			}
+			accepted <- struct{}{}
 			go func() { <-release; c.Write([]byte("c")); c.Close() }()
 		}
 	}()
 	c := &backend{name: "c", ln: hold, port: int32(hold.Addr().(*net.TCPAddr).Port)}
-	l := lb(ns, "lb", addr)
+	l, ln := lb(ns, "lb", addr), listener(ns, "l", "lb", 88)
 	p := pool(ns, "p", "l", c)
-	create(t, l, listener(ns, "l", "lb", 88), p)
+	create(t, l, ln, p)
 	expect(t, l, activeOnline, "", "")
+	// Serving starts once the agent has the pool: a client that came before would be
+	// refused, which is not what this test is about.
+	for _, o := range []client.Object{ln, p} {
+		expect(t, o, activeOnline, lbv1.ConditionReady, lbv1.ReasonReady)
+	}
 	open, err := net.Dial("tcp", addr+":88")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer open.Close()
-	time.Sleep(100 * time.Millisecond) // the proxy has connected it to c
+	select { // the proxy has connected it to c
+	case <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the proxy did not connect the client to c")
+	}
 	update(t, p, func() { p.Spec.Members = pool(ns, "p", "l", a, b).Spec.Members })
 	eventually(t, "new connections avoid the removed member", func() error {
 		for range 4 {
