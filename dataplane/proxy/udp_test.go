@@ -43,16 +43,21 @@ func freeUDPPort(t *testing.T) netip.AddrPort {
 	return c.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
-func TestUDPSessionsBalanceReplyFromTheVIPAndExpire(t *testing.T) {
-	a, b := udpEcho(t, "a"), udpEcho(t, "b")
+// udpListenerModel is a UDP listener on a free port whose round-robin pool holds the echoes
+// named by members (their names are the members' names).
+func udpListenerModel(t *testing.T, limit int, idle time.Duration, members map[string]netip.AddrPort) model.Listener {
 	l := model.Listener{
-		Key: "ns/u", Protocol: model.UDP, Address: freeUDPPort(t), ConnectionLimit: 100,
-		TimeoutClientData: 200 * time.Millisecond,
-		Pool: &model.Pool{Key: "ns/up", Protocol: model.PoolUDP, Algorithm: model.RoundRobin, Members: []model.Member{
-			{Name: "a", Address: a, MonitorAddress: a, Weight: 1, AdminStateUp: true},
-			{Name: "b", Address: b, MonitorAddress: b, Weight: 1, AdminStateUp: true},
-		}},
+		Key: "ns/u", Protocol: model.UDP, Address: freeUDPPort(t), ConnectionLimit: limit, TimeoutClientData: idle,
+		Pool: &model.Pool{Key: "ns/up", Protocol: model.PoolUDP, Algorithm: model.RoundRobin},
 	}
+	for name, a := range members {
+		l.Pool.Members = append(l.Pool.Members, model.Member{Name: name, Address: a, MonitorAddress: a, Weight: 1, AdminStateUp: true})
+	}
+	return l
+}
+
+func TestUDPSessionsBalanceReplyFromTheVIPAndExpire(t *testing.T) {
+	l := udpListenerModel(t, 100, 200*time.Millisecond, map[string]netip.AddrPort{"a": udpEcho(t, "a"), "b": udpEcho(t, "b")})
 	s := serve(t, l)
 	ask := func(c *net.UDPConn, msg string) string {
 		t.Helper()
@@ -104,13 +109,7 @@ func TestUDPSessionsBalanceReplyFromTheVIPAndExpire(t *testing.T) {
 // A burst of datagrams crosses the proxy (in runs sent with UDP segmentation offload, where
 // the kernel has it) and arrives as the same datagrams, each whole, both ways.
 func TestUDPBurstsKeepDatagramBoundaries(t *testing.T) {
-	a := udpEcho(t, "a")
-	l := model.Listener{
-		Key: "ns/u", Protocol: model.UDP, Address: freeUDPPort(t), ConnectionLimit: 100, TimeoutClientData: time.Minute,
-		Pool: &model.Pool{Key: "ns/up", Protocol: model.PoolUDP, Algorithm: model.RoundRobin, Members: []model.Member{
-			{Name: "a", Address: a, MonitorAddress: a, Weight: 1, AdminStateUp: true},
-		}},
-	}
+	l := udpListenerModel(t, 100, time.Minute, map[string]netip.AddrPort{"a": udpEcho(t, "a")})
 	serve(t, l)
 	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(l.Address))
 	if err != nil {
@@ -152,13 +151,7 @@ func TestUDPBurstsKeepDatagramBoundaries(t *testing.T) {
 // A UDP listener has a socket per core: clients spread over them, and connectionLimit still
 // counts the sessions of all of them together.
 func TestUDPSessionsSpreadOverCoresWithinOneLimit(t *testing.T) {
-	a := udpEcho(t, "a")
-	l := model.Listener{
-		Key: "ns/u", Protocol: model.UDP, Address: freeUDPPort(t), ConnectionLimit: 24, TimeoutClientData: time.Minute,
-		Pool: &model.Pool{Key: "ns/up", Protocol: model.PoolUDP, Algorithm: model.RoundRobin, Members: []model.Member{
-			{Name: "a", Address: a, MonitorAddress: a, Weight: 1, AdminStateUp: true},
-		}},
-	}
+	l := udpListenerModel(t, 24, time.Minute, map[string]netip.AddrPort{"a": udpEcho(t, "a")})
 	s := serve(t, l)
 	answered := 0
 	for range 32 {
