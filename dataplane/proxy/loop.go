@@ -20,8 +20,9 @@ import (
 // The sockets of connections are raw descriptors that Go's poller never sees, so a packet
 // wakes one poller, not two. The epoll descriptor itself is registered in Go's poller (as an
 // *os.File), so a loop with nothing to do parks its goroutine like any blocked read instead
-// of holding a thread in epoll_wait. Everything a loop owns is touched by its goroutine only;
-// other goroutines hand it work through do.
+// of holding a thread in epoll_wait. Only right after it relayed a request or a reply does a
+// loop wait in epoll_wait itself, for at most replyWait (see run). Everything a loop owns is
+// touched by its goroutine only; other goroutines hand it work through do.
 type loop struct {
 	ep   int
 	wake int // an eventfd that tells the loop its inbox has work
@@ -39,6 +40,7 @@ type loop struct {
 	free     []*tcpConn   // ended connections, reused so connections allocate (and collect) nothing
 	dirty    []*tcpConn   // connections whose bytes the metrics do not have yet
 	conns    atomic.Int64 // TCP connections the loop holds; other loops' acceptors read it
+	relayed  bool         // a request or reply went through since the loop last waited
 
 	mu    sync.Mutex
 	inbox []func(*loop)
@@ -64,6 +66,17 @@ type watch struct {
 // yieldEvery is how long a busy loop runs before it lets the scheduler run others, under
 // the runtime's 10 ms preemption limit.
 const yieldEvery = int64(5 * time.Millisecond)
+
+// replyWait is how long (in milliseconds, epoll_wait's unit) a loop that just relayed a
+// request or a reply waits in the kernel for the answer before it parks its goroutine.
+// Parking and waking through Go's poller costs a second epoll_wait and a scheduler round
+// per wake-up; under request/response load the machine then sat idle 7-8 % of the time
+// against HAProxy's 4-5 %, and waiting here brought it to HAProxy's (docs/benchmarks.md).
+// The loop keeps its processor while it waits, no longer than a busy loop would: the
+// runtime's signals (preemption, stopping the world) end the wait at once with EINTR, work
+// from other goroutines arrives through the wake eventfd, and the wait is short. Bulk
+// (spliced) traffic does not wait: there, parking measured faster.
+const replyWait = 1
 
 // minSweep bounds how often timers are checked: deadlines fire at most this late.
 const minSweep = int64(10 * time.Millisecond)
@@ -196,6 +209,10 @@ func (lp *loop) run() {
 					yielded = now
 				}
 				n, err := epollNow(lp.ep, events)
+				if n == 0 && err == nil && lp.relayed {
+					n, err = epollWaitNow(lp.ep, events, replyWait)
+				}
+				lp.relayed = false
 				if err == unix.EINTR {
 					continue
 				}

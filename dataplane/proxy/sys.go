@@ -7,11 +7,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The loop's system calls never block (non-blocking sockets, epoll_wait with no timeout,
-// close without lingering), so they are made without telling the scheduler: entering and
-// leaving a blocking system call costs more than most of these calls do, and a write on
-// loopback that takes over 20 µs makes the runtime hand the loop's processor to another
-// thread and wake one back. golang.org/x/sys/unix has no such variants, hence these.
+// The loop's system calls never block (non-blocking sockets, close without lingering) or
+// block for replyWait at most (epoll_wait), so they are made without telling the scheduler:
+// entering and leaving a blocking system call costs more than most of these calls do, and a
+// write on loopback that takes over 20 µs makes the runtime hand the loop's processor to
+// another thread and wake one back. golang.org/x/sys/unix has no such variants, hence these.
 
 func errnoErr(e unix.Errno) error {
 	if e != 0 {
@@ -61,7 +61,12 @@ func spliceNow(from, to, n int) (int, error) {
 }
 
 func epollNow(ep int, events []unix.EpollEvent) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
+	return epollWaitNow(ep, events, 0)
+}
+
+// epollWaitNow waits up to ms milliseconds; a signal to the thread ends it early (EINTR).
+func epollWaitNow(ep int, events []unix.EpollEvent, ms int) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), uintptr(ms), 0, 0)
 	if e != 0 {
 		return 0, e
 	}

@@ -483,6 +483,7 @@ func (c *tcpConn) read(lp *loop, i int, ended bool) bool {
 		// without another read, and the last bytes wait for the FIN to leave with them
 		// (one segment and one acknowledgement fewer, as HAProxy sends a closing reply).
 		f.eof = ended && n < len(lp.buf)
+		lp.relayed = true
 		w, err := sendNow(c.fds[1-i], lp.buf[:n], f.more())
 		if err != nil && err != unix.EAGAIN {
 			c.abort(lp)
