@@ -152,7 +152,7 @@ for p in l4lb haproxy; do
   sleep 1
 done
 
-# UDP through l4lb against the naive Go relay (D5), 1 and 100 flows, 64 and 1400 bytes, with
+# UDP through l4lb against the naive Go relay (D5), 1, 100 and 1000 flows, 64 and 1400 bytes, with
 # the CPU time each relay spent per echo (from /proc, in clock ticks of 10 ms).
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 udprun() { # key port pid
@@ -163,7 +163,7 @@ udprun() { # key port pid
   add "udpcpu_$1_${flows}_$size" "$(python3 -c "print(($(ticks "$3") - $t0) * 10000 / ($rate * $DUR))")"
 }
 for _ in $(seq "$ROUNDS"); do
-  for flows in 1 100; do
+  for flows in 1 100 1000; do
     for size in 64 1400; do
       udprun naive 17001 "$relay_pid"
       udprun l4lb 17002 "$l4lb_pid"
@@ -196,7 +196,7 @@ echo "| l4lb | ${r[d8_plain]} | ${r[d8_proxied]} | $(ratio ${r[d8_proxied]} ${r[
 echo
 echo "| UDP | echoes/s, naive Go relay | echoes/s, l4lb | l4lb / naive | relay CPU µs per echo, naive | l4lb | l4lb / naive |"
 echo "|---|---|---|---|---|---|---|"
-for flows in 1 100; do
+for flows in 1 100 1000; do
   for size in 64 1400; do
     k=${flows}_$size
     echo "| $flows flows, $size B | ${r[udp_naive_$k]} | ${r[udp_l4lb_$k]} | $(ratio ${r[udp_l4lb_$k]} ${r[udp_naive_$k]}) | ${r[udpcpu_naive_$k]} | ${r[udpcpu_l4lb_$k]} | $(ratio ${r[udpcpu_l4lb_$k]} ${r[udpcpu_naive_$k]}) |"
