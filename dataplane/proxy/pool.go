@@ -39,9 +39,17 @@ type pool struct {
 	sticky  *stickyTable // SOURCE_IP session persistence; nil without
 }
 
-func newPool(spec model.Pool, members []*member) *pool {
+// newPool makes the runtime of spec. prev is the pool of that key before a reconfiguration,
+// if any: its session persistence table carries over while the persistence settings stay,
+// since the model is applied whole and any change anywhere would otherwise move every
+// persistent client.
+func newPool(spec model.Pool, members []*member, prev *pool) *pool {
 	p := &pool{spec: spec, members: members}
-	if spec.Persistence != nil {
+	switch {
+	case spec.Persistence == nil:
+	case prev != nil && prev.sticky != nil && *prev.spec.Persistence == *spec.Persistence:
+		p.sticky = prev.sticky.carry(members)
+	default:
 		p.sticky = newStickyTable(spec.Persistence)
 	}
 	p.rebuild()
@@ -137,6 +145,26 @@ func (s *stickyTable) mask(a netip.Addr) netip.Addr {
 		return a
 	}
 	return p.Addr()
+}
+
+// carry points the table's entries at members, the pool's runtimes after a reconfiguration
+// (a member whose weight changed has a new one), and forgets the clients of removed members.
+func (s *stickyTable) carry(members []*member) *stickyTable {
+	byKey := make(map[string]*member, len(members))
+	for _, m := range members {
+		byKey[memberKey(m.pool, m.spec)] = m
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, e := range s.entries {
+		if m := byKey[memberKey(e.m.pool, e.m.spec)]; m != nil {
+			e.m = m
+			s.entries[k] = e
+		} else {
+			delete(s.entries, k)
+		}
+	}
+	return s
 }
 
 func (s *stickyTable) get(a netip.Addr) *member {

@@ -105,7 +105,17 @@ func serve(t *testing.T, ls ...model.Listener) *Server {
 // get connects through the proxy and returns what the member answered ("" when refused).
 func get(t *testing.T, addr netip.AddrPort) (string, error) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
+	return getFrom(t, "", addr)
+}
+
+// getFrom is get from the source address src (another loopback address, say).
+func getFrom(t *testing.T, src string, addr netip.AddrPort) (string, error) {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
+	c, err := d.Dial("tcp", addr.String())
 	if err != nil {
 		return "", err
 	}
@@ -159,6 +169,56 @@ func TestWeightsAndDrain(t *testing.T) {
 			t.Fatalf("drained member got a new connection")
 		}
 	}
+}
+
+// SOURCE_IP persistence keeps a client on its member, where round robin would alternate: a
+// client of the same network (persistenceGranularity) too, and after a reconfiguration that
+// keeps the pool (a member added).
+func TestSessionPersistenceKeepsAClientOnItsMember(t *testing.T) {
+	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
+	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), mem("b", b, 1))
+	l.Pool.Persistence = &model.Persistence{Timeout: time.Minute, Bits: 24}
+	s := serve(t, l)
+	first := answers(t, l.Address, 1)[0]
+	stays := func(when, src string) {
+		t.Helper()
+		for range 4 {
+			got, err := getFrom(t, src, l.Address)
+			if err != nil {
+				t.Fatalf("%s: %v", when, err)
+			}
+			if got != first {
+				t.Fatalf("%s: client %s went to %q, its member is %q", when, src, got, first)
+			}
+		}
+	}
+	stays("at first", "127.0.0.1")
+	stays("from the same /24", "127.0.0.2")
+	l.Pool.Members = append(l.Pool.Members, mem("c", c, 1))
+	if failed := s.Apply(model.Model{Listeners: []model.Listener{l}}); len(failed) > 0 {
+		t.Fatal(failed)
+	}
+	// A client of another network comes first, so a forgotten table would show: round robin
+	// would give 127.0.0.1 the next member.
+	if _, err := getFrom(t, "127.0.1.1", l.Address); err != nil {
+		t.Fatal(err)
+	}
+	stays("after a member was added", "127.0.0.1")
+	// A member whose weight changes gets a new runtime; its clients stay with it.
+	for i := range l.Pool.Members {
+		if l.Pool.Members[i].Name == first {
+			l.Pool.Members[i].Weight = 2
+		}
+	}
+	if failed := s.Apply(model.Model{Listeners: []model.Listener{l}}); len(failed) > 0 {
+		t.Fatal(failed)
+	}
+	for _, other := range []string{"127.0.2.1", "127.0.3.1"} {
+		if _, err := getFrom(t, other, l.Address); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stays("after its weight changed", "127.0.0.1")
 }
 
 func TestBackupTakesOverAndReturns(t *testing.T) {

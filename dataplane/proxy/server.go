@@ -102,7 +102,7 @@ func (s *Server) Apply(m model.Model) map[string]error {
 			members[k] = rm
 			runtime = append(runtime, rm)
 		}
-		pools[p.Key] = newPool(*p, runtime)
+		pools[p.Key] = newPool(*p, runtime, s.pools[p.Key])
 	}
 	for k, old := range s.members {
 		if _, kept := members[k]; !kept {
