@@ -579,6 +579,30 @@ func TestHalfCloseAndIntegrity(t *testing.T) {
 	}
 }
 
+// The model is applied whole, whatever changed: a change to another load balancer must not
+// restart this pool's round robin, or frequent changes would send every client to the
+// first member.
+func TestOtherChangesKeepRoundRobinTurning(t *testing.T) {
+	a, b, other := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "other")
+	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), mem("b", b, 1))
+	l2 := listenerModel(t, model.RoundRobin, mem("other", other, 1))
+	l2.Key, l2.Pool.Key = "ns/l2", "ns/p2"
+	s := serve(t, l, l2)
+	var got []string
+	for i := range 4 {
+		got = append(got, answers(t, l.Address, 1)[0])
+		l2.Pool.Members[0].Weight = 2 + i
+		if failed := s.Apply(model.Model{Listeners: []model.Listener{l, l2}}); len(failed) > 0 {
+			t.Fatal(failed)
+		}
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] == got[i-1] {
+			t.Fatalf("answers do not alternate across changes to another pool: %v", got)
+		}
+	}
+}
+
 func TestReconfigurationUnderLoadFailsNothing(t *testing.T) {
 	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
 	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), mem("b", b, 1))

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"reflect"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -101,6 +103,13 @@ func (s *Server) Apply(m model.Model) map[string]error {
 			rm.metrics.up.Set(boolFloat(rm.up.Load()))
 			members[k] = rm
 			runtime = append(runtime, rm)
+		}
+		if prev := s.pools[p.Key]; prev != nil && slices.Equal(prev.members, runtime) && reflect.DeepEqual(prev.spec, *p) {
+			// Unchanged: keep it whole, with its round robin's turn. The model is applied
+			// whole, and a fresh selector on every change elsewhere would start each pool
+			// at its first member again.
+			pools[p.Key] = prev
+			continue
 		}
 		pools[p.Key] = newPool(*p, runtime, s.pools[p.Key])
 	}
