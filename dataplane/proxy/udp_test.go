@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,5 +182,67 @@ func TestUDPSessionsSpreadOverCoresWithinOneLimit(t *testing.T) {
 		if n := <-c; n == 0 {
 			t.Errorf("socket %d holds no session of 24: clients did not spread over the cores", i)
 		}
+	}
+}
+
+// A burst that arrives while every loop is busy waits in the listener's queue instead of
+// being dropped: the kernel's default queue holds about 270 small datagrams.
+func TestUDPBurstWaitsForBusyLoops(t *testing.T) {
+	if os.Geteuid() != 0 {
+		b, _ := os.ReadFile("/proc/sys/net/core/rmem_max")
+		if rmemMax, _ := strconv.Atoi(strings.TrimSpace(string(b))); rmemMax < listenerBuffer {
+			t.Skip("needs root (to pass net.core.rmem_max) or net.core.rmem_max >= 4 MiB")
+		}
+	}
+	member, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer member.Close()
+	member.SetReadBuffer(8 << 20)
+	l := udpListenerModel(t, 100, time.Minute, map[string]netip.AddrPort{"a": member.LocalAddr().(*net.UDPAddr).AddrPort()})
+	serve(t, l)
+	client, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(l.Address))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	// The session opens first, so the burst below only waits for the loops.
+	client.Write([]byte("hello"))
+	member.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2048)
+	if _, err := member.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+
+	const burst = 2000
+	release := make(chan struct{})
+	for i := range runtime.GOMAXPROCS(0) {
+		lp, err := loopAt(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held := make(chan struct{})
+		lp.do(func(*loop) { close(held); <-release })
+		<-held
+	}
+	msg := make([]byte, 64)
+	for range burst {
+		if _, err := client.Write(msg); err != nil {
+			close(release)
+			t.Fatal(err)
+		}
+	}
+	close(release)
+	got := 0
+	for got < burst {
+		member.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := member.Read(buf); err != nil {
+			break
+		}
+		got++
+	}
+	if got != burst {
+		t.Fatalf("the member got %d of a burst of %d datagrams sent while the loops were busy", got, burst)
 	}
 }
