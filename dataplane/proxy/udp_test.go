@@ -37,6 +37,18 @@ func udpEcho(t *testing.T, name string) netip.AddrPort {
 	return c.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
+// udpClient is a socket connected to addr, closed with the test. A connected socket only
+// accepts replies from the address it sent to: the VIP.
+func udpClient(t *testing.T, addr netip.AddrPort) *net.UDPConn {
+	t.Helper()
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func freeUDPPort(t *testing.T) netip.AddrPort {
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -80,11 +92,7 @@ func TestUDPSessionsBalanceReplyFromTheVIPAndExpire(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for range 4 {
-		// A connected socket only accepts replies from the address it sent to: the VIP.
-		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(l.Address))
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := udpClient(t, l.Address)
 		first := ask(c, "x")
 		if again := ask(c, "y"); again[:1] != first[:1] {
 			t.Fatalf("one client's session moved from %s to %s", first, again)
@@ -114,11 +122,7 @@ func TestUDPSessionsBalanceReplyFromTheVIPAndExpire(t *testing.T) {
 func TestUDPBurstsKeepDatagramBoundaries(t *testing.T) {
 	l := udpListenerModel(t, 100, time.Minute, map[string]netip.AddrPort{"a": udpEcho(t, "a")})
 	serve(t, l)
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(l.Address))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := udpClient(t, l.Address)
 	c.SetReadBuffer(1 << 20)
 	want := map[string]bool{}
 	var burst []ipv4.Message
@@ -158,11 +162,7 @@ func TestUDPSessionsSpreadOverCoresWithinOneLimit(t *testing.T) {
 	s := serve(t, l)
 	answered := 0
 	for range 32 {
-		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(l.Address))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		c := udpClient(t, l.Address)
 		c.Write([]byte("x"))
 		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 		if _, err := c.Read(make([]byte, 64)); err == nil {
@@ -202,11 +202,7 @@ func TestUDPBurstWaitsForBusyLoops(t *testing.T) {
 	member.SetReadBuffer(8 << 20)
 	l := udpListenerModel(t, 100, time.Minute, map[string]netip.AddrPort{"a": member.LocalAddr().(*net.UDPAddr).AddrPort()})
 	serve(t, l)
-	client, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(l.Address))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	client := udpClient(t, l.Address)
 	// The session opens first, so the burst below only waits for the loops.
 	client.Write([]byte("hello"))
 	member.SetReadDeadline(time.Now().Add(5 * time.Second))
