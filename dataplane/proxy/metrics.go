@@ -6,9 +6,11 @@ import (
 
 // Metrics are the dataplane's Prometheus metrics, named after Octavia's statistics
 // (bytes_in, bytes_out, active_connections, total_connections, request_errors) per listener
-// and per member, plus member health.
+// and per member, plus member health and the datagrams the kernel dropped before a UDP
+// listener could take them.
 type Metrics struct {
 	bytesIn, bytesOut, total, errors *prometheus.CounterVec
+	dropped                          *prometheus.CounterVec
 	active                           *prometheus.GaugeVec
 	memberBytesIn, memberBytesOut    *prometheus.CounterVec
 	memberTotal, memberErrors        *prometheus.CounterVec
@@ -31,6 +33,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		total:          c("listener_connections_total", "Connections (UDP: sessions) accepted.", l),
 		errors:         c("listener_request_errors_total", "Connections refused or failed: not allowed, over the limit, no member.", l),
 		active:         g("listener_active_connections", "Open connections (UDP: sessions).", l),
+		dropped:        c("listener_datagrams_dropped_total", "UDP datagrams the kernel dropped on a full listener socket queue.", l),
 		memberBytesIn:  c("member_bytes_in_total", "Bytes sent to the member.", m),
 		memberBytesOut: c("member_bytes_out_total", "Bytes received from the member.", m),
 		memberTotal:    c("member_connections_total", "Connections made to the member.", m),
@@ -39,7 +42,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		memberUp:       g("member_up", "1 when the member passes its health monitor (or has none).", m),
 	}
 	if reg != nil {
-		reg.MustRegister(x.bytesIn, x.bytesOut, x.total, x.errors, x.active,
+		reg.MustRegister(x.bytesIn, x.bytesOut, x.total, x.errors, x.active, x.dropped,
 			x.memberBytesIn, x.memberBytesOut, x.memberTotal, x.memberErrors, x.memberActive, x.memberUp)
 	}
 	return x
@@ -48,6 +51,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // listenerMetrics are one listener's series, looked up once so connections touch no map.
 type listenerMetrics struct {
 	bytesIn, bytesOut, total, errors prometheus.Counter
+	dropped                          prometheus.Counter
 	active                           prometheus.Gauge
 }
 
@@ -55,12 +59,12 @@ func (x *Metrics) listener(key string) *listenerMetrics {
 	return &listenerMetrics{
 		bytesIn: x.bytesIn.WithLabelValues(key), bytesOut: x.bytesOut.WithLabelValues(key),
 		total: x.total.WithLabelValues(key), errors: x.errors.WithLabelValues(key),
-		active: x.active.WithLabelValues(key),
+		active: x.active.WithLabelValues(key), dropped: x.dropped.WithLabelValues(key),
 	}
 }
 
 func (x *Metrics) forgetListener(key string) {
-	for _, v := range []*prometheus.CounterVec{x.bytesIn, x.bytesOut, x.total, x.errors} {
+	for _, v := range []*prometheus.CounterVec{x.bytesIn, x.bytesOut, x.total, x.errors, x.dropped} {
 		v.DeleteLabelValues(key)
 	}
 	x.active.DeleteLabelValues(key)

@@ -73,6 +73,18 @@ func epollWaitNow(ep int, events []unix.EpollEvent, ms int) (int, error) {
 	return int(n), nil
 }
 
+// socketDropsNow is how many packets the kernel dropped for the socket, nearly all on a full
+// receive queue: SO_MEMINFO's SK_MEMINFO_DROPS (which x/sys does not name), as in the drops
+// column of /proc/net/udp.
+func socketDropsNow(fd int) uint32 {
+	var info [9]uint32 // SK_MEMINFO_VARS
+	size := uint32(unsafe.Sizeof(info))
+	if _, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_MEMINFO, ptr(&info), ptr(&size), 0); e != 0 {
+		return 0
+	}
+	return info[8] // SK_MEMINFO_DROPS
+}
+
 func epollCtlNow(ep, op, fd int, ev *unix.EpollEvent) error {
 	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(ep), uintptr(op), uintptr(fd), ptr(ev), 0, 0)
 	return errnoErr(e)

@@ -42,6 +42,7 @@ type udpSocket struct {
 	fd       int
 	lp       *loop
 	sessions map[netip.AddrPort]*udpSession // touched by the loop only
+	drops    uint32                         // the kernel's drop count, as last added to the metrics
 }
 
 type udpSession struct {
@@ -76,7 +77,10 @@ func (s *Server) applyUDP(l model.Listener, pools map[string]*pool) error {
 		}
 	}
 	for _, us := range u.socks {
-		us.lp.do(func(lp *loop) { lp.set(us.fd, us, unix.EPOLLIN) })
+		us.lp.do(func(lp *loop) {
+			lp.set(us.fd, us, unix.EPOLLIN)
+			lp.at(us, time.Now().UnixNano()+countEvery)
+		})
 	}
 	s.udp[l.Key] = u
 	return nil
@@ -122,6 +126,8 @@ func (u *udpListener) close() {
 	for _, us := range u.socks {
 		wg.Add(1)
 		us.lp.do(func(lp *loop) {
+			us.countDrops()
+			delete(lp.timers, us)
 			lp.set(us.fd, us, 0)
 			lp.forget(us.fd, us)
 			for _, s := range us.sessions {
@@ -257,6 +263,19 @@ func sendmmsgNow(fd int, h []unix.Mmsghdr) (int, error) {
 		return 0, e
 	}
 	return int(n), nil
+}
+
+// expire brings the listener's dropped-datagrams metric up to date, every countEvery.
+func (us *udpSocket) expire(_ *loop, now int64) int64 {
+	us.countDrops()
+	return now + countEvery
+}
+
+func (us *udpSocket) countDrops() {
+	if d := socketDropsNow(us.fd); d != us.drops {
+		us.u.metrics.dropped.Add(float64(d - us.drops)) // uint32 arithmetic: wraps as the kernel's count does
+		us.drops = d
+	}
 }
 
 // ready relays what clients sent to the listener to their sessions' members.

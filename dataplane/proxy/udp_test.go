@@ -8,8 +8,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"golang.org/x/net/ipv4"
 
@@ -185,6 +188,53 @@ func TestUDPSessionsSpreadOverCoresWithinOneLimit(t *testing.T) {
 	}
 }
 
+// holdLoops blocks every loop until the returned function is called.
+func holdLoops(t *testing.T) (release func()) {
+	t.Helper()
+	ch := make(chan struct{})
+	for i := range runtime.GOMAXPROCS(0) {
+		lp, err := loopAt(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held := make(chan struct{})
+		lp.do(func(*loop) { close(held); <-ch })
+		<-held
+	}
+	return sync.OnceFunc(func() { close(ch) })
+}
+
+// What the kernel drops on a full listener queue shows in the listener's metrics.
+func TestUDPDropsAreCounted(t *testing.T) {
+	l := udpListenerModel(t, 100, time.Minute, map[string]netip.AddrPort{"a": udpEcho(t, "a")})
+	reg := prometheus.NewRegistry()
+	s := New(Options{Registerer: reg})
+	if failed := s.Apply(model.Model{Listeners: []model.Listener{l}}); len(failed) > 0 {
+		t.Fatal(failed)
+	}
+	t.Cleanup(s.Close)
+	client := udpClient(t, l.Address)
+	release := holdLoops(t)
+	defer release()
+	// Far more than the 4 MiB queue holds: 20 000 datagrams of 1400 bytes.
+	msg := make([]byte, 1400)
+	for range 20000 {
+		client.Write(msg)
+	}
+	release()
+	dropped := func() float64 { return value(t, s.metrics.dropped.WithLabelValues(l.Key)) }
+	deadline := time.Now().Add(10 * time.Second)
+	for dropped() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("20 000 datagrams against a held listener, and no drop counted after 10 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if d := dropped(); d >= 20000 {
+		t.Fatalf("%v of 20 000 datagrams counted as dropped: the queue took none", d)
+	}
+}
+
 // A burst that arrives while every loop is busy waits in the listener's queue instead of
 // being dropped: the kernel's default queue holds about 270 small datagrams.
 func TestUDPBurstWaitsForBusyLoops(t *testing.T) {
@@ -212,24 +262,15 @@ func TestUDPBurstWaitsForBusyLoops(t *testing.T) {
 	}
 
 	const burst = 2000
-	release := make(chan struct{})
-	for i := range runtime.GOMAXPROCS(0) {
-		lp, err := loopAt(i)
-		if err != nil {
-			t.Fatal(err)
-		}
-		held := make(chan struct{})
-		lp.do(func(*loop) { close(held); <-release })
-		<-held
-	}
+	release := holdLoops(t)
+	defer release()
 	msg := make([]byte, 64)
 	for range burst {
 		if _, err := client.Write(msg); err != nil {
-			close(release)
 			t.Fatal(err)
 		}
 	}
-	close(release)
+	release()
 	got := 0
 	for got < burst {
 		member.SetReadDeadline(time.Now().Add(2 * time.Second))
