@@ -357,8 +357,16 @@ func (s *udpSession) ready(lp *loop, _ int, _ uint32) {
 	d := lp.datagrams()
 	d.prepare()
 	n, err := recvmmsgNow(s.fd, d.hdrs[:])
+	if err == unix.ECONNREFUSED {
+		// ICMP port unreachable: nothing listens there. The session ends, so the client's
+		// next datagram opens one on another member instead of vanishing until the idle
+		// timeout.
+		s.m.metrics.errors.Inc()
+		s.finish(lp)
+		return
+	}
 	if err != nil || n == 0 {
-		return // an ICMP error (the member's port closed) and the like: the session idles out
+		return
 	}
 	out := d.send(s.sock.fd, 0, n, (*byte)(unsafe.Pointer(&s.name)), s.nameLen)
 	s.seen = time.Now().UnixNano()

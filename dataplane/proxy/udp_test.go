@@ -188,6 +188,35 @@ func TestUDPSessionsSpreadOverCoresWithinOneLimit(t *testing.T) {
 	}
 }
 
+// A member whose port is closed answers with ICMP port unreachable: its session ends at
+// once, so the client's next datagram opens a session on another member instead of
+// vanishing until the idle timeout (a pool without a health monitor has nothing else to
+// tell it).
+func TestUDPSessionToAClosedPortMovesOn(t *testing.T) {
+	closed := freeUDPPort(t)
+	l := udpListenerModel(t, 100, time.Minute, map[string]netip.AddrPort{"a": udpEcho(t, "a"), "b": closed})
+	s := serve(t, l)
+	buf := make([]byte, 64)
+	for i := range 4 {
+		c := udpClient(t, l.Address)
+		answered := false
+		for range 3 {
+			c.Write([]byte("x"))
+			c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			if n, err := c.Read(buf); err == nil && string(buf[:n]) == "a:x" {
+				answered = true
+				break
+			}
+		}
+		if !answered {
+			t.Fatalf("client %d: no answer in three tries; its session stays on the closed port", i)
+		}
+	}
+	if e := value(t, s.metrics.memberErrors.WithLabelValues(l.Pool.Key, "b", closed.String())); e == 0 {
+		t.Error("the closed member's errors were not counted")
+	}
+}
+
 // holdLoops blocks every loop until the returned function is called.
 func holdLoops(t *testing.T) (release func()) {
 	t.Helper()
