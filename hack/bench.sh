@@ -29,6 +29,9 @@ go build -o "$work/l4lb" . && go build -o "$work/bench" ./hack/bench
 "$work/bench" udp-echo 127.0.0.1:17000 & pids+=($!)
 "$work/bench" udp-relay 127.0.0.1:17001 127.0.0.1:17000 & relay_pid=$!; pids+=($relay_pid)
 iperf3 -s -B 127.0.0.1 -p 15201 >/dev/null 2>&1 & pids+=($!)
+# iperf3 3.12 runs all its streams in one thread, and a server takes one test at a time: eight
+# streams from eight processes need eight servers (ports 15211-15218), and as many listeners.
+for i in {1..8}; do iperf3 -s -B 127.0.0.1 -p "1521$i" >/dev/null 2>&1 & pids+=($!); done
 "$work/bench" sink 127.0.0.1:16000 & pids+=($!)
 
 # served NAME PROTOCOL PORT POOL-PROTOCOL MEMBER-PORT [LISTENER-FIELDS]: a listener on the VIP
@@ -56,6 +59,7 @@ spec: {provider: static, vip: {address: 127.0.0.1}}
 YAML
   served http TCP 28080 TCP 18080
   served bulk TCP 25201 TCP 15201
+  for i in {1..8}; do served "bulk$i" TCP "2521$i" TCP "1521$i"; done
   served udp UDP 17002 UDP 17000
   # D8: the same bulk transfer through a plain pool and through a PROXYV2 pool with every
   # timeout set (metrics are always on).
@@ -85,6 +89,7 @@ frontend bulk
   default_backend bulk
 backend bulk
   server a 127.0.0.1:15201
+$(for i in {1..8}; do printf 'frontend bulk%s\n  bind 127.0.0.1:3521%s\n  default_backend bulk%s\nbackend bulk%s\n  server a 127.0.0.1:1521%s\n' "$i" "$i" "$i" "$i" "$i"; done)
 CFG
 haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & haproxy_pid=$!; pids+=($haproxy_pid)
 sleep 1
@@ -97,6 +102,12 @@ paths=(direct l4lb haproxy)
 iperf() { # port streams -> Gbit/s
   iperf3 -c 127.0.0.1 -p "$1" -P "$2" -t "$DUR" -J 2>/dev/null |
     python3 -c 'import json,sys; print("%.1f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+}
+iperf8() { # port-base -> Gbit/s of eight single-stream iperf3 processes to ports base+1..8
+  local i clients=()
+  for i in {1..8}; do iperf3 -c 127.0.0.1 -p $(($1 + i)) -t "$DUR" -J >"$work/iperf.$i" 2>/dev/null & clients+=($!); done
+  wait "${clients[@]}"
+  python3 -c 'import json,sys; print("%.1f" % (sum(json.load(open(f))["end"]["sum_received"]["bits_per_second"] for f in sys.argv[1:])/1e9))' "$work"/iperf.{1..8}
 }
 wrkrun() { # concurrency port extra-args -> "rps p50ms p99ms"
   local c=$1; shift
@@ -120,6 +131,7 @@ add() { r[$1]="${r[$1]:-} $2"; }
 for _ in $(seq "$ROUNDS"); do
   for p in "${paths[@]}"; do add "bulk1_$p" "$(iperf "${port_bulk[$p]}" 1)"; done
   for p in "${paths[@]}"; do add "bulk8_$p" "$(iperf "${port_bulk[$p]}" 8)"; done
+  for p in "${paths[@]}"; do add "bulk8p_$p" "$(iperf8 $((${port_bulk[$p]} + 9)))"; done
   # D2 asks for 16 to 256 concurrent connections: 64 is the headline, 16 and 256 the ends.
   for conc in 16 64 256; do
     for p in "${paths[@]}"; do
@@ -180,6 +192,7 @@ cat <<TABLE
 |---|---|---|---|---|---|
 | bulk TCP, 1 stream (Gbit/s) | ${r[bulk1_direct]} | ${r[bulk1_l4lb]} | ${r[bulk1_haproxy]} | $(ratio ${r[bulk1_l4lb]} ${r[bulk1_haproxy]}) | $(ratio ${r[bulk1_l4lb]} ${r[bulk1_direct]}) |
 | bulk TCP, 8 streams (Gbit/s) | ${r[bulk8_direct]} | ${r[bulk8_l4lb]} | ${r[bulk8_haproxy]} | $(ratio ${r[bulk8_l4lb]} ${r[bulk8_haproxy]}) | $(ratio ${r[bulk8_l4lb]} ${r[bulk8_direct]}) |
+| bulk TCP, 8 streams from 8 processes (Gbit/s) | ${r[bulk8p_direct]} | ${r[bulk8p_l4lb]} | ${r[bulk8p_haproxy]} | $(ratio ${r[bulk8p_l4lb]} ${r[bulk8p_haproxy]}) | $(ratio ${r[bulk8p_l4lb]} ${r[bulk8p_direct]}) |
 $(for conc in 64 16 256; do
   k=cps$conc
   echo "| short connections (req/s, $conc concurrent) | ${r[${k}_direct]} | ${r[${k}_l4lb]} | ${r[${k}_haproxy]} | $(ratio ${r[${k}_l4lb]} ${r[${k}_haproxy]}) | $(ratio ${r[${k}_l4lb]} ${r[${k}_direct]}) |"
