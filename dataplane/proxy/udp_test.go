@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/net/ipv4"
 
+	"github.com/l4lb/l4lb/dataplane/health"
 	"github.com/l4lb/l4lb/dataplane/model"
 )
 
@@ -52,6 +53,21 @@ func udpClient(t *testing.T, addr netip.AddrPort) *net.UDPConn {
 	return c
 }
 
+// askUDP sends msg on c and returns the reply and where it came from.
+func askUDP(t *testing.T, c *net.UDPConn, msg string) (string, netip.AddrPort) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	n, from, err := c.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(buf[:n]), from
+}
+
 func freeUDPPort(t *testing.T) netip.AddrPort {
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -79,19 +95,11 @@ func TestUDPSessionsBalanceReplyFromTheVIPAndExpire(t *testing.T) {
 	s := serve(t, l)
 	ask := func(c *net.UDPConn, msg string) string {
 		t.Helper()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Write([]byte(msg)); err != nil {
-			t.Fatal(err)
-		}
-		buf := make([]byte, 2048)
-		n, from, err := c.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
+		reply, from := askUDP(t, c, msg)
 		if from != l.Address {
 			t.Fatalf("reply came from %v, not the listener %v", from, l.Address)
 		}
-		return string(buf[:n])
+		return reply
 	}
 	seen := map[string]bool{}
 	for range 4 {
@@ -214,6 +222,21 @@ func TestUDPSessionToAClosedPortMovesOn(t *testing.T) {
 	}
 	if e := value(t, s.metrics.memberErrors.WithLabelValues(l.Pool.Key, "b", closed.String())); e == 0 {
 		t.Error("the closed member's errors were not counted")
+	}
+}
+
+// A session whose member fails its health monitor moves to a member that is up with the
+// client's next datagram: a datagram flow has no connection on the member to keep.
+func TestUDPSessionLeavesAMemberMarkedDown(t *testing.T) {
+	members := map[string]netip.AddrPort{"a": udpEcho(t, "a"), "b": udpEcho(t, "b")}
+	l := udpListenerModel(t, 100, time.Minute, members)
+	s := serve(t, l)
+	c := udpClient(t, l.Address)
+	first, _ := askUDP(t, c, "x")
+	first = first[:1] // the member's name
+	s.onHealth(health.Event{Pool: l.Pool.Key, Member: first, Address: members[first], Up: false, Reason: "test"})
+	if now, _ := askUDP(t, c, "y"); now[:1] == first {
+		t.Fatalf("the session stayed on member %s after it was marked down", first)
 	}
 }
 
