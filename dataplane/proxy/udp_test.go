@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/dataplane/health"
 	"github.com/l4lb/l4lb/dataplane/model"
@@ -301,7 +301,16 @@ func TestUDPBurstWaitsForBusyLoops(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer member.Close()
-	member.SetReadBuffer(8 << 20)
+	// The member must not drop the burst either: as large a queue as the listener's.
+	raw, err := member.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, listenerBuffer) != nil {
+			member.SetReadBuffer(listenerBuffer)
+		}
+	})
 	l := udpListenerModel(t, 100, time.Minute, map[string]netip.AddrPort{"a": member.LocalAddr().(*net.UDPAddr).AddrPort()})
 	serve(t, l)
 	client := udpClient(t, l.Address)
