@@ -20,9 +20,19 @@ type member struct {
 	up      atomic.Bool
 	active  atomic.Int64
 	metrics *memberMetrics
+	next    atomic.Pointer[member] // the runtime that replaced this one when the member changed
 }
 
 func (m *member) eligible() bool { return m.spec.AdminStateUp && m.spec.Weight > 0 && m.up.Load() }
+
+// current follows m to the member's runtime now: what holds m since before a change of the
+// member (a UDP session) sees its health and flags from then on.
+func (m *member) current() *member {
+	for n := m.next.Load(); n != nil; n = m.next.Load() {
+		m = n
+	}
+	return m
+}
 
 // choice is the set of members new connections may go to, with its selector. It is rebuilt
 // whenever membership or health changes and swapped atomically.

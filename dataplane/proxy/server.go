@@ -90,6 +90,7 @@ func (s *Server) Apply(m model.Model) map[string]error {
 				if old != nil { // same member, new weight or flags: keep its state
 					rm.up.Store(old.up.Load())
 					rm.active.Store(old.active.Load())
+					old.next.Store(rm)
 				} else {
 					rm.up.Store(true)
 				}

@@ -307,12 +307,13 @@ func (us *udpSocket) ready(lp *loop, _ int, _ uint32) {
 // session finds or opens the client's session; nil when the client is refused.
 func (us *udpSocket) session(lp *loop, client netip.AddrPort, now int64) *udpSession {
 	if s := us.sessions[client]; s != nil {
-		if s.m.up.Load() {
+		if m := s.m.current(); m.up.Load() && m.spec.AdminStateUp {
 			return s
 		}
-		// Its member failed its health monitor. A datagram flow holds no connection on the
-		// member to keep, so the client moves to a member that is up (LVS does the same
-		// with expire_nodest_conn).
+		// Its member failed its health monitor or was disabled. A datagram flow holds no
+		// connection on the member to keep, so the client moves to a member that is up
+		// (LVS does the same with expire_nodest_conn). A member that drains (weight 0, or
+		// removed) keeps its sessions until they idle out.
 		s.finish(lp)
 	}
 	u := us.u

@@ -240,6 +240,59 @@ func TestUDPSessionLeavesAMemberMarkedDown(t *testing.T) {
 	}
 }
 
+// The same holds after a reconfiguration changed the member (a new weight gives it a new
+// runtime), and for a member an operator disables: adminStateUp false means no traffic.
+func TestUDPSessionFollowsItsMemberThroughChanges(t *testing.T) {
+	members := map[string]netip.AddrPort{"a": udpEcho(t, "a"), "b": udpEcho(t, "b")}
+	l := udpListenerModel(t, 100, time.Minute, members)
+	s := serve(t, l)
+	member := func(name string) *model.Member {
+		for i := range l.Pool.Members {
+			if l.Pool.Members[i].Name == name {
+				return &l.Pool.Members[i]
+			}
+		}
+		t.Fatalf("no member %s", name)
+		return nil
+	}
+	apply := func() {
+		t.Helper()
+		if failed := s.Apply(model.Model{Listeners: []model.Listener{l}}); len(failed) > 0 {
+			t.Fatal(failed)
+		}
+	}
+
+	c := udpClient(t, l.Address)
+	first, _ := askUDP(t, c, "x")
+	first = first[:1]
+	member(first).Weight = 3
+	apply()
+	if again, _ := askUDP(t, c, "y"); again[:1] != first {
+		t.Fatalf("a new weight moved the session from %s to %s", first, again[:1])
+	}
+	s.onHealth(health.Event{Pool: l.Pool.Key, Member: first, Address: members[first], Up: false, Reason: "test"})
+	if now, _ := askUDP(t, c, "z"); now[:1] == first {
+		t.Fatalf("the session stayed on member %s, marked down after its weight changed", first)
+	}
+
+	d := udpClient(t, l.Address)
+	second, _ := askUDP(t, d, "x")
+	second = second[:1] // the member that is up
+	member(first).AdminStateUp = false
+	s.onHealth(health.Event{Pool: l.Pool.Key, Member: first, Address: members[first], Up: true, Reason: "test"})
+	apply()
+	e := udpClient(t, l.Address)
+	if got, _ := askUDP(t, e, "x"); got[:1] != second {
+		t.Fatalf("a new client went to %s", got[:1])
+	}
+	member(second).AdminStateUp = false
+	member(first).AdminStateUp = true
+	apply()
+	if now, _ := askUDP(t, d, "y"); now[:1] == second {
+		t.Fatalf("the session stayed on member %s after it was disabled", second)
+	}
+}
+
 // holdLoops blocks every loop until the returned function is called.
 func holdLoops(t *testing.T) (release func()) {
 	t.Helper()
