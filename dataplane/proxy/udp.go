@@ -93,6 +93,13 @@ func (s *Server) applyUDP(l model.Listener, pools map[string]*pool) error {
 // net.core.rmem_max; without it the kernel caps the request there.
 const listenerBuffer = 4 << 20
 
+// queueUp gives fd a receive queue of listenerBuffer.
+func queueUp(fd int) {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, listenerBuffer) != nil {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, listenerBuffer) // capped at rmem_max
+	}
+}
+
 // open binds the listener's socket for loop i.
 func (u *udpListener) open(i int, addr netip.AddrPort) error {
 	lp, err := loopAt(i)
@@ -111,9 +118,7 @@ func (u *udpListener) open(i int, addr netip.AddrPort) error {
 	}
 	raw.Control(func(fd uintptr) {
 		us.fd = int(fd)
-		if unix.SetsockoptInt(us.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, listenerBuffer) != nil {
-			unix.SetsockoptInt(us.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, listenerBuffer) // capped at rmem_max
-		}
+		queueUp(us.fd)
 	})
 	u.socks = append(u.socks, us)
 	return nil

@@ -14,7 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/ipv4"
-	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/dataplane/health"
 	"github.com/l4lb/l4lb/dataplane/model"
@@ -359,11 +358,7 @@ func TestUDPBurstWaitsForBusyLoops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw.Control(func(fd uintptr) {
-		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, listenerBuffer) != nil {
-			member.SetReadBuffer(listenerBuffer)
-		}
-	})
+	raw.Control(func(fd uintptr) { queueUp(int(fd)) })
 	l := udpListenerModel(t, 100, time.Minute, map[string]netip.AddrPort{"a": member.LocalAddr().(*net.UDPAddr).AddrPort()})
 	serve(t, l)
 	client := udpClient(t, l.Address)
