@@ -78,6 +78,9 @@ func NewMaglev(members []Member, size int, ipPort bool) *Maglev {
 	return &Maglev{table: table, ipPort: ipPort}
 }
 
+// Table is the lookup table: slot to member index. The kernel path hashes into the same table.
+func (g *Maglev) Table() []int32 { return g.table }
+
 // Pick hashes the client's address (and port) into the table.
 func (g *Maglev) Pick(src netip.AddrPort) int {
 	a := src.Addr().Unmap().As16()

@@ -13,6 +13,12 @@ type roundRobin struct {
 }
 
 func newRoundRobin(members []Member) *roundRobin {
+	return &roundRobin{seq: RoundRobinCycle(members)}
+}
+
+// RoundRobinCycle is one turn of smooth weighted round robin over members, as indexes: the
+// kernel path walks the same turn.
+func RoundRobinCycle(members []Member) []int32 {
 	w := make([]int, len(members))
 	g := 0
 	for i, m := range members {
@@ -37,7 +43,7 @@ func newRoundRobin(members []Member) *roundRobin {
 		current[best] -= total
 		seq = append(seq, int32(best))
 	}
-	return &roundRobin{seq: seq}
+	return seq
 }
 
 func (r *roundRobin) Pick(netip.AddrPort) int {

@@ -16,29 +16,9 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"github.com/l4lb/l4lb/dataplane/health"
+	"github.com/l4lb/l4lb/dataplane/internal/udptest"
 	"github.com/l4lb/l4lb/dataplane/model"
 )
-
-// udpEcho answers every datagram with its name and the payload.
-func udpEcho(t *testing.T, name string) netip.AddrPort {
-	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			c.WriteToUDPAddrPort(append([]byte(name+":"), buf[:n]...), from)
-		}
-	}()
-	return c.LocalAddr().(*net.UDPAddr).AddrPort()
-}
 
 // udpClient is a socket connected to addr, closed with the test. A connected socket only
 // accepts replies from the address it sent to: the VIP.
@@ -90,7 +70,7 @@ func udpListenerModel(t *testing.T, limit int, idle time.Duration, members map[s
 }
 
 func TestUDPSessionsBalanceReplyFromTheVIPAndExpire(t *testing.T) {
-	l := udpListenerModel(t, 100, 200*time.Millisecond, map[string]netip.AddrPort{"a": udpEcho(t, "a"), "b": udpEcho(t, "b")})
+	l := udpListenerModel(t, 100, 200*time.Millisecond, map[string]netip.AddrPort{"a": udptest.Echo(t, "a"), "b": udptest.Echo(t, "b")})
 	s := serve(t, l)
 	ask := func(c *net.UDPConn, msg string) string {
 		t.Helper()
@@ -130,7 +110,7 @@ func TestUDPSessionsBalanceReplyFromTheVIPAndExpire(t *testing.T) {
 // A burst of datagrams crosses the proxy (in runs sent with UDP segmentation offload, where
 // the kernel has it) and arrives as the same datagrams, each whole, both ways.
 func TestUDPBurstsKeepDatagramBoundaries(t *testing.T) {
-	l := udpListenerModel(t, 100, time.Minute, map[string]netip.AddrPort{"a": udpEcho(t, "a")})
+	l := udpListenerModel(t, 100, time.Minute, map[string]netip.AddrPort{"a": udptest.Echo(t, "a")})
 	serve(t, l)
 	c := udpClient(t, l.Address)
 	c.SetReadBuffer(1 << 20)
@@ -168,7 +148,7 @@ func TestUDPBurstsKeepDatagramBoundaries(t *testing.T) {
 // A UDP listener has a socket per core: clients spread over them, and connectionLimit still
 // counts the sessions of all of them together.
 func TestUDPSessionsSpreadOverCoresWithinOneLimit(t *testing.T) {
-	l := udpListenerModel(t, 24, time.Minute, map[string]netip.AddrPort{"a": udpEcho(t, "a")})
+	l := udpListenerModel(t, 24, time.Minute, map[string]netip.AddrPort{"a": udptest.Echo(t, "a")})
 	s := serve(t, l)
 	answered := 0
 	for range 32 {
@@ -201,7 +181,7 @@ func TestUDPSessionsSpreadOverCoresWithinOneLimit(t *testing.T) {
 // tell it).
 func TestUDPSessionToAClosedPortMovesOn(t *testing.T) {
 	closed := freeUDPPort(t)
-	l := udpListenerModel(t, 100, time.Minute, map[string]netip.AddrPort{"a": udpEcho(t, "a"), "b": closed})
+	l := udpListenerModel(t, 100, time.Minute, map[string]netip.AddrPort{"a": udptest.Echo(t, "a"), "b": closed})
 	s := serve(t, l)
 	buf := make([]byte, 64)
 	for i := range 4 {
@@ -227,7 +207,7 @@ func TestUDPSessionToAClosedPortMovesOn(t *testing.T) {
 // A session whose member fails its health monitor moves to a member that is up with the
 // client's next datagram: a datagram flow has no connection on the member to keep.
 func TestUDPSessionLeavesAMemberMarkedDown(t *testing.T) {
-	members := map[string]netip.AddrPort{"a": udpEcho(t, "a"), "b": udpEcho(t, "b")}
+	members := map[string]netip.AddrPort{"a": udptest.Echo(t, "a"), "b": udptest.Echo(t, "b")}
 	l := udpListenerModel(t, 100, time.Minute, members)
 	s := serve(t, l)
 	c := udpClient(t, l.Address)
@@ -242,7 +222,7 @@ func TestUDPSessionLeavesAMemberMarkedDown(t *testing.T) {
 // The same holds after a reconfiguration changed the member (a new weight gives it a new
 // runtime), and for a member an operator disables: adminStateUp false means no traffic.
 func TestUDPSessionFollowsItsMemberThroughChanges(t *testing.T) {
-	members := map[string]netip.AddrPort{"a": udpEcho(t, "a"), "b": udpEcho(t, "b")}
+	members := map[string]netip.AddrPort{"a": udptest.Echo(t, "a"), "b": udptest.Echo(t, "b")}
 	l := udpListenerModel(t, 100, time.Minute, members)
 	s := serve(t, l)
 	member := func(name string) *model.Member {
@@ -310,7 +290,7 @@ func holdLoops(t *testing.T) (release func()) {
 
 // What the kernel drops on a full listener queue shows in the listener's metrics.
 func TestUDPDropsAreCounted(t *testing.T) {
-	l := udpListenerModel(t, 100, time.Minute, map[string]netip.AddrPort{"a": udpEcho(t, "a")})
+	l := udpListenerModel(t, 100, time.Minute, map[string]netip.AddrPort{"a": udptest.Echo(t, "a")})
 	reg := prometheus.NewRegistry()
 	s := New(Options{Registerer: reg})
 	if failed := s.Apply(model.Model{Listeners: []model.Listener{l}}); len(failed) > 0 {

@@ -1,0 +1,667 @@
+// Package nat carries UDP listeners in the kernel: nftables rules pick a member for the first
+// datagram of a flow and DNAT it, and conntrack carries the rest of the flow both ways, as
+// Octavia's amphorae hand UDP listeners to LVS rather than to HAProxy. No datagram crosses
+// into user space, so a flow costs what the kernel's forwarding costs.
+//
+// Everything lives in one table of its own (inet family). Only the first packet of a flow
+// walks the NAT chains; later packets only hit the counting chain, one map lookup each.
+//
+//	nat_pre, nat_out  (priority dstnat) listener match -> goto l<id>
+//	  l<id>  the listener's ct timeout; allowed sources -> goto s<id>, else count an error and drop
+//	  s<id>  over the connection limit: drop; no member: drop; else the algorithm's map -> goto m<id>
+//	  m<id>  ct mark = member, count a flow, dnat to the member
+//	nat_post (priority srcnat)          our flows leaving by another interface than lo: masquerade
+//	count_pre, count_out (filter)       ct mark -> jump c<id>: bytes in (original) or out (reply)
+package nat
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	vnl "github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/l4lb/l4lb/dataplane/balancer"
+	"github.com/l4lb/l4lb/dataplane/model"
+)
+
+// A flow's conntrack mark is markTag | its member's id, so flows of ours are told apart from
+// other users of ct marks, and counted and ended by member.
+const (
+	markTag  = 0x4c000000
+	markMask = 0xff000000
+	maxID    = 1<<24 - 1
+)
+
+// connlimitOver inverts connlimit: it matches above the count (NFT_CONNLIMIT_F_INV).
+const connlimitOver = 1
+
+// hashSeed is the same on every node, so SOURCE_IP sends a client to the same member
+// whichever node holds the VIP.
+const hashSeed = 0x4c344c42
+
+// Listener is a UDP listener for the kernel to carry.
+type Listener struct {
+	Key          string
+	Address      netip.AddrPort
+	AllowedCIDRs []netip.Prefix
+	// ConnectionLimit caps the listener's flows; more are dropped (0: no cap).
+	ConnectionLimit int
+	// Timeout ends a flow idle this long (timeoutClientData).
+	Timeout   time.Duration
+	Algorithm model.Algorithm
+	Members   []Member
+}
+
+// Member is one back-end of a listener.
+type Member struct {
+	// Key names the member across Applies: its counters and flows follow it.
+	Key     string
+	Address netip.AddrPort
+	// Weight is the member's share of new flows; 0 gives it none, and its flows continue
+	// (draining, or a backup while primaries serve).
+	Weight int
+	// Down ends the member's flows at once (failed monitor or adminStateUp false), so the
+	// clients' next datagrams pick another member, as the proxy moves its sessions.
+	Down bool
+}
+
+// Eligible reports whether the kernel can carry l with every setting honoured; when it cannot
+// (LEAST_CONNECTIONS needs connection counts at the moment of choice, session persistence a
+// table with its own timeout), the proxy carries it.
+func Eligible(l model.Listener) bool {
+	if l.Protocol != model.UDP {
+		return false
+	}
+	if l.Pool == nil {
+		return true
+	}
+	if l.Pool.Persistence != nil {
+		return false
+	}
+	switch l.Pool.Algorithm {
+	case model.RoundRobin, model.SourceIP, model.SourceIPPort:
+	default:
+		return false
+	}
+	// Members elsewhere are reached by forwarding, which a node without it would drop.
+	for _, m := range l.Pool.Members {
+		if !m.Address.Addr().IsLoopback() && !forwarding(m.Address.Addr()) {
+			return false
+		}
+	}
+	return true
+}
+
+func forwarding(a netip.Addr) bool {
+	path := "/proc/sys/net/ipv4/ip_forward"
+	if a.Unmap().Is6() {
+		path = "/proc/sys/net/ipv6/conf/all/forwarding"
+	}
+	b, err := os.ReadFile(path)
+	return err == nil && len(b) > 0 && b[0] == '1'
+}
+
+// Counts are a member's traffic through the kernel. Bytes are datagram payloads, as the
+// proxy counts them.
+type Counts struct {
+	BytesIn, BytesOut uint64 // from clients to the member, and back
+	Flows             uint64 // flows started
+	Active            int    // flows open now
+}
+
+// Table is the nftables table carrying the listeners given to Apply.
+type Table struct {
+	mu    sync.Mutex
+	conn  *nftables.Conn
+	table *nftables.Table
+	base  []*nftables.Chain // the hooked chains, by role
+	// ids of listeners and members, stable across Applies so counters carry on.
+	listenerIDs map[string]uint32
+	memberIDs   map[string]uint32 // by listener key and member key
+	firstID     uint32            // the first id this Table gave
+	nextID      uint32
+	fresh       map[uint32]bool   // ids given in this Apply: their counters are made
+	headers     map[uint32]uint64 // by member id: IP and UDP header bytes of its datagrams
+	chains      []string          // chains of the last Apply
+	sets        []string          // verdict maps of the last Apply
+	timeouts    []string          // ct timeout objects of the last Apply
+}
+
+const (
+	natPre = iota
+	natOut
+	natPost
+	countPre
+	countOut
+)
+
+// Open creates (or takes over) the table name; it fails where nftables cannot be programmed
+// (no CAP_NET_ADMIN, no nf_tables).
+func Open(name string) (*Table, error) {
+	conn, err := nftables.New(nftables.WithSockOptions(bigBuffers))
+	if err != nil {
+		return nil, err
+	}
+	t := &Table{conn: conn, table: &nftables.Table{Name: name, Family: nftables.TableFamilyINet},
+		listenerIDs: map[string]uint32{}, memberIDs: map[string]uint32{}, nextID: 1, headers: map[uint32]uint64{}}
+	// A table left by an agent that died is replaced whole: its ids mean nothing to us.
+	conn.AddTable(t.table)
+	conn.DelTable(t.table)
+	conn.AddTable(t.table)
+	hook := func(name string, h *nftables.ChainHook, p *nftables.ChainPriority, typ nftables.ChainType) {
+		t.base = append(t.base, conn.AddChain(&nftables.Chain{Name: name, Table: t.table, Hooknum: h, Priority: p, Type: typ}))
+	}
+	hook("nat_pre", nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest, nftables.ChainTypeNAT)
+	hook("nat_out", nftables.ChainHookOutput, nftables.ChainPriorityNATDest, nftables.ChainTypeNAT)
+	hook("nat_post", nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource, nftables.ChainTypeNAT)
+	hook("count_pre", nftables.ChainHookPrerouting, nftables.ChainPriorityFilter, nftables.ChainTypeFilter)
+	hook("count_out", nftables.ChainHookOutput, nftables.ChainPriorityFilter, nftables.ChainTypeFilter)
+	if err := conn.Flush(); err != nil {
+		return nil, fmt.Errorf("nftables table %s: %w", name, err)
+	}
+	// Flows of an earlier run keep their members (conntrack holds them); new ids start
+	// after theirs so the two are never counted or ended together.
+	open, err := openFlows()
+	if err != nil {
+		return nil, err
+	}
+	for mark := range open {
+		t.nextID = max(t.nextID, mark&^markMask+1)
+	}
+	t.firstID = t.nextID
+	return t, nil
+}
+
+// bigBuffers lets a whole Apply go in one transaction, as nft does: the kernel takes a batch
+// in one write, which must fit the socket's send buffer (a Maglev table is megabytes).
+func bigBuffers(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		for _, opt := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, 64<<20); e != nil {
+				serr = e
+			}
+		}
+	})
+	return errors.Join(err, serr)
+}
+
+// Close removes the table and ends the flows it started.
+func (t *Table) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.conn.DelTable(t.table)
+	err := t.conn.Flush()
+	ids := map[uint32]bool{}
+	for id := t.firstID; id < t.nextID; id++ { // also those of removed members, still draining
+		ids[id] = true
+	}
+	return errors.Join(err, endFlows(ids))
+}
+
+// Apply makes the table carry exactly ls, in one transaction: a packet sees the old rules or
+// the new ones. Flows already going keep their member (conntrack holds their translation)
+// unless their member is Down or their listener is gone.
+func (t *Table) Apply(ls []Listener) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := t.conn
+	// Rules go first (they hold the chains and objects), then what only they used.
+	c.FlushTable(t.table)
+	for _, name := range t.sets { // before the chains their verdicts name
+		c.DelSet(&nftables.Set{Table: t.table, Name: name})
+	}
+	for _, name := range t.chains {
+		c.DelChain(&nftables.Chain{Name: name, Table: t.table})
+	}
+	for _, name := range t.timeouts {
+		c.DeleteObject(&nftables.NamedObj{Table: t.table, Name: name, Type: nftables.ObjTypeCtTimeout})
+	}
+	t.chains, t.sets, t.timeouts, t.fresh = nil, nil, nil, map[uint32]bool{}
+
+	keptListeners, keptMembers := map[string]uint32{}, map[string]uint32{}
+	end := map[uint32]bool{}
+	var countedElems []nftables.SetElement
+	for _, l := range ls {
+		lid, err := t.id(t.listenerIDs, l.Key)
+		if err != nil {
+			return err
+		}
+		keptListeners[l.Key] = lid
+		if err := t.addListener(l, lid); err != nil {
+			return fmt.Errorf("listener %s: %w", l.Key, err)
+		}
+		var serving []Member
+		var ids []uint32
+		for _, m := range l.Members {
+			k := l.Key + "\x00" + m.Key
+			mid, err := t.id(t.memberIDs, k)
+			if err != nil {
+				return err
+			}
+			keptMembers[k] = mid
+			t.addMember(m, mid)
+			countedElems = append(countedElems, nftables.SetElement{
+				Key: binaryutil.NativeEndian.PutUint32(markTag | mid), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain("c", mid)}})
+			if m.Down {
+				end[mid] = true
+			} else if m.Weight > 0 {
+				serving = append(serving, m)
+				ids = append(ids, mid)
+			}
+		}
+		if err := t.addSelection(l, lid, serving, ids); err != nil {
+			return fmt.Errorf("listener %s: %w", l.Key, err)
+		}
+	}
+	// Counted flows of members we still know of; a removed member's flows drain uncounted.
+	if len(countedElems) > 0 {
+		counted, err := t.addMap("counted", nftables.TypeMark, countedElems)
+		if err != nil {
+			return err
+		}
+		for _, b := range []*nftables.Chain{t.base[countPre], t.base[countOut]} {
+			var e []expr.Any
+			if b == t.base[countOut] { // a local client's packets to a local member come back in by lo: counted there
+				e = oifNotLo()
+			}
+			e = append(e, &expr.Ct{Register: 1, Key: expr.CtKeyMARK}, &expr.Lookup{SourceRegister: 1, SetName: counted.Name, SetID: counted.ID, DestRegister: 0, IsDestRegSet: true})
+			c.AddRule(&nftables.Rule{Table: t.table, Chain: b, Exprs: e})
+		}
+	}
+	// Our flows to members elsewhere leave with the node's address, so replies come back
+	// through this node (as LVS in Octavia's amphora is paired with SNAT).
+	c.AddRule(&nftables.Rule{Table: t.table, Chain: t.base[natPost], Exprs: append(append(markIsOurs(), oifNotLo()...), &expr.Masq{})})
+
+	// Objects of members and listeners that are gone.
+	for k, id := range t.memberIDs {
+		if _, ok := keptMembers[k]; !ok {
+			for _, p := range []string{"i", "o", "n"} {
+				c.DeleteObject(counter(t.table, chain(p, id)))
+			}
+			if _, listenerKept := keptListeners[listenerOf(k)]; !listenerKept {
+				end[id] = true
+			}
+		}
+	}
+	for k, id := range t.listenerIDs {
+		if _, ok := keptListeners[k]; !ok {
+			c.DeleteObject(counter(t.table, chain("e", id)))
+		}
+	}
+	if err := c.Flush(); err != nil {
+		// The transaction was refused whole: the kernel still runs the previous rules, which
+		// our ids and chain list no longer describe, so start over on the next Apply.
+		t.reset()
+		return fmt.Errorf("nftables: %w", err)
+	}
+	t.listenerIDs, t.memberIDs = keptListeners, keptMembers
+	kept := map[uint32]bool{}
+	for _, id := range keptMembers {
+		kept[id] = true
+	}
+	maps.DeleteFunc(t.headers, func(id uint32, _ uint64) bool { return !kept[id] })
+	return endFlows(end)
+}
+
+// reset empties the table after a failed transaction, so the next Apply starts clean.
+func (t *Table) reset() {
+	t.conn.DelTable(t.table)
+	t.conn.AddTable(t.table)
+	for _, b := range t.base {
+		t.conn.AddChain(b)
+	}
+	_ = t.conn.Flush()
+	t.listenerIDs, t.memberIDs, t.chains, t.sets, t.timeouts = map[string]uint32{}, map[string]uint32{}, nil, nil, nil
+}
+
+func listenerOf(memberKey string) string {
+	for i := range memberKey {
+		if memberKey[i] == 0 {
+			return memberKey[:i]
+		}
+	}
+	return memberKey
+}
+
+func (t *Table) id(ids map[string]uint32, key string) (uint32, error) {
+	if id, ok := ids[key]; ok {
+		return id, nil
+	}
+	if t.nextID > maxID {
+		return 0, errors.New("out of flow marks; restart the agent")
+	}
+	id := t.nextID
+	t.nextID++
+	ids[key] = id
+	t.fresh[id] = true
+	return id, nil
+}
+
+func chain(prefix string, id uint32) string { return fmt.Sprintf("%s%d", prefix, id) }
+
+func counter(t *nftables.Table, name string) *nftables.NamedObj {
+	return &nftables.NamedObj{Table: t, Name: name, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}}
+}
+
+func (t *Table) addChain(name string) *nftables.Chain {
+	t.chains = append(t.chains, name)
+	return t.conn.AddChain(&nftables.Chain{Name: name, Table: t.table})
+}
+
+func (t *Table) rule(ch *nftables.Chain, e ...expr.Any) {
+	t.conn.AddRule(&nftables.Rule{Table: t.table, Chain: ch, Exprs: e})
+}
+
+// addListener adds the listener's match to the hooked chains, its ct timeout and the chain
+// that checks the client's address.
+func (t *Table) addListener(l Listener, lid uint32) error {
+	c := t.conn
+	a := l.Address.Addr().Unmap()
+	fam := byte(unix.NFPROTO_IPV4)
+	daddr, saddr := uint32(16), uint32(12)
+	if a.Is6() {
+		fam, daddr, saddr = unix.NFPROTO_IPV6, 24, 8
+	}
+	match := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam}},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: daddr, Len: uint32(a.BitLen() / 8)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.AsSlice()},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(l.Address.Port())},
+	}
+	if l.Timeout > 0 {
+		name := chain("t", lid)
+		secs := uint32(max(1, l.Timeout/time.Second))
+		c.AddObj(&nftables.NamedObj{Table: t.table, Name: name, Type: nftables.ObjTypeCtTimeout, Obj: &expr.CtTimeout{
+			L3Proto: uint16(fam), L4Proto: unix.IPPROTO_UDP,
+			Policy: expr.CtStatePolicyTimeout{expr.CtStateUDPUNREPLIED: secs, expr.CtStateUDPREPLIED: secs}}})
+		t.timeouts = append(t.timeouts, name)
+	}
+	lc := t.addChain(chain("l", lid))
+	if l.Timeout > 0 {
+		// Set on the flow's first packet, before conntrack confirms the flow (the kernel
+		// ignores it on a confirmed flow, and has no flow yet at the raw priority).
+		t.rule(lc, &expr.Objref{Type: int(nftables.ObjTypeCtTimeout), Name: chain("t", lid)})
+	}
+	for _, b := range []int{natPre, natOut} {
+		t.rule(t.base[b], append(slices.Clone(match), &expr.Verdict{Kind: expr.VerdictGoto, Chain: lc.Name})...)
+	}
+	if t.fresh[lid] {
+		c.AddObj(counter(t.table, chain("e", lid)))
+	}
+	sc := t.addChain(chain("s", lid)).Name
+	if len(l.AllowedCIDRs) == 0 {
+		t.rule(lc, &expr.Verdict{Kind: expr.VerdictGoto, Chain: sc})
+	}
+	for _, p := range l.AllowedCIDRs {
+		// As model.Listener.Allowed: a prefix of the other family matches nothing.
+		p = p.Masked()
+		if p.Addr().Is6() != a.Is6() {
+			continue
+		}
+		n := uint32(a.BitLen() / 8)
+		t.rule(lc,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: saddr, Len: n},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: prefixMask(p.Bits(), int(n)), Xor: make([]byte, n)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()},
+			&expr.Verdict{Kind: expr.VerdictGoto, Chain: sc})
+	}
+	t.rule(lc, refused(lid)...)
+	return nil
+}
+
+func prefixMask(bits, n int) []byte {
+	m := make([]byte, n)
+	for i := range m {
+		switch {
+		case bits >= 8:
+			m[i] = 0xff
+			bits -= 8
+		case bits > 0:
+			m[i] = byte(0xff << (8 - bits))
+			bits = 0
+		}
+	}
+	return m
+}
+
+// refused counts a refused datagram on the listener's errors and drops it.
+func refused(lid uint32) []expr.Any {
+	return []expr.Any{&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: chain("e", lid)}, &expr.Verdict{Kind: expr.VerdictDrop}}
+}
+
+// addSelection fills s<lid>: the connection limit, then the algorithm's map over the serving
+// members.
+func (t *Table) addSelection(l Listener, lid uint32, serving []Member, ids []uint32) error {
+	sc := &nftables.Chain{Name: chain("s", lid), Table: t.table}
+	if l.ConnectionLimit > 0 {
+		t.rule(sc, append([]expr.Any{&expr.Connlimit{Count: uint32(l.ConnectionLimit), Flags: connlimitOver}}, refused(lid)...)...)
+	}
+	if len(serving) == 0 {
+		t.rule(sc, refused(lid)...)
+		return nil
+	}
+	bm := make([]balancer.Member, len(serving))
+	for i, m := range serving {
+		bm[i] = balancer.Member{Key: m.Address.String(), Weight: m.Weight}
+	}
+	var slots []int32
+	var pick []expr.Any
+	a := l.Address.Addr().Unmap()
+	saddr, n := uint32(12), uint32(4)
+	if a.Is6() {
+		saddr, n = 8, 16
+	}
+	switch l.Algorithm {
+	case model.RoundRobin:
+		slots = balancer.RoundRobinCycle(bm)
+		pick = []expr.Any{&expr.Numgen{Register: 1, Modulus: uint32(len(slots)), Type: unix.NFT_NG_INCREMENTAL}}
+	case model.SourceIP, model.SourceIPPort:
+		slots = balancer.NewMaglev(bm, balancer.DefaultTableSize, false).Table()
+		pick = []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: saddr, Len: n}}
+		length := n
+		if l.Algorithm == model.SourceIPPort {
+			// The port goes in the 32-bit register after the address, as nft concatenates.
+			pick = append(pick, &expr.Payload{DestRegister: unix.NFT_REG32_00 + n/4, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2})
+			length += 4
+		}
+		pick = append(pick, &expr.Hash{SourceRegister: 1, DestRegister: 1, Length: length, Modulus: uint32(len(slots)), Seed: hashSeed, Type: expr.HashTypeJenkins})
+	default:
+		return fmt.Errorf("algorithm %s is not carried by the kernel", l.Algorithm)
+	}
+	elems := make([]nftables.SetElement, len(slots))
+	for i, s := range slots {
+		elems[i] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(i)),
+			VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: chain("m", ids[s])}}
+	}
+	m, err := t.addMap(chain("p", lid), nftables.TypeInteger, elems)
+	if err != nil {
+		return err
+	}
+	t.rule(sc, append(pick, &expr.Lookup{SourceRegister: 1, SetName: m.Name, SetID: m.ID, DestRegister: 0, IsDestRegSet: true})...)
+	return nil
+}
+
+// addMap adds a verdict map. Its elements go in messages of a thousand: an attribute holds
+// at most 64 KiB, and a Maglev table has 65537 slots.
+func (t *Table) addMap(name string, key nftables.SetDatatype, elems []nftables.SetElement) (*nftables.Set, error) {
+	m := &nftables.Set{Table: t.table, Name: name, IsMap: true, KeyType: key, DataType: nftables.TypeVerdict,
+		KeyByteOrder: binaryutil.NativeEndian}
+	if err := t.conn.AddSet(m, nil); err != nil {
+		return nil, err
+	}
+	t.sets = append(t.sets, name)
+	for chunk := range slices.Chunk(elems, 1000) {
+		if err := t.conn.SetAddElements(m, chunk); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// addMember adds m<mid>, which marks, counts and translates a member's new flows, and
+// c<mid>, which counts their bytes.
+func (t *Table) addMember(m Member, mid uint32) {
+	c := t.conn
+	t.headers[mid] = 8 + 20
+	if m.Address.Addr().Unmap().Is6() {
+		t.headers[mid] = 8 + 40
+	}
+	if t.fresh[mid] {
+		for _, p := range []string{"i", "o", "n"} {
+			c.AddObj(counter(t.table, chain(p, mid)))
+		}
+	}
+	a := m.Address.Addr().Unmap()
+	fam := uint32(unix.NFPROTO_IPV4)
+	if a.Is6() {
+		fam = unix.NFPROTO_IPV6
+	}
+	t.rule(t.addChain(chain("m", mid)),
+		&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(markTag | mid)},
+		&expr.Ct{Register: 1, SourceRegister: true, Key: expr.CtKeyMARK},
+		&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: chain("n", mid)},
+		&expr.Immediate{Register: 1, Data: a.AsSlice()},
+		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(m.Address.Port())},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: fam, RegAddrMin: 1, RegProtoMin: 2, Specified: true})
+	cc := t.addChain(chain("c", mid))
+	for dir, name := range []string{chain("i", mid), chain("o", mid)} {
+		t.rule(cc,
+			&expr.Ct{Register: 1, Key: expr.CtKeyDIRECTION},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(dir)}},
+			&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: name})
+	}
+}
+
+func markIsOurs() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeyMARK},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(markMask), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(markTag)},
+	}
+}
+
+func oifNotLo() []expr.Any {
+	lo := make([]byte, 16)
+	copy(lo, "lo")
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: lo},
+	}
+}
+
+// Stats are the table's counters.
+type Stats struct {
+	// Members holds each listener's members' counts, by listener key then member key.
+	Members map[string]map[string]Counts
+	// Refused holds each listener's refused datagrams (source not allowed, over the
+	// connection limit, no member).
+	Refused map[string]uint64
+}
+
+// Stats reads the counters and counts the open flows.
+func (t *Table) Stats() (Stats, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	objs, err := t.conn.GetNamedObjects(t.table)
+	if err != nil {
+		return Stats{}, err
+	}
+	values := map[string]*expr.Counter{}
+	for _, o := range objs {
+		if no, ok := o.(*nftables.NamedObj); ok {
+			if c, ok := no.Obj.(*expr.Counter); ok {
+				values[no.Name] = c
+			}
+		}
+	}
+	active, err := openFlows()
+	if err != nil {
+		return Stats{}, err
+	}
+	payload := func(name string, header uint64) uint64 {
+		c := values[name]
+		if c == nil {
+			return 0
+		}
+		return c.Bytes - c.Packets*header
+	}
+	st := Stats{Members: map[string]map[string]Counts{}, Refused: map[string]uint64{}}
+	for k, id := range t.listenerIDs {
+		st.Members[k] = map[string]Counts{}
+		if c := values[chain("e", id)]; c != nil {
+			st.Refused[k] = c.Packets
+		}
+	}
+	for k, id := range t.memberIDs {
+		l := listenerOf(k)
+		var flows uint64
+		if c := values[chain("n", id)]; c != nil {
+			flows = c.Packets
+		}
+		st.Members[l][k[len(l)+1:]] = Counts{
+			BytesIn: payload(chain("i", id), t.headers[id]), BytesOut: payload(chain("o", id), t.headers[id]),
+			Flows: flows, Active: active[markTag|id],
+		}
+	}
+	return st, nil
+}
+
+// openFlows counts conntrack's flows by mark.
+func openFlows() (map[uint32]int, error) {
+	n := map[uint32]int{}
+	for _, fam := range []vnl.InetFamily{unix.AF_INET, unix.AF_INET6} {
+		flows, err := vnl.ConntrackTableList(vnl.ConntrackTable, fam)
+		if err != nil {
+			return nil, fmt.Errorf("conntrack: %w", err)
+		}
+		for _, f := range flows {
+			if f.Mark&markMask == markTag {
+				n[f.Mark]++
+			}
+		}
+	}
+	return n, nil
+}
+
+// marks matches conntrack flows by member id.
+type marks map[uint32]bool
+
+func (m marks) MatchConntrackFlow(f *vnl.ConntrackFlow) bool {
+	return f.Mark&markMask == markTag && m[f.Mark&^markMask]
+}
+
+// endFlows deletes the flows of the members ids, so their clients' next datagrams are new
+// flows that choose again.
+func endFlows(ids map[uint32]bool) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	var errs []error
+	for _, fam := range []vnl.InetFamily{unix.AF_INET, unix.AF_INET6} {
+		if _, err := vnl.ConntrackDeleteFilters(vnl.ConntrackTable, fam, marks(ids)); err != nil {
+			errs = append(errs, fmt.Errorf("conntrack: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,254 @@
+package nat
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/l4lb/l4lb/dataplane/internal/udptest"
+	"github.com/l4lb/l4lb/dataplane/model"
+)
+
+// open gives the test a table of its own in this network namespace, on loopback addresses
+// only, removed with the test.
+func open(t *testing.T) *Table {
+	t.Helper()
+	tb, err := Open(fmt.Sprintf("l4lb-test-%d", os.Getpid()))
+	if errors.Is(err, syscall.EPERM) {
+		t.Skip("needs CAP_NET_ADMIN to program nftables (run as root)")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := tb.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return tb
+}
+
+func freePort(t *testing.T) netip.AddrPort {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// client is a socket from src (empty: any) connected to addr: it only takes replies from addr.
+func client(t *testing.T, src string, addr netip.AddrPort) *net.UDPConn {
+	t.Helper()
+	var laddr *net.UDPAddr
+	if src != "" {
+		laddr = &net.UDPAddr{IP: net.ParseIP(src)}
+	}
+	c, err := net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// ask sends msg and returns the answering member's name, or "" when nothing came back. A
+// datagram the kernel drops on its way out of this host fails the write (EPERM): "" too.
+func ask(t *testing.T, c *net.UDPConn, msg string) string {
+	t.Helper()
+	if _, err := c.Write([]byte(msg)); errors.Is(err, syscall.EPERM) {
+		return ""
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	buf := make([]byte, 2048)
+	n, err := c.Read(buf)
+	if err != nil {
+		return ""
+	}
+	name, payload, _ := strings.Cut(string(buf[:n]), ":")
+	if payload != msg {
+		t.Fatalf("answer %q to %q", buf[:n], msg)
+	}
+	return name
+}
+
+func listener(t *testing.T, alg model.Algorithm, members ...Member) Listener {
+	return Listener{Key: "ns/l", Address: freePort(t), Algorithm: alg, Timeout: time.Minute, Members: members}
+}
+
+func apply(t *testing.T, tb *Table, ls ...Listener) {
+	t.Helper()
+	if err := tb.Apply(ls); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRoundRobinFlowsFollowWeightsAndStayOnTheirMember(t *testing.T) {
+	tb := open(t)
+	l := listener(t, model.RoundRobin,
+		Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 3}, Member{Key: "b", Address: udptest.Echo(t, "b"), Weight: 1})
+	apply(t, tb, l)
+	var got []string
+	for range 8 {
+		c := client(t, "", l.Address) // the reply must come from the listener, or c drops it
+		first := ask(t, c, "x")
+		if again := ask(t, c, "y"); again != first {
+			t.Fatalf("a flow moved from %q to %q", first, again)
+		}
+		got = append(got, first)
+	}
+	// Smooth weighted round robin, as the proxy turns it.
+	if want := "a a b a a a b a"; strings.Join(got, " ") != want {
+		t.Fatalf("flows went to %v, want %s", got, want)
+	}
+}
+
+func TestSourceIPKeepsAClientOnOneMember(t *testing.T) {
+	tb := open(t)
+	l := listener(t, model.SourceIP,
+		Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1}, Member{Key: "b", Address: udptest.Echo(t, "b"), Weight: 1})
+	apply(t, tb, l)
+	seen := map[string]map[string]bool{}
+	for _, src := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8"} {
+		seen[src] = map[string]bool{}
+		for range 4 {
+			seen[src][ask(t, client(t, src, l.Address), "x")] = true
+		}
+		if len(seen[src]) != 1 {
+			t.Fatalf("flows from %s went to %v", src, seen[src])
+		}
+	}
+	members := map[string]bool{}
+	for _, m := range seen {
+		for name := range m {
+			members[name] = true
+		}
+	}
+	if !members["a"] || !members["b"] {
+		t.Fatalf("eight clients all went to %v", members)
+	}
+}
+
+func TestDownMemberLosesItsFlowsAndDrainingKeepsThem(t *testing.T) {
+	tb := open(t)
+	a, b := udptest.Echo(t, "a"), udptest.Echo(t, "b")
+	l := listener(t, model.RoundRobin, Member{Key: "a", Address: a, Weight: 1}, Member{Key: "b", Address: b, Weight: 1})
+	apply(t, tb, l)
+	onA, onB := client(t, "", l.Address), client(t, "", l.Address)
+	if ask(t, onA, "1") != "a" || ask(t, onB, "1") != "b" {
+		t.Fatal("the first two flows did not go to a then b")
+	}
+	// b drains: its flow stays, new flows go to a.
+	l.Members[1].Weight = 0
+	apply(t, tb, l)
+	if got := ask(t, onB, "2"); got != "b" {
+		t.Fatalf("a draining member's flow moved to %q", got)
+	}
+	if got := ask(t, client(t, "", l.Address), "3"); got != "a" {
+		t.Fatalf("a new flow went to %q while b drains", got)
+	}
+	// a goes down: its flow moves to the member left.
+	l.Members[1].Weight = 1
+	l.Members[0].Down = true
+	apply(t, tb, l)
+	if got := ask(t, onA, "4"); got != "b" {
+		t.Fatalf("the flow of a member marked down answered from %q", got)
+	}
+}
+
+func TestRefusalsAreCounted(t *testing.T) {
+	tb := open(t)
+	l := listener(t, model.RoundRobin, Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
+	l.AllowedCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32"), netip.MustParsePrefix("::1/128")}
+	l.ConnectionLimit = 2
+	apply(t, tb, l)
+	if got := ask(t, client(t, "127.0.0.1", l.Address), "x"); got != "" {
+		t.Fatalf("a source outside allowedCIDRs got an answer from %q", got)
+	}
+	if ask(t, client(t, "127.0.0.2", l.Address), "x") != "a" || ask(t, client(t, "127.0.0.2", l.Address), "x") != "a" {
+		t.Fatal("an allowed source got no answer")
+	}
+	if got := ask(t, client(t, "127.0.0.2", l.Address), "x"); got != "" {
+		t.Fatalf("a third flow over a limit of 2 got an answer from %q", got)
+	}
+	st, err := tb.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Refused["ns/l"] != 2 {
+		t.Fatalf("refused %d datagrams, want 2", st.Refused["ns/l"])
+	}
+	// Without members every datagram is refused.
+	l.Members, l.ConnectionLimit = nil, 0
+	apply(t, tb, l)
+	if got := ask(t, client(t, "127.0.0.2", l.Address), "x"); got != "" {
+		t.Fatalf("a listener without members answered from %q", got)
+	}
+}
+
+func TestStatsCountPayloadsFlowsAndOpenFlows(t *testing.T) {
+	tb := open(t)
+	l := listener(t, model.RoundRobin, Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
+	l.Timeout = time.Second
+	apply(t, tb, l)
+	for range 3 {
+		c := client(t, "", l.Address)
+		ask(t, c, "12345")
+		ask(t, c, "12345")
+	}
+	st, err := tb.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := st.Members["ns/l"]["a"]
+	// Six datagrams of 5 bytes in, six of "a:12345" out.
+	if want := (Counts{BytesIn: 30, BytesOut: 42, Flows: 3, Active: 3}); got != want {
+		t.Fatalf("counts %+v, want %+v", got, want)
+	}
+	// The listener's timeout (1 s) ends idle flows, and not at once.
+	time.Sleep(300 * time.Millisecond)
+	if st, err = tb.Stats(); err != nil {
+		t.Fatal(err)
+	}
+	if n := st.Members["ns/l"]["a"].Active; n != 3 {
+		t.Fatalf("%d flows open 0.3 s into a 1 s timeout, want 3", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for st.Members["ns/l"]["a"].Active > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d flows still open 5 s after a 1 s timeout", st.Members["ns/l"]["a"].Active)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if st, err = tb.Stats(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestRemovedListenerEndsItsFlowsAndOthersServe(t *testing.T) {
+	tb := open(t)
+	one := listener(t, model.RoundRobin, Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
+	two := listener(t, model.RoundRobin, Member{Key: "b", Address: udptest.Echo(t, "b"), Weight: 1})
+	two.Key = "ns/two"
+	apply(t, tb, one, two)
+	c1, c2 := client(t, "", one.Address), client(t, "", two.Address)
+	if ask(t, c1, "x") != "a" || ask(t, c2, "x") != "b" {
+		t.Fatal("the two listeners do not answer")
+	}
+	apply(t, tb, two)
+	if got := ask(t, c1, "y"); got != "" {
+		t.Fatalf("a removed listener's flow still reaches %q", got)
+	}
+	if got := ask(t, c2, "y"); got != "b" {
+		t.Fatalf("the listener that stays answered %q", got)
+	}
+}
