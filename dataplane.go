@@ -27,6 +27,7 @@ import (
 	"github.com/l4lb/l4lb/controllers"
 	"github.com/l4lb/l4lb/dataplane/agent"
 	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/dataplane/nat"
 	"github.com/l4lb/l4lb/dataplane/nodes"
 	"github.com/l4lb/l4lb/dataplane/proxy"
 	"github.com/l4lb/l4lb/dataplane/vip"
@@ -44,10 +45,11 @@ func dataplaneCommand() func() error {
 	leaseDuration := flag.Duration("lease-duration", nodes.DefaultTiming.Duration, "a node is dead after this long without renewing its Lease")
 	leaseRenew := flag.Duration("lease-renew", nodes.DefaultTiming.Renew, "how often a node renews its Lease")
 	leaseFence := flag.Duration("lease-fence", nodes.DefaultTiming.Fence, "a node that could not renew for this long drops its VIPs (must be below --lease-duration)")
+	kernelUDP := flag.Bool("kernel-udp", true, "carry UDP listeners in the kernel (nftables NAT and conntrack, as Octavia uses LVS) where their settings allow; without CAP_NET_ADMIN the proxy carries them")
 	drainGrace := flag.Duration("drain-grace", 5*time.Second, "on shutdown, how long to wait for other nodes to take this node's VIPs")
 	return func() error {
 		if *config != "" {
-			return standalone(*config, *metrics, *pprof)
+			return standalone(*config, *metrics, *pprof, *kernelUDP)
 		}
 		timing := nodes.Timing{Duration: *leaseDuration, Renew: *leaseRenew, Fence: *leaseFence}
 		if timing.Fence >= timing.Duration || timing.Renew >= timing.Fence {
@@ -70,7 +72,10 @@ func dataplaneCommand() func() error {
 		a := &agent.Agent{Client: mgr.GetClient(), VIPs: vip.NewLocal(*iface), NodeName: *node,
 			Ownership: agent.NewOwnership(hb, obs, mgr.GetClient(), crmetrics.Registry)}
 		a.Ownership.Recorder = mgr.GetEventRecorder("l4lb-dataplane")
-		a.Server = proxy.New(proxy.Options{Registerer: crmetrics.Registry, OnHealth: a.OnHealth})
+		log := slog.Default()
+		table := kernelTable(*kernelUDP, "l4lb-"+*node, log)
+		defer closeTable(table, log)
+		a.Server = proxy.New(proxy.Options{Registerer: crmetrics.Registry, OnHealth: a.OnHealth, NAT: table})
 		defer a.Server.Close()
 		if err := a.SetupWithManager(mgr); err != nil {
 			return err
@@ -118,6 +123,29 @@ func drainOnSignal(hb *nodes.Heartbeat, own *agent.Ownership, grace time.Duratio
 	return ctx
 }
 
+// kernelTable opens the nftables table that carries UDP listeners, or returns nil (the proxy
+// carries them) when it is not wanted or cannot be programmed here.
+func kernelTable(wanted bool, name string, log *slog.Logger) *nat.Table {
+	if !wanted {
+		return nil
+	}
+	t, err := nat.Open(name, nat.DefaultTag)
+	if err != nil {
+		log.Warn("UDP listeners go through the proxy: cannot program nftables", "err", err)
+		return nil
+	}
+	return t
+}
+
+func closeTable(t *nat.Table, log *slog.Logger) {
+	if t == nil {
+		return
+	}
+	if err := t.Close(); err != nil {
+		log.Warn("removing the kernel's UDP listeners", "err", err)
+	}
+}
+
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
@@ -127,11 +155,13 @@ func envOr(name, def string) string {
 
 // standalone serves a file of l4lb objects: no API server, no controller. Each load balancer
 // needs spec.vip.address. The file is reloaded on SIGHUP and when it changes.
-func standalone(path, metricsAddr string, withPprof bool) error {
+func standalone(path, metricsAddr string, withPprof, kernelUDP bool) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := proxy.New(proxy.Options{Registerer: reg, Logger: log})
+	table := kernelTable(kernelUDP, "l4lb-standalone", log)
+	defer closeTable(table, log)
+	srv := proxy.New(proxy.Options{Registerer: reg, Logger: log, NAT: table})
 	defer srv.Close()
 	if metricsAddr != "0" {
 		mux := http.NewServeMux()

@@ -20,6 +20,7 @@ import (
 	"maps"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -35,10 +36,10 @@ import (
 	"github.com/l4lb/l4lb/dataplane/model"
 )
 
-// A flow's conntrack mark is markTag | its member's id, so flows of ours are told apart from
+// A flow's conntrack mark is the table's tag in the top byte and its member's id below, so
+// flows of a table are told apart from other users of ct marks (and from another table's),
 // other users of ct marks, and counted and ended by member.
 const (
-	markTag  = 0x4c000000
 	markMask = 0xff000000
 	maxID    = 1<<24 - 1
 )
@@ -120,9 +121,13 @@ type Counts struct {
 	Active            int    // flows open now
 }
 
+// DefaultTag marks the agent's flows ('L').
+const DefaultTag = 0x4c
+
 // Table is the nftables table carrying the listeners given to Apply.
 type Table struct {
 	mu    sync.Mutex
+	tag   uint32 // in the top byte of a ct mark
 	conn  *nftables.Conn
 	table *nftables.Table
 	base  []*nftables.Chain // the hooked chains, by role
@@ -136,6 +141,7 @@ type Table struct {
 	chains      []string          // chains of the last Apply
 	sets        []string          // verdict maps of the last Apply
 	timeouts    []string          // ct timeout objects of the last Apply
+	applied     []Listener        // what the rules carry now
 }
 
 const (
@@ -146,14 +152,15 @@ const (
 	countOut
 )
 
-// Open creates (or takes over) the table name; it fails where nftables cannot be programmed
-// (no CAP_NET_ADMIN, no nf_tables).
-func Open(name string) (*Table, error) {
+// Open creates (or takes over) the table name, whose flows carry tag in their conntrack
+// marks (two tables in one network namespace need two tags); it fails where nftables cannot
+// be programmed (no CAP_NET_ADMIN, no nf_tables).
+func Open(name string, tag uint8) (*Table, error) {
 	conn, err := nftables.New(nftables.WithSockOptions(bigBuffers))
 	if err != nil {
 		return nil, err
 	}
-	t := &Table{conn: conn, table: &nftables.Table{Name: name, Family: nftables.TableFamilyINet},
+	t := &Table{tag: uint32(tag) << 24, conn: conn, table: &nftables.Table{Name: name, Family: nftables.TableFamilyINet},
 		listenerIDs: map[string]uint32{}, memberIDs: map[string]uint32{}, nextID: 1, headers: map[uint32]uint64{}}
 	// A table left by an agent that died is replaced whole: its ids mean nothing to us.
 	conn.AddTable(t.table)
@@ -172,7 +179,7 @@ func Open(name string) (*Table, error) {
 	}
 	// Flows of an earlier run keep their members (conntrack holds them); new ids start
 	// after theirs so the two are never counted or ended together.
-	open, err := openFlows()
+	open, err := t.openFlows()
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +218,7 @@ func (t *Table) Close() error {
 	for id := t.firstID; id < t.nextID; id++ { // also those of removed members, still draining
 		ids[id] = true
 	}
-	return errors.Join(err, endFlows(ids))
+	return errors.Join(err, t.endFlows(ids))
 }
 
 // Apply makes the table carry exactly ls, in one transaction: a packet sees the old rules or
@@ -220,6 +227,12 @@ func (t *Table) Close() error {
 func (t *Table) Apply(ls []Listener) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	// The agent applies its whole model after any change in the cluster: the rules stay
+	// unless they would change, so round robin keeps its turn and Maglev tables are not
+	// sent again.
+	if t.applied != nil && reflect.DeepEqual(ls, t.applied) {
+		return nil
+	}
 	c := t.conn
 	// Rules go first (they hold the chains and objects), then what only they used.
 	c.FlushTable(t.table)
@@ -257,7 +270,7 @@ func (t *Table) Apply(ls []Listener) error {
 			keptMembers[k] = mid
 			t.addMember(m, mid)
 			countedElems = append(countedElems, nftables.SetElement{
-				Key: binaryutil.NativeEndian.PutUint32(markTag | mid), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain("c", mid)}})
+				Key: binaryutil.NativeEndian.PutUint32(t.tag | mid), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain("c", mid)}})
 			if m.Down {
 				end[mid] = true
 			} else if m.Weight > 0 {
@@ -286,7 +299,7 @@ func (t *Table) Apply(ls []Listener) error {
 	}
 	// Our flows to members elsewhere leave with the node's address, so replies come back
 	// through this node (as LVS in Octavia's amphora is paired with SNAT).
-	c.AddRule(&nftables.Rule{Table: t.table, Chain: t.base[natPost], Exprs: append(append(markIsOurs(), oifNotLo()...), &expr.Masq{})})
+	c.AddRule(&nftables.Rule{Table: t.table, Chain: t.base[natPost], Exprs: append(append(t.markIsOurs(), oifNotLo()...), &expr.Masq{})})
 
 	// Objects of members and listeners that are gone.
 	for k, id := range t.memberIDs {
@@ -311,12 +324,17 @@ func (t *Table) Apply(ls []Listener) error {
 		return fmt.Errorf("nftables: %w", err)
 	}
 	t.listenerIDs, t.memberIDs = keptListeners, keptMembers
+	t.applied = make([]Listener, len(ls)) // a deep copy: the caller may change its slices
+	for i, l := range ls {
+		l.Members, l.AllowedCIDRs = slices.Clone(l.Members), slices.Clone(l.AllowedCIDRs)
+		t.applied[i] = l
+	}
 	kept := map[uint32]bool{}
 	for _, id := range keptMembers {
 		kept[id] = true
 	}
 	maps.DeleteFunc(t.headers, func(id uint32, _ uint64) bool { return !kept[id] })
-	return endFlows(end)
+	return t.endFlows(end)
 }
 
 // reset empties the table after a failed transaction, so the next Apply starts clean.
@@ -328,6 +346,7 @@ func (t *Table) reset() {
 	}
 	_ = t.conn.Flush()
 	t.listenerIDs, t.memberIDs, t.chains, t.sets, t.timeouts = map[string]uint32{}, map[string]uint32{}, nil, nil, nil
+	t.applied = nil
 }
 
 func listenerOf(memberKey string) string {
@@ -537,7 +556,7 @@ func (t *Table) addMember(m Member, mid uint32) {
 		fam = unix.NFPROTO_IPV6
 	}
 	t.rule(t.addChain(chain("m", mid)),
-		&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(markTag | mid)},
+		&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(t.tag | mid)},
 		&expr.Ct{Register: 1, SourceRegister: true, Key: expr.CtKeyMARK},
 		&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: chain("n", mid)},
 		&expr.Immediate{Register: 1, Data: a.AsSlice()},
@@ -552,12 +571,12 @@ func (t *Table) addMember(m Member, mid uint32) {
 	}
 }
 
-func markIsOurs() []expr.Any {
+func (t *Table) markIsOurs() []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Register: 1, Key: expr.CtKeyMARK},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
 			Mask: binaryutil.NativeEndian.PutUint32(markMask), Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(markTag)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(t.tag)},
 	}
 }
 
@@ -595,7 +614,7 @@ func (t *Table) Stats() (Stats, error) {
 			}
 		}
 	}
-	active, err := openFlows()
+	active, err := t.openFlows()
 	if err != nil {
 		return Stats{}, err
 	}
@@ -621,14 +640,14 @@ func (t *Table) Stats() (Stats, error) {
 		}
 		st.Members[l][k[len(l)+1:]] = Counts{
 			BytesIn: payload(chain("i", id), t.headers[id]), BytesOut: payload(chain("o", id), t.headers[id]),
-			Flows: flows, Active: active[markTag|id],
+			Flows: flows, Active: active[t.tag|id],
 		}
 	}
 	return st, nil
 }
 
-// openFlows counts conntrack's flows by mark.
-func openFlows() (map[uint32]int, error) {
+// openFlows counts the table's conntrack flows by mark.
+func (t *Table) openFlows() (map[uint32]int, error) {
 	n := map[uint32]int{}
 	for _, fam := range []vnl.InetFamily{unix.AF_INET, unix.AF_INET6} {
 		flows, err := vnl.ConntrackTableList(vnl.ConntrackTable, fam)
@@ -636,7 +655,7 @@ func openFlows() (map[uint32]int, error) {
 			return nil, fmt.Errorf("conntrack: %w", err)
 		}
 		for _, f := range flows {
-			if f.Mark&markMask == markTag {
+			if f.Mark&markMask == t.tag {
 				n[f.Mark]++
 			}
 		}
@@ -644,22 +663,25 @@ func openFlows() (map[uint32]int, error) {
 	return n, nil
 }
 
-// marks matches conntrack flows by member id.
-type marks map[uint32]bool
+// marks matches conntrack flows by tag and member id.
+type marks struct {
+	tag uint32
+	ids map[uint32]bool
+}
 
 func (m marks) MatchConntrackFlow(f *vnl.ConntrackFlow) bool {
-	return f.Mark&markMask == markTag && m[f.Mark&^markMask]
+	return f.Mark&markMask == m.tag && m.ids[f.Mark&^markMask]
 }
 
 // endFlows deletes the flows of the members ids, so their clients' next datagrams are new
 // flows that choose again.
-func endFlows(ids map[uint32]bool) error {
+func (t *Table) endFlows(ids map[uint32]bool) error {
 	if len(ids) == 0 {
 		return nil
 	}
 	var errs []error
 	for _, fam := range []vnl.InetFamily{unix.AF_INET, unix.AF_INET6} {
-		if _, err := vnl.ConntrackDeleteFilters(vnl.ConntrackTable, fam, marks(ids)); err != nil {
+		if _, err := vnl.ConntrackDeleteFilters(vnl.ConntrackTable, fam, marks{t.tag, ids}); err != nil {
 			errs = append(errs, fmt.Errorf("conntrack: %w", err))
 		}
 	}

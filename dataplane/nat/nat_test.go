@@ -1,11 +1,9 @@
-package nat
+package nat_test
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,36 +11,11 @@ import (
 
 	"github.com/l4lb/l4lb/dataplane/internal/udptest"
 	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/dataplane/nat"
 )
 
-// open gives the test a table of its own in this network namespace, on loopback addresses
-// only, removed with the test.
-func open(t *testing.T) *Table {
-	t.Helper()
-	tb, err := Open(fmt.Sprintf("l4lb-test-%d", os.Getpid()))
-	if errors.Is(err, syscall.EPERM) {
-		t.Skip("needs CAP_NET_ADMIN to program nftables (run as root)")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := tb.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return tb
-}
-
-func freePort(t *testing.T) netip.AddrPort {
-	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).AddrPort()
-}
+// open gives the test a table of its own, on loopback addresses only.
+func open(t *testing.T) *nat.Table { return udptest.KernelTable(t, 0x4d) }
 
 // client is a socket from src (empty: any) connected to addr: it only takes replies from addr.
 func client(t *testing.T, src string, addr netip.AddrPort) *net.UDPConn {
@@ -81,11 +54,11 @@ func ask(t *testing.T, c *net.UDPConn, msg string) string {
 	return name
 }
 
-func listener(t *testing.T, alg model.Algorithm, members ...Member) Listener {
-	return Listener{Key: "ns/l", Address: freePort(t), Algorithm: alg, Timeout: time.Minute, Members: members}
+func listener(t *testing.T, alg model.Algorithm, members ...nat.Member) nat.Listener {
+	return nat.Listener{Key: "ns/l", Address: udptest.HeldPort(t, "127.0.0.1"), Algorithm: alg, Timeout: time.Minute, Members: members}
 }
 
-func apply(t *testing.T, tb *Table, ls ...Listener) {
+func apply(t *testing.T, tb *nat.Table, ls ...nat.Listener) {
 	t.Helper()
 	if err := tb.Apply(ls); err != nil {
 		t.Fatal(err)
@@ -95,10 +68,13 @@ func apply(t *testing.T, tb *Table, ls ...Listener) {
 func TestRoundRobinFlowsFollowWeightsAndStayOnTheirMember(t *testing.T) {
 	tb := open(t)
 	l := listener(t, model.RoundRobin,
-		Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 3}, Member{Key: "b", Address: udptest.Echo(t, "b"), Weight: 1})
+		nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 3}, nat.Member{Key: "b", Address: udptest.Echo(t, "b"), Weight: 1})
 	apply(t, tb, l)
 	var got []string
 	for range 8 {
+		// The agent applies its whole model after every change in the cluster: an Apply
+		// that changes nothing must not start the turn again.
+		apply(t, tb, l)
 		c := client(t, "", l.Address) // the reply must come from the listener, or c drops it
 		first := ask(t, c, "x")
 		if again := ask(t, c, "y"); again != first {
@@ -115,7 +91,7 @@ func TestRoundRobinFlowsFollowWeightsAndStayOnTheirMember(t *testing.T) {
 func TestSourceIPKeepsAClientOnOneMember(t *testing.T) {
 	tb := open(t)
 	l := listener(t, model.SourceIP,
-		Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1}, Member{Key: "b", Address: udptest.Echo(t, "b"), Weight: 1})
+		nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1}, nat.Member{Key: "b", Address: udptest.Echo(t, "b"), Weight: 1})
 	apply(t, tb, l)
 	seen := map[string]map[string]bool{}
 	for _, src := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8"} {
@@ -141,7 +117,7 @@ func TestSourceIPKeepsAClientOnOneMember(t *testing.T) {
 func TestDownMemberLosesItsFlowsAndDrainingKeepsThem(t *testing.T) {
 	tb := open(t)
 	a, b := udptest.Echo(t, "a"), udptest.Echo(t, "b")
-	l := listener(t, model.RoundRobin, Member{Key: "a", Address: a, Weight: 1}, Member{Key: "b", Address: b, Weight: 1})
+	l := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: a, Weight: 1}, nat.Member{Key: "b", Address: b, Weight: 1})
 	apply(t, tb, l)
 	onA, onB := client(t, "", l.Address), client(t, "", l.Address)
 	if ask(t, onA, "1") != "a" || ask(t, onB, "1") != "b" {
@@ -167,7 +143,7 @@ func TestDownMemberLosesItsFlowsAndDrainingKeepsThem(t *testing.T) {
 
 func TestRefusalsAreCounted(t *testing.T) {
 	tb := open(t)
-	l := listener(t, model.RoundRobin, Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
+	l := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
 	l.AllowedCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32"), netip.MustParsePrefix("::1/128")}
 	l.ConnectionLimit = 2
 	apply(t, tb, l)
@@ -197,7 +173,7 @@ func TestRefusalsAreCounted(t *testing.T) {
 
 func TestStatsCountPayloadsFlowsAndOpenFlows(t *testing.T) {
 	tb := open(t)
-	l := listener(t, model.RoundRobin, Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
+	l := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
 	l.Timeout = time.Second
 	apply(t, tb, l)
 	for range 3 {
@@ -211,7 +187,7 @@ func TestStatsCountPayloadsFlowsAndOpenFlows(t *testing.T) {
 	}
 	got := st.Members["ns/l"]["a"]
 	// Six datagrams of 5 bytes in, six of "a:12345" out.
-	if want := (Counts{BytesIn: 30, BytesOut: 42, Flows: 3, Active: 3}); got != want {
+	if want := (nat.Counts{BytesIn: 30, BytesOut: 42, Flows: 3, Active: 3}); got != want {
 		t.Fatalf("counts %+v, want %+v", got, want)
 	}
 	// The listener's timeout (1 s) ends idle flows, and not at once.
@@ -236,8 +212,8 @@ func TestStatsCountPayloadsFlowsAndOpenFlows(t *testing.T) {
 
 func TestRemovedListenerEndsItsFlowsAndOthersServe(t *testing.T) {
 	tb := open(t)
-	one := listener(t, model.RoundRobin, Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
-	two := listener(t, model.RoundRobin, Member{Key: "b", Address: udptest.Echo(t, "b"), Weight: 1})
+	one := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
+	two := listener(t, model.RoundRobin, nat.Member{Key: "b", Address: udptest.Echo(t, "b"), Weight: 1})
 	two.Key = "ns/two"
 	apply(t, tb, one, two)
 	c1, c2 := client(t, "", one.Address), client(t, "", two.Address)

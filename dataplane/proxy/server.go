@@ -21,6 +21,7 @@ import (
 
 	"github.com/l4lb/l4lb/dataplane/health"
 	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/dataplane/nat"
 )
 
 // Options configure a Server.
@@ -30,6 +31,9 @@ type Options struct {
 	// OnHealth is told of every member health transition (the agent reports them).
 	OnHealth func(health.Event)
 	Logger   *slog.Logger
+	// NAT, when set, carries the UDP listeners it can honour in the kernel (package nat);
+	// the Server keeps it programmed with members and health. The caller closes it.
+	NAT *nat.Table
 }
 
 // Server serves models. Apply may be called at any time, from any goroutine.
@@ -42,21 +46,27 @@ type Server struct {
 	mu      sync.Mutex
 	tcp     map[string]*tcpListener
 	udp     map[string]*udpListener
+	kernel  map[string]model.Listener // UDP listeners the kernel carries
 	pools   map[string]*pool
 	members map[string]*member // by pool key, name and address
+	closed  chan struct{}
+	close   sync.Once
 }
 
 // New returns a Server serving nothing.
 func New(opts Options) *Server {
 	s := &Server{
 		opts: opts, log: opts.Logger, metrics: NewMetrics(opts.Registerer),
-		tcp: map[string]*tcpListener{}, udp: map[string]*udpListener{},
-		pools: map[string]*pool{}, members: map[string]*member{},
+		tcp: map[string]*tcpListener{}, udp: map[string]*udpListener{}, kernel: map[string]model.Listener{},
+		pools: map[string]*pool{}, members: map[string]*member{}, closed: make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
 	s.health = health.NewManager(s.onHealth)
+	if opts.NAT != nil {
+		go s.kernelStats()
+	}
 	return s
 }
 
@@ -124,13 +134,18 @@ func (s *Server) Apply(m model.Model) map[string]error {
 
 	failed := map[string]error{}
 	want := map[string]bool{}
+	kernel := map[string]model.Listener{}
 	for _, l := range m.Listeners {
-		want[l.Key] = true
 		var err error
-		switch l.Protocol {
-		case model.TCP:
+		switch {
+		case l.Protocol == model.UDP && s.byKernel(l):
+			kernel[l.Key] = l
+			continue
+		case l.Protocol == model.TCP:
+			want[l.Key] = true
 			err = s.applyTCP(l, pools)
-		case model.UDP:
+		case l.Protocol == model.UDP:
+			want[l.Key] = true
 			err = s.applyUDP(l, pools)
 		default:
 			err = fmt.Errorf("protocol %q", l.Protocol)
@@ -151,7 +166,21 @@ func (s *Server) Apply(m model.Model) map[string]error {
 		if !want[k] {
 			l.close()
 			delete(s.udp, k)
+			if _, moved := kernel[k]; !moved {
+				s.metrics.forgetListener(k)
+			}
+		}
+	}
+	for k := range s.kernel {
+		if _, kept := kernel[k]; !kept && !want[k] {
 			s.metrics.forgetListener(k)
+		}
+	}
+	s.kernel = kernel
+	if err := s.applyKernel(); err != nil {
+		s.log.Error("cannot program the kernel's UDP listeners", "err", err)
+		for k := range kernel {
+			failed[k] = err
 		}
 	}
 	return failed
@@ -242,6 +271,9 @@ func (s *Server) onHealth(e health.Event) {
 	}
 	if p := s.pools[e.Pool]; p != nil {
 		p.rebuild()
+		if err := s.applyKernel(); err != nil { // unchanged for the kernel unless it carries the pool
+			s.log.Error("cannot program the kernel's UDP listeners", "err", err)
+		}
 	}
 	s.mu.Unlock()
 	s.log.Info("member health changed", "pool", e.Pool, "member", e.Member, "up", e.Up, "reason", e.Reason)
@@ -266,4 +298,5 @@ func (s *Server) MemberUp(pool string, name string, addr netip.AddrPort) bool {
 func (s *Server) Close() {
 	s.Apply(model.Model{})
 	s.health.Close()
+	s.close.Do(func() { close(s.closed) })
 }

@@ -222,8 +222,17 @@ func TestUDPSessionLeavesAMemberMarkedDown(t *testing.T) {
 // The same holds after a reconfiguration changed the member (a new weight gives it a new
 // runtime), and for a member an operator disables: adminStateUp false means no traffic.
 func TestUDPSessionFollowsItsMemberThroughChanges(t *testing.T) {
+	sessionFollowsItsMember(t, serve, func(t *testing.T, members map[string]netip.AddrPort) model.Listener {
+		return udpListenerModel(t, 100, time.Minute, members)
+	})
+}
+
+// sessionFollowsItsMember is TestUDPSessionFollowsItsMemberThroughChanges on a server that
+// serve makes (the proxy's, or one with the kernel path) for a listener that listener makes.
+func sessionFollowsItsMember(t *testing.T, serve func(*testing.T, ...model.Listener) *Server,
+	listener func(*testing.T, map[string]netip.AddrPort) model.Listener) {
 	members := map[string]netip.AddrPort{"a": udptest.Echo(t, "a"), "b": udptest.Echo(t, "b")}
-	l := udpListenerModel(t, 100, time.Minute, members)
+	l := listener(t, members)
 	s := serve(t, l)
 	member := func(name string) *model.Member {
 		for i := range l.Pool.Members {

@@ -1,0 +1,107 @@
+package proxy
+
+import (
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/dataplane/nat"
+)
+
+// kernelStatsEvery is how often the kernel's counters are added to the metrics.
+const kernelStatsEvery = time.Second
+
+// byKernel reports whether the kernel carries l (Options.NAT set, and every setting of l
+// honoured there); the loops carry the rest.
+func (s *Server) byKernel(l model.Listener) bool {
+	return s.opts.NAT != nil && nat.Eligible(l)
+}
+
+// applyKernel gives the kernel its listeners with their members as they are now: the
+// members new flows may take (the pool's choice: healthy primaries, else backups) with their
+// weights, the others with none. Called with s.mu held, after every Apply and health change.
+func (s *Server) applyKernel() error {
+	if s.opts.NAT == nil {
+		return nil
+	}
+	ls := make([]nat.Listener, 0, len(s.kernel))
+	for _, l := range s.kernel {
+		kl := nat.Listener{Key: l.Key, Address: l.Address, AllowedCIDRs: l.AllowedCIDRs,
+			ConnectionLimit: l.ConnectionLimit, Timeout: l.TimeoutClientData}
+		if p := poolFor(l, s.pools); p != nil {
+			kl.Algorithm = p.spec.Algorithm
+			serving := p.choice.Load().members
+			for _, m := range p.members {
+				w := 0
+				if slices.Contains(serving, m) {
+					w = m.spec.Weight
+				}
+				kl.Members = append(kl.Members, nat.Member{Key: memberKey(m.pool, m.spec), Address: m.spec.Address,
+					Weight: w, Down: !m.up.Load() || !m.spec.AdminStateUp})
+			}
+		}
+		ls = append(ls, kl)
+	}
+	slices.SortFunc(ls, func(a, b nat.Listener) int { return strings.Compare(a.Key, b.Key) })
+	return s.opts.NAT.Apply(ls)
+}
+
+// kernelStats adds the kernel's counters to the metrics until the server closes. The kernel
+// keeps totals; the metrics get what grew since the last look.
+func (s *Server) kernelStats() {
+	seen := map[string]nat.Counts{}
+	refused := map[string]uint64{}
+	t := time.NewTicker(kernelStatsEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closed:
+			return
+		case <-t.C:
+		}
+		st, err := s.opts.NAT.Stats()
+		if err != nil {
+			s.log.Warn("cannot read the kernel's counters", "err", err)
+			continue
+		}
+		s.mu.Lock()
+		for key, members := range st.Members {
+			if _, ok := s.kernel[key]; !ok {
+				continue // removed since: its metrics are gone
+			}
+			lm := s.metrics.listener(key)
+			active := 0
+			for mk, c := range members {
+				was := seen[key+"\x00"+mk]
+				if c.Flows < was.Flows { // the table was rebuilt after a refused change
+					was = nat.Counts{}
+				}
+				seen[key+"\x00"+mk] = c
+				in, out, flows := float64(c.BytesIn-was.BytesIn), float64(c.BytesOut-was.BytesOut), float64(c.Flows-was.Flows)
+				lm.bytesIn.Add(in)
+				lm.bytesOut.Add(out)
+				lm.total.Add(flows)
+				active += c.Active
+				if m := s.members[mk]; m != nil {
+					m.metrics.bytesIn.Add(in)
+					m.metrics.bytesOut.Add(out)
+					m.metrics.total.Add(flows)
+					m.metrics.active.Set(float64(c.Active))
+				}
+			}
+			lm.active.Set(float64(active))
+			if r := st.Refused[key]; r >= refused[key] {
+				lm.errors.Add(float64(r - refused[key]))
+			}
+			refused[key] = st.Refused[key]
+		}
+		s.mu.Unlock()
+		maps.DeleteFunc(seen, func(k string, _ nat.Counts) bool {
+			l, m, _ := strings.Cut(k, "\x00")
+			_, ok := st.Members[l][m]
+			return !ok
+		})
+	}
+}

@@ -1,0 +1,121 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/l4lb/l4lb/dataplane/internal/udptest"
+	"github.com/l4lb/l4lb/dataplane/model"
+)
+
+// kernelOptions gives a server the kernel path, in an nftables table of the test's own.
+func kernelOptions(t *testing.T, reg prometheus.Registerer) Options {
+	return Options{NAT: udptest.KernelTable(t, 0x4e), Registerer: reg}
+}
+
+// kernelListener is udpListenerModel on a port held for the test: the kernel binds nothing.
+func kernelListener(t *testing.T, members map[string]netip.AddrPort) model.Listener {
+	l := udpListenerModel(t, 100, time.Minute, members)
+	l.Address = udptest.HeldPort(t, "127.0.0.1")
+	return l
+}
+
+// serveKernel is serve with the kernel path.
+func serveKernel(t *testing.T, ls ...model.Listener) *Server {
+	t.Helper()
+	s := New(kernelOptions(t, nil))
+	if failed := s.Apply(model.Model{Listeners: ls}); len(failed) > 0 {
+		t.Fatal(failed)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// The kernel carries the UDP listeners whose settings it honours; the proxy the others, and
+// a listener moves between the two when its settings change.
+func TestKernelCarriesWhatItCanHonour(t *testing.T) {
+	members := map[string]netip.AddrPort{"a": udptest.Echo(t, "a"), "b": udptest.Echo(t, "b")}
+	// Not held, as the proxy will bind it; an address of this test's own keeps other test
+	// binaries' listeners off it.
+	rr := udpListenerModel(t, 100, time.Minute, members)
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 3, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr.Address = c.LocalAddr().(*net.UDPAddr).AddrPort()
+	c.Close()
+	lc := udpListenerModel(t, 100, time.Minute, members)
+	lc.Key, lc.Pool.Key, lc.Pool.Algorithm = "ns/lc", "ns/lcp", model.LeastConnections
+	s := serveKernel(t, rr, lc)
+	if _, ok := s.kernel[rr.Key]; !ok || s.udp[rr.Key] != nil {
+		t.Fatal("the kernel does not carry a round-robin UDP listener")
+	}
+	if _, ok := s.kernel[lc.Key]; ok || s.udp[lc.Key] == nil {
+		t.Fatal("the kernel carries a LEAST_CONNECTIONS listener, whose choice needs connection counts")
+	}
+	for _, l := range []model.Listener{rr, lc} {
+		seen := map[string]bool{}
+		for range 4 {
+			reply, from := askUDP(t, udpClient(t, l.Address), "x")
+			if from != l.Address {
+				t.Fatalf("%s: reply from %v", l.Key, from)
+			}
+			seen[reply[:1]] = true
+		}
+		if !seen["a"] || !seen["b"] {
+			t.Fatalf("%s: flows went to %v only", l.Key, seen)
+		}
+	}
+	rr.Pool.Persistence = &model.Persistence{Timeout: time.Minute, Bits: 32}
+	if failed := s.Apply(model.Model{Listeners: []model.Listener{rr, lc}}); len(failed) > 0 {
+		t.Fatal(failed)
+	}
+	if _, ok := s.kernel[rr.Key]; ok || s.udp[rr.Key] == nil {
+		t.Fatal("session persistence did not move the listener to the proxy")
+	}
+	if reply, _ := askUDP(t, udpClient(t, rr.Address), "x"); reply[2:] != "x" {
+		t.Fatalf("answer %q", reply)
+	}
+}
+
+func TestKernelFlowsFollowTheirMemberThroughChanges(t *testing.T) {
+	sessionFollowsItsMember(t, serveKernel, kernelListener)
+}
+
+// The kernel's counters reach the listener's and the member's metrics.
+func TestKernelTrafficShowsInTheMetrics(t *testing.T) {
+	a := udptest.Echo(t, "a")
+	l := kernelListener(t, map[string]netip.AddrPort{"a": a})
+	s := New(kernelOptions(t, prometheus.NewRegistry()))
+	if failed := s.Apply(model.Model{Listeners: []model.Listener{l}}); len(failed) > 0 {
+		t.Fatal(failed)
+	}
+	t.Cleanup(s.Close)
+	c := udpClient(t, l.Address)
+	for range 3 {
+		askUDP(t, c, "12345")
+	}
+	deadline := time.Now().Add(5 * kernelStatsEvery)
+	for value(t, s.metrics.bytesIn.WithLabelValues(l.Key)) < 15 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	for name, got := range map[string]float64{
+		"listener bytes in":   value(t, s.metrics.bytesIn.WithLabelValues(l.Key)),
+		"listener bytes out":  value(t, s.metrics.bytesOut.WithLabelValues(l.Key)),
+		"listener flows":      value(t, s.metrics.total.WithLabelValues(l.Key)),
+		"listener open flows": value(t, s.metrics.active.WithLabelValues(l.Key)),
+		"member bytes in":     value(t, s.metrics.memberBytesIn.WithLabelValues(l.Pool.Key, "a", a.String())),
+		"member flows":        value(t, s.metrics.memberTotal.WithLabelValues(l.Pool.Key, "a", a.String())),
+		"member open flows":   value(t, s.metrics.memberActive.WithLabelValues(l.Pool.Key, "a", a.String())),
+	} {
+		want := map[string]float64{"listener bytes in": 15, "listener bytes out": 21, "listener flows": 1,
+			"listener open flows": 1, "member bytes in": 15, "member flows": 1, "member open flows": 1}[name]
+		if got != want {
+			t.Errorf("%s: %v, want %v", name, got, want)
+		}
+	}
+}
