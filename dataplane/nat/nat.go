@@ -29,7 +29,7 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
-	vnl "github.com/vishvananda/netlink"
+	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/dataplane/balancer"
@@ -131,6 +131,8 @@ type Table struct {
 	conn  *nftables.Conn
 	table *nftables.Table
 	base  []*nftables.Chain // the hooked chains, by role
+	// hooked: the hooked chains are in the kernel.
+	hooked bool
 	// ids of listeners and members, stable across Applies so counters carry on.
 	listenerIDs map[string]uint32
 	memberIDs   map[string]uint32 // by listener key and member key
@@ -167,7 +169,7 @@ func Open(name string, tag uint8) (*Table, error) {
 	conn.DelTable(t.table)
 	conn.AddTable(t.table)
 	hook := func(name string, h *nftables.ChainHook, p *nftables.ChainPriority, typ nftables.ChainType) {
-		t.base = append(t.base, conn.AddChain(&nftables.Chain{Name: name, Table: t.table, Hooknum: h, Priority: p, Type: typ}))
+		t.base = append(t.base, &nftables.Chain{Name: name, Table: t.table, Hooknum: h, Priority: p, Type: typ})
 	}
 	hook("nat_pre", nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest, nftables.ChainTypeNAT)
 	hook("nat_out", nftables.ChainHookOutput, nftables.ChainPriorityNATDest, nftables.ChainTypeNAT)
@@ -186,7 +188,6 @@ func Open(name string, tag uint8) (*Table, error) {
 	for mark := range open {
 		t.nextID = max(t.nextID, mark&^markMask+1)
 	}
-	t.firstID = t.nextID
 	return t, nil
 }
 
@@ -208,17 +209,17 @@ func bigBuffers(c *netlink.Conn) error {
 	return errors.Join(err, serr)
 }
 
+// Name is the nftables table's name.
+func (t *Table) Name() string { return t.table.Name }
+
 // Close removes the table and ends the flows it started.
 func (t *Table) Close() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.conn.DelTable(t.table)
 	err := t.conn.Flush()
-	ids := map[uint32]bool{}
-	for id := t.firstID; id < t.nextID; id++ { // also those of removed members, still draining
-		ids[id] = true
-	}
-	return errors.Join(err, t.endFlows(ids))
+	// Every flow of the tag: also those of removed members, still draining.
+	return errors.Join(err, t.endFlows(map[uint32]bool{0: true}, markMask))
 }
 
 // Apply makes the table carry exactly ls, in one transaction: a packet sees the old rules or
@@ -246,6 +247,18 @@ func (t *Table) Apply(ls []Listener) error {
 		c.DeleteObject(&nftables.NamedObj{Table: t.table, Name: name, Type: nftables.ObjTypeCtTimeout})
 	}
 	t.chains, t.sets, t.timeouts, t.fresh = nil, nil, nil, map[uint32]bool{}
+	// The hooked chains exist only while there are listeners: NAT chains turn on conntrack
+	// for every packet of the network namespace, which a node without kernel listeners
+	// should not pay for.
+	hooked := len(ls) > 0
+	for _, b := range t.base {
+		switch {
+		case hooked && !t.hooked:
+			c.AddChain(b)
+		case !hooked && t.hooked:
+			c.DelChain(b)
+		}
+	}
 
 	keptListeners, keptMembers := map[string]uint32{}, map[string]uint32{}
 	end := map[uint32]bool{}
@@ -299,7 +312,9 @@ func (t *Table) Apply(ls []Listener) error {
 	}
 	// Our flows to members elsewhere leave with the node's address, so replies come back
 	// through this node (as LVS in Octavia's amphora is paired with SNAT).
-	c.AddRule(&nftables.Rule{Table: t.table, Chain: t.base[natPost], Exprs: append(append(t.markIsOurs(), oifNotLo()...), &expr.Masq{})})
+	if hooked {
+		c.AddRule(&nftables.Rule{Table: t.table, Chain: t.base[natPost], Exprs: append(append(t.markIsOurs(), oifNotLo()...), &expr.Masq{})})
+	}
 
 	// Objects of members and listeners that are gone.
 	for k, id := range t.memberIDs {
@@ -323,7 +338,7 @@ func (t *Table) Apply(ls []Listener) error {
 		t.reset()
 		return fmt.Errorf("nftables: %w", err)
 	}
-	t.listenerIDs, t.memberIDs = keptListeners, keptMembers
+	t.listenerIDs, t.memberIDs, t.hooked = keptListeners, keptMembers, hooked
 	t.applied = make([]Listener, len(ls)) // a deep copy: the caller may change its slices
 	for i, l := range ls {
 		l.Members, l.AllowedCIDRs = slices.Clone(l.Members), slices.Clone(l.AllowedCIDRs)
@@ -334,19 +349,16 @@ func (t *Table) Apply(ls []Listener) error {
 		kept[id] = true
 	}
 	maps.DeleteFunc(t.headers, func(id uint32, _ uint64) bool { return !kept[id] })
-	return t.endFlows(end)
+	return t.endFlows(end, 0xffffffff)
 }
 
 // reset empties the table after a failed transaction, so the next Apply starts clean.
 func (t *Table) reset() {
 	t.conn.DelTable(t.table)
 	t.conn.AddTable(t.table)
-	for _, b := range t.base {
-		t.conn.AddChain(b)
-	}
 	_ = t.conn.Flush()
 	t.listenerIDs, t.memberIDs, t.chains, t.sets, t.timeouts = map[string]uint32{}, map[string]uint32{}, nil, nil, nil
-	t.applied = nil
+	t.applied, t.hooked = nil, false
 }
 
 func listenerOf(memberKey string) string {
@@ -646,42 +658,39 @@ func (t *Table) Stats() (Stats, error) {
 	return st, nil
 }
 
-// openFlows counts the table's conntrack flows by mark.
+// openFlows counts the table's conntrack flows by mark. The kernel filters by the table's tag,
+// so a node's other flows (all of kube-proxy's, say) are not sent over.
 func (t *Table) openFlows() (map[uint32]int, error) {
+	c, err := conntrack.Dial(nil)
+	if err != nil {
+		return nil, fmt.Errorf("conntrack: %w", err)
+	}
+	defer c.Close()
+	flows, err := c.DumpFilter(conntrack.NewFilter().Mark(t.tag).MarkMask(markMask), nil)
+	if err != nil {
+		return nil, fmt.Errorf("conntrack: %w", err)
+	}
 	n := map[uint32]int{}
-	for _, fam := range []vnl.InetFamily{unix.AF_INET, unix.AF_INET6} {
-		flows, err := vnl.ConntrackTableList(vnl.ConntrackTable, fam)
-		if err != nil {
-			return nil, fmt.Errorf("conntrack: %w", err)
-		}
-		for _, f := range flows {
-			if f.Mark&markMask == t.tag {
-				n[f.Mark]++
-			}
-		}
+	for _, f := range flows {
+		n[f.Mark]++
 	}
 	return n, nil
 }
 
-// marks matches conntrack flows by tag and member id.
-type marks struct {
-	tag uint32
-	ids map[uint32]bool
-}
-
-func (m marks) MatchConntrackFlow(f *vnl.ConntrackFlow) bool {
-	return f.Mark&markMask == m.tag && m.ids[f.Mark&^markMask]
-}
-
-// endFlows deletes the flows of the members ids, so their clients' next datagrams are new
-// flows that choose again.
-func (t *Table) endFlows(ids map[uint32]bool) error {
+// endFlows deletes the flows of the members ids (all of the table's flows with mask
+// markMask), so their clients' next datagrams are new flows that choose again.
+func (t *Table) endFlows(ids map[uint32]bool, mask uint32) error {
 	if len(ids) == 0 {
 		return nil
 	}
+	c, err := conntrack.Dial(nil)
+	if err != nil {
+		return fmt.Errorf("conntrack: %w", err)
+	}
+	defer c.Close()
 	var errs []error
-	for _, fam := range []vnl.InetFamily{unix.AF_INET, unix.AF_INET6} {
-		if _, err := vnl.ConntrackDeleteFilters(vnl.ConntrackTable, fam, marks{t.tag, ids}); err != nil {
+	for id := range ids {
+		if err := c.FlushFilter(conntrack.NewFilter().Mark(t.tag | id).MarkMask(mask)); err != nil {
 			errs = append(errs, fmt.Errorf("conntrack: %w", err))
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
+
 	"github.com/l4lb/l4lb/dataplane/internal/udptest"
 	"github.com/l4lb/l4lb/dataplane/model"
 	"github.com/l4lb/l4lb/dataplane/nat"
@@ -226,5 +228,44 @@ func TestRemovedListenerEndsItsFlowsAndOthersServe(t *testing.T) {
 	}
 	if got := ask(t, c2, "y"); got != "b" {
 		t.Fatalf("the listener that stays answered %q", got)
+	}
+}
+
+// Without listeners the table hooks nothing, so conntrack is not turned on for the node's
+// other traffic.
+func TestNoListenersNoHooks(t *testing.T) {
+	tb := open(t)
+	hooks := func() int {
+		t.Helper()
+		conn, err := nftables.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, c := range chains {
+			if c.Table.Name == tb.Name() && c.Hooknum != nil {
+				n++
+			}
+		}
+		return n
+	}
+	if n := hooks(); n != 0 {
+		t.Fatalf("a new table hooks %d chains", n)
+	}
+	l := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
+	apply(t, tb, l)
+	if n := hooks(); n == 0 {
+		t.Fatal("a table with a listener hooks no chain")
+	}
+	if got := ask(t, client(t, "", l.Address), "x"); got != "a" {
+		t.Fatalf("answer from %q", got)
+	}
+	apply(t, tb)
+	if n := hooks(); n != 0 {
+		t.Fatalf("a table without listeners still hooks %d chains", n)
 	}
 }
