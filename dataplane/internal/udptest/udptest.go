@@ -16,9 +16,12 @@ import (
 
 // Echo serves on a free loopback port until the test ends, answering every datagram with
 // name, a colon and the payload, so a test sees which member answered.
-func Echo(t testing.TB, name string) netip.AddrPort {
+func Echo(t testing.TB, name string) netip.AddrPort { return EchoAt(t, "127.0.0.1", name) }
+
+// EchoAt is Echo on a free port of ip, in the network namespace of the calling thread.
+func EchoAt(t testing.TB, ip, name string) netip.AddrPort {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,112 @@
+package nat_test
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/l4lb/l4lb/dataplane/internal/udptest"
+	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/dataplane/nat"
+)
+
+// in runs f with the calling goroutine's thread in the network namespace ns: sockets and
+// netlink connections f makes belong to ns.
+func in(t *testing.T, ns string, f func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	target, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		t.Fatal(err)
+	}
+	defer netns.Set(orig)
+	f()
+}
+
+func run(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// A client on one network, the load balancer's node, and a member on another network that
+// has no route back to the client: the flow is forwarded through the node and masqueraded, so
+// the member answers the node, and the client gets its answer from the VIP. This is how a
+// node reaches members that are not on it.
+func TestForwardedFlowsReachMembersElsewhere(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make network namespaces")
+	}
+	id := os.Getpid() % 100000
+	cli, lb, mem := fmt.Sprintf("l4c%d", id), fmt.Sprintf("l4n%d", id), fmt.Sprintf("l4m%d", id)
+	for _, ns := range []string{cli, lb, mem} {
+		exec.Command("ip", "netns", "del", ns).Run()
+		run(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	}
+	run(t, "ip", "-n", lb, "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns", cli)
+	run(t, "ip", "-n", lb, "link", "add", "m0", "type", "veth", "peer", "name", "eth0", "netns", mem)
+	for _, a := range [][]string{
+		{cli, "eth0", "10.231.1.2/24"}, {lb, "c0", "10.231.1.1/24"},
+		{mem, "eth0", "10.231.2.2/24"}, {lb, "m0", "10.231.2.1/24"},
+	} {
+		run(t, "ip", "-n", a[0], "addr", "add", a[2], "dev", a[1])
+		run(t, "ip", "-n", a[0], "link", "set", a[1], "up")
+		run(t, "ip", "-n", a[0], "link", "set", "lo", "up")
+	}
+	// The VIP is on the node's lo, as the agent puts it, and answered for by ARP.
+	run(t, "ip", "-n", lb, "addr", "add", "10.231.1.100/32", "dev", "lo")
+	run(t, "ip", "netns", "exec", lb, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	vip := netip.MustParseAddrPort("10.231.1.100:5353")
+
+	var member netip.AddrPort
+	in(t, mem, func() { member = udptest.EchoAt(t, "10.231.2.2", "m") })
+	var tb *nat.Table
+	l := nat.Listener{Key: "ns/l", Address: vip, Algorithm: model.RoundRobin, Members: []nat.Member{{Key: "m", Address: member, Weight: 1}}}
+	in(t, lb, func() {
+		var err error
+		if tb, err = nat.Open("l4lb-test", nat.DefaultTag); err != nil {
+			t.Fatal(err)
+		}
+		// Deleting the namespace takes the table and its flows with it.
+		if !nat.Eligible(model.Listener{Protocol: model.UDP, Pool: &model.Pool{Algorithm: model.RoundRobin,
+			Members: []model.Member{{Address: member}}}}) {
+			t.Fatal("a member elsewhere is not eligible on a node that forwards")
+		}
+		apply(t, tb, l)
+	})
+	var c *net.UDPConn
+	in(t, cli, func() { c = client(t, "", vip) })
+	for i := range 3 {
+		if got := ask(t, c, fmt.Sprint("hello ", i)); got != "m" {
+			t.Fatalf("datagram %d: answer from %q through the node", i, got)
+		}
+	}
+	in(t, lb, func() {
+		st, err := tb.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Members["ns/l"]["m"]; got.Flows != 1 || got.BytesIn != 3*7 || got.Active != 1 {
+			t.Fatalf("counts %+v, want one flow of 21 bytes in", got)
+		}
+	})
+}
