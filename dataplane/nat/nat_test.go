@@ -114,6 +114,16 @@ func TestSourceIPKeepsAClientOnOneMember(t *testing.T) {
 	if !members["a"] || !members["b"] {
 		t.Fatalf("eight clients all went to %v", members)
 	}
+	// SOURCE_IP_PORT hashes the port too: one address's flows spread.
+	l.Algorithm = model.SourceIPPort
+	apply(t, tb, l)
+	spread := map[string]bool{}
+	for range 16 {
+		spread[ask(t, client(t, "127.0.0.1", l.Address), "x")] = true
+	}
+	if !spread["a"] || !spread["b"] {
+		t.Fatalf("16 flows from one address under SOURCE_IP_PORT went to %v", spread)
+	}
 }
 
 func TestDownMemberLosesItsFlowsAndDrainingKeepsThem(t *testing.T) {
@@ -267,5 +277,26 @@ func TestNoListenersNoHooks(t *testing.T) {
 	apply(t, tb)
 	if n := hooks(); n != 0 {
 		t.Fatalf("a table without listeners still hooks %d chains", n)
+	}
+}
+
+func TestIPv6FlowsAlternateAndRefuseOtherSources(t *testing.T) {
+	tb := open(t)
+	l := nat.Listener{Key: "ns/l6", Address: udptest.HeldPort(t, "::1"), Algorithm: model.RoundRobin, Timeout: time.Minute,
+		Members: []nat.Member{{Key: "a", Address: udptest.EchoAt(t, "::1", "a"), Weight: 1}, {Key: "b", Address: udptest.EchoAt(t, "::1", "b"), Weight: 1}},
+		// The v4 prefix says nothing about v6 clients; ::1 is let in by its own.
+		AllowedCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}}
+	apply(t, tb, l)
+	var got []string
+	for range 4 {
+		got = append(got, ask(t, client(t, "", l.Address), "x"))
+	}
+	if strings.Join(got, " ") != "a b a b" {
+		t.Fatalf("flows went to %v", got)
+	}
+	l.AllowedCIDRs = []netip.Prefix{netip.MustParsePrefix("fd00::/8")}
+	apply(t, tb, l)
+	if got := ask(t, client(t, "", l.Address), "x"); got != "" {
+		t.Fatalf("a source outside allowedCIDRs got an answer from %q", got)
 	}
 }
