@@ -136,7 +136,6 @@ type Table struct {
 	// ids of listeners and members, stable across Applies so counters carry on.
 	listenerIDs map[string]uint32
 	memberIDs   map[string]uint32 // by listener key and member key
-	firstID     uint32            // the first id this Table gave
 	nextID      uint32
 	fresh       map[uint32]bool   // ids given in this Apply: their counters are made
 	headers     map[uint32]uint64 // by member id: IP and UDP header bytes of its datagrams
