@@ -124,6 +124,13 @@ type Counts struct {
 // DefaultTag marks the agent's flows ('L').
 const DefaultTag = 0x4c
 
+// carried is what the table holds for one listener: its spec as applied and what was built
+// for it, left as it is while the spec stays.
+type carried struct {
+	spec                   Listener
+	chains, sets, timeouts []string
+}
+
 // Table is the nftables table carrying the listeners given to Apply.
 type Table struct {
 	mu    sync.Mutex
@@ -137,12 +144,11 @@ type Table struct {
 	listenerIDs map[string]uint32
 	memberIDs   map[string]uint32 // by listener key and member key
 	nextID      uint32
-	fresh       map[uint32]bool   // ids given in this Apply: their counters are made
-	headers     map[uint32]uint64 // by member id: IP and UDP header bytes of its datagrams
-	chains      []string          // chains of the last Apply
-	sets        []string          // verdict maps of the last Apply
-	timeouts    []string          // ct timeout objects of the last Apply
-	applied     []Listener        // what the rules carry now
+	fresh       map[uint32]bool     // ids given in this Apply: their counters are made
+	headers     map[uint32]uint64   // by member id: IP and UDP header bytes of its datagrams
+	carried     map[string]*carried // by listener key; nil before the first Apply
+	building    *carried            // the listener being built: it owns what is added
+	counted     bool                // the counted map exists
 }
 
 const (
@@ -227,25 +233,46 @@ func (t *Table) Close() error {
 func (t *Table) Apply(ls []Listener) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	// The agent applies its whole model after any change in the cluster: the rules stay
-	// unless they would change, so round robin keeps its turn and Maglev tables are not
-	// sent again.
-	if t.applied != nil && reflect.DeepEqual(ls, t.applied) {
+	// The agent applies its whole model after any change in the cluster: a listener's
+	// chains stay while it stays the same, so its round robin keeps its turn (numgen counts
+	// in the rule) and its Maglev table is not sent again.
+	if t.carried != nil && len(ls) == len(t.carried) && slices.IndexFunc(ls, t.changed) < 0 {
 		return nil
 	}
 	c := t.conn
 	// Rules go first (they hold the chains and objects), then what only they used.
-	c.FlushTable(t.table)
-	for _, name := range t.sets { // before the chains their verdicts name
-		c.DelSet(&nftables.Set{Table: t.table, Name: name})
+	if t.hooked {
+		for _, b := range t.base {
+			c.FlushChain(b)
+		}
 	}
-	for _, name := range t.chains {
-		c.DelChain(&nftables.Chain{Name: name, Table: t.table})
+	if t.counted {
+		c.DelSet(&nftables.Set{Table: t.table, Name: "counted"})
+		t.counted = false
 	}
-	for _, name := range t.timeouts {
-		c.DeleteObject(&nftables.NamedObj{Table: t.table, Name: name, Type: nftables.ObjTypeCtTimeout})
+	want := map[string]Listener{}
+	for _, l := range ls {
+		want[l.Key] = l
 	}
-	t.chains, t.sets, t.timeouts, t.fresh = nil, nil, nil, map[uint32]bool{}
+	for key, cl := range t.carried {
+		if l, ok := want[key]; ok && !t.changed(l) {
+			continue
+		}
+		for _, name := range cl.chains {
+			c.FlushChain(&nftables.Chain{Name: name, Table: t.table})
+		}
+		for _, name := range cl.sets { // before the chains their verdicts name
+			c.DelSet(&nftables.Set{Table: t.table, Name: name})
+		}
+		for _, name := range cl.chains {
+			c.DelChain(&nftables.Chain{Name: name, Table: t.table})
+		}
+		for _, name := range cl.timeouts {
+			c.DeleteObject(&nftables.NamedObj{Table: t.table, Name: name, Type: nftables.ObjTypeCtTimeout})
+		}
+		delete(t.carried, key)
+	}
+	t.fresh = map[uint32]bool{}
 	// The hooked chains exist only while there are listeners: NAT chains turn on conntrack
 	// for every packet of the network namespace, which a node without kernel listeners
 	// should not pay for.
@@ -261,6 +288,7 @@ func (t *Table) Apply(ls []Listener) error {
 
 	keptListeners, keptMembers := map[string]uint32{}, map[string]uint32{}
 	end := map[uint32]bool{}
+	built := map[string]*carried{}
 	var countedElems []nftables.SetElement
 	for _, l := range ls {
 		lid, err := t.id(t.listenerIDs, l.Key)
@@ -268,8 +296,14 @@ func (t *Table) Apply(ls []Listener) error {
 			return err
 		}
 		keptListeners[l.Key] = lid
-		if err := t.addListener(l, lid); err != nil {
-			return fmt.Errorf("listener %s: %w", l.Key, err)
+		build := t.carried[l.Key] == nil
+		if build {
+			t.building = &carried{spec: deepCopy(l)}
+			built[l.Key] = t.building
+			t.addListener(l, lid)
+		}
+		for _, b := range []int{natPre, natOut} {
+			t.rule(t.base[b], append(match(l), &expr.Verdict{Kind: expr.VerdictGoto, Chain: chain("l", lid)})...)
 		}
 		var serving []Member
 		var ids []uint32
@@ -280,9 +314,12 @@ func (t *Table) Apply(ls []Listener) error {
 				return err
 			}
 			keptMembers[k] = mid
-			t.addMember(m, mid)
 			countedElems = append(countedElems, nftables.SetElement{
 				Key: binaryutil.NativeEndian.PutUint32(t.tag | mid), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain("c", mid)}})
+			if !build {
+				continue
+			}
+			t.addMember(m, mid)
 			if m.Down {
 				end[mid] = true
 			} else if m.Weight > 0 {
@@ -290,16 +327,20 @@ func (t *Table) Apply(ls []Listener) error {
 				ids = append(ids, mid)
 			}
 		}
-		if err := t.addSelection(l, lid, serving, ids); err != nil {
-			return fmt.Errorf("listener %s: %w", l.Key, err)
+		if build {
+			if err := t.addSelection(l, lid, serving, ids); err != nil {
+				return fmt.Errorf("listener %s: %w", l.Key, err)
+			}
 		}
 	}
+	t.building = nil
 	// Counted flows of members we still know of; a removed member's flows drain uncounted.
 	if len(countedElems) > 0 {
 		counted, err := t.addMap("counted", nftables.TypeMark, countedElems)
 		if err != nil {
 			return err
 		}
+		t.counted = true
 		for _, b := range []*nftables.Chain{t.base[countPre], t.base[countOut]} {
 			var e []expr.Any
 			if b == t.base[countOut] { // a local client's packets to a local member come back in by lo: counted there
@@ -333,16 +374,15 @@ func (t *Table) Apply(ls []Listener) error {
 	}
 	if err := c.Flush(); err != nil {
 		// The transaction was refused whole: the kernel still runs the previous rules, which
-		// our ids and chain list no longer describe, so start over on the next Apply.
+		// our ids and lists no longer describe, so start over on the next Apply.
 		t.reset()
 		return fmt.Errorf("nftables: %w", err)
 	}
 	t.listenerIDs, t.memberIDs, t.hooked = keptListeners, keptMembers, hooked
-	t.applied = make([]Listener, len(ls)) // a deep copy: the caller may change its slices
-	for i, l := range ls {
-		l.Members, l.AllowedCIDRs = slices.Clone(l.Members), slices.Clone(l.AllowedCIDRs)
-		t.applied[i] = l
+	if t.carried == nil {
+		t.carried = map[string]*carried{}
 	}
+	maps.Copy(t.carried, built)
 	kept := map[uint32]bool{}
 	for _, id := range keptMembers {
 		kept[id] = true
@@ -351,13 +391,25 @@ func (t *Table) Apply(ls []Listener) error {
 	return t.endFlows(end, 0xffffffff)
 }
 
+// changed reports whether l differs from what the table carries under its key.
+func (t *Table) changed(l Listener) bool {
+	cl := t.carried[l.Key]
+	return cl == nil || !reflect.DeepEqual(cl.spec, l)
+}
+
+// deepCopy copies l with its slices, which the caller may change after Apply.
+func deepCopy(l Listener) Listener {
+	l.Members, l.AllowedCIDRs = slices.Clone(l.Members), slices.Clone(l.AllowedCIDRs)
+	return l
+}
+
 // reset empties the table after a failed transaction, so the next Apply starts clean.
 func (t *Table) reset() {
 	t.conn.DelTable(t.table)
 	t.conn.AddTable(t.table)
 	_ = t.conn.Flush()
-	t.listenerIDs, t.memberIDs, t.chains, t.sets, t.timeouts = map[string]uint32{}, map[string]uint32{}, nil, nil, nil
-	t.applied, t.hooked = nil, false
+	t.listenerIDs, t.memberIDs, t.carried = map[string]uint32{}, map[string]uint32{}, nil
+	t.hooked, t.counted, t.building = false, false, nil
 }
 
 func listenerOf(memberKey string) string {
@@ -390,7 +442,7 @@ func counter(t *nftables.Table, name string) *nftables.NamedObj {
 }
 
 func (t *Table) addChain(name string) *nftables.Chain {
-	t.chains = append(t.chains, name)
+	t.building.chains = append(t.building.chains, name)
 	return t.conn.AddChain(&nftables.Chain{Name: name, Table: t.table})
 }
 
@@ -398,17 +450,15 @@ func (t *Table) rule(ch *nftables.Chain, e ...expr.Any) {
 	t.conn.AddRule(&nftables.Rule{Table: t.table, Chain: ch, Exprs: e})
 }
 
-// addListener adds the listener's match to the hooked chains, its ct timeout and the chain
-// that checks the client's address.
-func (t *Table) addListener(l Listener, lid uint32) error {
-	c := t.conn
+// match is the expressions that match a listener's datagrams (its family, UDP, its address
+// and port).
+func match(l Listener) []expr.Any {
 	a := l.Address.Addr().Unmap()
-	fam := byte(unix.NFPROTO_IPV4)
-	daddr, saddr := uint32(16), uint32(12)
+	fam, daddr := byte(unix.NFPROTO_IPV4), uint32(16)
 	if a.Is6() {
-		fam, daddr, saddr = unix.NFPROTO_IPV6, 24, 8
+		fam, daddr = unix.NFPROTO_IPV6, 24
 	}
-	match := []expr.Any{
+	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam}},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
@@ -418,22 +468,29 @@ func (t *Table) addListener(l Listener, lid uint32) error {
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(l.Address.Port())},
 	}
+}
+
+// addListener adds the listener's ct timeout and the chain that checks the client's address.
+func (t *Table) addListener(l Listener, lid uint32) {
+	c := t.conn
+	a := l.Address.Addr().Unmap()
+	fam, saddr := byte(unix.NFPROTO_IPV4), uint32(12)
+	if a.Is6() {
+		fam, saddr = unix.NFPROTO_IPV6, 8
+	}
 	if l.Timeout > 0 {
 		name := chain("t", lid)
 		secs := uint32(max(1, l.Timeout/time.Second))
 		c.AddObj(&nftables.NamedObj{Table: t.table, Name: name, Type: nftables.ObjTypeCtTimeout, Obj: &expr.CtTimeout{
 			L3Proto: uint16(fam), L4Proto: unix.IPPROTO_UDP,
 			Policy: expr.CtStatePolicyTimeout{expr.CtStateUDPUNREPLIED: secs, expr.CtStateUDPREPLIED: secs}}})
-		t.timeouts = append(t.timeouts, name)
+		t.building.timeouts = append(t.building.timeouts, name)
 	}
 	lc := t.addChain(chain("l", lid))
 	if l.Timeout > 0 {
 		// Set on the flow's first packet, before conntrack confirms the flow (the kernel
 		// ignores it on a confirmed flow, and has no flow yet at the raw priority).
 		t.rule(lc, &expr.Objref{Type: int(nftables.ObjTypeCtTimeout), Name: chain("t", lid)})
-	}
-	for _, b := range []int{natPre, natOut} {
-		t.rule(t.base[b], append(slices.Clone(match), &expr.Verdict{Kind: expr.VerdictGoto, Chain: lc.Name})...)
 	}
 	if t.fresh[lid] {
 		c.AddObj(counter(t.table, chain("e", lid)))
@@ -456,7 +513,6 @@ func (t *Table) addListener(l Listener, lid uint32) error {
 			&expr.Verdict{Kind: expr.VerdictGoto, Chain: sc})
 	}
 	t.rule(lc, refused(lid)...)
-	return nil
 }
 
 func prefixMask(bits, n int) []byte {
@@ -539,7 +595,9 @@ func (t *Table) addMap(name string, key nftables.SetDatatype, elems []nftables.S
 	if err := t.conn.AddSet(m, nil); err != nil {
 		return nil, err
 	}
-	t.sets = append(t.sets, name)
+	if t.building != nil { // else the table's own
+		t.building.sets = append(t.building.sets, name)
+	}
 	for chunk := range slices.Chunk(elems, 1000) {
 		if err := t.conn.SetAddElements(m, chunk); err != nil {
 			return nil, err

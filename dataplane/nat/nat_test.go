@@ -302,3 +302,21 @@ func TestIPv6FlowsAlternateAndRefuseOtherSources(t *testing.T) {
 		t.Fatalf("a source outside allowedCIDRs got an answer from %q", got)
 	}
 }
+
+// A change to one listener leaves the others' rules as they are: round robin keeps its turn.
+func TestOtherChangesKeepRoundRobinTurning(t *testing.T) {
+	tb := open(t)
+	l := listener(t, model.RoundRobin,
+		nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1}, nat.Member{Key: "b", Address: udptest.Echo(t, "b"), Weight: 1})
+	other := listener(t, model.RoundRobin, nat.Member{Key: "c", Address: udptest.Echo(t, "c"), Weight: 1})
+	other.Key = "ns/other"
+	var got []string
+	for i := range 4 {
+		other.Members[0].Weight = i + 1
+		apply(t, tb, l, other)
+		got = append(got, ask(t, client(t, "", l.Address), "x"))
+	}
+	if strings.Join(got, " ") != "a b a b" {
+		t.Fatalf("flows went to %v while another listener changed", got)
+	}
+}
