@@ -320,3 +320,54 @@ func TestOtherChangesKeepRoundRobinTurning(t *testing.T) {
 		t.Fatalf("flows went to %v while another listener changed", got)
 	}
 }
+
+// D6 for the kernel path: a member added and removed every 100 ms while flows start and run;
+// every datagram is answered, since each change is one transaction and running flows keep
+// their member.
+func TestChurnLosesNoDatagram(t *testing.T) {
+	tb := open(t)
+	a := nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1}
+	b := nat.Member{Key: "b", Address: udptest.Echo(t, "b"), Weight: 1}
+	c := nat.Member{Key: "c", Address: udptest.Echo(t, "c"), Weight: 1}
+	l := listener(t, model.RoundRobin, a, b)
+	apply(t, tb, l)
+	done := make(chan struct{})
+	churned := make(chan error, 1)
+	go func() {
+		ls := []nat.Listener{l, l}
+		ls[1].Members = []nat.Member{a, b, c}
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				churned <- nil
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if err := tb.Apply(ls[i%2 : i%2+1]); err != nil {
+				churned <- err
+				return
+			}
+		}
+	}()
+	long := client(t, "", l.Address)
+	end := time.Now().Add(2 * time.Second)
+	lost := 0
+	n := 0
+	for ; time.Now().Before(end); n++ {
+		if ask(t, long, "long") == "" {
+			lost++
+		}
+		fresh := client(t, "", l.Address)
+		if ask(t, fresh, "new") == "" {
+			lost++
+		}
+		fresh.Close()
+	}
+	close(done)
+	if err := <-churned; err != nil {
+		t.Fatal(err)
+	}
+	if lost > 0 {
+		t.Fatalf("%d of %d datagrams unanswered while members changed", lost, 2*n)
+	}
+}
