@@ -153,6 +153,7 @@ type Table struct {
 	counted     string              // the counted map's name ("": none)
 	gen         uint64              // Applies so far
 	retired     carried             // what the last Apply replaced, removed by the next
+	last        []Listener          // what the last Apply was given
 }
 
 const (
@@ -250,7 +251,46 @@ func (t *Table) Apply(ls []Listener) error {
 		t.reset()
 		return err
 	}
+	t.last = make([]Listener, len(ls))
+	for i, l := range ls {
+		t.last[i] = deepCopy(l)
+	}
 	return t.endFlows(end, 0xffffffff)
+}
+
+// Repair programs the last Apply again if the table lost any of its chains (someone ran
+// `nft flush ruleset`, say): Apply changes nothing while its input stays the same, so
+// without this the kernel listeners would stay dark. It reports whether it repaired.
+func (t *Table) Repair() (bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.carried == nil {
+		return false, nil
+	}
+	chains, err := t.conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, err
+	}
+	have := map[string]bool{}
+	for _, c := range chains {
+		if c.Table.Name == t.table.Name {
+			have[c.Name] = true
+		}
+	}
+	intact := !t.hooked || !slices.ContainsFunc(t.base, func(b *nftables.Chain) bool { return !have[b.Name] })
+	for _, cl := range t.carried {
+		intact = intact && !slices.ContainsFunc(cl.chains, func(name string) bool { return !have[name] })
+	}
+	if intact {
+		return false, nil
+	}
+	t.reset()
+	end, err := t.program(t.last)
+	if err != nil {
+		t.reset()
+		return false, err
+	}
+	return true, t.endFlows(end, 0xffffffff)
 }
 
 // program sends the transaction that makes the table carry ls, and returns the members
@@ -449,6 +489,7 @@ func (t *Table) reset() {
 	if c, err := nftables.New(nftables.WithSockOptions(bigBuffers)); err == nil {
 		t.conn = c
 	}
+	t.conn.AddTable(t.table) // so that deleting it cannot fail
 	t.conn.DelTable(t.table)
 	t.conn.AddTable(t.table)
 	_ = t.conn.Flush()

@@ -371,3 +371,34 @@ func TestChurnLosesNoDatagram(t *testing.T) {
 		t.Fatalf("%d of %d datagrams unanswered while members changed", lost, 2*n)
 	}
 }
+
+// Rules removed from outside (`nft flush ruleset`) are put back by Repair.
+func TestRepairPutsBackWhatWasRemoved(t *testing.T) {
+	tb := open(t)
+	l := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
+	apply(t, tb, l)
+	if repaired, err := tb.Repair(); err != nil || repaired {
+		t.Fatalf("an intact table was repaired (%v, %v)", repaired, err)
+	}
+	conn, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.DelTable(&nftables.Table{Name: tb.Name(), Family: nftables.TableFamilyINet})
+	if err := conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := ask(t, client(t, "", l.Address), "x"); got != "" {
+		t.Fatalf("answer from %q without the table", got)
+	}
+	if repaired, err := tb.Repair(); err != nil || !repaired {
+		t.Fatalf("the table was not repaired (%v, %v)", repaired, err)
+	}
+	if got := ask(t, client(t, "", l.Address), "x"); got != "a" {
+		t.Fatalf("answer from %q after the repair", got)
+	}
+	apply(t, tb, l) // the same input still changes nothing
+	if got := ask(t, client(t, "", l.Address), "x"); got != "a" {
+		t.Fatalf("answer from %q after an Apply that changes nothing", got)
+	}
+}

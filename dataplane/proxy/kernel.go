@@ -48,8 +48,9 @@ func (s *Server) applyKernel() error {
 	return s.opts.NAT.Apply(ls)
 }
 
-// kernelStats adds the kernel's counters to the metrics until the server closes. The kernel
-// keeps totals; the metrics get what grew since the last look.
+// kernelStats adds the kernel's counters to the metrics until the server closes, and puts
+// the rules back if something outside removed them. The kernel keeps totals; the metrics get
+// what grew since the last look.
 func (s *Server) kernelStats() {
 	seen := map[string]nat.Counts{}
 	refused := map[string]uint64{}
@@ -60,6 +61,11 @@ func (s *Server) kernelStats() {
 		case <-s.closed:
 			return
 		case <-t.C:
+		}
+		if repaired, err := s.opts.NAT.Repair(); err != nil {
+			s.log.Error("cannot repair the kernel's UDP listeners", "err", err)
+		} else if repaired {
+			s.log.Warn("the kernel's UDP listeners had lost rules (nftables flushed from outside?): programmed again")
 		}
 		st, err := s.opts.NAT.Stats()
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/l4lb/l4lb/dataplane/internal/udptest"
@@ -116,6 +117,40 @@ func TestKernelTrafficShowsInTheMetrics(t *testing.T) {
 			"listener open flows": 1, "member bytes in": 15, "member flows": 1, "member open flows": 1}[name]
 		if got != want {
 			t.Errorf("%s: %v, want %v", name, got, want)
+		}
+	}
+}
+
+// The server puts the kernel's rules back when something outside removes them.
+func TestKernelRulesComeBackAfterAFlush(t *testing.T) {
+	l := kernelListener(t, map[string]netip.AddrPort{"a": udptest.Echo(t, "a")})
+	opts := kernelOptions(t, nil)
+	s := New(opts)
+	if failed := s.Apply(model.Model{Listeners: []model.Listener{l}}); len(failed) > 0 {
+		t.Fatal(failed)
+	}
+	t.Cleanup(s.Close)
+	askUDP(t, udpClient(t, l.Address), "x")
+	conn, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.DelTable(&nftables.Table{Name: opts.NAT.Name(), Family: nftables.TableFamilyINet})
+	if err := conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * kernelStatsEvery)
+	for {
+		c := udpClient(t, l.Address)
+		c.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		c.Write([]byte("x"))
+		buf := make([]byte, 64)
+		if n, err := c.Read(buf); err == nil && string(buf[:n]) == "a:x" {
+			return
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the listener did not answer again after its table was deleted")
 		}
 	}
 }
