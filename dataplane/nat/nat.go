@@ -8,10 +8,14 @@
 //
 //	nat_pre, nat_out  (priority dstnat) listener match -> goto l<id>
 //	  l<id>  the listener's ct timeout; allowed sources -> goto s<id>, else count an error and drop
-//	  s<id>  over the connection limit: drop; no member: drop; else the algorithm's map -> goto m<id>
+//	  s<id>  over the connection limit: drop; no member: drop; else the algorithm's map p<id> -> goto m<id>
 //	  m<id>  ct mark = member, count a flow, dnat to the member
 //	nat_post (priority srcnat)          our flows leaving by another interface than lo: masquerade
 //	count_pre, count_out (filter)       ct mark -> jump c<id>: bytes in (original) or out (reply)
+//
+// What is built for a listener is named <kind><id>_<n>, n the Apply that built it, and stays
+// until the listener changes. Counters (e, i, o, n) are named <kind><id> and live as long as
+// their listener or member, so metrics carry on across changes.
 package nat
 
 import (
@@ -38,7 +42,7 @@ import (
 
 // A flow's conntrack mark is the table's tag in the top byte and its member's id below, so
 // flows of a table are told apart from other users of ct marks (and from another table's),
-// other users of ct marks, and counted and ended by member.
+// and counted and ended by member.
 const (
 	markMask = 0xff000000
 	maxID    = 1<<24 - 1
@@ -96,17 +100,27 @@ func Eligible(l model.Listener) bool {
 		return false
 	}
 	// Members elsewhere are reached by forwarding, which a node without it would drop.
+	forwards := map[bool]bool{} // by IPv6, read once
 	for _, m := range l.Pool.Members {
-		if !m.Address.Addr().IsLoopback() && !forwarding(m.Address.Addr()) {
+		a := m.Address.Addr().Unmap()
+		if a.IsLoopback() {
+			continue
+		}
+		on, read := forwards[a.Is6()]
+		if !read {
+			on = forwarding(a.Is6())
+			forwards[a.Is6()] = on
+		}
+		if !on {
 			return false
 		}
 	}
 	return true
 }
 
-func forwarding(a netip.Addr) bool {
+func forwarding(v6 bool) bool {
 	path := "/proc/sys/net/ipv4/ip_forward"
-	if a.Unmap().Is6() {
+	if v6 {
 		path = "/proc/sys/net/ipv6/conf/all/forwarding"
 	}
 	b, err := os.ReadFile(path)
