@@ -168,6 +168,7 @@ type Table struct {
 	gen         uint64              // Applies so far
 	retired     carried             // what the last Apply replaced, removed by the next
 	last        []Listener          // what the last Apply was given
+	closed      bool                // Close was called: nothing is programmed any more
 }
 
 const (
@@ -236,10 +237,14 @@ func bigBuffers(c *netlink.Conn) error {
 // Name is the nftables table's name.
 func (t *Table) Name() string { return t.table.Name }
 
-// Close removes the table and ends the flows it started.
+// Close removes the table and ends the flows it started. (Flows cannot outlive it reliably:
+// the kernel drops NAT translations when the last NAT chain of a namespace goes, as ours is
+// on a node without kube-proxy.) Nothing is programmed after Close, not even by Repair.
 func (t *Table) Close() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.closed = true
+	t.conn.AddTable(t.table) // so that deleting it cannot fail
 	t.conn.DelTable(t.table)
 	err := t.conn.Flush()
 	// Every flow of the tag: also those of removed members, still draining.
@@ -252,6 +257,9 @@ func (t *Table) Close() error {
 func (t *Table) Apply(ls []Listener) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.closed {
+		return errors.New("nftables table closed")
+	}
 	// The agent applies its whole model after any change in the cluster: a listener's
 	// chains stay while it stays the same, so its round robin keeps its turn (numgen counts
 	// in the rule) and its Maglev table is not sent again.
@@ -278,7 +286,7 @@ func (t *Table) Apply(ls []Listener) error {
 func (t *Table) Repair() (bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.carried == nil {
+	if t.carried == nil || t.closed {
 		return false, nil
 	}
 	chains, err := t.conn.ListChainsOfTableFamily(nftables.TableFamilyINet)

@@ -402,3 +402,22 @@ func TestRepairPutsBackWhatWasRemoved(t *testing.T) {
 		t.Fatalf("answer from %q after an Apply that changes nothing", got)
 	}
 }
+
+// After Close nothing is programmed: a Repair racing with it must not bring the table back.
+func TestClosedTableStaysClosed(t *testing.T) {
+	tb := open(t)
+	l := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
+	apply(t, tb, l)
+	if err := tb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.Apply([]nat.Listener{l}); err == nil {
+		t.Fatal("a closed table took an Apply")
+	}
+	if repaired, err := tb.Repair(); repaired || err != nil {
+		t.Fatalf("a closed table was repaired (%v, %v)", repaired, err)
+	}
+	if got := ask(t, client(t, "", l.Address), "x"); got != "" {
+		t.Fatalf("a closed table still answers from %q", got)
+	}
+}
