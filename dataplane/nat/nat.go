@@ -458,6 +458,12 @@ func (t *Table) program(ls []Listener) (map[uint32]bool, error) {
 			t.retired.counters = append(t.retired.counters, chain("e", id))
 		}
 	}
+	if !hooked {
+		// No hook leads to them, so no datagram can be on its way through them; and their
+		// NAT and ct expressions would keep conntrack on until the next change.
+		t.retired.remove(c, t.table)
+		t.retired = carried{}
+	}
 	if err := c.Flush(); err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
