@@ -58,6 +58,9 @@ func TestKernelCarriesWhatItCanHonour(t *testing.T) {
 	if _, ok := s.kernel[lc.Key]; ok || s.udp[lc.Key] == nil {
 		t.Fatal("the kernel carries a LEAST_CONNECTIONS listener, whose choice needs connection counts")
 	}
+	if value(t, s.metrics.inKernel.WithLabelValues(rr.Key)) != 1 || value(t, s.metrics.inKernel.WithLabelValues(lc.Key)) != 0 {
+		t.Fatal("l4lb_listener_in_kernel does not say which path carries each listener")
+	}
 	for _, l := range []model.Listener{rr, lc} {
 		seen := map[string]bool{}
 		for range 4 {

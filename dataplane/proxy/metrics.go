@@ -11,7 +11,7 @@ import (
 type Metrics struct {
 	bytesIn, bytesOut, total, errors *prometheus.CounterVec
 	dropped                          *prometheus.CounterVec
-	active                           *prometheus.GaugeVec
+	active, inKernel                 *prometheus.GaugeVec
 	memberBytesIn, memberBytesOut    *prometheus.CounterVec
 	memberTotal, memberErrors        *prometheus.CounterVec
 	memberActive, memberUp           *prometheus.GaugeVec
@@ -34,6 +34,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		errors:         c("listener_request_errors_total", "Connections refused or failed: not allowed, over the limit, no member.", l),
 		active:         g("listener_active_connections", "Open connections (UDP: sessions).", l),
 		dropped:        c("listener_datagrams_dropped_total", "UDP datagrams the kernel dropped on a full listener socket queue.", l),
+		inKernel:       g("listener_in_kernel", "1 when the kernel carries the listener (nftables NAT), 0 when the proxy does.", l),
 		memberBytesIn:  c("member_bytes_in_total", "Bytes sent to the member.", m),
 		memberBytesOut: c("member_bytes_out_total", "Bytes received from the member.", m),
 		memberTotal:    c("member_connections_total", "Connections made to the member.", m),
@@ -42,7 +43,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		memberUp:       g("member_up", "1 when the member passes its health monitor (or has none).", m),
 	}
 	if reg != nil {
-		reg.MustRegister(x.bytesIn, x.bytesOut, x.total, x.errors, x.active, x.dropped,
+		reg.MustRegister(x.bytesIn, x.bytesOut, x.total, x.errors, x.active, x.dropped, x.inKernel,
 			x.memberBytesIn, x.memberBytesOut, x.memberTotal, x.memberErrors, x.memberActive, x.memberUp)
 	}
 	return x
@@ -68,6 +69,7 @@ func (x *Metrics) forgetListener(key string) {
 		v.DeleteLabelValues(key)
 	}
 	x.active.DeleteLabelValues(key)
+	x.inKernel.DeleteLabelValues(key)
 }
 
 type memberMetrics struct {

@@ -177,6 +177,10 @@ func (s *Server) Apply(m model.Model) map[string]error {
 		}
 	}
 	s.kernel = kernel
+	for _, l := range m.Listeners {
+		_, k := kernel[l.Key]
+		s.metrics.inKernel.WithLabelValues(l.Key).Set(boolFloat(k))
+	}
 	if err := s.applyKernel(); err != nil {
 		s.log.Error("cannot program the kernel's UDP listeners", "err", err)
 		for k := range kernel {
