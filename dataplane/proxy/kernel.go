@@ -81,8 +81,8 @@ func (s *Server) kernelStats() {
 			active := 0
 			for mk, c := range members {
 				was := seen[key+"\x00"+mk]
-				if c.Flows < was.Flows { // the table was rebuilt after a refused change
-					was = nat.Counts{}
+				if c.Flows < was.Flows || c.BytesIn < was.BytesIn || c.BytesOut < was.BytesOut {
+					was = nat.Counts{} // the table was built anew (repair, refused change): counters restarted
 				}
 				seen[key+"\x00"+mk] = c
 				in, out, flows := float64(c.BytesIn-was.BytesIn), float64(c.BytesOut-was.BytesOut), float64(c.Flows-was.Flows)
