@@ -26,6 +26,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -525,13 +526,10 @@ func (t *Table) reset() {
 	t.hooked, t.counted, t.building, t.retired = false, "", nil, carried{}
 }
 
+// listenerOf is the listener key in a member id's key (listener key, NUL, member key).
 func listenerOf(memberKey string) string {
-	for i := range memberKey {
-		if memberKey[i] == 0 {
-			return memberKey[:i]
-		}
-	}
-	return memberKey
+	l, _, _ := strings.Cut(memberKey, "\x00")
+	return l
 }
 
 func (t *Table) id(ids map[string]uint32, key string) (uint32, error) {
