@@ -255,6 +255,10 @@ func (t *Table) Close() error {
 // Apply makes the table carry exactly ls, in one transaction: a packet sees the old rules or
 // the new ones. Flows already going keep their member (conntrack holds their translation)
 // unless their member is Down or their listener is gone.
+//
+// If the kernel refuses the transaction, Apply finds the listeners it refuses (a module
+// missing for one of their settings, say) and carries the others: the error is then a
+// *RefusedError naming them. Any other error leaves the table as the last Apply left it.
 func (t *Table) Apply(ls []Listener) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -267,11 +271,51 @@ func (t *Table) Apply(ls []Listener) error {
 	if t.carried != nil && len(ls) == len(t.carried) && slices.IndexFunc(ls, t.changed) < 0 {
 		return nil
 	}
+	err := t.apply(ls)
+	if err == nil {
+		return nil
+	}
+	// What the table carries unchanged it can carry again; the changed listeners are then
+	// tried one at a time (each transaction builds only the one it adds).
+	carried := slices.DeleteFunc(slices.Clone(ls), t.changed)
+	if t.apply(carried) != nil {
+		return err // nothing to single out: the kernel refuses even what it ran
+	}
+	refused := &RefusedError{Listeners: map[string]error{}}
+	for _, l := range ls {
+		if !t.changed(l) {
+			continue
+		}
+		if err := t.apply(append(carried, l)); err != nil {
+			refused.Listeners[l.Key] = err
+			continue
+		}
+		carried = append(carried, l)
+	}
+	if len(refused.Listeners) == 0 {
+		return nil // each went in on its own: the first failure was passing
+	}
+	return refused
+}
+
+// RefusedError names the listeners the kernel would not take, each with its error; the
+// table carries the others.
+type RefusedError struct {
+	Listeners map[string]error
+}
+
+func (e *RefusedError) Error() string {
+	keys := slices.Sorted(maps.Keys(e.Listeners))
+	return fmt.Sprintf("the kernel refuses listeners %s: %v", strings.Join(keys, ", "), e.Listeners[keys[0]])
+}
+
+// apply programs ls; when the kernel refuses the transaction, nothing of it took effect, and
+// the table's books go back to what the kernel still runs.
+func (t *Table) apply(ls []Listener) error {
+	before := t.books()
 	end, err := t.program(ls)
 	if err != nil {
-		// Nothing of this Apply reached the kernel, which still runs the previous rules;
-		// our ids and lists no longer describe them, so start over clean.
-		t.reset()
+		t.restore(before)
 		return err
 	}
 	t.last = make([]Listener, len(ls))
@@ -279,6 +323,28 @@ func (t *Table) Apply(ls []Listener) error {
 		t.last[i] = deepCopy(l)
 	}
 	return t.endFlows(end, 0xffffffff)
+}
+
+// books is what the table knows of what the kernel holds, as program changes it.
+type books struct {
+	listenerIDs, memberIDs map[string]uint32
+	nextID                 uint32
+	headers                map[uint32]uint64
+	carried                map[string]*carried
+	counted                string
+	retired                carried
+	hooked                 bool
+}
+
+func (t *Table) books() books {
+	return books{maps.Clone(t.listenerIDs), maps.Clone(t.memberIDs), t.nextID, maps.Clone(t.headers),
+		maps.Clone(t.carried), t.counted, t.retired, t.hooked}
+}
+
+func (t *Table) restore(b books) {
+	t.listenerIDs, t.memberIDs, t.nextID, t.headers = b.listenerIDs, b.memberIDs, b.nextID, b.headers
+	t.carried, t.counted, t.retired, t.hooked = b.carried, b.counted, b.retired, b.hooked
+	t.building = nil
 }
 
 // Repair programs the last Apply again if the table lost any of its chains (someone ran
@@ -631,7 +697,14 @@ func (t *Table) addListener(l Listener, lid uint32) {
 			&expr.Verdict{Kind: expr.VerdictGoto, Chain: sc})
 	}
 	t.rule(lc, refused(lid)...)
+	if refuse != nil && refuse(l) {
+		t.rule(lc, &expr.Verdict{Kind: expr.VerdictJump, Chain: "missing"})
+	}
 }
+
+// refuse makes the kernel refuse the listeners it picks, by a jump to a chain that does not
+// exist (set by tests only, in export_test.go).
+var refuse func(Listener) bool
 
 func prefixMask(bits, n int) []byte {
 	m := make([]byte, n)

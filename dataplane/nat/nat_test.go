@@ -425,3 +425,48 @@ func TestClosedTableStaysClosed(t *testing.T) {
 		t.Fatalf("a closed table still answers from %q", got)
 	}
 }
+
+// A listener the kernel refuses keeps none of the others out of it, and costs their running
+// flows nothing; once the kernel takes it, it is carried like the rest.
+func TestAListenerTheKernelRefusesLeavesTheOthersCarried(t *testing.T) {
+	tb := open(t)
+	a := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
+	b := listener(t, model.RoundRobin, nat.Member{Key: "b", Address: udptest.Echo(t, "b"), Weight: 1})
+	c := listener(t, model.RoundRobin, nat.Member{Key: "c", Address: udptest.Echo(t, "c"), Weight: 1})
+	a.Key, b.Key, c.Key = "ns/a", "ns/b", "ns/c"
+	apply(t, tb, a, b)
+	running := client(t, "", a.Address)
+	if got := ask(t, running, "x"); got != "a" {
+		t.Fatalf("listener a answered by %q", got)
+	}
+
+	nat.RefuseForTest(t, func(l nat.Listener) bool { return l.Key == c.Key })
+	b.Members = append(b.Members, nat.Member{Key: "b2", Address: udptest.Echo(t, "b2"), Weight: 1})
+	err := tb.Apply([]nat.Listener{a, b, c})
+	var refused *nat.RefusedError
+	if !errors.As(err, &refused) || len(refused.Listeners) != 1 || refused.Listeners[c.Key] == nil {
+		t.Fatalf("Apply with one listener the kernel refuses: %v, want it named alone", err)
+	}
+	if got := ask(t, running, "y"); got != "a" {
+		t.Fatalf("a running flow of another listener answered by %q after the refusal", got)
+	}
+	seen := map[string]bool{}
+	for range 4 {
+		seen[ask(t, client(t, "", b.Address), "x")] = true
+	}
+	if !seen["b"] || !seen["b2"] {
+		t.Fatalf("the listener changed with the refused one serves %v, want b and b2", seen)
+	}
+	if got := ask(t, client(t, "", c.Address), "x"); got != "" {
+		t.Fatalf("the refused listener answered by %q", got)
+	}
+
+	nat.RefuseForTest(t, func(nat.Listener) bool { return false })
+	apply(t, tb, a, b, c)
+	if got := ask(t, client(t, "", c.Address), "x"); got != "c" {
+		t.Fatalf("listener c, taken on the next Apply, answered by %q", got)
+	}
+	if got := ask(t, running, "z"); got != "a" {
+		t.Fatalf("the running flow answered by %q", got)
+	}
+}
