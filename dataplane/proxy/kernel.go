@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"maps"
 	"slices"
 	"strings"
@@ -13,17 +14,57 @@ import (
 // kernelStatsEvery is how often the kernel's counters are added to the metrics.
 const kernelStatsEvery = time.Second
 
-// byKernel reports whether the kernel carries l (Options.NAT set, and every setting of l
-// honoured there); the loops carry the rest.
+// kernelTable is what the Server needs of a nat.Table (tests wrap one).
+type kernelTable interface {
+	Apply([]nat.Listener) error
+	Repair() (bool, error)
+	Stats() (nat.Stats, error)
+}
+
+// byKernel reports whether the kernel carries l (Options.NAT set, every setting of l
+// honoured there, and not refused by the kernel as l is now); the loops carry the rest.
 func (s *Server) byKernel(l model.Listener) bool {
-	return s.opts.NAT != nil && nat.Eligible(l)
+	_, refused := s.refused[l.Key]
+	return s.nat != nil && nat.Eligible(l) && !refused
+}
+
+// programKernel gives the kernel its listeners, and the loops those it refuses (a module
+// missing for one of their settings, say): one listener the kernel cannot carry must neither
+// go dark nor keep the others out. They stay in the loops until their settings change, as a
+// refusal would only come again. It returns the listeners that could be served by neither.
+// Called with s.mu held.
+func (s *Server) programKernel() map[string]error {
+	err := s.applyKernel()
+	var refused *nat.RefusedError
+	failed := map[string]error{}
+	switch {
+	case err == nil:
+	case errors.As(err, &refused):
+		for key, kerr := range refused.Listeners {
+			l := s.kernel[key]
+			delete(s.kernel, key)
+			s.refused[key] = l
+			s.metrics.inKernel.WithLabelValues(key).Set(0)
+			s.log.Error("the kernel refuses a UDP listener: the proxy carries it until its settings change", "listener", key, "err", kerr)
+			if err := s.applyUDP(l, s.pools); err != nil {
+				failed[key] = err
+				s.log.Error("cannot serve listener", "listener", key, "address", l.Address, "err", err)
+			}
+		}
+	default: // the kernel runs what it ran before
+		s.log.Error("cannot program the kernel's UDP listeners", "err", err)
+		for key := range s.kernel {
+			failed[key] = err
+		}
+	}
+	return failed
 }
 
 // applyKernel gives the kernel its listeners with their members as they are now: the
 // members new flows may take (the pool's choice: healthy primaries, else backups) with their
 // weights, the others with none. Called with s.mu held, after every Apply and health change.
 func (s *Server) applyKernel() error {
-	if s.opts.NAT == nil {
+	if s.nat == nil {
 		return nil
 	}
 	ls := make([]nat.Listener, 0, len(s.kernel))
@@ -45,7 +86,7 @@ func (s *Server) applyKernel() error {
 		ls = append(ls, kl)
 	}
 	slices.SortFunc(ls, func(a, b nat.Listener) int { return strings.Compare(a.Key, b.Key) })
-	return s.opts.NAT.Apply(ls)
+	return s.nat.Apply(ls)
 }
 
 // kernelStats adds the kernel's counters to the metrics until the server closes, and puts
@@ -62,12 +103,12 @@ func (s *Server) kernelStats() {
 			return
 		case <-t.C:
 		}
-		if repaired, err := s.opts.NAT.Repair(); err != nil {
+		if repaired, err := s.nat.Repair(); err != nil {
 			s.log.Error("cannot repair the kernel's UDP listeners", "err", err)
 		} else if repaired {
 			s.log.Warn("the kernel's UDP listeners had lost rules (nftables flushed from outside?): programmed again")
 		}
-		st, err := s.opts.NAT.Stats()
+		st, err := s.nat.Stats()
 		if err != nil {
 			s.log.Warn("cannot read the kernel's counters", "err", err)
 			continue

@@ -1,8 +1,9 @@
 package proxy
 
 import (
-	"net"
+	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/l4lb/l4lb/dataplane/internal/udptest"
 	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/dataplane/nat"
 )
 
 // kernelOptions gives a server the kernel path, in an nftables table of the test's own.
@@ -40,15 +42,8 @@ func serveKernel(t *testing.T, ls ...model.Listener) *Server {
 // a listener moves between the two when its settings change.
 func TestKernelCarriesWhatItCanHonour(t *testing.T) {
 	members := map[string]netip.AddrPort{"a": udptest.Echo(t, "a"), "b": udptest.Echo(t, "b")}
-	// Not held, as the proxy will bind it; an address of this test's own keeps other test
-	// binaries' listeners off it.
 	rr := udpListenerModel(t, 100, time.Minute, members)
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 3, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rr.Address = c.LocalAddr().(*net.UDPAddr).AddrPort()
-	c.Close()
+	rr.Address = freeUDPPort(t, "127.0.3.1") // not held, as the proxy will bind it
 	lc := udpListenerModel(t, 100, time.Minute, members)
 	lc.Key, lc.Pool.Key, lc.Pool.Algorithm = "ns/lc", "ns/lcp", model.LeastConnections
 	s := serveKernel(t, rr, lc)
@@ -155,5 +150,66 @@ func TestKernelRulesComeBackAfterAFlush(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the listener did not answer again after its table was deleted")
 		}
+	}
+}
+
+// refusing is a kernel table that refuses one listener, as a kernel without a module one of
+// its settings needs would; it counts the Applies that offered it.
+type refusing struct {
+	*nat.Table
+	key    *string
+	offers *int
+}
+
+func (r refusing) Apply(ls []nat.Listener) error {
+	i := slices.IndexFunc(ls, func(l nat.Listener) bool { return l.Key == *r.key })
+	if i < 0 {
+		return r.Table.Apply(ls)
+	}
+	*r.offers++
+	if err := r.Table.Apply(slices.Delete(slices.Clone(ls), i, i+1)); err != nil {
+		return err
+	}
+	return &nat.RefusedError{Listeners: map[string]error{*r.key: errors.New("no such module")}}
+}
+
+// A UDP listener the kernel refuses is served by the proxy, the others stay in the kernel;
+// it is offered to the kernel again only once its settings change.
+func TestAListenerTheKernelRefusesIsServedByTheProxy(t *testing.T) {
+	a := kernelListener(t, map[string]netip.AddrPort{"a": udptest.Echo(t, "a")})
+	b := udpListenerModel(t, 100, time.Minute, map[string]netip.AddrPort{"b": udptest.Echo(t, "b")})
+	a.Key, a.Pool.Key, b.Key, b.Pool.Key = "ns/a", "ns/ap", "ns/b", "ns/bp"
+	b.Address = freeUDPPort(t, "127.0.3.2") // not held, as the proxy will bind it
+	key, offers := b.Key, 0
+	opts := kernelOptions(t, nil)
+	s := newServer(opts, refusing{opts.NAT, &key, &offers})
+	t.Cleanup(s.Close)
+	apply := func() {
+		t.Helper()
+		if failed := s.Apply(model.Model{Listeners: []model.Listener{a, b}}); len(failed) > 0 {
+			t.Fatal(failed)
+		}
+		for _, l := range []model.Listener{a, b} {
+			if reply, from := askUDP(t, udpClient(t, l.Address), "x"); from != l.Address || reply != l.Pool.Members[0].Name+":x" {
+				t.Fatalf("%s: %q from %v", l.Key, reply, from)
+			}
+		}
+	}
+	apply()
+	if _, ok := s.kernel[a.Key]; !ok || s.udp[b.Key] == nil {
+		t.Fatalf("the kernel carries %v, the proxy %v: want a in the kernel, b in the proxy", s.kernel, s.udp)
+	}
+	if value(t, s.metrics.inKernel.WithLabelValues(a.Key)) != 1 || value(t, s.metrics.inKernel.WithLabelValues(b.Key)) != 0 {
+		t.Fatal("l4lb_listener_in_kernel does not say which path carries each listener")
+	}
+	apply()
+	if offers != 1 {
+		t.Fatalf("the unchanged refused listener was offered to the kernel %d times, want once", offers)
+	}
+	key = "" // the kernel would take it now, as after a module is loaded
+	b.TimeoutClientData = 2 * time.Minute
+	apply()
+	if _, ok := s.kernel[b.Key]; !ok || s.udp[b.Key] != nil {
+		t.Fatal("the refused listener did not go to the kernel when its settings changed")
 	}
 }

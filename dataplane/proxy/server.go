@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"reflect"
@@ -46,7 +47,9 @@ type Server struct {
 	mu      sync.Mutex
 	tcp     map[string]*tcpListener
 	udp     map[string]*udpListener
+	nat     kernelTable               // Options.NAT, or nil
 	kernel  map[string]model.Listener // UDP listeners the kernel carries
+	refused map[string]model.Listener // by the kernel, as they were: the loops carry them
 	pools   map[string]*pool
 	members map[string]*member // by pool key, name and address
 	closed  chan struct{}
@@ -55,16 +58,25 @@ type Server struct {
 
 // New returns a Server serving nothing.
 func New(opts Options) *Server {
+	var table kernelTable
+	if opts.NAT != nil { // a nil *nat.Table would make a non-nil interface
+		table = opts.NAT
+	}
+	return newServer(opts, table)
+}
+
+func newServer(opts Options, table kernelTable) *Server {
 	s := &Server{
-		opts: opts, log: opts.Logger, metrics: NewMetrics(opts.Registerer),
-		tcp: map[string]*tcpListener{}, udp: map[string]*udpListener{}, kernel: map[string]model.Listener{},
+		opts: opts, log: opts.Logger, metrics: NewMetrics(opts.Registerer), nat: table,
+		tcp: map[string]*tcpListener{}, udp: map[string]*udpListener{},
+		kernel: map[string]model.Listener{}, refused: map[string]model.Listener{},
 		pools: map[string]*pool{}, members: map[string]*member{}, closed: make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
 	s.health = health.NewManager(s.onHealth)
-	if opts.NAT != nil {
+	if table != nil {
 		go s.kernelStats()
 	}
 	return s
@@ -132,6 +144,13 @@ func (s *Server) Apply(m model.Model) map[string]error {
 	s.members, s.pools = members, pools
 	s.health.Sync(targets)
 
+	// A listener the kernel refused is tried there again once its settings change.
+	listed := map[string]model.Listener{}
+	for _, l := range m.Listeners {
+		listed[l.Key] = l
+	}
+	maps.DeleteFunc(s.refused, func(key string, l model.Listener) bool { return !reflect.DeepEqual(listed[key], l) })
+
 	failed := map[string]error{}
 	want := map[string]bool{}
 	kernel := map[string]model.Listener{}
@@ -177,15 +196,10 @@ func (s *Server) Apply(m model.Model) map[string]error {
 		}
 	}
 	s.kernel = kernel
+	maps.Copy(failed, s.programKernel())
 	for _, l := range m.Listeners {
-		_, k := kernel[l.Key]
+		_, k := s.kernel[l.Key]
 		s.metrics.inKernel.WithLabelValues(l.Key).Set(boolFloat(k))
-	}
-	if err := s.applyKernel(); err != nil {
-		s.log.Error("cannot program the kernel's UDP listeners", "err", err)
-		for k := range kernel {
-			failed[k] = err
-		}
 	}
 	return failed
 }
@@ -275,9 +289,7 @@ func (s *Server) onHealth(e health.Event) {
 	}
 	if p := s.pools[e.Pool]; p != nil {
 		p.rebuild()
-		if err := s.applyKernel(); err != nil { // unchanged for the kernel unless it carries the pool
-			s.log.Error("cannot program the kernel's UDP listeners", "err", err)
-		}
+		s.programKernel() // unchanged for the kernel unless it carries the pool
 	}
 	s.mu.Unlock()
 	s.log.Info("member health changed", "pool", e.Pool, "member", e.Member, "up", e.Up, "reason", e.Reason)

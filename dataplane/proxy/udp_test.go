@@ -47,8 +47,15 @@ func askUDP(t *testing.T, c *net.UDPConn, msg string) (string, netip.AddrPort) {
 	return string(buf[:n]), from
 }
 
-func freeUDPPort(t *testing.T) netip.AddrPort {
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+// freeUDPPort is a port free on ip now (127.0.0.1 when empty); another address of a test's
+// own keeps other test binaries' listeners off it.
+func freeUDPPort(t *testing.T, ip ...string) netip.AddrPort {
+	t.Helper()
+	on := net.IPv4(127, 0, 0, 1)
+	if len(ip) > 0 {
+		on = net.ParseIP(ip[0])
+	}
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: on})
 	if err != nil {
 		t.Fatal(err)
 	}
