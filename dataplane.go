@@ -73,7 +73,7 @@ func dataplaneCommand() func() error {
 			Ownership: agent.NewOwnership(hb, obs, mgr.GetClient(), crmetrics.Registry)}
 		a.Ownership.Recorder = mgr.GetEventRecorder("l4lb-dataplane")
 		log := slog.Default()
-		table := kernelTable(*kernelUDP, "l4lb-"+*node, log)
+		table := kernelTable(*kernelUDP, func() (*nat.Table, error) { return nat.Open("l4lb-"+*node, nat.DefaultTag) }, log)
 		defer closeTable(table, log)
 		a.Server = proxy.New(proxy.Options{Registerer: crmetrics.Registry, OnHealth: a.OnHealth, NAT: table})
 		defer a.Server.Close()
@@ -125,11 +125,11 @@ func drainOnSignal(hb *nodes.Heartbeat, own *agent.Ownership, grace time.Duratio
 
 // kernelTable opens the nftables table that carries UDP listeners, or returns nil (the proxy
 // carries them) when it is not wanted or cannot be programmed here.
-func kernelTable(wanted bool, name string, log *slog.Logger) *nat.Table {
+func kernelTable(wanted bool, open func() (*nat.Table, error), log *slog.Logger) *nat.Table {
 	if !wanted {
 		return nil
 	}
-	t, err := nat.Open(name, nat.DefaultTag)
+	t, err := open()
 	if err != nil {
 		log.Warn("UDP listeners go through the proxy: cannot program nftables", "err", err)
 		return nil
@@ -153,13 +153,23 @@ func envOr(name, def string) string {
 	return def
 }
 
+// standaloneLocks holds the locks by which standalone instances claim their nftables tables;
+// their tags start after the agent's (nat.DefaultTag) and those tests use.
+const (
+	standaloneLocks    = "/run/l4lb"
+	standaloneFirstTag = 0x50
+)
+
 // standalone serves a file of l4lb objects: no API server, no controller. Each load balancer
 // needs spec.vip.address. The file is reloaded on SIGHUP and when it changes.
 func standalone(path, metricsAddr string, withPprof, kernelUDP bool) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	table := kernelTable(kernelUDP, "l4lb-standalone", log)
+	// Several standalone instances may share a host: each claims a table of its own.
+	table := kernelTable(kernelUDP, func() (*nat.Table, error) {
+		return nat.OpenClaimed(standaloneLocks, "l4lb-standalone", standaloneFirstTag)
+	}, log)
 	defer closeTable(table, log)
 	srv := proxy.New(proxy.Options{Registerer: reg, Logger: log, NAT: table})
 	defer srv.Close()

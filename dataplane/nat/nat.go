@@ -170,6 +170,7 @@ type Table struct {
 	retired     carried             // what the last Apply replaced, removed by the next
 	last        []Listener          // what the last Apply was given
 	closed      bool                // Close was called: nothing is programmed any more
+	claim       *os.File            // the lock that holds the tag (OpenClaimed), or nil
 }
 
 const (
@@ -249,7 +250,11 @@ func (t *Table) Close() error {
 	t.conn.DelTable(t.table)
 	err := t.conn.Flush()
 	// Every flow of the tag: also those of removed members, still draining.
-	return errors.Join(err, t.endFlows(map[uint32]bool{0: true}, markMask))
+	err = errors.Join(err, t.endFlows(map[uint32]bool{0: true}, markMask))
+	if t.claim != nil {
+		t.claim.Close() // the tag is free for the next instance
+	}
+	return err
 }
 
 // Apply makes the table carry exactly ls, in one transaction: a packet sees the old rules or

@@ -470,3 +470,39 @@ func TestAListenerTheKernelRefusesLeavesTheOthersCarried(t *testing.T) {
 		t.Fatalf("the running flow answered by %q", got)
 	}
 }
+
+// Instances sharing a network namespace each claim a table and a tag of their own: closing
+// one ends none of the other's flows, and its tag comes free for the next.
+func TestClaimedTablesLeaveEachOtherAlone(t *testing.T) {
+	dir := t.TempDir()
+	claim := func() *nat.Table {
+		t.Helper()
+		tb, err := nat.OpenClaimed(dir, "l4lb-test", 0xf0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tb.Close() })
+		return tb
+	}
+	one, two := claim(), claim()
+	if one.Name() == two.Name() {
+		t.Fatalf("two instances both claimed %s", one.Name())
+	}
+	a := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
+	b := listener(t, model.RoundRobin, nat.Member{Key: "b", Address: udptest.Echo(t, "b"), Weight: 1})
+	apply(t, one, a)
+	apply(t, two, b)
+	running := client(t, "", b.Address)
+	if got, other := ask(t, client(t, "", a.Address), "x"), ask(t, running, "x"); got != "a" || other != "b" {
+		t.Fatalf("the two instances' listeners answered by %q and %q", got, other)
+	}
+	if err := one.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := ask(t, running, "y"); got != "b" {
+		t.Fatalf("closing one instance's table: the other's running flow answered by %q", got)
+	}
+	if three := claim(); three.Name() != one.Name() {
+		t.Fatalf("the next instance claimed %s, not the freed %s", three.Name(), one.Name())
+	}
+}
