@@ -310,6 +310,9 @@ type RefusedError struct {
 }
 
 func (e *RefusedError) Error() string {
+	if len(e.Listeners) == 0 {
+		return "the kernel refuses no listener"
+	}
 	keys := slices.Sorted(maps.Keys(e.Listeners))
 	return fmt.Sprintf("the kernel refuses listeners %s: %v", strings.Join(keys, ", "), e.Listeners[keys[0]])
 }
