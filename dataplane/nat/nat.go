@@ -276,6 +276,11 @@ func (t *Table) Apply(ls []Listener) error {
 	if t.carried != nil && len(ls) == len(t.carried) && slices.IndexFunc(ls, t.changed) < 0 {
 		return nil
 	}
+	return t.applyEach(ls)
+}
+
+// applyEach programs ls, or as much of it as the kernel takes (see Apply).
+func (t *Table) applyEach(ls []Listener) error {
 	err := t.apply(ls)
 	if err == nil {
 		return nil
@@ -357,7 +362,8 @@ func (t *Table) restore(b books) {
 
 // Repair programs the last Apply again if the table lost any of its chains (someone ran
 // `nft flush ruleset`, say): Apply changes nothing while its input stays the same, so
-// without this the kernel listeners would stay dark. It reports whether it repaired.
+// without this the kernel listeners would stay dark. It reports whether it repaired; a
+// *RefusedError names listeners the kernel no longer takes, as from Apply.
 func (t *Table) Repair() (bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -382,12 +388,7 @@ func (t *Table) Repair() (bool, error) {
 		return false, nil
 	}
 	t.reset()
-	end, err := t.program(t.last)
-	if err != nil {
-		t.reset()
-		return false, err
-	}
-	return true, t.endFlows(end, 0xffffffff)
+	return true, t.applyEach(t.last)
 }
 
 // program sends the transaction that makes the table carry ls, and returns the members

@@ -384,14 +384,7 @@ func TestRepairPutsBackWhatWasRemoved(t *testing.T) {
 	if repaired, err := tb.Repair(); err != nil || repaired {
 		t.Fatalf("an intact table was repaired (%v, %v)", repaired, err)
 	}
-	conn, err := nftables.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn.DelTable(&nftables.Table{Name: tb.Name(), Family: nftables.TableFamilyINet})
-	if err := conn.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	removeTable(t, tb)
 	if got := ask(t, client(t, "", l.Address), "x"); got != "" {
 		t.Fatalf("answer from %q without the table", got)
 	}
@@ -404,6 +397,38 @@ func TestRepairPutsBackWhatWasRemoved(t *testing.T) {
 	apply(t, tb, l) // the same input still changes nothing
 	if got := ask(t, client(t, "", l.Address), "x"); got != "a" {
 		t.Fatalf("answer from %q after an Apply that changes nothing", got)
+	}
+}
+
+// removeTable deletes tb's table from outside, as `nft flush ruleset` would.
+func removeTable(t *testing.T, tb *nat.Table) {
+	t.Helper()
+	conn, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.DelTable(&nftables.Table{Name: tb.Name(), Family: nftables.TableFamilyINet})
+	if err := conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A repair puts back what the kernel still takes and names what it no longer does.
+func TestRepairNamesAListenerTheKernelNoLongerTakes(t *testing.T) {
+	tb := open(t)
+	a := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
+	b := listener(t, model.RoundRobin, nat.Member{Key: "b", Address: udptest.Echo(t, "b"), Weight: 1})
+	a.Key, b.Key = "ns/a", "ns/b"
+	apply(t, tb, a, b)
+	removeTable(t, tb)
+	nat.RefuseForTest(t, func(l nat.Listener) bool { return l.Key == b.Key })
+	repaired, err := tb.Repair()
+	var refused *nat.RefusedError
+	if !repaired || !errors.As(err, &refused) || len(refused.Listeners) != 1 || refused.Listeners[b.Key] == nil {
+		t.Fatalf("repair with one listener the kernel refuses: (%v, %v), want it named alone", repaired, err)
+	}
+	if got := ask(t, client(t, "", a.Address), "x"); got != "a" {
+		t.Fatalf("the listener the kernel takes answered by %q after the repair", got)
 	}
 }
 

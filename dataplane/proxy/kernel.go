@@ -40,21 +40,32 @@ func (s *Server) programKernel() map[string]error {
 	switch {
 	case err == nil:
 	case errors.As(err, &refused):
-		for key, kerr := range refused.Listeners {
-			l := s.kernel[key]
-			delete(s.kernel, key)
-			s.refused[key] = l
-			s.metrics.inKernel.WithLabelValues(key).Set(0)
-			s.log.Error("the kernel refuses a UDP listener: the proxy carries it until its settings change", "listener", key, "err", kerr)
-			if err := s.applyUDP(l, s.pools); err != nil {
-				failed[key] = err
-				s.log.Error("cannot serve listener", "listener", key, "address", l.Address, "err", err)
-			}
-		}
+		failed = s.toLoops(refused)
 	default: // the kernel runs what it ran before
 		s.log.Error("cannot program the kernel's UDP listeners", "err", err)
 		for key := range s.kernel {
 			failed[key] = err
+		}
+	}
+	return failed
+}
+
+// toLoops hands the listeners the kernel refused to the loops; it returns those they cannot
+// serve either. Called with s.mu held.
+func (s *Server) toLoops(refused *nat.RefusedError) map[string]error {
+	failed := map[string]error{}
+	for key, kerr := range refused.Listeners {
+		l, ok := s.kernel[key]
+		if !ok {
+			continue // gone since
+		}
+		delete(s.kernel, key)
+		s.refused[key] = l
+		s.metrics.inKernel.WithLabelValues(key).Set(0)
+		s.log.Error("the kernel refuses a UDP listener: the proxy carries it until its settings change", "listener", key, "err", kerr)
+		if err := s.applyUDP(l, s.pools); err != nil {
+			failed[key] = err
+			s.log.Error("cannot serve listener", "listener", key, "address", l.Address, "err", err)
 		}
 	}
 	return failed
@@ -103,7 +114,12 @@ func (s *Server) kernelStats() {
 			return
 		case <-t.C:
 		}
-		if repaired, err := s.nat.Repair(); err != nil {
+		var notTaken *nat.RefusedError
+		if repaired, err := s.nat.Repair(); errors.As(err, &notTaken) {
+			s.mu.Lock()
+			s.toLoops(notTaken)
+			s.mu.Unlock()
+		} else if err != nil {
 			s.log.Error("cannot repair the kernel's UDP listeners", "err", err)
 		} else if repaired {
 			s.log.Warn("the kernel's UDP listeners had lost rules (nftables flushed from outside?): programmed again")
@@ -123,7 +139,7 @@ func (s *Server) kernelStats() {
 			for mk, c := range members {
 				was := seen[key+"\x00"+mk]
 				if c.Flows < was.Flows || c.BytesIn < was.BytesIn || c.BytesOut < was.BytesOut {
-					was = nat.Counts{} // the table was built anew (repair, refused change): counters restarted
+					was = nat.Counts{} // the table was built anew (repair): counters restarted
 				}
 				seen[key+"\x00"+mk] = c
 				in, out, flows := float64(c.BytesIn-was.BytesIn), float64(c.BytesOut-was.BytesOut), float64(c.Flows-was.Flows)
