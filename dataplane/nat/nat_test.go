@@ -60,6 +60,23 @@ func listener(t *testing.T, alg model.Algorithm, members ...nat.Member) nat.List
 	return nat.Listener{Key: "ns/l", Address: udptest.HeldPort(t, "127.0.0.1"), Algorithm: alg, Timeout: time.Minute, Members: members}
 }
 
+// echoListeners are round-robin listeners ns/<name>, each with one echo member named name.
+func echoListeners(t *testing.T, names ...string) []nat.Listener {
+	var ls []nat.Listener
+	for _, name := range names {
+		l := listener(t, model.RoundRobin, nat.Member{Key: name, Address: udptest.Echo(t, name), Weight: 1})
+		l.Key = "ns/" + name
+		ls = append(ls, l)
+	}
+	return ls
+}
+
+// refusedAlone reports whether err names key, and only key, as refused by the kernel.
+func refusedAlone(err error, key string) bool {
+	var refused *nat.RefusedError
+	return errors.As(err, &refused) && len(refused.Listeners) == 1 && refused.Listeners[key] != nil
+}
+
 func apply(t *testing.T, tb *nat.Table, ls ...nat.Listener) {
 	t.Helper()
 	if err := tb.Apply(ls); err != nil {
@@ -416,15 +433,13 @@ func removeTable(t *testing.T, tb *nat.Table) {
 // A repair puts back what the kernel still takes and names what it no longer does.
 func TestRepairNamesAListenerTheKernelNoLongerTakes(t *testing.T) {
 	tb := open(t)
-	a := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
-	b := listener(t, model.RoundRobin, nat.Member{Key: "b", Address: udptest.Echo(t, "b"), Weight: 1})
-	a.Key, b.Key = "ns/a", "ns/b"
+	ls := echoListeners(t, "a", "b")
+	a, b := ls[0], ls[1]
 	apply(t, tb, a, b)
 	removeTable(t, tb)
 	nat.RefuseForTest(t, func(l nat.Listener) bool { return l.Key == b.Key })
 	repaired, err := tb.Repair()
-	var refused *nat.RefusedError
-	if !repaired || !errors.As(err, &refused) || len(refused.Listeners) != 1 || refused.Listeners[b.Key] == nil {
+	if !repaired || !refusedAlone(err, b.Key) {
 		t.Fatalf("repair with one listener the kernel refuses: (%v, %v), want it named alone", repaired, err)
 	}
 	if got := ask(t, client(t, "", a.Address), "x"); got != "a" {
@@ -455,10 +470,8 @@ func TestClosedTableStaysClosed(t *testing.T) {
 // flows nothing; once the kernel takes it, it is carried like the rest.
 func TestAListenerTheKernelRefusesLeavesTheOthersCarried(t *testing.T) {
 	tb := open(t)
-	a := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
-	b := listener(t, model.RoundRobin, nat.Member{Key: "b", Address: udptest.Echo(t, "b"), Weight: 1})
-	c := listener(t, model.RoundRobin, nat.Member{Key: "c", Address: udptest.Echo(t, "c"), Weight: 1})
-	a.Key, b.Key, c.Key = "ns/a", "ns/b", "ns/c"
+	ls := echoListeners(t, "a", "b", "c")
+	a, b, c := ls[0], ls[1], ls[2]
 	apply(t, tb, a, b)
 	running := client(t, "", a.Address)
 	if got := ask(t, running, "x"); got != "a" {
@@ -467,9 +480,7 @@ func TestAListenerTheKernelRefusesLeavesTheOthersCarried(t *testing.T) {
 
 	nat.RefuseForTest(t, func(l nat.Listener) bool { return l.Key == c.Key })
 	b.Members = append(b.Members, nat.Member{Key: "b2", Address: udptest.Echo(t, "b2"), Weight: 1})
-	err := tb.Apply([]nat.Listener{a, b, c})
-	var refused *nat.RefusedError
-	if !errors.As(err, &refused) || len(refused.Listeners) != 1 || refused.Listeners[c.Key] == nil {
+	if err := tb.Apply([]nat.Listener{a, b, c}); !refusedAlone(err, c.Key) {
 		t.Fatalf("Apply with one listener the kernel refuses: %v, want it named alone", err)
 	}
 	if got := ask(t, running, "y"); got != "a" {
@@ -513,8 +524,8 @@ func TestClaimedTablesLeaveEachOtherAlone(t *testing.T) {
 	if one.Name() == two.Name() {
 		t.Fatalf("two instances both claimed %s", one.Name())
 	}
-	a := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
-	b := listener(t, model.RoundRobin, nat.Member{Key: "b", Address: udptest.Echo(t, "b"), Weight: 1})
+	ls := echoListeners(t, "a", "b")
+	a, b := ls[0], ls[1]
 	apply(t, one, a)
 	apply(t, two, b)
 	running := client(t, "", b.Address)
