@@ -46,10 +46,11 @@ func dataplaneCommand() func() error {
 	leaseRenew := flag.Duration("lease-renew", nodes.DefaultTiming.Renew, "how often a node renews its Lease")
 	leaseFence := flag.Duration("lease-fence", nodes.DefaultTiming.Fence, "a node that could not renew for this long drops its VIPs (must be below --lease-duration)")
 	kernelUDP := flag.Bool("kernel-udp", true, "carry UDP listeners in the kernel (nftables NAT and conntrack, as Octavia uses LVS) where their settings allow; without CAP_NET_ADMIN the proxy carries them")
+	memberCC := flag.String("member-congestion-control", "cubic", "TCP congestion control of connections to members (empty: the host's default); client connections keep the host's")
 	drainGrace := flag.Duration("drain-grace", 5*time.Second, "on shutdown, how long to wait for other nodes to take this node's VIPs")
 	return func() error {
 		if *config != "" {
-			return standalone(*config, *metrics, *pprof, *kernelUDP)
+			return standalone(*config, *metrics, *pprof, *kernelUDP, *memberCC)
 		}
 		timing := nodes.Timing{Duration: *leaseDuration, Renew: *leaseRenew, Fence: *leaseFence}
 		if timing.Fence >= timing.Duration || timing.Renew >= timing.Fence {
@@ -75,7 +76,7 @@ func dataplaneCommand() func() error {
 		log := slog.Default()
 		table := kernelTable(*kernelUDP, func() (*nat.Table, error) { return nat.Open("l4lb-"+*node, nat.DefaultTag) }, log)
 		defer closeTable(table, log)
-		a.Server = proxy.New(proxy.Options{Registerer: crmetrics.Registry, OnHealth: a.OnHealth, NAT: table})
+		a.Server = proxy.New(proxy.Options{Registerer: crmetrics.Registry, OnHealth: a.OnHealth, NAT: table, MemberCongestion: *memberCC})
 		defer a.Server.Close()
 		if err := a.SetupWithManager(mgr); err != nil {
 			return err
@@ -162,7 +163,7 @@ const (
 
 // standalone serves a file of l4lb objects: no API server, no controller. Each load balancer
 // needs spec.vip.address. The file is reloaded on SIGHUP and when it changes.
-func standalone(path, metricsAddr string, withPprof, kernelUDP bool) error {
+func standalone(path, metricsAddr string, withPprof, kernelUDP bool, memberCC string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -171,7 +172,7 @@ func standalone(path, metricsAddr string, withPprof, kernelUDP bool) error {
 		return nat.OpenClaimed(standaloneLocks, "l4lb-standalone", standaloneFirstTag)
 	}, log)
 	defer closeTable(table, log)
-	srv := proxy.New(proxy.Options{Registerer: reg, Logger: log, NAT: table})
+	srv := proxy.New(proxy.Options{Registerer: reg, Logger: log, NAT: table, MemberCongestion: memberCC})
 	defer srv.Close()
 	if metricsAddr != "0" {
 		mux := http.NewServeMux()

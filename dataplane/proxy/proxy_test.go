@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -892,4 +894,86 @@ func TestAHeldLoopHoldsUpNoNewConnection(t *testing.T) {
 			t.Fatalf("connection %d, with loop 0 held: got %q, %v", i, s, err)
 		}
 	}
+}
+
+// Connections to members carry the congestion control the server was given, whatever the
+// host's default; an empty name, or one the kernel does not know, leaves the host's default
+// and the traffic flowing.
+func TestMemberConnectionsUseTheGivenCongestionControl(t *testing.T) {
+	def, err := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := strings.TrimSpace(string(def))
+	for _, tc := range []struct{ asked, want string }{
+		{"reno", "reno"}, // built into every kernel, and not this host's default
+		{"", host},
+		{"no-such-algorithm", host},
+	} {
+		t.Run(tc.asked, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			member := ln.Addr().(*net.TCPAddr).AddrPort()
+			l := listenerModel(t, model.RoundRobin, model.Member{Name: "a", Address: member, MonitorAddress: member, Weight: 1, AdminStateUp: true})
+			s := New(Options{MemberCongestion: tc.asked})
+			defer s.Close()
+			if failed := s.Apply(model.Model{Listeners: []model.Listener{l}}); len(failed) > 0 {
+				t.Fatal(failed)
+			}
+			c, err := net.Dial("tcp", l.Address.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+			m, err := ln.Accept()
+			if err != nil {
+				t.Fatalf("the proxy did not reach the member: %v", err)
+			}
+			defer m.Close()
+			// The proxy runs in this process: its socket to the member is one of ours.
+			if got := congestionOfSocketAt(t, m.RemoteAddr().(*net.TCPAddr).AddrPort()); got != tc.want {
+				t.Errorf("the connection to the member uses %q, want %q", got, tc.want)
+			}
+			if _, err := c.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 4)
+			m.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadFull(m, buf); err != nil || string(buf) != "ping" {
+				t.Fatalf("member read %q, %v", buf, err)
+			}
+		})
+	}
+}
+
+// congestionOfSocketAt finds this process's TCP socket bound to local and returns its
+// congestion control.
+func congestionOfSocketAt(t *testing.T, local netip.AddrPort) string {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range fds {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		sa, err := unix.Getsockname(fd)
+		in, ok := sa.(*unix.SockaddrInet4)
+		if err != nil || !ok || netip.AddrPortFrom(netip.AddrFrom4(in.Addr), uint16(in.Port)) != local {
+			continue
+		}
+		name, err := unix.GetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return name
+	}
+	t.Fatalf("no socket of this process is bound to %v", local)
+	return ""
 }

@@ -35,6 +35,9 @@ type Options struct {
 	// NAT, when set, carries the UDP listeners it can honour in the kernel (package nat);
 	// the Server keeps it programmed with members and health. The caller closes it.
 	NAT *nat.Table
+	// MemberCongestion is the TCP congestion control of connections to members ("cubic",
+	// say); empty keeps the host's default. Client connections always keep the host's.
+	MemberCongestion string
 }
 
 // Server serves models. Apply may be called at any time, from any goroutine.
@@ -54,6 +57,8 @@ type Server struct {
 	members map[string]*member // by pool key, name and address
 	closed  chan struct{}
 	close   sync.Once
+
+	congestion []byte // Options.MemberCongestion, if the kernel has it
 }
 
 // New returns a Server serving nothing.
@@ -74,6 +79,13 @@ func newServer(opts Options, table kernelTable) *Server {
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	if name := opts.MemberCongestion; name != "" {
+		if err := congestionAvailable(name); err != nil {
+			s.log.Warn("member connections keep the host's TCP congestion control", "asked", name, "err", err)
+		} else {
+			s.congestion = []byte(name)
+		}
 	}
 	s.health = health.NewManager(s.onHealth)
 	if table != nil {
@@ -219,7 +231,7 @@ func poolFor(l model.Listener, pools map[string]*pool) *pool {
 }
 
 func (s *Server) applyTCP(l model.Listener, pools map[string]*pool) error {
-	cfg := &tcpConfig{spec: l, pool: poolFor(l, pools)}
+	cfg := &tcpConfig{spec: l, pool: poolFor(l, pools), congestion: s.congestion}
 	if cur, ok := s.tcp[l.Key]; ok {
 		if localAddr(cur.lns[0]) == l.Address {
 			cur.cfg.Store(cfg)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/netip"
+	"os"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -133,8 +134,8 @@ func acceptNow(fd int) (int, netip.AddrPort, error) {
 }
 
 // socketNow opens a non-blocking socket of kind (SOCK_STREAM, SOCK_DGRAM) and starts
-// connecting it to a member.
-func socketNow(kind int, to netip.AddrPort) (int, error) {
+// connecting it to a member, a stream with the given congestion control (nil: the host's).
+func socketNow(kind int, to netip.AddrPort, congestion []byte) (int, error) {
 	var sa unix.RawSockaddrAny
 	l := rawSockaddr(to, &sa)
 	family := unix.AF_INET
@@ -147,6 +148,9 @@ func socketNow(kind int, to netip.AddrPort) (int, error) {
 	}
 	if kind == unix.SOCK_STREAM {
 		setIntNow(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		if len(congestion) > 0 { // known to the kernel: New checked it
+			unix.RawSyscall6(unix.SYS_SETSOCKOPT, fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, bytesPtr(congestion), uintptr(len(congestion)), 0)
+		}
 	}
 	if _, _, e := unix.RawSyscall(unix.SYS_CONNECT, fd, ptr(&sa), uintptr(l)); e != 0 && e != unix.EINPROGRESS {
 		closeNow(int(fd))
@@ -180,4 +184,15 @@ func rawAddrPort(sa *unix.RawSockaddrAny) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom16(in.Addr).Unmap(), in.Port<<8|in.Port>>8)
 	}
 	return netip.AddrPort{}
+}
+
+// congestionAvailable tells whether sockets can be given the TCP congestion control name
+// (a kernel without its module, or one that keeps it to privileged processes, refuses).
+func congestionAvailable(name string) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return os.NewSyscallError("socket", err)
+	}
+	defer unix.Close(fd)
+	return os.NewSyscallError("setsockopt TCP_CONGESTION", unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, name))
 }

@@ -15,8 +15,9 @@ import (
 // tcpConfig is what a TCP listener serves with; it is swapped atomically on reconfiguration
 // and each connection keeps the one it started with.
 type tcpConfig struct {
-	spec model.Listener
-	pool *pool // nil: refuse
+	spec       model.Listener
+	pool       *pool  // nil: refuse
+	congestion []byte // of connections to members; nil: the host's default
 }
 
 type tcpListener struct {
@@ -266,7 +267,7 @@ func (c *tcpConn) connect(lp *loop) {
 			return
 		}
 		m.active.Add(1)
-		fd, err := socketNow(unix.SOCK_STREAM, m.spec.Address)
+		fd, err := socketNow(unix.SOCK_STREAM, m.spec.Address, c.cfg.congestion)
 		if err == nil && len(c.early) > 0 {
 			var w int
 			if w, err = writeNow(fd, c.early); err == nil {

@@ -337,7 +337,7 @@ func (us *udpSocket) session(lp *loop, client netip.AddrPort, now int64) *udpSes
 	fd, m := -1, cfg.pool.pick(client, nil)
 	if m != nil {
 		var err error
-		if fd, err = socketNow(unix.SOCK_DGRAM, m.spec.Address); err != nil {
+		if fd, err = socketNow(unix.SOCK_DGRAM, m.spec.Address, nil); err != nil {
 			m.metrics.errors.Inc()
 		}
 	}
