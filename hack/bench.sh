@@ -197,7 +197,11 @@ for k in "${!r[@]}"; do
 done
 
 ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
+# What the figures depend on besides the proxies: the kernel, and the congestion control every
+# socket gets unless it asks for another (l4lb asks cubic for its member side).
 cat <<TABLE
+Host: Linux $(uname -r), $(nproc) cores, TCP congestion control $(sysctl -n net.ipv4.tcp_congestion_control) (l4lb's member side: cubic).
+
 | scenario | direct | l4lb | HAProxy 2.6 | l4lb / HAProxy | l4lb / direct |
 |---|---|---|---|---|---|
 | bulk TCP, 1 stream (Gbit/s) | ${r[bulk1_direct]} | ${r[bulk1_l4lb]} | ${r[bulk1_haproxy]} | $(ratio ${r[bulk1_l4lb]} ${r[bulk1_haproxy]}) | $(ratio ${r[bulk1_l4lb]} ${r[bulk1_direct]}) |
