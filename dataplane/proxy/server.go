@@ -85,6 +85,7 @@ func newServer(opts Options, table kernelTable) *Server {
 			s.log.Warn("member connections keep the host's TCP congestion control", "asked", name, "err", err)
 		} else {
 			s.congestion = []byte(name)
+			s.log.Info("member connections use their own TCP congestion control", "name", name)
 		}
 	}
 	s.health = health.NewManager(s.onHealth)
