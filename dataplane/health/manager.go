@@ -29,12 +29,20 @@ type Event struct {
 
 // Manager runs one probe loop per target. Members start up, as HAProxy's do, so a pool with a
 // long delay serves at once; they go down after fall consecutive failures.
+//
+// Transitions reach notify from one goroutine of the manager's own, in the order they
+// happened, never from a probe: Sync waits for the probes it stops, and a subscriber may hold
+// the lock its caller holds around Sync (the proxy's Apply does), so a probe that called the
+// subscriber itself could wait for Sync while Sync waits for it.
 type Manager struct {
 	notify func(Event)
 
 	mu     sync.Mutex
 	probes map[string]*probe
 	closed bool
+
+	queue      *eventQueue
+	dispatched chan struct{} // closed when the dispatcher has stopped
 }
 
 type probe struct {
@@ -46,12 +54,28 @@ type probe struct {
 	state Counter
 }
 
-// NewManager returns a manager that calls notify on every transition, from its own goroutines.
+// NewManager returns a manager that calls notify on every transition, from one goroutine.
 func NewManager(notify func(Event)) *Manager {
 	if notify == nil {
 		notify = func(Event) {}
 	}
-	return &Manager{notify: notify, probes: map[string]*probe{}}
+	m := &Manager{notify: notify, probes: map[string]*probe{}, queue: newEventQueue(), dispatched: make(chan struct{})}
+	go m.dispatch()
+	return m
+}
+
+// dispatch hands queued transitions to notify until Close.
+func (m *Manager) dispatch() {
+	defer close(m.dispatched)
+	for {
+		events, ok := m.queue.take()
+		if !ok {
+			return
+		}
+		for _, e := range events {
+			m.notify(e)
+		}
+	}
 }
 
 func targetKey(t Target) string { return t.Pool + "\x00" + t.Member + "\x00" + t.Address.String() }
@@ -94,22 +118,25 @@ func (m *Manager) Up(pool, member string, addr netip.AddrPort) bool {
 	return p == nil || p.current().Up
 }
 
-// Close stops every probe.
+// Close stops every probe, then the dispatcher; transitions not yet delivered are dropped.
+// It must not be called from notify.
 func (m *Manager) Close() {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.closed = true
 	for k, p := range m.probes {
 		p.stop()
 		delete(m.probes, k)
 	}
+	m.mu.Unlock()
+	m.queue.close()
+	<-m.dispatched
 }
 
 func (m *Manager) start(key string, t Target, state Counter) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &probe{target: t, cancel: cancel, done: make(chan struct{}), state: state}
 	m.probes[key] = p
-	go p.run(ctx, m.notify)
+	go p.run(ctx, m.queue.put)
 }
 
 func (p *probe) current() Counter {
