@@ -469,3 +469,40 @@ func TestRemovedMemberDrains(t *testing.T) {
 		t.Fatalf("the connection to the removed member was cut: %q, %v", got, err)
 	}
 }
+
+// TestRecreatedObjectsGetTheirStatus: a Listener, Pool and HealthMonitor deleted and created
+// again with the same names and specs (so the same generation) are new objects, and the
+// dataplane must report them as it did the first ones.
+func TestRecreatedObjectsGetTheirStatus(t *testing.T) {
+	ns, addr := setup(t)
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	l := lb(ns, "lb", addr)
+	create(t, l)
+	tree := func() []client.Object {
+		return []client.Object{listener(ns, "l", "lb", 89), pool(ns, "p", "l", a, b), monitor(ns, "hm", "p")}
+	}
+	for round := range 3 {
+		objs := tree()
+		create(t, objs...)
+		for _, o := range objs {
+			expect(t, o, activeOnline, lbv1.ConditionReady, lbv1.ReasonReady)
+		}
+		answers(t, addr+":89", "a")
+		if round == 2 {
+			break
+		}
+		for _, o := range objs {
+			if err := k8s.Delete(context.Background(), o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, o := range objs {
+			eventually(t, fmt.Sprintf("%T %s goes", o, o.GetName()), func() error {
+				if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(o), o); err == nil {
+					return fmt.Errorf("still there")
+				}
+				return nil
+			})
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -42,7 +43,7 @@ type Agent struct {
 	health chan event.GenericEvent
 
 	mu       sync.Mutex
-	reported map[string]string // what was last written per object, so writes happen on change only
+	reported map[types.UID]string // what was last written per object, so writes happen on change only
 	lastHeld map[string]bool
 }
 
@@ -53,7 +54,7 @@ var everything = reconcile.Request{NamespacedName: client.ObjectKey{Name: "model
 // SetupWithManager watches the four kinds and member health.
 func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	a.health = make(chan event.GenericEvent, 64)
-	a.reported = map[string]string{}
+	a.reported = map[types.UID]string{}
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{everything}
 	})
@@ -110,9 +111,10 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 	// this node holds, write everything again rather than trust what was written last.
 	a.mu.Lock()
 	if !maps.Equal(held, a.lastHeld) {
-		a.reported = map[string]string{}
+		a.reported = map[types.UID]string{}
 		a.lastHeld = held
 	}
+	a.forgetGone(objs)
 	a.mu.Unlock()
 	// Every node serves every listener (bound with IP_FREEBIND whether or not the VIP is
 	// here), so a takeover only moves the address: no window where a node has a VIP but no
@@ -136,6 +138,24 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 		}
 	}
 	return ctrl.Result{}, firstErr
+}
+
+// forgetGone drops what was written for objects that no longer exist. Called with a.mu held.
+func (a *Agent) forgetGone(objs model.Objects) {
+	live := map[types.UID]bool{}
+	for i := range objs.LoadBalancers {
+		live[objs.LoadBalancers[i].UID] = true
+	}
+	for i := range objs.Listeners {
+		live[objs.Listeners[i].UID] = true
+	}
+	for i := range objs.Pools {
+		live[objs.Pools[i].UID] = true
+	}
+	for i := range objs.Monitors {
+		live[objs.Monitors[i].UID] = true
+	}
+	maps.DeleteFunc(a.reported, func(uid types.UID, _ string) bool { return !live[uid] })
 }
 
 // syncVIPs makes the VIPs of held load balancers local and releases the others.

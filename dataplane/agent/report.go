@@ -139,12 +139,15 @@ func notAccepted(res model.Result, kind string, obj client.Object) bool {
 func enabled(b *bool) bool { return b == nil || *b }
 
 // apply writes status unless the same was written last time for this object and generation.
+// What was written is remembered by the object's UID: an object deleted and created again
+// under the same name, even with the same spec and generation, is another object whose status
+// is still to be written.
 func (a *Agent) apply(ctx context.Context, kind string, obj client.Object, status any) error {
 	raw, _ := json.Marshal(struct {
 		S   any
 		Gen int64
 	}{stripTimes(status), obj.GetGeneration()})
-	key := kind + "/" + obj.GetNamespace() + "/" + obj.GetName()
+	key := obj.GetUID()
 	a.mu.Lock()
 	same := a.reported[key] == string(raw)
 	a.mu.Unlock()
