@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -80,8 +81,10 @@ func (b *Base) namespaceOf(list client.ObjectList, names func(client.ObjectList)
 
 // watchTree builds a controller for forObj that also sees changes of the other l4lb kinds in
 // its namespace, mapped to every object of its own kind there.
-func (b *Base) watchTree(mgr ctrl.Manager, name string, forObj client.Object, list client.ObjectList, names func(client.ObjectList) []string, r reconcile.Reconciler) error {
-	bld := ctrl.NewControllerManagedBy(mgr).Named(name).For(forObj)
+// workers is how many objects reconcile at once.
+func (b *Base) watchTree(mgr ctrl.Manager, name string, forObj client.Object, list client.ObjectList, names func(client.ObjectList) []string,
+	r reconcile.Reconciler, workers int) error {
+	bld := ctrl.NewControllerManagedBy(mgr).Named(name).For(forObj).WithOptions(controller.Options{MaxConcurrentReconciles: workers})
 	for _, other := range []client.Object{&lbv1.LoadBalancer{}, &lbv1.Listener{}, &lbv1.Pool{}, &lbv1.HealthMonitor{}} {
 		if fmt.Sprintf("%T", other) != fmt.Sprintf("%T", forObj) {
 			bld = bld.Watches(other, b.namespaceOf(list, names))

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,12 +16,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/controllers/testenv"
+	"github.com/l4lb/l4lb/controllers/vip"
 	dpvip "github.com/l4lb/l4lb/dataplane/vip"
 )
 
@@ -30,6 +33,31 @@ import (
 
 var k8s client.Client
 
+// static is the controller's static provider, counting its calls by load balancer.
+var static = &counting{Provider: vip.NewStatic(nil)}
+
+type counting struct {
+	vip.Provider
+	mu    sync.Mutex
+	calls map[types.UID]int
+}
+
+func (c *counting) Allocate(ctx context.Context, lb *lbv1.LoadBalancer) (vip.Allocation, error) {
+	c.mu.Lock()
+	if c.calls == nil {
+		c.calls = map[types.UID]int{}
+	}
+	c.calls[lb.UID]++
+	c.mu.Unlock()
+	return c.Provider.Allocate(ctx, lb)
+}
+
+func (c *counting) of(uid types.UID) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls[uid]
+}
+
 func TestMain(m *testing.M) {
 	ctrl.SetLogger(logr.Discard())
 	env, err := testenv.Start()
@@ -38,7 +66,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	server, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "test-node", AgentVIPs: dpvip.NewLocal("lo")})
+	server, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "test-node", AgentVIPs: dpvip.NewLocal("lo"),
+		Providers: func(ctrl.Manager) map[lbv1.Provider]vip.Provider {
+			return map[lbv1.Provider]vip.Provider{lbv1.ProviderStatic: static}
+		}})
 	if err != nil {
 		panic(err)
 	}
@@ -505,4 +536,31 @@ func TestRecreatedObjectsGetTheirStatus(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestStatusChangesDoNotCallTheProvider: once a load balancer's VIP is confirmed, the
+// reconciles that the dataplane's status writes trigger (member health here) ask the
+// provider nothing; a change of the spec does.
+func TestStatusChangesDoNotCallTheProvider(t *testing.T) {
+	ns, addr := setup(t)
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	l := lb(ns, "lb", addr)
+	p := pool(ns, "p", "l", a, b)
+	create(t, l, listener(ns, "l", "lb", 90), p, monitor(ns, "hm", "p"))
+	expect(t, l, activeOnline, lbv1.ConditionSynced, lbv1.ReasonSynced)
+	calls := static.of(l.UID)
+	a.stop()
+	expect(t, l, statusOf{lbv1.ProvisioningActive, lbv1.OperatingDegraded}, "", "")
+	a.restart(t)
+	expect(t, l, activeOnline, "", "")
+	if n := static.of(l.UID); n != calls {
+		t.Fatalf("the provider was called %d times for status changes alone", n-calls)
+	}
+	update(t, l, func() { l.Spec.Description = "changed" })
+	eventually(t, "a spec change syncs", func() error {
+		if static.of(l.UID) == calls {
+			return fmt.Errorf("no call")
+		}
+		return nil
+	})
 }

@@ -21,7 +21,7 @@ func (r *HealthMonitorReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			n = append(n, o.Name)
 		}
 		return n
-	}, r)
+	}, r, 1)
 }
 
 func (r *HealthMonitorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

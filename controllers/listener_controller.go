@@ -21,7 +21,7 @@ func (r *ListenerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			n = append(n, o.Name)
 		}
 		return n
-	}, r)
+	}, r, 1)
 }
 
 func (r *ListenerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -39,17 +39,9 @@ func (r *ListenerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			adminUp = adminUp && enabled(lb.Spec.AdminStateUp)
 		}
 	}
-	var pool lbv1.OperatingStatus
-	for _, p := range objs.Pools {
-		if p.Spec.ListenerRef.Name == l.Name {
-			if _, bad := res.Problems[refOf("Pool", &p)]; !bad {
-				pool = p.Status.OperatingStatus
-			}
-		}
-	}
 	st := lbv1.ListenerStatus{CommonStatus: r.childStatus(&l, "Listener", res, &l.Status.CommonStatus,
 		func(served, failed bool) lbv1.OperatingStatus {
-			return ListenerOperatingStatus(adminUp, served, failed, pool)
+			return ListenerOperatingStatus(adminUp, served, failed)
 		})}
 	if !commonChanged(&l.Status.CommonStatus, &st.CommonStatus) {
 		return ctrl.Result{}, nil

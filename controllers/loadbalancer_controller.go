@@ -2,7 +2,8 @@ package controllers
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -28,6 +29,58 @@ type LoadBalancerReconciler struct {
 
 	mu       sync.Mutex
 	restored bool
+
+	// synced remembers, by UID, the last allocation the provider confirmed and for which
+	// inputs, so reconciles that change nothing the provider depends on (the dataplane's
+	// status writes, say) make no call to the cloud.
+	synced sync.Map
+}
+
+// syncRecord is one load balancer's last confirmed allocation.
+type syncRecord struct {
+	key   string // the generation, and the provider's other inputs
+	alloc vip.Allocation
+	at    time.Time
+}
+
+// resyncPeriod is how often an unchanged load balancer is checked against the cloud anyway,
+// which repairs what was changed there behind the controller's back.
+const resyncPeriod = 10 * time.Minute
+
+// syncTimeout bounds one whole sync with the provider (every call in it is bounded too), so a
+// hung cloud holds one worker for a bounded time and never the others.
+const syncTimeout = 2 * time.Minute
+
+// workers is how many load balancers reconcile at once: one waiting on a slow cloud does not
+// hold up the others.
+const workers = 4
+
+// sync asks the provider for lb's allocation, unless it confirmed the same one for the same
+// inputs within resyncPeriod.
+func (r *LoadBalancerReconciler) sync(ctx context.Context, lb *lbv1.LoadBalancer, p vip.Provider) (vip.Allocation, error) {
+	key := strconv.FormatInt(lb.Generation, 10)
+	if in, ok := p.(vip.Inputs); ok {
+		s, err := in.Inputs(ctx)
+		if err != nil {
+			return vip.Allocation{}, err
+		}
+		key += "/" + s
+	}
+	if v, ok := r.synced.Load(lb.UID); ok {
+		rec := v.(syncRecord)
+		if rec.key == key && rec.alloc == allocationOf(&lb.Status) && time.Since(rec.at) < resyncPeriod {
+			return rec.alloc, nil
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
+	alloc, err := p.Allocate(ctx, lb)
+	if err != nil {
+		r.synced.Delete(lb.UID)
+		return alloc, err
+	}
+	r.synced.Store(lb.UID, syncRecord{key: key, alloc: alloc, at: time.Now()})
+	return alloc, nil
 }
 
 // restorer is a provider that must learn existing allocations before making new ones.
@@ -65,7 +118,7 @@ func (r *LoadBalancerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			n = append(n, o.Name)
 		}
 		return n
-	}, r)
+	}, r, workers)
 }
 
 func (r *LoadBalancerReconciler) provider(lb *lbv1.LoadBalancer) (lbv1.Provider, vip.Provider) {
@@ -82,7 +135,7 @@ func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !lb.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.reconcileDelete(ctx, &lb)
+		return r.reconcileDelete(ctx, &lb)
 	}
 	if !controllerutil.ContainsFinalizer(&lb, lbv1.Finalizer) {
 		controllerutil.AddFinalizer(&lb, lbv1.Finalizer)
@@ -95,79 +148,155 @@ func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request
 }
 
 // reconcileDelete releases the VIP (and what the provider made for it), then lets the object
-// go. Listeners and pools the user wrote stay; they report their missing load balancer.
-func (r *LoadBalancerReconciler) reconcileDelete(ctx context.Context, lb *lbv1.LoadBalancer) error {
+// go. Listeners and pools the user wrote stay; they report their missing load balancer. The
+// finalizer stays while anything the status records cannot be released: a provider that
+// fails, or one this controller does not run, keeps the object (and says why) rather than
+// leak a port or a floating IP.
+func (r *LoadBalancerReconciler) reconcileDelete(ctx context.Context, lb *lbv1.LoadBalancer) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(lb, lbv1.Finalizer) {
-		return nil
+		return ctrl.Result{}, nil
 	}
-	if lb.Status.ProvisioningStatus != lbv1.ProvisioningPendingDelete {
-		st := lbv1.LoadBalancerStatus{CommonStatus: lbv1.CommonStatus{ProvisioningStatus: lbv1.ProvisioningPendingDelete,
-			OperatingStatus: lb.Status.OperatingStatus, ObservedGeneration: lb.Generation}}
-		if err := ssa.ApplyStatus(ctx, r.Client, "LoadBalancer", lb.Namespace, lb.Name, ssa.ControllerManager, st); err != nil && !apierrors.IsNotFound(err) {
-			return err
-		}
+	st := ownStatus(lb)
+	st.ProvisioningStatus, st.ObservedGeneration = lbv1.ProvisioningPendingDelete, lb.Generation
+	name, p := r.provider(lb)
+	var err error
+	switch {
+	case p != nil:
+		err = p.Release(ctx, lb)
+	case allocationOf(&lb.Status) != vip.Allocation{}:
+		err = &vip.Error{Reason: lbv1.ReasonProviderUnavailable,
+			Err: fmt.Errorf("cannot release the VIP: VIP provider %s is not configured on this controller", name)}
 	}
-	if _, p := r.provider(lb); p != nil {
-		if err := p.Release(ctx, lb); err != nil {
-			r.event(lb, true, "FailedRelease", "Release", "releasing the VIP: %v", err)
-			return err
+	if err != nil {
+		synced := condition(lb, lbv1.ConditionSynced, false, vip.Reason(err, lbv1.ReasonReleaseFailed), err.Error())
+		st.Conditions = ssa.Conditions(lb.Status.Conditions, replace(st.Conditions, synced)...)
+		if statusChanged(&lb.Status, &st) {
+			r.event(lb, true, synced.Reason, "Release", "%v", err)
+			if werr := ssa.ApplyStatus(ctx, r.Client, "LoadBalancer", lb.Namespace, lb.Name, ssa.ControllerManager, st); werr != nil && !apierrors.IsNotFound(werr) {
+				return ctrl.Result{}, werr
+			}
 		}
-		if lb.Status.VIPAddress != "" {
-			r.event(lb, false, "Released", "Release", "released VIP %s", lb.Status.VIPAddress)
+		if p == nil { // nothing changes until the controller does: no hot loop
+			return ctrl.Result{RequeueAfter: retryAllocation}, nil
 		}
+		return ctrl.Result{}, err
+	}
+	r.synced.Delete(lb.UID)
+	if p != nil && lb.Status.VIPAddress != "" {
+		r.event(lb, false, "Released", "Release", "released VIP %s", lb.Status.VIPAddress)
 	}
 	controllerutil.RemoveFinalizer(lb, lbv1.Finalizer)
-	return client.IgnoreNotFound(r.Update(ctx, lb))
+	return ctrl.Result{}, client.IgnoreNotFound(r.Update(ctx, lb))
+}
+
+// ownStatus is the part of lb's status the controller writes, as it stands.
+func ownStatus(lb *lbv1.LoadBalancer) lbv1.LoadBalancerStatus {
+	st := lbv1.LoadBalancerStatus{CommonStatus: lbv1.CommonStatus{ProvisioningStatus: lb.Status.ProvisioningStatus,
+		OperatingStatus: lb.Status.OperatingStatus, ObservedGeneration: lb.Status.ObservedGeneration},
+		Listeners: lb.Status.Listeners}
+	st.VIPAddress, st.VIPPortID = lb.Status.VIPAddress, lb.Status.VIPPortID
+	st.FloatingIPAddress, st.FloatingIPID = lb.Status.FloatingIPAddress, lb.Status.FloatingIPID
+	for _, c := range lb.Status.Conditions {
+		if controllerConditions[c.Type] {
+			st.Conditions = append(st.Conditions, c)
+		}
+	}
+	return st
+}
+
+// controllerConditions are the condition types the controller writes (the agent writes the
+// others, under its own field manager).
+var controllerConditions = map[string]bool{lbv1.ConditionAccepted: true, lbv1.ConditionVIPAllocated: true,
+	lbv1.ConditionFloatingIPAttached: true, lbv1.ConditionSynced: true, lbv1.ConditionReady: true}
+
+// replace returns conds with c in place of the condition of its type.
+func replace(conds []metav1.Condition, c metav1.Condition) []metav1.Condition {
+	out := []metav1.Condition{c}
+	for _, o := range conds {
+		if o.Type != c.Type {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func allocationOf(s *lbv1.LoadBalancerStatus) vip.Allocation {
+	return vip.Allocation{Address: s.VIPAddress, PortID: s.VIPPortID, FloatingIPAddress: s.FloatingIPAddress, FloatingIPID: s.FloatingIPID}
+}
+
+// keep is what exists after a failed sync: what the provider still returned, else what the
+// status recorded. A failed call says nothing about what exists, so it erases nothing.
+func keep(prev, got vip.Allocation) vip.Allocation {
+	pick := func(a, b string) string {
+		if a != "" {
+			return a
+		}
+		return b
+	}
+	return vip.Allocation{Address: pick(got.Address, prev.Address), PortID: pick(got.PortID, prev.PortID),
+		FloatingIPAddress: pick(got.FloatingIPAddress, prev.FloatingIPAddress), FloatingIPID: pick(got.FloatingIPID, prev.FloatingIPID)}
+}
+
+// transient reports whether a failure may go away by itself (the cloud down or slow, a
+// concurrent change): a load balancer that has no VIP yet is then still being created, not
+// in ERROR.
+func transient(err error) bool {
+	switch vip.Reason(err, "") {
+	case lbv1.ReasonProviderUnavailable, lbv1.ReasonConflict:
+		return true
+	}
+	return false
 }
 
 func (r *LoadBalancerReconciler) reconcileNormal(ctx context.Context, lb *lbv1.LoadBalancer) (ctrl.Result, error) {
 	st := lbv1.LoadBalancerStatus{}
-	var result ctrl.Result
-	var allocErr error // why the VIP or its floating IP is not there yet
+	result := ctrl.Result{RequeueAfter: resyncPeriod}
 
-	// Accepted: the provider exists here.
+	// The provider's part: what exists in the cloud (or the static ranges) for this VIP.
 	name, p := r.provider(lb)
-	accepted := condition(lb, lbv1.ConditionAccepted, true, lbv1.ReasonAccepted, "")
-	allocated := condition(lb, lbv1.ConditionVIPAllocated, false, lbv1.ReasonPending, "")
+	var alloc vip.Allocation
+	var syncErr error
 	if p == nil {
-		accepted = condition(lb, lbv1.ConditionAccepted, false, lbv1.ReasonProviderUnavailable,
-			"VIP provider "+string(name)+" is not configured on this controller")
-		allocated.Message = "no VIP provider"
+		alloc = allocationOf(&lb.Status)
+		syncErr = &vip.Error{Reason: lbv1.ReasonProviderUnavailable, Err: fmt.Errorf("VIP provider %s is not configured on this controller", name)}
 	} else {
-		alloc, err := p.Allocate(ctx, lb)
-		var fipErr error
-		if err != nil && alloc.Address != "" && isFloatingIPError(err) {
-			err, fipErr = nil, err // the VIP exists; only the floating IP is missing
+		alloc, syncErr = r.sync(ctx, lb, p)
+		if syncErr != nil {
+			alloc = keep(allocationOf(&lb.Status), alloc)
 		}
-		if err != nil {
-			allocated = condition(lb, lbv1.ConditionVIPAllocated, false, vip.Reason(err, lbv1.ReasonAllocationFailed), err.Error())
-			if prev := meta.FindStatusCondition(lb.Status.Conditions, lbv1.ConditionVIPAllocated); prev == nil || prev.Message != err.Error() {
-				r.event(lb, true, allocated.Reason, "AllocateVIP", "%v", err)
-			}
-			allocErr = err
-		} else {
-			st.VIPAddress, st.VIPPortID = alloc.Address, alloc.PortID
-			st.FloatingIPAddress, st.FloatingIPID = alloc.FloatingIPAddress, alloc.FloatingIPID
-			allocated = condition(lb, lbv1.ConditionVIPAllocated, true, lbv1.ReasonAllocated, "VIP "+alloc.Address)
-			if lb.Status.VIPAddress != alloc.Address {
-				r.event(lb, false, lbv1.ReasonAllocated, "AllocateVIP", "allocated VIP %s", alloc.Address)
-			}
-			allocErr = fipErr
-		}
+	}
+	st.VIPAddress, st.VIPPortID = alloc.Address, alloc.PortID
+	st.FloatingIPAddress, st.FloatingIPID = alloc.FloatingIPAddress, alloc.FloatingIPID
+	vipExists := alloc.Address != ""
+
+	accepted := condition(lb, lbv1.ConditionAccepted, true, lbv1.ReasonAccepted, "")
+	if p == nil && !vipExists {
+		accepted = condition(lb, lbv1.ConditionAccepted, false, lbv1.ReasonProviderUnavailable, syncErr.Error())
+	}
+	allocated := condition(lb, lbv1.ConditionVIPAllocated, true, lbv1.ReasonAllocated, "VIP "+alloc.Address)
+	if !vipExists {
+		allocated = condition(lb, lbv1.ConditionVIPAllocated, false, vip.Reason(syncErr, lbv1.ReasonAllocationFailed), syncErr.Error())
 	}
 	floating := condition(lb, lbv1.ConditionFloatingIPAttached, true, lbv1.ReasonNotRequested, "no floatingIP in spec")
 	if lb.Spec.FloatingIP != nil {
 		switch {
-		case st.FloatingIPAddress != "":
-			floating = condition(lb, lbv1.ConditionFloatingIPAttached, true, lbv1.ReasonAttached, "floating IP "+st.FloatingIPAddress)
-		case allocErr != nil && st.VIPAddress != "":
-			floating = condition(lb, lbv1.ConditionFloatingIPAttached, false, vip.Reason(allocErr, lbv1.ReasonAttachFailed), allocErr.Error())
+		case alloc.FloatingIPAddress != "":
+			floating = condition(lb, lbv1.ConditionFloatingIPAttached, true, lbv1.ReasonAttached, "floating IP "+alloc.FloatingIPAddress)
+		case syncErr != nil && vipExists:
+			floating = condition(lb, lbv1.ConditionFloatingIPAttached, false, vip.Reason(syncErr, lbv1.ReasonAttachFailed), syncErr.Error())
 		default:
 			floating = condition(lb, lbv1.ConditionFloatingIPAttached, false, lbv1.ReasonPending, "waiting for the VIP")
 		}
 	}
-	if allocErr != nil {
+	synced := condition(lb, lbv1.ConditionSynced, true, lbv1.ReasonSynced, "")
+	if syncErr != nil {
+		synced = condition(lb, lbv1.ConditionSynced, false, vip.Reason(syncErr, lbv1.ReasonAllocationFailed), syncErr.Error())
+		if prev := meta.FindStatusCondition(lb.Status.Conditions, lbv1.ConditionSynced); prev == nil || prev.Message != syncErr.Error() {
+			r.event(lb, true, synced.Reason, "Sync", "%v", syncErr)
+		}
 		result.RequeueAfter = retryAllocation
+	} else if lb.Status.VIPAddress != alloc.Address {
+		r.event(lb, false, lbv1.ReasonAllocated, "AllocateVIP", "allocated VIP %s", alloc.Address)
 	}
 
 	// The tree below, as the other reconcilers reported it.
@@ -199,16 +328,18 @@ func (r *LoadBalancerReconciler) reconcileNormal(ctx context.Context, lb *lbv1.L
 	isProgrammed, failed, reason, msg := programmed(lb, lb.Status.Conditions)
 	programmedCond := condition(lb, lbv1.ConditionProgrammed, isProgrammed, reason, msg)
 
-	adminUp := enabled(lb.Spec.AdminStateUp)
-	st.ProvisioningStatus = ProvisioningStatus(false, accepted.Status == metav1.ConditionTrue && allocated.Status == metav1.ConditionTrue,
-		isProgrammed, failed, lb.Status.ProvisioningStatus)
+	// A load balancer whose VIP exists is as its dataplane serves it, whatever the cloud does
+	// now (Octavia likewise puts a load balancer back to ACTIVE when a later change fails); one
+	// without a VIP is still being created while the failure may pass, and ERROR otherwise.
+	buildable := accepted.Status == metav1.ConditionTrue && (vipExists || transient(syncErr))
+	st.ProvisioningStatus = ProvisioningStatus(false, buildable, isProgrammed && vipExists, failed, lb.Status.ProvisioningStatus)
 	st.OperatingStatus = lbv1.OperatingOffline
 	if isProgrammed {
-		st.OperatingStatus = LoadBalancerOperatingStatus(adminUp, listeners, pools)
+		st.OperatingStatus = LoadBalancerOperatingStatus(enabled(lb.Spec.AdminStateUp), listeners, pools)
 	}
 	st.ObservedGeneration = lb.Generation
 	readyCond := ready(lb, accepted, allocated, floating, announcedCond, programmedCond)
-	st.Conditions = ssa.Conditions(lb.Status.Conditions, accepted, allocated, floating, readyCond)
+	st.Conditions = ssa.Conditions(lb.Status.Conditions, accepted, allocated, floating, synced, readyCond)
 	r.noteAcceptance(lb, lb.Status.Conditions, accepted)
 
 	if statusChanged(&lb.Status, &st) {
@@ -217,16 +348,11 @@ func (r *LoadBalancerReconciler) reconcileNormal(ctx context.Context, lb *lbv1.L
 		}
 	}
 	// A cloud that is down or failing is retried with the rate limiter's backoff; the
-	// condition above already says which step and why.
-	if vip.Reason(allocErr, "") == lbv1.ReasonProviderUnavailable {
-		return ctrl.Result{}, allocErr
+	// conditions above already say which step and why.
+	if p != nil && vip.Reason(syncErr, "") == lbv1.ReasonProviderUnavailable {
+		return ctrl.Result{}, syncErr
 	}
 	return result, nil
-}
-
-func isFloatingIPError(err error) bool {
-	var e *vip.Error
-	return errors.As(err, &e) && e.FloatingIP
 }
 
 // statusChanged compares what the controller would write with what is there.

@@ -22,7 +22,7 @@ func (r *PoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			n = append(n, o.Name)
 		}
 		return n
-	}, r)
+	}, r, 1)
 }
 
 func refOf(kind string, obj client.Object) model.Ref {

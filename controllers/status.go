@@ -10,24 +10,22 @@ import (
 )
 
 // The pure part of the controllers: Octavia's status rules as functions of what the objects
-// and the dataplane say, table-tested in status_test.go.
+// and the dataplane say, table-tested in status_test.go. The operating statuses follow
+// Octavia's health manager, UpdateHealthDb.update_health and _process_pool_status in
+// octavia/amphorae/drivers/health/heartbeat_udp.py, which turn an amphora's HAProxy report
+// into statuses; docs/architecture.md ("Statuses") lists where l4lb differs, and why.
 
-// worst orders operating statuses by Octavia's precedence: ERROR > DEGRADED > ONLINE.
-func worst(a, b lbv1.OperatingStatus) lbv1.OperatingStatus {
-	rank := map[lbv1.OperatingStatus]int{lbv1.OperatingError: 3, lbv1.OperatingDegraded: 2}
-	if rank[b] > rank[a] {
-		return b
-	}
-	return a
-}
-
-// memberWorks: a member that can take traffic (or is assumed to, without a monitor).
+// memberWorks: a member that can take new connections (or is assumed to, without a monitor).
+// DRAINING (weight 0) and OFFLINE (admin down) members take none, as HAProxy's backend counts
+// only servers with a weight.
 func memberWorks(s lbv1.OperatingStatus) bool {
 	return s == lbv1.OperatingOnline || s == lbv1.OperatingNoMonitor
 }
 
-// PoolOperatingStatus cascades member statuses to the pool: all working -> ONLINE; some
-// ERROR -> DEGRADED; none working -> ERROR; admin down -> OFFLINE.
+// PoolOperatingStatus cascades member statuses to the pool, as _process_pool_status does:
+// the backend UP ("working or no servers") is ONLINE, so a pool without members is ONLINE;
+// DOWN (members, none working) is ERROR; an ONLINE pool with a member in ERROR is DEGRADED.
+// A disabled pool is not rendered, so Octavia finds no report for it: OFFLINE.
 func PoolOperatingStatus(adminUp bool, members []lbv1.OperatingStatus) lbv1.OperatingStatus {
 	if !adminUp {
 		return lbv1.OperatingOffline
@@ -42,7 +40,7 @@ func PoolOperatingStatus(adminUp bool, members []lbv1.OperatingStatus) lbv1.Oper
 		}
 	}
 	switch {
-	case working == 0:
+	case len(members) > 0 && working == 0:
 		return lbv1.OperatingError
 	case failing > 0:
 		return lbv1.OperatingDegraded
@@ -50,10 +48,11 @@ func PoolOperatingStatus(adminUp bool, members []lbv1.OperatingStatus) lbv1.Oper
 	return lbv1.OperatingOnline
 }
 
-// ListenerOperatingStatus: serving -> ONLINE, DEGRADED when its pool is DEGRADED or ERROR;
-// the dataplane failed to serve it although enabled -> ERROR; admin down, or not served yet ->
-// OFFLINE (as Octavia shows while it provisions).
-func ListenerOperatingStatus(adminUp, served, failed bool, pool lbv1.OperatingStatus) lbv1.OperatingStatus {
+// ListenerOperatingStatus, as update_health: a listener the dataplane serves is ONLINE (OPEN);
+// one it failed to serve although enabled is ERROR (Octavia: enabled, the load balancer
+// ACTIVE, and missing from the amphora's report); disabled, or not served yet, OFFLINE. Its
+// pool does not change it: a failing pool shows on the pool and the load balancer.
+func ListenerOperatingStatus(adminUp, served, failed bool) lbv1.OperatingStatus {
 	switch {
 	case !adminUp:
 		return lbv1.OperatingOffline
@@ -61,14 +60,14 @@ func ListenerOperatingStatus(adminUp, served, failed bool, pool lbv1.OperatingSt
 		return lbv1.OperatingError
 	case !served:
 		return lbv1.OperatingOffline
-	case pool == lbv1.OperatingDegraded || pool == lbv1.OperatingError:
-		return lbv1.OperatingDegraded
 	}
 	return lbv1.OperatingOnline
 }
 
-// LoadBalancerOperatingStatus: ERROR if a pool is ERROR, else DEGRADED if anything below is
-// DEGRADED or ERROR, else ONLINE; OFFLINE when admin down.
+// LoadBalancerOperatingStatus, as update_health: ONLINE until proven otherwise; a pool in
+// ERROR (no working member) makes it ERROR; a DEGRADED pool (a member in ERROR) or listener
+// (FULL) makes an ONLINE one DEGRADED. A listener in ERROR does not change it. OFFLINE when
+// disabled.
 func LoadBalancerOperatingStatus(adminUp bool, listeners, pools []lbv1.OperatingStatus) lbv1.OperatingStatus {
 	if !adminUp {
 		return lbv1.OperatingOffline
@@ -83,8 +82,8 @@ func LoadBalancerOperatingStatus(adminUp bool, listeners, pools []lbv1.Operating
 		}
 	}
 	for _, l := range listeners {
-		if l == lbv1.OperatingError || l == lbv1.OperatingDegraded {
-			out = worst(out, lbv1.OperatingDegraded)
+		if l == lbv1.OperatingDegraded {
+			out = lbv1.OperatingDegraded
 		}
 	}
 	return out

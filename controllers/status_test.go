@@ -17,6 +17,9 @@ const (
 
 func ops(s ...lbv1.OperatingStatus) []lbv1.OperatingStatus { return s }
 
+// The cases below are Octavia's health manager's rules (UpdateHealthDb in
+// octavia/amphorae/drivers/health/heartbeat_udp.py); each names the branch it mirrors.
+
 func TestPoolOperatingStatus(t *testing.T) {
 	cases := []struct {
 		name    string
@@ -24,14 +27,14 @@ func TestPoolOperatingStatus(t *testing.T) {
 		members []lbv1.OperatingStatus
 		want    lbv1.OperatingStatus
 	}{
-		{"all online", true, ops(on, on), on},
-		{"no monitor counts as working", true, ops(nomo, nomo), on},
-		{"one in error", true, ops(on, bad), deg},
-		{"all in error", true, ops(bad, bad), bad},
-		{"draining and offline members do not work", true, ops(drn, off), bad},
+		{"backend UP: all online", true, ops(on, on), on},
+		{"NO_CHECK members count as working", true, ops(nomo, nomo), on},
+		{"a member DOWN in an UP backend degrades it", true, ops(on, bad), deg},
+		{"backend DOWN: all in error", true, ops(bad, bad), bad},
+		{"backend DOWN: DRAIN and MAINT servers carry no weight", true, ops(drn, off), bad},
 		{"one working, one drained", true, ops(on, drn), on},
-		{"no members", true, nil, bad},
-		{"admin down", false, ops(on, on), off},
+		{"backend UP with no servers: an empty pool is ONLINE", true, nil, on},
+		{"not rendered (disabled): no report, OFFLINE", false, ops(on, on), off},
 	}
 	for _, tc := range cases {
 		if got := PoolOperatingStatus(tc.adminUp, tc.members); got != tc.want {
@@ -44,19 +47,15 @@ func TestListenerOperatingStatus(t *testing.T) {
 	cases := []struct {
 		name                    string
 		adminUp, served, failed bool
-		pool                    lbv1.OperatingStatus
 		want                    lbv1.OperatingStatus
 	}{
-		{"serving", true, true, false, on, on},
-		{"serving a degraded pool", true, true, false, deg, deg},
-		{"serving a failed pool", true, true, false, bad, deg},
-		{"without a pool", true, true, false, "", on},
-		{"cannot bind", true, false, true, on, bad},
-		{"not served yet", true, false, false, on, off},
-		{"admin down", false, true, false, on, off},
+		{"OPEN: serving", true, true, false, on},
+		{"enabled but missing from the report: cannot bind", true, false, true, bad},
+		{"not served yet (load balancer not ACTIVE)", true, false, false, off},
+		{"disabled", false, true, false, off},
 	}
 	for _, tc := range cases {
-		if got := ListenerOperatingStatus(tc.adminUp, tc.served, tc.failed, tc.pool); got != tc.want {
+		if got := ListenerOperatingStatus(tc.adminUp, tc.served, tc.failed); got != tc.want {
 			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
 		}
 	}
@@ -69,12 +68,15 @@ func TestLoadBalancerOperatingStatus(t *testing.T) {
 		listeners, pools []lbv1.OperatingStatus
 		want             lbv1.OperatingStatus
 	}{
-		{"all online", true, ops(on, on), ops(on, on), on},
-		{"a degraded pool", true, ops(deg, on), ops(deg, on), deg},
-		{"a failed pool is an error", true, ops(deg, on), ops(bad, on), bad},
-		{"a failed listener degrades", true, ops(bad, on), ops(on), deg},
+		{"healthy until proven otherwise", true, ops(on, on), ops(on, on), on},
+		{"a pool with a member DOWN degrades it", true, ops(on, on), ops(deg, on), deg},
+		{"a pool DOWN is an error", true, ops(on, on), ops(bad, on), bad},
+		{"an error outranks a degraded pool", true, ops(on), ops(deg, bad), bad},
+		{"a FULL listener degrades it", true, ops(deg, on), ops(on), deg},
+		{"a listener in error does not change it", true, ops(bad, on), ops(on), on},
+		{"offline pools do not count", true, ops(on), ops(off), on},
 		{"nothing yet", true, nil, nil, on},
-		{"admin down", false, ops(on), ops(bad), off},
+		{"disabled", false, ops(on), ops(bad), off},
 	}
 	for _, tc := range cases {
 		if got := LoadBalancerOperatingStatus(tc.adminUp, tc.listeners, tc.pools); got != tc.want {

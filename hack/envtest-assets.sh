@@ -16,6 +16,12 @@ if [[ -x "$out/kube-apiserver" && -x "$out/etcd" ]]; then
   echo "$out"; exit 0
 fi
 mkdir -p "$out"
+# Two callers at once (a test run beside make test) wait for one build instead of racing.
+exec 9>"$out.lock"
+flock 9
+if [[ -x "$out/kube-apiserver" && -x "$out/etcd" ]]; then
+  echo "$out"; exit 0
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0

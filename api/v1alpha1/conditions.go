@@ -15,6 +15,10 @@ const (
 	ConditionFloatingIPAttached = "FloatingIPAttached"
 	// ConditionVIPAnnounced: one node holds the VIP and announces it.
 	ConditionVIPAnnounced = "VIPAnnounced"
+	// ConditionSynced: the last sync with the VIP provider (or the release, while deleting)
+	// succeeded. False says which step failed and why; what already exists keeps serving, so
+	// it does not make Ready false by itself.
+	ConditionSynced = "Synced"
 )
 
 // Condition reasons.
@@ -45,6 +49,8 @@ const (
 	ReasonQuotaExceeded       = "QuotaExceeded"
 	ReasonConflict            = "Conflict"
 	ReasonNotFound            = "NotFound"
+	ReasonSynced              = "Synced"
+	ReasonReleaseFailed       = "ReleaseFailed"
 )
 
 // Finalizer is put on every l4lb object so the operator releases what it made (VIPs,

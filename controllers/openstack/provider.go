@@ -442,6 +442,26 @@ func serverID(n *corev1.Node) string {
 	return id[strings.LastIndex(id, "/")+1:]
 }
 
+// Inputs is what an allocation depends on besides the spec: the servers of the nodes, whose
+// ports must accept the VIP. Read from the cache, without calling the cloud.
+func (p *Provider) Inputs(ctx context.Context) (string, error) {
+	if p.Nodes == nil {
+		return "", nil
+	}
+	nodes, err := p.Nodes(ctx)
+	if err != nil {
+		return "", err
+	}
+	var ids []string
+	for i := range nodes {
+		if id := serverID(&nodes[i]); id != "" {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return strings.Join(slices.Compact(ids), ","), nil
+}
+
 // ensureAddressPairs adds the VIP to the allowed address pairs of every node's port on the
 // VIP network, and removes it from ports of servers that are no longer nodes.
 func (p *Provider) ensureAddressPairs(ctx context.Context, nc *gophercloud.ServiceClient, networkID, vipAddr string) error {

@@ -25,6 +25,14 @@ type Provider interface {
 	Release(ctx context.Context, lb *lbv1.LoadBalancer) error
 }
 
+// Inputs is implemented by providers whose allocation depends on more than the load
+// balancer's spec. Inputs returns those other inputs as a string that changes when they do
+// (the OpenStack provider: the nodes whose ports must accept the VIP), read without calling
+// the cloud.
+type Inputs interface {
+	Inputs(ctx context.Context) (string, error)
+}
+
 // Error is a provider failure with the condition reason the user should see. FloatingIP
 // marks a failure of the floating IP step once the VIP itself exists.
 type Error struct {
