@@ -81,10 +81,9 @@ func (b *Base) namespaceOf(list client.ObjectList, names func(client.ObjectList)
 
 // watchTree builds a controller for forObj that also sees changes of the other l4lb kinds in
 // its namespace, mapped to every object of its own kind there.
-// workers is how many objects reconcile at once.
 func (b *Base) watchTree(mgr ctrl.Manager, name string, forObj client.Object, list client.ObjectList, names func(client.ObjectList) []string,
-	r reconcile.Reconciler, workers int) error {
-	bld := ctrl.NewControllerManagedBy(mgr).Named(name).For(forObj).WithOptions(controller.Options{MaxConcurrentReconciles: workers})
+	r reconcile.Reconciler, opts controller.Options) error {
+	bld := ctrl.NewControllerManagedBy(mgr).Named(name).For(forObj).WithOptions(opts)
 	for _, other := range []client.Object{&lbv1.LoadBalancer{}, &lbv1.Listener{}, &lbv1.Pool{}, &lbv1.HealthMonitor{}} {
 		if fmt.Sprintf("%T", other) != fmt.Sprintf("%T", forObj) {
 			bld = bld.Watches(other, b.namespaceOf(list, names))

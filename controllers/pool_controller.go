@@ -5,10 +5,10 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/controllers/ssa"
-	"github.com/l4lb/l4lb/dataplane/model"
 )
 
 // PoolReconciler reports a pool's acceptance and statuses, cascaded from the member health
@@ -22,11 +22,7 @@ func (r *PoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			n = append(n, o.Name)
 		}
 		return n
-	}, r, 1)
-}
-
-func refOf(kind string, obj client.Object) model.Ref {
-	return model.Ref{Kind: kind, Namespace: obj.GetNamespace(), Name: obj.GetName()}
+	}, r, controller.Options{})
 }
 
 func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

@@ -8,7 +8,8 @@
 #
 #   hack/openstack.sh up     install what is missing (as root), start, print the clouds.yaml path
 #   hack/openstack.sh down   stop everything and remove the state
-#   hack/openstack.sh stop-neutron|start-neutron   take Neutron away and bring it back
+#   hack/openstack.sh stop-neutron|start-neutron    take Neutron away and bring it back
+#   hack/openstack.sh stop-keystone|start-keystone  the same for Keystone
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state=${L4LB_OPENSTACK_DIR:-/tmp/l4lb-openstack}
@@ -191,10 +192,21 @@ start_neutron() {
   wait_http "http://127.0.0.1:$NEUTRON_PORT/" neutron-server
 }
 
+stop_keystone() { kill "$(cat "$state/keystone.pid")" 2>/dev/null || true; rm -f "$state/keystone.pid"
+  for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$KS_PORT/v3" 2>/dev/null || return 0; sleep 0.1; done; }
+start_keystone() {
+  OS_KEYSTONE_CONFIG_DIR=$state OS_KEYSTONE_CONFIG_FILES=$state/keystone.conf \
+    nohup keystone-wsgi-public --host 127.0.0.1 --port "$KS_PORT" >>"$state/keystone-wsgi.log" 2>&1 &
+  echo $! >"$state/keystone.pid"
+  wait_http "http://127.0.0.1:$KS_PORT/v3" keystone-wsgi
+}
+
 case "${1:-up}" in
   up) up ;;
   down) down ;;
   stop-neutron) stop_neutron ;;
   start-neutron) start_neutron ;;
-  *) echo "usage: $0 up|down|stop-neutron|start-neutron" >&2; exit 2 ;;
+  stop-keystone) stop_keystone ;;
+  start-keystone) start_keystone ;;
+  *) echo "usage: $0 up|down|stop-neutron|start-neutron|stop-keystone|start-keystone" >&2; exit 2 ;;
 esac
