@@ -38,21 +38,21 @@ func cli(t *testing.T, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// cloudCount counts, with the openstack CLI, the VIP ports and floating IPs whose
-// description names a load balancer of namespace ns.
+// cloudCount counts, with the openstack CLI, the VIP ports and floating IPs of the load
+// balancers of namespace ns: ports by their name, floating IPs by their description.
 func cloudCount(t *testing.T, ns string) (int, int) {
 	t.Helper()
-	count := func(out string) int {
+	count := func(out, prefix string) int {
 		n := 0
 		for _, line := range strings.Split(out, "\n") {
-			if strings.Contains(line, "l4lb load balancer "+ns+"/") {
+			if strings.HasPrefix(line, prefix) {
 				n++
 			}
 		}
 		return n
 	}
-	return count(cli(t, "port", "list", "--long", "-f", "value", "-c", "ID", "-c", "Description")),
-		count(cli(t, "floating", "ip", "list", "--long", "-f", "value", "-c", "ID", "-c", "Description"))
+	return count(cli(t, "port", "list", "-f", "value", "-c", "Name"), "l4lb-"+ns+"-"),
+		count(cli(t, "floating", "ip", "list", "--long", "-f", "value", "-c", "Description"), "l4lb load balancer "+ns+"/")
 }
 
 // cloudTest starts an API server with the namespace ns and the credentials Secret.

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
@@ -28,7 +29,10 @@ type ControlPlane struct {
 // Run starts the controller (and the agent) until ctx ends. It returns the agent's engine,
 // which the caller closes.
 func (e *Env) Run(ctx context.Context, cp ControlPlane) (*proxy.Server, error) {
-	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{Scheme: controllers.NewScheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
+	// A test may run a controller again after stopping one (a restart), in the same process.
+	skip := true
+	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{Scheme: controllers.NewScheme(), Metrics: metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: &skip}})
 	if err != nil {
 		return nil, err
 	}
