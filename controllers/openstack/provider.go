@@ -70,12 +70,15 @@ func (p *Provider) record(lb *lbv1.LoadBalancer, warning bool, reason, format st
 }
 
 // client authenticates once and keeps the client; gophercloud re-authenticates on expiry. A
-// refused authentication is forgotten, so a fixed Secret is picked up on the next try.
+// refused authentication is forgotten, so a fixed Secret is picked up on the next try. The
+// lock guards only the field: authenticating to a slow Keystone holds up no other load
+// balancer's work behind a lock (two may authenticate at once; the last one's client is kept).
 func (p *Provider) client(ctx context.Context) (*gophercloud.ServiceClient, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.net != nil {
-		return p.net, nil
+	nc := p.net
+	p.mu.Unlock()
+	if nc != nil {
+		return nc, nil
 	}
 	creds, err := p.Credentials(ctx)
 	if err != nil {
@@ -85,11 +88,13 @@ func (p *Provider) client(ctx context.Context) (*gophercloud.ServiceClient, erro
 	if err != nil {
 		return nil, classify("authenticating to OpenStack", err)
 	}
-	nc, err := openstack.NewNetworkV2(pc, creds.Endpoint)
+	nc, err = openstack.NewNetworkV2(pc, creds.Endpoint)
 	if err != nil {
 		return nil, classify("finding the network endpoint", err)
 	}
+	p.mu.Lock()
 	p.net = nc
+	p.mu.Unlock()
 	return nc, nil
 }
 
@@ -135,7 +140,7 @@ func (p *Provider) Allocate(ctx context.Context, lb *lbv1.LoadBalancer) (vip.All
 	if lb.Spec.FloatingIP != nil {
 		fip, err := p.ensureFloatingIP(ctx, nc, lb, port, alloc.Address)
 		if err != nil {
-			return alloc, &vip.Error{Reason: vip.Reason(err, lbv1.ReasonAttachFailed), Err: err, FloatingIP: true}
+			return alloc, &vip.Error{Reason: vip.Reason(err, lbv1.ReasonAttachFailed), Err: err}
 		}
 		alloc.FloatingIPAddress, alloc.FloatingIPID = fip.FloatingIP, fip.ID
 	}

@@ -33,12 +33,10 @@ type Inputs interface {
 	Inputs(ctx context.Context) (string, error)
 }
 
-// Error is a provider failure with the condition reason the user should see. FloatingIP
-// marks a failure of the floating IP step once the VIP itself exists.
+// Error is a provider failure with the condition reason the user should see.
 type Error struct {
-	Reason     string
-	Err        error
-	FloatingIP bool
+	Reason string
+	Err    error
 }
 
 func (e *Error) Error() string { return e.Err.Error() }
