@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -96,15 +97,29 @@ func (h *httpChecker) Check(ctx context.Context, target netip.AddrPort) error {
 	if _, err := conn.Write([]byte(req)); err != nil {
 		return err
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: h.m.HTTPMethod})
+	code, err := readStatus(conn, h.m.HTTPMethod)
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
-	if !h.m.ExpectedCodes.Match(resp.StatusCode) {
-		return fmt.Errorf("status %d is not expected", resp.StatusCode)
+	if !h.m.ExpectedCodes.Match(code) {
+		return fmt.Errorf("status %d is not expected", code)
 	}
 	return nil
+}
+
+// maxResponse bounds what a check reads of a member's answer (status line, headers and what
+// of the body is drained): a hostile or broken member cannot grow the agent's memory, and a
+// longer answer fails the check once the bound is reached.
+const maxResponse = 16 << 10
+
+// readStatus reads an HTTP response's status code from r, reading at most maxResponse bytes.
+func readStatus(r io.Reader, method string) (int, error) {
+	resp, err := http.ReadResponse(bufio.NewReaderSize(io.LimitReader(r, maxResponse), 4096), &http.Request{Method: method})
+	if err != nil {
+		return 0, fmt.Errorf("reading the response (at most %d bytes): %w", maxResponse, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 type tlsHelloChecker struct{}
