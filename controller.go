@@ -52,7 +52,7 @@ func controllerCommand() func() error {
 		if err != nil {
 			return err
 		}
-		static := vip.NewStatic(prefixes)
+		static := vip.NewStatic(prefixes, mgr.GetClient())
 		base := controllers.Base{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("l4lb-controller")}
 		lbr := &controllers.LoadBalancerReconciler{Base: base,
 			Providers:       map[lbv1.Provider]vip.Provider{lbv1.ProviderStatic: static},

@@ -8,6 +8,7 @@ import (
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/controllers/ssa"
 	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/internal/policy"
 )
 
 // childStatus computes Accepted, reads Programmed and builds the common status; operating is
@@ -32,10 +33,14 @@ func commonChanged(cur, next *lbv1.CommonStatus) bool {
 		cur.ObservedGeneration != next.ObservedGeneration || ssa.Changed(cur.Conditions, next.Conditions)
 }
 
-// build runs the namespace's objects through the model.
-func (b *Base) build(ctx context.Context, namespace string) (model.Objects, model.Result, error) {
-	objs, err := b.snapshot(ctx, namespace)
+// build runs every namespace's objects through the model, under the cluster's address
+// policy: one listener per VIP, protocol and port in the whole cluster needs them all.
+func (b *Base) build(ctx context.Context) (model.Objects, model.Result, error) {
+	objs, err := b.snapshot(ctx, "")
 	if err != nil {
+		return objs, model.Result{}, err
+	}
+	if objs.Policy, err = policy.Load(ctx, b.Client); err != nil {
 		return objs, model.Result{}, err
 	}
 	return objs, model.Build(objs), nil

@@ -13,6 +13,7 @@ import (
 
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -26,6 +27,11 @@ import (
 // +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers/status;listeners/status;pools/status;healthmonitors/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers/finalizers,verbs=update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=lb.l4lb.io,resources=addresspolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=lb.l4lb.io,resources=vippools,verbs=get;list;watch
+// +kubebuilder:rbac:groups=lb.l4lb.io,resources=vippools/status,verbs=get;patch
+// +kubebuilder:rbac:groups="",resources=nodes;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=servicecidrs,verbs=get;list;watch
 
 // Base is what every reconciler shares.
 type Base struct {
@@ -33,7 +39,7 @@ type Base struct {
 	Recorder events.EventRecorder
 }
 
-// snapshot lists the l4lb objects of a namespace from the cache.
+// snapshot lists the l4lb objects of a namespace (every namespace when it is "") from the cache.
 func (b *Base) snapshot(ctx context.Context, namespace string) (model.Objects, error) {
 	var (
 		objs model.Objects
@@ -63,33 +69,45 @@ func (b *Base) event(obj client.Object, warning bool, reason, action, format str
 	b.Recorder.Eventf(obj, nil, typ, reason, action, format, args...)
 }
 
+// every enqueues every object of list's kind in namespace ("" for every namespace).
+func (b *Base) every(ctx context.Context, list client.ObjectList, namespace string) []reconcile.Request {
+	l := list.DeepCopyObject().(client.ObjectList)
+	if err := b.List(ctx, l, client.InNamespace(namespace)); err != nil {
+		return nil
+	}
+	items, err := meta.ExtractList(l)
+	if err != nil {
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(items))
+	for _, it := range items {
+		if o, ok := it.(client.Object); ok {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)})
+		}
+	}
+	return out
+}
+
 // namespaceOf enqueues every object of list's kind in the namespace of the object that
-// changed: a change anywhere in a tree can change statuses above and below it.
-func (b *Base) namespaceOf(list client.ObjectList, names func(client.ObjectList) []string) handler.EventHandler {
+// changed (every namespace for a cluster-scoped one, such as an AddressPolicy): a change
+// anywhere in a tree can change statuses above and below it.
+func (b *Base) namespaceOf(list client.ObjectList) handler.EventHandler {
 	return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
-		l := list.DeepCopyObject().(client.ObjectList)
-		if err := b.List(ctx, l, client.InNamespace(obj.GetNamespace())); err != nil {
-			return nil
-		}
-		var out []reconcile.Request
-		for _, n := range names(l) {
-			out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Namespace: obj.GetNamespace(), Name: n}})
-		}
-		return out
+		return b.every(ctx, list, obj.GetNamespace())
 	})
 }
 
 // watchTree builds a controller for forObj that also sees changes of the other l4lb kinds in
-// its namespace, mapped to every object of its own kind there.
-func (b *Base) watchTree(mgr ctrl.Manager, name string, forObj client.Object, list client.ObjectList, names func(client.ObjectList) []string,
-	r reconcile.Reconciler, opts controller.Options) error {
+// its namespace, mapped to every object of its own kind there, and of the address policies.
+// The caller adds what else it watches and completes it.
+func (b *Base) watchTree(mgr ctrl.Manager, name string, forObj client.Object, list client.ObjectList, opts controller.Options) *builder.Builder {
 	bld := ctrl.NewControllerManagedBy(mgr).Named(name).For(forObj).WithOptions(opts)
-	for _, other := range []client.Object{&lbv1.LoadBalancer{}, &lbv1.Listener{}, &lbv1.Pool{}, &lbv1.HealthMonitor{}} {
+	for _, other := range []client.Object{&lbv1.LoadBalancer{}, &lbv1.Listener{}, &lbv1.Pool{}, &lbv1.HealthMonitor{}, &lbv1.AddressPolicy{}} {
 		if fmt.Sprintf("%T", other) != fmt.Sprintf("%T", forObj) {
-			bld = bld.Watches(other, b.namespaceOf(list, names))
+			bld = bld.Watches(other, b.namespaceOf(list))
 		}
 	}
-	return bld.Complete(r)
+	return bld
 }
 
 // acceptance is the Accepted condition of ref from a built model.

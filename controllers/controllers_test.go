@@ -34,7 +34,7 @@ import (
 var k8s client.Client
 
 // static is the controller's static provider, counting its calls by load balancer.
-var static = &counting{Provider: vip.NewStatic(nil)}
+var static = &counting{}
 
 type counting struct {
 	vip.Provider
@@ -67,13 +67,24 @@ func TestMain(m *testing.M) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	server, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "test-node", AgentVIPs: dpvip.NewLocal("lo"),
-		Providers: func(ctrl.Manager) map[lbv1.Provider]vip.Provider {
+		Providers: func(mgr ctrl.Manager) map[lbv1.Provider]vip.Provider {
+			static.Provider = vip.NewStatic(nil, mgr.GetClient())
 			return map[lbv1.Provider]vip.Provider{lbv1.ProviderStatic: static}
 		}})
 	if err != nil {
 		panic(err)
 	}
 	k8s = env.Client
+	// The tests' back ends and VIPs are on this machine's loopback: an administrator's
+	// exception to the address rules, and a pool of VIPs for every namespace.
+	for _, o := range []client.Object{
+		&lbv1.AddressPolicy{ObjectMeta: metav1.ObjectMeta{Name: "loopback-lab"}, Spec: lbv1.AddressPolicySpec{Allow: []string{"127.0.0.0/8"}}},
+		&lbv1.VIPPool{ObjectMeta: metav1.ObjectMeta{Name: "tests"}, Spec: lbv1.VIPPoolSpec{Addresses: []string{"127.0.30.0/24"}, AutoAssign: new(bool)}},
+	} {
+		if err := k8s.Create(ctx, o); err != nil {
+			panic(err)
+		}
+	}
 	code := m.Run()
 	cancel()
 	server.Close()

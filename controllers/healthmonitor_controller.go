@@ -16,13 +16,7 @@ import (
 type HealthMonitorReconciler struct{ Base }
 
 func (r *HealthMonitorReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return r.watchTree(mgr, "healthmonitor", &lbv1.HealthMonitor{}, &lbv1.HealthMonitorList{}, func(l client.ObjectList) []string {
-		var n []string
-		for _, o := range l.(*lbv1.HealthMonitorList).Items {
-			n = append(n, o.Name)
-		}
-		return n
-	}, r, controller.Options{})
+	return r.watchTree(mgr, "healthmonitor", &lbv1.HealthMonitor{}, &lbv1.HealthMonitorList{}, controller.Options{}).Complete(r)
 }
 
 func (r *HealthMonitorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -30,7 +24,7 @@ func (r *HealthMonitorReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err := r.Get(ctx, req.NamespacedName, &m); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	_, res, err := r.build(ctx, m.Namespace)
+	_, res, err := r.build(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

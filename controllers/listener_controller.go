@@ -6,6 +6,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/controllers/ssa"
@@ -16,13 +18,27 @@ import (
 type ListenerReconciler struct{ Base }
 
 func (r *ListenerReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return r.watchTree(mgr, "listener", &lbv1.Listener{}, &lbv1.ListenerList{}, func(l client.ObjectList) []string {
-		var n []string
-		for _, o := range l.(*lbv1.ListenerList).Items {
-			n = append(n, o.Name)
+	// One listener per VIP, protocol and port in the whole cluster: a listener's change can
+	// free or take the port of a listener in another namespace.
+	samePort := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
+		changed, ok := obj.(*lbv1.Listener)
+		if !ok {
+			return nil
 		}
-		return n
-	}, r, controller.Options{})
+		var all lbv1.ListenerList
+		if err := r.List(ctx, &all); err != nil {
+			return nil
+		}
+		var out []reconcile.Request
+		for _, l := range all.Items {
+			if l.Spec.ProtocolPort == changed.Spec.ProtocolPort && l.Namespace != changed.Namespace {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&l)})
+			}
+		}
+		return out
+	})
+	return r.watchTree(mgr, "listener", &lbv1.Listener{}, &lbv1.ListenerList{}, controller.Options{}).
+		Watches(&lbv1.Listener{}, samePort).Complete(r)
 }
 
 func (r *ListenerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -30,13 +46,13 @@ func (r *ListenerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err := r.Get(ctx, req.NamespacedName, &l); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	objs, res, err := r.build(ctx, l.Namespace)
+	objs, res, err := r.build(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	adminUp := enabled(l.Spec.AdminStateUp)
 	for _, lb := range objs.LoadBalancers {
-		if lb.Name == l.Spec.LoadBalancerRef.Name {
+		if lb.Namespace == l.Namespace && lb.Name == l.Spec.LoadBalancerRef.Name {
 			adminUp = adminUp && enabled(lb.Spec.AdminStateUp)
 		}
 	}

@@ -3,10 +3,12 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,11 +17,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/controllers/ssa"
 	"github.com/l4lb/l4lb/controllers/vip"
+	"github.com/l4lb/l4lb/internal/policy"
 )
 
 // LoadBalancerReconciler allocates VIPs (and floating IPs) and reports the load balancer's
@@ -115,16 +119,17 @@ func (r *LoadBalancerReconciler) restore(ctx context.Context) error {
 const retryAllocation = 30 * time.Second
 
 func (r *LoadBalancerReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return r.watchTree(mgr, "loadbalancer", &lbv1.LoadBalancer{}, &lbv1.LoadBalancerList{}, func(l client.ObjectList) []string {
-		var n []string
-		for _, o := range l.(*lbv1.LoadBalancerList).Items {
-			n = append(n, o.Name)
-		}
-		return n
-	}, r, controller.Options{MaxConcurrentReconciles: workers,
+	return r.watchTree(mgr, "loadbalancer", &lbv1.LoadBalancer{}, &lbv1.LoadBalancerList{}, controller.Options{MaxConcurrentReconciles: workers,
 		// A cloud outage is retried from 100 ms up to every 30 s, not the default's 16 minutes,
 		// so load balancers are in sync again within 30 s of the cloud's return.
-		RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, 30*time.Second)})
+		RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, 30*time.Second)}).
+		// A new or changed VIP pool may be what a load balancer waits for, anywhere; a
+		// namespace's labels choose the pools of its load balancers.
+		Watches(&lbv1.VIPPool{}, r.namespaceOf(&lbv1.LoadBalancerList{})).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, ns client.Object) []reconcile.Request {
+			return r.every(ctx, &lbv1.LoadBalancerList{}, ns.GetName())
+		})).
+		Complete(r)
 }
 
 func (r *LoadBalancerReconciler) provider(lb *lbv1.LoadBalancer) (lbv1.Provider, vip.Provider) {
@@ -243,6 +248,27 @@ func keep(prev, got vip.Allocation) vip.Allocation {
 		FloatingIPAddress: pick(got.FloatingIPAddress, prev.FloatingIPAddress), FloatingIPID: pick(got.FloatingIPID, prev.FloatingIPID)}
 }
 
+// refusedVIP refuses a spec.vip.address that no load balancer may have: a node's own
+// address, the pod or Service ranges, loopback, link-local and the like, unless an
+// AddressPolicy allows it.
+func (r *LoadBalancerReconciler) refusedVIP(ctx context.Context, lb *lbv1.LoadBalancer) error {
+	if lb.Spec.VIP == nil || lb.Spec.VIP.Address == "" {
+		return nil
+	}
+	a, err := netip.ParseAddr(lb.Spec.VIP.Address)
+	if err != nil {
+		return &vip.Error{Reason: lbv1.ReasonInvalid, Err: fmt.Errorf("spec.vip.address %q is not an IP address", lb.Spec.VIP.Address)}
+	}
+	pol, err := policy.Load(ctx, r.Client)
+	if err != nil {
+		return &vip.Error{Reason: lbv1.ReasonProviderUnavailable, Err: fmt.Errorf("reading the address policy: %w", err)}
+	}
+	if why := pol.VIPRefused(a); why != "" {
+		return &vip.Error{Reason: lbv1.ReasonAddressRefused, Err: fmt.Errorf("spec.vip.address: %s", why)}
+	}
+	return nil
+}
+
 // transient reports whether a failure may go away by itself (the cloud down or slow, a
 // concurrent change): a load balancer that has no VIP yet is then still being created, not
 // in ERROR.
@@ -265,6 +291,8 @@ func (r *LoadBalancerReconciler) reconcileNormal(ctx context.Context, lb *lbv1.L
 	if p == nil {
 		alloc = allocationOf(&lb.Status)
 		syncErr = &vip.Error{Reason: lbv1.ReasonProviderUnavailable, Err: fmt.Errorf("VIP provider %s is not configured on this controller", name)}
+	} else if syncErr = r.refusedVIP(ctx, lb); syncErr != nil {
+		alloc = allocationOf(&lb.Status)
 	} else {
 		alloc, syncErr = r.sync(ctx, lb, p)
 		if syncErr != nil {

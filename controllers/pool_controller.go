@@ -2,6 +2,10 @@ package controllers
 
 import (
 	"context"
+	"fmt"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -9,6 +13,7 @@ import (
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/controllers/ssa"
+	"github.com/l4lb/l4lb/dataplane/model"
 )
 
 // PoolReconciler reports a pool's acceptance and statuses, cascaded from the member health
@@ -16,13 +21,7 @@ import (
 type PoolReconciler struct{ Base }
 
 func (r *PoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return r.watchTree(mgr, "pool", &lbv1.Pool{}, &lbv1.PoolList{}, func(l client.ObjectList) []string {
-		var n []string
-		for _, o := range l.(*lbv1.PoolList).Items {
-			n = append(n, o.Name)
-		}
-		return n
-	}, r, controller.Options{})
+	return r.watchTree(mgr, "pool", &lbv1.Pool{}, &lbv1.PoolList{}, controller.Options{}).Complete(r)
 }
 
 func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -30,7 +29,7 @@ func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	if err := r.Get(ctx, req.NamespacedName, &p); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	_, res, err := r.build(ctx, p.Namespace)
+	_, res, err := r.build(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -49,8 +48,22 @@ func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		}
 		return PoolOperatingStatus(enabled(p.Spec.AdminStateUp), members)
 	})
+	st.Conditions = append(st.Conditions, ssa.Conditions(p.Status.Conditions, membersAccepted(&p, res.Refused[model.Ref{Kind: "Pool", Namespace: p.Namespace, Name: p.Name}]))...)
 	if !commonChanged(&p.Status.CommonStatus, &st.CommonStatus) && p.Status.MemberCount == st.MemberCount {
 		return ctrl.Result{}, nil
 	}
 	return ctrl.Result{}, ssa.ApplyStatus(ctx, r.Client, "Pool", p.Namespace, p.Name, ssa.ControllerManager, st)
+}
+
+// membersAccepted says which members an address rule keeps out of the pool, and why.
+func membersAccepted(p *lbv1.Pool, refused []model.RefusedMember) metav1.Condition {
+	if len(refused) == 0 {
+		return condition(p, lbv1.ConditionMembersAccepted, true, lbv1.ReasonAccepted, "")
+	}
+	var why []string
+	for _, m := range refused {
+		why = append(why, fmt.Sprintf("member %s: %s", m.Name, m.Reason))
+	}
+	return condition(p, lbv1.ConditionMembersAccepted, false, lbv1.ReasonAddressRefused,
+		"not served: "+strings.Join(why, "; "))
 }

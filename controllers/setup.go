@@ -31,5 +31,8 @@ func Setup(mgr ctrl.Manager, lbr *LoadBalancerReconciler) error {
 	if err := (&PoolReconciler{Base: lbr.Base}).SetupWithManager(mgr); err != nil {
 		return err
 	}
+	if err := (&VIPPoolReconciler{Base: lbr.Base}).SetupWithManager(mgr); err != nil {
+		return err
+	}
 	return (&HealthMonitorReconciler{Base: lbr.Base}).SetupWithManager(mgr)
 }

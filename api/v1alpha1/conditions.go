@@ -19,6 +19,9 @@ const (
 	// succeeded. False says which step failed and why; what already exists keeps serving, so
 	// it does not make Ready false by itself.
 	ConditionSynced = "Synced"
+	// ConditionMembersAccepted: every member of a pool may be served; False names the ones
+	// an address rule refused (the others serve).
+	ConditionMembersAccepted = "MembersAccepted"
 )
 
 // Condition reasons.
@@ -50,6 +53,9 @@ const (
 	ReasonConflict            = "Conflict"
 	ReasonNotFound            = "NotFound"
 	ReasonSynced              = "Synced"
+	ReasonAddressRefused      = "AddressRefused"
+	ReasonNotInPool           = "NotInPool"
+	ReasonOverlap             = "Overlap"
 	ReasonReleaseFailed       = "ReleaseFailed"
 )
 

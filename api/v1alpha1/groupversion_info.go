@@ -28,6 +28,8 @@ func addKnownTypes(s *runtime.Scheme) error {
 		&Listener{}, &ListenerList{},
 		&Pool{}, &PoolList{},
 		&HealthMonitor{}, &HealthMonitorList{},
+		&VIPPool{}, &VIPPoolList{},
+		&AddressPolicy{}, &AddressPolicyList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil

@@ -99,7 +99,7 @@ func readSamples(t *testing.T, file string) []*unstructured.Unstructured {
 }
 
 func TestSamplesApplyAndDefaultsLand(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join(testenv.Root(), "config", "samples", "*", "*.yaml"))
+	files, _ := filepath.Glob(filepath.Join(testenv.Root(), "config", "samples", "*", "seed.yaml"))
 	if len(files) < 2 {
 		t.Fatalf("expected the openstack and static samples, found %v", files)
 	}
@@ -319,6 +319,36 @@ func TestUpdates(t *testing.T) {
 				t.Fatalf("create-only change to %s accepted", tc.refused)
 			case tc.refused != "" && !strings.Contains(err.Error(), tc.refused):
 				t.Fatalf("refusal does not name %s: %v", tc.refused, err)
+			}
+		})
+	}
+}
+
+// TestAddressObjectsAreValidated: the administrators' cluster-wide kinds are refused by the
+// API server with the field named, like the tenants' kinds.
+func TestAddressObjectsAreValidated(t *testing.T) {
+	cases := []struct {
+		name, kind, spec, field string // field "" means accepted
+	}{
+		{"pool without addresses", "VIPPool", "namespaces: [a]", "spec.addresses"},
+		{"pool with an address, not a CIDR", "VIPPool", "addresses: [198.51.100.7]", "spec.addresses[0]"},
+		{"pool with a bad CIDR", "VIPPool", "addresses: [198.51.100.0/33]", "spec.addresses[0]"},
+		{"pool with a bad selector", "VIPPool", "addresses: [198.51.100.0/24]\nnamespaceSelector: {matchExpressions: [{key: team, operator: Near}]}", "spec.namespaceSelector"},
+		{"pool for two namespaces, v4 and v6", "VIPPool", "addresses: [198.51.100.0/24, '2001:db8::/64']\nnamespaces: [a, b]\nautoAssign: false", ""},
+		{"policy with a bad allow", "AddressPolicy", "allow: [localhost]", "spec.allow[0]"},
+		{"policy with a bad deny", "AddressPolicy", "deny: ['fe80::/129']", "spec.deny[0]"},
+		{"policy allowing loopback, denying a network", "AddressPolicy", "allow: [127.0.0.0/8]\ndeny: [10.0.0.0/8]", ""},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := k8s.Create(context.Background(), lbObject(t, tc.kind, fmt.Sprintf("cluster-%d", i), tc.spec))
+			switch {
+			case tc.field == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.field != "" && err == nil:
+				t.Fatalf("the API server accepted an invalid %s", tc.kind)
+			case tc.field != "" && !strings.Contains(err.Error(), tc.field):
+				t.Fatalf("refusal does not name %s: %v", tc.field, err)
 			}
 		})
 	}

@@ -60,7 +60,7 @@ func TestSeedWalkthroughOnOpenStack(t *testing.T) {
 	// here moves no packets, and the test changes no interface of the machine.
 	engine, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "node-1", Providers: func(mgr ctrl.Manager) map[lbv1.Provider]vip.Provider {
 		return map[lbv1.Provider]vip.Provider{
-			lbv1.ProviderStatic:    vip.NewStatic(nil),
+			lbv1.ProviderStatic:    vip.NewStatic(nil, mgr.GetClient()),
 			lbv1.ProviderOpenStack: New(mgr, client.ObjectKeyFromObject(secret), "openstack", "test-controller"),
 		}
 	}})

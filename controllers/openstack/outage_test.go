@@ -84,7 +84,7 @@ func runController(t *testing.T, env *testenv.Env, secret *corev1.Secret, cluste
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	engine, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "node-1", Providers: func(mgr ctrl.Manager) map[lbv1.Provider]vip.Provider {
-		ps := map[lbv1.Provider]vip.Provider{lbv1.ProviderStatic: vip.NewStatic(nil)}
+		ps := map[lbv1.Provider]vip.Provider{lbv1.ProviderStatic: vip.NewStatic(nil, mgr.GetClient())}
 		if !without {
 			ps[lbv1.ProviderOpenStack] = New(mgr, client.ObjectKeyFromObject(secret), "openstack", clusterID)
 		}

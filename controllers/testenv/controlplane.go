@@ -36,7 +36,7 @@ func (e *Env) Run(ctx context.Context, cp ControlPlane) (*proxy.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	providers := map[lbv1.Provider]vip.Provider{lbv1.ProviderStatic: vip.NewStatic(nil)}
+	providers := map[lbv1.Provider]vip.Provider{lbv1.ProviderStatic: vip.NewStatic(nil, mgr.GetClient())}
 	if cp.Providers != nil {
 		providers = cp.Providers(mgr)
 	}

@@ -8,14 +8,18 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"reflect"
 	"sync"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -24,11 +28,15 @@ import (
 	"github.com/l4lb/l4lb/dataplane/model"
 	"github.com/l4lb/l4lb/dataplane/proxy"
 	"github.com/l4lb/l4lb/dataplane/vip"
+	"github.com/l4lb/l4lb/internal/policy"
 )
 
 // +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers;listeners;pools;healthmonitors,verbs=get;list;watch
 // +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers/status;listeners/status;pools/status;healthmonitors/status,verbs=get;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=lb.l4lb.io,resources=addresspolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=servicecidrs,verbs=get;list;watch
 
 // Agent serves the l4lb objects on this node.
 type Agent struct {
@@ -69,6 +77,14 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&lbv1.Listener{}, all).
 		Watches(&lbv1.Pool{}, all).
 		Watches(&lbv1.HealthMonitor{}, all).
+		Watches(&lbv1.AddressPolicy{}, all).
+		Watches(&corev1.Node{}, all, builder.WithPredicates(predicate.Funcs{
+			// Only what the policy reads: a node's addresses and pod CIDRs, not its heartbeats.
+			UpdateFunc: func(e event.UpdateEvent) bool {
+				o, n := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
+				return !reflect.DeepEqual(o.Status.Addresses, n.Status.Addresses) || !reflect.DeepEqual(o.Spec.PodCIDRs, n.Spec.PodCIDRs)
+			},
+		})).
 		WatchesRawSource(source.Channel(a.health, all)).
 		Complete(a)
 }
@@ -94,6 +110,10 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 		}
 	}
 	objs := model.Objects{LoadBalancers: lbs.Items, Listeners: ls.Items, Pools: ps.Items, Monitors: ms.Items}
+	var err error
+	if objs.Policy, err = policy.Load(ctx, a.Client); err != nil {
+		return ctrl.Result{}, err
+	}
 
 	// The load balancers this node holds: it answers for their VIPs and reports their status.
 	held := map[string]bool{}

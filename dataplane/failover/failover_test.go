@@ -140,7 +140,9 @@ func TestVIPFailover(t *testing.T) {
 
 	lb := &lbv1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "lb"},
 		Spec: lbv1.LoadBalancerSpec{Provider: lbv1.ProviderStatic, VIP: &lbv1.VIP{Address: vipAddr}}}
-	objs := []client.Object{lb,
+	objs := []client.Object{
+		&lbv1.VIPPool{ObjectMeta: metav1.ObjectMeta{Name: "lan"}, Spec: lbv1.VIPPoolSpec{Addresses: []string{vipAddr + "/32"}}},
+		lb,
 		&lbv1.Listener{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "l"},
 			Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "lb"}, Protocol: lbv1.ListenerTCP, ProtocolPort: 80}},
 		&lbv1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "p"},

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strings"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 

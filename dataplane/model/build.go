@@ -17,6 +17,8 @@ type Objects struct {
 	Listeners     []lbv1.Listener
 	Pools         []lbv1.Pool
 	Monitors      []lbv1.HealthMonitor
+	// Policy is which addresses members, monitors and VIPs may have.
+	Policy Policy
 }
 
 // Ref names one l4lb object.
@@ -39,13 +41,21 @@ type Problem struct {
 type Result struct {
 	Model    Model
 	Problems map[Ref]Problem
+	// Refused are the members each pool serves without, by pool; the rest of the pool serves.
+	Refused map[Ref][]RefusedMember
+}
+
+// RefusedMember is a member left out of its pool, and why.
+type RefusedMember struct {
+	Name   string
+	Reason string
 }
 
 // Build turns objects into the model. The VIP of a load balancer is its status.vipAddress:
 // the controller allocates it, and nothing is served before it has. Objects being deleted are
 // left out, so their traffic stops.
 func Build(objs Objects) Result {
-	res := Result{Problems: map[Ref]Problem{}}
+	res := Result{Problems: map[Ref]Problem{}, Refused: map[Ref][]RefusedMember{}}
 	b := builder{res: &res}
 
 	lbs := map[string]*lbv1.LoadBalancer{}
@@ -63,6 +73,7 @@ func Build(objs Objects) Result {
 	byKey := map[string]*Listener{}
 	listenerObjs := map[string]*lbv1.Listener{}
 	ports := map[string]string{}
+	served := map[string]string{} // protocol and VIP:port -> the listener serving it, cluster-wide
 	exists := map[Ref]bool{}
 	for _, l := range listeners {
 		exists[Ref{"Listener", l.Namespace, l.Name}] = true
@@ -97,7 +108,20 @@ func Build(objs Objects) Result {
 		if err != nil {
 			continue // no VIP yet: accepted, not served
 		}
+		if why := objs.Policy.VIPRefused(vip); why != "" {
+			b.problem(ref, lbv1.ReasonAddressRefused, "the VIP of LoadBalancer %q is refused: %s", lb.Name, why)
+			continue
+		}
 		ml.Address = netip.AddrPortFrom(vip, uint16(l.Spec.ProtocolPort))
+		// One listener per address, protocol and port in the whole cluster: the older keeps
+		// it, whatever namespaces they are in, so the dataplane never binds both.
+		at := fmt.Sprintf("%s %s", ml.Protocol, ml.Address)
+		if other, taken := served[at]; taken {
+			delete(listenerObjs, ml.Key)
+			b.problem(ref, lbv1.ReasonPortConflict, "%s is already served by Listener %s", at, other)
+			continue
+		}
+		served[at] = ml.Key
 		byKey[ml.Key] = &ml
 	}
 
@@ -121,10 +145,13 @@ func Build(objs Objects) Result {
 			b.problem(ref, lbv1.ReasonDuplicate, "Listener %q already has Pool %q", lo.Name, other)
 			continue
 		}
-		mp, err := pool(p)
+		mp, refused, err := pool(p, objs.Policy)
 		if err != nil {
 			b.problem(ref, lbv1.ReasonInvalid, "%v", err)
 			continue
+		}
+		if len(refused) > 0 {
+			res.Refused[ref] = refused
 		}
 		poolOwner[lk] = p.Name
 		poolByKey[mp.Key] = &mp
@@ -286,29 +313,31 @@ func ParseCIDRs(in []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-func pool(p *lbv1.Pool) (Pool, error) {
+// pool translates p; members whose addresses policy refuses are left out, and returned.
+func pool(p *lbv1.Pool, policy Policy) (Pool, []RefusedMember, error) {
 	mp := Pool{
 		Key:       key(p.Namespace, p.Name),
 		Protocol:  PoolProtocol(p.Spec.Protocol),
 		Algorithm: Algorithm(p.Spec.LBAlgorithm),
 	}
+	var refused []RefusedMember
 	switch mp.Algorithm {
 	case RoundRobin, LeastConnections, SourceIP, SourceIPPort:
 	default:
-		return mp, fmt.Errorf("lbAlgorithm %q is not ROUND_ROBIN, LEAST_CONNECTIONS, SOURCE_IP or SOURCE_IP_PORT", p.Spec.LBAlgorithm)
+		return mp, nil, fmt.Errorf("lbAlgorithm %q is not ROUND_ROBIN, LEAST_CONNECTIONS, SOURCE_IP or SOURCE_IP_PORT", p.Spec.LBAlgorithm)
 	}
 	if sp := p.Spec.SessionPersistence; sp != nil {
 		if sp.Type != lbv1.PersistenceSourceIP {
-			return mp, fmt.Errorf("sessionPersistence.type %q is not SOURCE_IP", sp.Type)
+			return mp, nil, fmt.Errorf("sessionPersistence.type %q is not SOURCE_IP", sp.Type)
 		}
 		bits := 32
 		if sp.PersistenceGranularity != "" {
 			mask, err := netip.ParseAddr(sp.PersistenceGranularity)
 			if err != nil {
-				return mp, fmt.Errorf("sessionPersistence.persistenceGranularity %q is not a netmask", sp.PersistenceGranularity)
+				return mp, nil, fmt.Errorf("sessionPersistence.persistenceGranularity %q is not a netmask", sp.PersistenceGranularity)
 			}
 			if bits, err = maskBits(mask); err != nil {
-				return mp, fmt.Errorf("sessionPersistence.persistenceGranularity: %v", err)
+				return mp, nil, fmt.Errorf("sessionPersistence.persistenceGranularity: %v", err)
 			}
 		}
 		mp.Persistence = &Persistence{Timeout: duration(sp.PersistenceTimeout, 360*time.Second), Bits: bits}
@@ -316,7 +345,7 @@ func pool(p *lbv1.Pool) (Pool, error) {
 	for i, m := range p.Spec.Members {
 		addr, err := netip.ParseAddr(m.Address)
 		if err != nil {
-			return mp, fmt.Errorf("members[%d].address %q is not an IP address", i, m.Address)
+			return mp, nil, fmt.Errorf("members[%d].address %q is not an IP address", i, m.Address)
 		}
 		mm := Member{
 			Name:         m.Name,
@@ -329,23 +358,33 @@ func pool(p *lbv1.Pool) (Pool, error) {
 			mm.Weight = int(*m.Weight)
 		}
 		if mm.Weight < 0 || mm.Weight > 256 {
-			return mp, fmt.Errorf("members[%d].weight %d is not between 0 and 256", i, mm.Weight)
+			return mp, nil, fmt.Errorf("members[%d].weight %d is not between 0 and 256", i, mm.Weight)
 		}
 		mm.MonitorAddress = mm.Address
 		if m.MonitorAddress != "" {
 			ma, err := netip.ParseAddr(m.MonitorAddress)
 			if err != nil {
-				return mp, fmt.Errorf("members[%d].monitorAddress %q is not an IP address", i, m.MonitorAddress)
+				return mp, nil, fmt.Errorf("members[%d].monitorAddress %q is not an IP address", i, m.MonitorAddress)
 			}
 			mm.MonitorAddress = netip.AddrPortFrom(ma.Unmap(), mm.MonitorAddress.Port())
 		}
 		if m.MonitorPort != nil {
 			mm.MonitorAddress = netip.AddrPortFrom(mm.MonitorAddress.Addr(), uint16(*m.MonitorPort))
 		}
+		why := policy.MemberRefused(mm.Address.Addr())
+		if why == "" {
+			if why = policy.MemberRefused(mm.MonitorAddress.Addr()); why != "" {
+				why = "monitor address " + why
+			}
+		}
+		if why != "" {
+			refused = append(refused, RefusedMember{Name: m.Name, Reason: why})
+			continue
+		}
 		mp.Members = append(mp.Members, mm)
 	}
 	sort.Slice(mp.Members, func(i, j int) bool { return mp.Members[i].Name < mp.Members[j].Name })
-	return mp, nil
+	return mp, refused, nil
 }
 
 // maskBits turns a netmask such as 255.255.255.0 into its prefix length.

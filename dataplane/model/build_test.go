@@ -19,15 +19,15 @@ func ptr[T any](v T) *T { return &v }
 
 func seed() Objects {
 	return Objects{
-		LoadBalancers: []lbv1.LoadBalancer{{ObjectMeta: meta("lb", 0), Status: lbv1.LoadBalancerStatus{VIPAddress: "127.0.10.1"}}},
+		LoadBalancers: []lbv1.LoadBalancer{{ObjectMeta: meta("lb", 0), Status: lbv1.LoadBalancerStatus{VIPAddress: "198.51.100.1"}}},
 		Listeners: []lbv1.Listener{
 			{ObjectMeta: meta("l80", 1), Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "lb"}, Protocol: "TCP", ProtocolPort: 80}},
 		},
 		Pools: []lbv1.Pool{{ObjectMeta: meta("p80", 2), Spec: lbv1.PoolSpec{
 			ListenerRef: lbv1.ObjectReference{Name: "l80"}, Protocol: "TCP", LBAlgorithm: "ROUND_ROBIN",
 			Members: []lbv1.Member{
-				{Name: "b", Address: "127.0.0.12", ProtocolPort: 8080, MonitorPort: ptr(int32(9000))},
-				{Name: "a", Address: "127.0.0.11", ProtocolPort: 8080, Weight: ptr(int32(3))},
+				{Name: "b", Address: "203.0.113.12", ProtocolPort: 8080, MonitorPort: ptr(int32(9000))},
+				{Name: "a", Address: "203.0.113.11", ProtocolPort: 8080, Weight: ptr(int32(3))},
 			}}}},
 		Monitors: []lbv1.HealthMonitor{{ObjectMeta: meta("hm", 3), Spec: lbv1.HealthMonitorSpec{
 			PoolRef: lbv1.ObjectReference{Name: "p80"}, Type: "HTTP", Delay: metav1.Duration{Duration: time.Minute},
@@ -44,7 +44,7 @@ func TestBuildSeed(t *testing.T) {
 		t.Fatalf("listeners: %+v", res.Model.Listeners)
 	}
 	l := res.Model.Listeners[0]
-	if l.Address != netip.MustParseAddrPort("127.0.10.1:80") || l.ConnectionLimit != DefaultConnectionLimit ||
+	if l.Address != netip.MustParseAddrPort("198.51.100.1:80") || l.ConnectionLimit != DefaultConnectionLimit ||
 		l.TimeoutClientData != 50*time.Second || l.TimeoutMemberConnect != 5*time.Second || l.LoadBalancer != "ns/lb" {
 		t.Fatalf("listener: %+v", l)
 	}
@@ -52,7 +52,7 @@ func TestBuildSeed(t *testing.T) {
 	if p == nil || len(p.Members) != 2 || p.Members[0].Name != "a" || p.Members[0].Weight != 3 || p.Members[1].Weight != 1 {
 		t.Fatalf("pool: %+v", p)
 	}
-	if p.Members[1].MonitorAddress != netip.MustParseAddrPort("127.0.0.12:9000") || p.Members[0].MonitorAddress != p.Members[0].Address {
+	if p.Members[1].MonitorAddress != netip.MustParseAddrPort("203.0.113.12:9000") || p.Members[0].MonitorAddress != p.Members[0].Address {
 		t.Fatalf("monitor addresses: %+v", p.Members)
 	}
 	m := p.Monitor

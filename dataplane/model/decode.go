@@ -24,9 +24,10 @@ var codecs = func() serializer.CodecFactory {
 
 // Decode reads the standalone configuration: a YAML stream of l4lb objects, exactly as they
 // would be applied to Kubernetes. Without a controller to allocate it, each load balancer's
-// VIP is its spec.vip.address; objects without a namespace are in "default".
+// VIP is its spec.vip.address; objects without a namespace are in "default". No address rule
+// applies: the file is the operator's own, as haproxy.cfg is, not a tenant's.
 func Decode(data []byte) (Objects, error) {
-	var objs Objects
+	objs := Objects{Policy: Policy{Unrestricted: true}}
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	for i := 0; ; i++ {
 		doc, err := r.Read()

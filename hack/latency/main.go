@@ -104,6 +104,15 @@ func run(n int) error {
 	second, stopSecond := server("second")
 	defer stopSecond()
 	time.Sleep(time.Second) // caches synced
+	// Back ends and VIPs on this machine's loopback: an administrator's lab.
+	for _, o := range []client.Object{
+		&lbv1.AddressPolicy{ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Spec: lbv1.AddressPolicySpec{Allow: []string{"127.0.0.0/8"}}},
+		&lbv1.VIPPool{ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Spec: lbv1.VIPPoolSpec{Addresses: []string{"127.0.40.0/24"}}},
+	} {
+		if err := c.Create(ctx, o); err != nil {
+			return err
+		}
+	}
 
 	var apply, change []time.Duration
 	for i := range n {
