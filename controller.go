@@ -9,6 +9,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
@@ -18,7 +19,8 @@ import (
 )
 
 func controllerCommand() func() error {
-	metrics := flag.String("metrics-bind-address", ":8080", "address of the metrics endpoint (0 disables it)")
+	metrics := flag.String("metrics-bind-address", ":8443", "address of the metrics endpoint (0 disables it)")
+	metricsSecure := flag.Bool("metrics-secure", true, "serve metrics over HTTPS to clients that Kubernetes authenticates and authorises (get on the /metrics URL); false serves plain HTTP to anyone")
 	probes := flag.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	leaderElect := flag.Bool("leader-elect", false, "elect one active controller among replicas")
 	leaderNamespace := flag.String("leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's)")
@@ -41,7 +43,7 @@ func controllerCommand() func() error {
 		}
 		mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 			Scheme:                  controllers.NewScheme(),
-			Metrics:                 metricsserver.Options{BindAddress: *metrics},
+			Metrics:                 metricsOptions(*metrics, *metricsSecure),
 			HealthProbeBindAddress:  *probes,
 			LeaderElection:          *leaderElect,
 			LeaderElectionID:        "l4lb-controller.lb.l4lb.io",
@@ -75,4 +77,15 @@ func controllerCommand() func() error {
 		}
 		return mgr.Start(ctrl.SetupSignalHandler())
 	}
+}
+
+// metricsOptions serves metrics on addr; secure, behind Kubernetes authentication and
+// authorisation (a TokenReview and a SubjectAccessReview per scrape, cached), over TLS with a
+// self-signed certificate, as kubebuilder's scaffold does: the metrics name every tenant's
+// listeners and members. Both roles carry the tokenreviews and subjectaccessreviews it needs.
+func metricsOptions(addr string, secure bool) metricsserver.Options {
+	if !secure {
+		return metricsserver.Options{BindAddress: addr}
+	}
+	return metricsserver.Options{BindAddress: addr, SecureServing: true, FilterProvider: filters.WithAuthenticationAndAuthorization}
 }

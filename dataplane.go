@@ -22,7 +22,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/l4lb/l4lb/controllers"
 	"github.com/l4lb/l4lb/dataplane/agent"
@@ -35,8 +34,11 @@ import (
 
 func dataplaneCommand() func() error {
 	config := flag.String("config", "", "serve the l4lb objects in this YAML file without Kubernetes (reloaded when it changes)")
-	metrics := flag.String("metrics-bind-address", ":9100", "address of the metrics endpoint (0 disables it)")
-	probes := flag.String("health-probe-bind-address", ":9101", "address of /healthz and /readyz")
+	// The agent runs in the host network: its ports are the node's, so they keep clear of the
+	// ones common DaemonSets take (node-exporter's 9100, kube-proxy's 10249 and 10256, ...).
+	metrics := flag.String("metrics-bind-address", ":10390", "address of the metrics endpoint (0 disables it)")
+	metricsSecure := flag.Bool("metrics-secure", true, "serve metrics over HTTPS to clients that Kubernetes authenticates and authorises (get on the /metrics URL); false serves plain HTTP to anyone. The standalone mode always serves plain HTTP")
+	probes := flag.String("health-probe-bind-address", ":10391", "address of /healthz and /readyz")
 	hostname, _ := os.Hostname()
 	node := flag.String("node-name", envOr("NODE_NAME", hostname), "this node's name (the DaemonSet sets NODE_NAME)")
 	iface := flag.String("vip-interface", "lo", "interface VIPs are added to when they are not already local")
@@ -58,7 +60,7 @@ func dataplaneCommand() func() error {
 		}
 		mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 			Scheme:                 controllers.NewScheme(),
-			Metrics:                metricsserver.Options{BindAddress: *metrics},
+			Metrics:                metricsOptions(*metrics, *metricsSecure),
 			HealthProbeBindAddress: *probes,
 			// Node Leases are watched in their namespace only.
 			Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{

@@ -23,10 +23,16 @@ import (
 	"github.com/l4lb/l4lb/dataplane/model"
 )
 
-// +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers;listeners;pools;healthmonitors,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers/status;listeners/status;pools/status;healthmonitors/status,verbs=get;update;patch
+// The controller writes no spec: it updates a LoadBalancer only for its finalizer (a
+// ValidatingAdmissionPolicy in config/policies refuses any other change it would make), and
+// writes statuses by server-side apply.
+// +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers,verbs=get;list;watch;update
+// +kubebuilder:rbac:groups=lb.l4lb.io,resources=listeners;pools;healthmonitors,verbs=get;list;watch
+// +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers/status;listeners/status;pools/status;healthmonitors/status,verbs=get;patch
 // +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers/finalizers,verbs=update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 // +kubebuilder:rbac:groups=lb.l4lb.io,resources=addresspolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=lb.l4lb.io,resources=vippools,verbs=get;list;watch
 // +kubebuilder:rbac:groups=lb.l4lb.io,resources=vippools/status,verbs=get;patch
