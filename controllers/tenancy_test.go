@@ -156,7 +156,9 @@ func TestOneVIPPortAcrossNamespaces(t *testing.T) {
 	second := &lbv1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: newer, Name: "lb"},
 		Spec: lbv1.LoadBalancerSpec{Provider: lbv1.ProviderOpenStack, VIP: &lbv1.VIP{Port: "adopted"}}}
 	create(t, second)
-	if err := ssa.ApplyStatus(context.Background(), k8s, "LoadBalancer", newer, "lb", ssa.ControllerManager,
+	// Written under a field manager of its own, so the controller's writes (which may come from
+	// a cache that has not seen it yet) never remove it.
+	if err := ssa.ApplyStatus(context.Background(), k8s, "LoadBalancer", newer, "lb", "another-provider",
 		lbv1.LoadBalancerStatus{VIPAddress: addr, VIPPortID: "adopted"}); err != nil {
 		t.Fatal(err)
 	}
