@@ -56,6 +56,7 @@ const (
 	ReasonAddressRefused      = "AddressRefused"
 	ReasonNotInPool           = "NotInPool"
 	ReasonOverlap             = "Overlap"
+	ReasonAdoptionRefused     = "AdoptionRefused"
 	ReasonReleaseFailed       = "ReleaseFailed"
 )
 

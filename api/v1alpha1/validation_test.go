@@ -330,7 +330,8 @@ func TestAddressObjectsAreValidated(t *testing.T) {
 	cases := []struct {
 		name, kind, spec, field string // field "" means accepted
 	}{
-		{"pool without addresses", "VIPPool", "namespaces: [a]", "spec.addresses"},
+		{"pool with nothing to give", "VIPPool", "namespaces: [a]", "a pool needs addresses, subnets or floatingIPNetworks"},
+		{"pool of Neutron subnets and networks", "VIPPool", "subnets: [private-subnet]\nfloatingIPNetworks: [public-net]\nnamespaces: [a]", ""},
 		{"pool with an address, not a CIDR", "VIPPool", "addresses: [198.51.100.7]", "spec.addresses[0]"},
 		{"pool with a bad CIDR", "VIPPool", "addresses: [198.51.100.0/33]", "spec.addresses[0]"},
 		{"pool with a bad selector", "VIPPool", "addresses: [198.51.100.0/24]\nnamespaceSelector: {matchExpressions: [{key: team, operator: Near}]}", "spec.namespaceSelector"},

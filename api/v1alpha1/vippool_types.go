@@ -2,18 +2,39 @@ package v1alpha1
 
 import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-// VIPPoolSpec is a set of addresses the static provider hands out, and who may have them.
+// VIPPoolSpec is a set of addresses the static provider hands out, or Neutron subnets and
+// external networks the openstack provider takes VIPs and floating IPs from, and who may
+// have them.
+// +kubebuilder:validation:XValidation:rule="has(self.addresses) || has(self.subnets) || has(self.floatingIPNetworks)",message="a pool needs addresses, subnets or floatingIPNetworks"
 type VIPPoolSpec struct {
 	// addresses are the CIDRs of the pool. The static provider allocates from them (the
 	// network address of an IPv4 CIDR under /31 is skipped), and an explicit
 	// spec.vip.address must fall in a pool its namespace may use.
-	// +required
+	// +optional
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=64
 	// +listType=set
 	// +kubebuilder:validation:items:MaxLength=49
 	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self)",message="each address must be a CIDR such as 198.51.100.0/24"
-	Addresses []string `json:"addresses"`
+	Addresses []string `json:"addresses,omitempty"`
+
+	// subnets are Neutron subnets, by name or ID, whose VIPs (ports made or adopted on them)
+	// the namespaces may have with provider openstack. Once any pool names subnets, a load
+	// balancer may use only the subnets of its namespace's pools.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=255
+	Subnets []string `json:"subnets,omitempty"`
+
+	// floatingIPNetworks are external Neutron networks, by name or ID, the namespaces may take
+	// floating IPs from (created or adopted). Once any pool names one, a load balancer may use
+	// only those of its namespace's pools.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=255
+	FloatingIPNetworks []string `json:"floatingIPNetworks,omitempty"`
 
 	// namespaces that may use the pool, by name. With neither namespaces nor
 	// namespaceSelector, every namespace may.

@@ -749,6 +749,16 @@ func (in *VIPPoolSpec) DeepCopyInto(out *VIPPoolSpec) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.Subnets != nil {
+		in, out := &in.Subnets, &out.Subnets
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
+	if in.FloatingIPNetworks != nil {
+		in, out := &in.FloatingIPNetworks, &out.FloatingIPNetworks
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.Namespaces != nil {
 		in, out := &in.Namespaces, &out.Namespaces
 		*out = make([]string, len(*in))

@@ -37,6 +37,9 @@ type Provider struct {
 	Nodes func(ctx context.Context) ([]corev1.Node, error)
 	// Record tells the user what was done in the cloud (events).
 	Record func(lb *lbv1.LoadBalancer, warning bool, reason, msg string)
+	// Pools reads the VIP pools a namespace may use, and every pool of the cluster; nil
+	// leaves subnets and floating IP networks ungoverned.
+	Pools func(ctx context.Context, namespace string) ([]vip.Pool, []lbv1.VIPPool, error)
 
 	mu  sync.Mutex
 	net *gophercloud.ServiceClient
@@ -46,6 +49,69 @@ const deviceOwner = "l4lb:vip"
 
 func (p *Provider) tags(lb *lbv1.LoadBalancer) []string {
 	return []string{"l4lb-uid:" + string(lb.UID), "l4lb-cluster:" + p.ClusterID}
+}
+
+// permit checks that lb's namespace may use the subnet or external network named by id and
+// name (which) once any VIP pool governs them: one of its pools must list the ID or the name.
+func (p *Provider) permit(ctx context.Context, lb *lbv1.LoadBalancer, which, field, id, name string) error {
+	if p.Pools == nil {
+		return nil
+	}
+	mine, all, err := p.Pools(ctx, lb.Namespace)
+	if err != nil {
+		return &vip.Error{Reason: lbv1.ReasonProviderUnavailable, Err: fmt.Errorf("reading the VIP pools: %w", err)}
+	}
+	subnets, networks := vip.Governed(all)
+	if (which == "subnet" && !subnets) || (which == "network" && !networks) {
+		return nil
+	}
+	for _, pool := range mine {
+		allowed := pool.Subnets
+		if which == "network" {
+			allowed = pool.FloatingIPNetworks
+		}
+		for _, a := range allowed {
+			if a == id || (name != "" && a == name) {
+				return nil
+			}
+		}
+	}
+	return &vip.Error{Reason: lbv1.ReasonNotInPool, Err: fmt.Errorf("%s: %s %s is in no VIP pool namespace %s may use", field, which, first(name, id), lb.Namespace)}
+}
+
+// adoptedTag marks a port or floating IP the user made and a load balancer adopted: another
+// load balancer may not adopt it, and release removes the mark, never the resource.
+func adoptedTag(lb *lbv1.LoadBalancer) string { return "l4lb-adopted-by:" + string(lb.UID) }
+
+// pairsTag marks the ports (the nodes') to which this cluster added VIPs as allowed address
+// pairs: the only ports it ever removes a pair from, so pairs others made stay.
+func (p *Provider) pairsTag() string { return "l4lb-pairs:" + p.ClusterID }
+
+// claim lets lb adopt the port or floating IP id of kind (tagged tags; attached says what it
+// is attached to, or "") when no load balancer has it and it is free, and marks it adopted.
+func (p *Provider) claim(ctx context.Context, nc *gophercloud.ServiceClient, kind, id string, tags []string, attached string, lb *lbv1.LoadBalancer) error {
+	mine := adoptedTag(lb)
+	for _, t := range tags {
+		if t == mine || t == "l4lb-uid:"+string(lb.UID) {
+			return nil
+		}
+		if strings.HasPrefix(t, "l4lb-uid:") || strings.HasPrefix(t, "l4lb-adopted-by:") {
+			return &vip.Error{Reason: lbv1.ReasonAdoptionRefused, Err: fmt.Errorf("%s %s belongs to another load balancer (tag %s)", kind, id, t)}
+		}
+	}
+	if attached != "" {
+		return &vip.Error{Reason: lbv1.ReasonAdoptionRefused, Err: fmt.Errorf("%s %s is %s: only an unattached one can be adopted", kind, id, attached)}
+	}
+	err := attributestags.Add(ctx, nc, kind, id, mine).ExtractErr()
+	return classify("marking "+kind+" "+id+" adopted", err)
+}
+
+// unclaim removes lb's adoption mark; not found is success.
+func unclaim(ctx context.Context, nc *gophercloud.ServiceClient, kind, id string, lb *lbv1.LoadBalancer) error {
+	if err := attributestags.Delete(ctx, nc, kind, id, adoptedTag(lb)).ExtractErr(); err != nil && !isNotFound(err) {
+		return classify("unmarking "+kind+" "+id, err)
+	}
+	return nil
 }
 
 func portName(lb *lbv1.LoadBalancer) string {
@@ -198,15 +264,42 @@ func (p *Provider) ensurePort(ctx context.Context, nc *gophercloud.ServiceClient
 	}
 	if spec.Port != "" { // adopted: used as it is, never deleted
 		port, err := ports.Get(ctx, nc, spec.Port).Extract()
-		return port, classify("getting vip.port "+spec.Port, err)
+		if err != nil {
+			return nil, classify("getting vip.port "+spec.Port, err)
+		}
+		for _, ip := range port.FixedIPs {
+			name := ""
+			if sn, err := subnets.Get(ctx, nc, ip.SubnetID).Extract(); err == nil {
+				name = sn.Name
+			}
+			if err := p.permit(ctx, lb, "subnet", "spec.vip.port", ip.SubnetID, name); err != nil {
+				return nil, err
+			}
+		}
+		attached := ""
+		if port.DeviceOwner != "" || port.DeviceID != "" {
+			attached = "attached to " + strings.TrimSpace(port.DeviceOwner+" "+port.DeviceID)
+		}
+		if err := p.claim(ctx, nc, "ports", port.ID, port.Tags, attached, lb); err != nil {
+			return nil, err
+		}
+		return port, nil
 	}
 	if port, err := p.findPort(ctx, nc, lb); port != nil || err != nil {
 		return port, err
 	}
-	netID, subnetID, err := resolveVIPSubnet(ctx, nc, spec)
+	netID, subnet, err := resolveVIPSubnet(ctx, nc, spec)
 	if err != nil {
 		return nil, err
 	}
+	field := "spec.vip.subnet"
+	if spec.Subnet == "" {
+		field = "spec.vip.network"
+	}
+	if err := p.permit(ctx, lb, "subnet", field, subnet.ID, subnet.Name); err != nil {
+		return nil, err
+	}
+	subnetID := subnet.ID
 	fixed := ports.IP{SubnetID: subnetID, IPAddress: spec.Address}
 	up := true
 	port, err := ports.Create(ctx, nc, ports.CreateOpts{
@@ -225,31 +318,31 @@ func (p *Provider) ensurePort(ctx context.Context, nc *gophercloud.ServiceClient
 
 // resolveVIPSubnet turns vip.subnet or vip.network (names or IDs) into a network and subnet;
 // on a network the first IPv4 subnet is chosen, as Octavia does.
-func resolveVIPSubnet(ctx context.Context, nc *gophercloud.ServiceClient, spec *lbv1.VIP) (string, string, error) {
+func resolveVIPSubnet(ctx context.Context, nc *gophercloud.ServiceClient, spec *lbv1.VIP) (string, *subnets.Subnet, error) {
 	if spec.Subnet != "" {
 		s, err := findSubnet(ctx, nc, spec.Subnet)
 		if err != nil {
-			return "", "", err
+			return "", nil, err
 		}
-		return s.NetworkID, s.ID, nil
+		return s.NetworkID, s, nil
 	}
 	netID, err := findNetwork(ctx, nc, spec.Network)
 	if err != nil {
-		return "", "", err
+		return "", nil, err
 	}
 	pages, err := subnets.List(nc, subnets.ListOpts{NetworkID: netID}).AllPages(ctx)
 	if err != nil {
-		return "", "", classify("listing subnets", err)
+		return "", nil, classify("listing subnets", err)
 	}
 	all, err := subnets.ExtractSubnets(pages)
 	if err != nil {
-		return "", "", classify("listing subnets", err)
+		return "", nil, classify("listing subnets", err)
 	}
 	slices.SortStableFunc(all, func(a, b subnets.Subnet) int { return a.IPVersion - b.IPVersion })
 	if len(all) == 0 {
-		return "", "", &vip.Error{Reason: lbv1.ReasonNotFound, Err: fmt.Errorf("network %q has no subnet", spec.Network)}
+		return "", nil, &vip.Error{Reason: lbv1.ReasonNotFound, Err: fmt.Errorf("network %q has no subnet", spec.Network)}
 	}
-	return netID, all[0].ID, nil
+	return netID, &all[0], nil
 }
 
 func findSubnet(ctx context.Context, nc *gophercloud.ServiceClient, nameOrID string) (*subnets.Subnet, error) {
@@ -322,6 +415,20 @@ func (p *Provider) ensureFloatingIP(ctx context.Context, nc *gophercloud.Service
 			return nil, &vip.Error{Reason: lbv1.ReasonNotFound, Err: fmt.Errorf("floating IP %s not found", spec.Address)}
 		}
 		fip = &found[0]
+		name := ""
+		if n, err := networks.Get(ctx, nc, fip.FloatingNetworkID).Extract(); err == nil {
+			name = n.Name
+		}
+		if err := p.permit(ctx, lb, "network", "spec.floatingIP.address", fip.FloatingNetworkID, name); err != nil {
+			return nil, err
+		}
+		attached := ""
+		if fip.PortID != "" && fip.PortID != port.ID {
+			attached = "associated with port " + fip.PortID
+		}
+		if err := p.claim(ctx, nc, "floatingips", fip.ID, fip.Tags, attached, lb); err != nil {
+			return nil, err
+		}
 	} else {
 		var err error
 		if fip, err = p.findFloatingIP(ctx, nc, lb); err != nil {
@@ -331,6 +438,9 @@ func (p *Provider) ensureFloatingIP(ctx context.Context, nc *gophercloud.Service
 	if fip == nil {
 		netID, err := findNetwork(ctx, nc, spec.Network)
 		if err != nil {
+			return nil, err
+		}
+		if err := p.permit(ctx, lb, "network", "spec.floatingIP.network", netID, spec.Network); err != nil {
 			return nil, err
 		}
 		// Created already associated: no window where it exists unattached.
@@ -388,10 +498,16 @@ func (p *Provider) Release(ctx context.Context, lb *lbv1.LoadBalancer) error {
 			return classify("finding floating IP "+lb.Spec.FloatingIP.Address, err)
 		}
 		for i := range found {
+			if !slices.Contains(found[i].Tags, adoptedTag(lb)) {
+				continue // another load balancer's, or never adopted: not ours to touch
+			}
 			if found[i].PortID != "" && found[i].PortID == lb.Status.VIPPortID {
 				if err := disassociate(ctx, nc, &found[i]); err != nil {
 					return err
 				}
+			}
+			if err := unclaim(ctx, nc, "floatingips", found[i].ID, lb); err != nil {
+				return err
 			}
 		}
 	}
@@ -399,12 +515,16 @@ func (p *Provider) Release(ctx context.Context, lb *lbv1.LoadBalancer) error {
 	if err != nil {
 		return err
 	}
-	if port == nil && lb.Spec.VIP != nil && lb.Spec.VIP.Port != "" {
+	adopted := lb.Spec.VIP != nil && lb.Spec.VIP.Port != ""
+	if port == nil && adopted {
 		if port, err = ports.Get(ctx, nc, lb.Spec.VIP.Port).Extract(); isNotFound(err) {
 			port, err = nil, nil
 		}
 		if err != nil {
 			return classify("getting vip.port", err)
+		}
+		if port != nil && !slices.Contains(port.Tags, adoptedTag(lb)) {
+			return nil // never adopted (refused): nothing of it is ours
 		}
 	}
 	if port == nil {
@@ -415,8 +535,8 @@ func (p *Provider) Release(ctx context.Context, lb *lbv1.LoadBalancer) error {
 			return err
 		}
 	}
-	if lb.Spec.VIP != nil && lb.Spec.VIP.Port != "" {
-		return nil
+	if adopted {
+		return unclaim(ctx, nc, "ports", port.ID, lb)
 	}
 	if err := ports.Delete(ctx, nc, port.ID).ExtractErr(); err != nil && !isNotFound(err) {
 		return classify("deleting the VIP port", err)
@@ -489,22 +609,29 @@ func (p *Provider) ensureAddressPairs(ctx context.Context, nc *gophercloud.Servi
 			return classify("listing the ports of server "+id, err)
 		}
 		for _, port := range found {
-			if hasPair(port, vipAddr) {
-				continue
+			if !hasPair(port, vipAddr) {
+				pairs := append(slices.Clone(port.AllowedAddressPairs), ports.AddressPair{IPAddress: vipAddr})
+				rev := port.RevisionNumber // a concurrent change of the port makes this fail, and retry
+				if _, err := ports.Update(ctx, nc, port.ID, ports.UpdateOpts{AllowedAddressPairs: &pairs, RevisionNumber: &rev}).Extract(); err != nil {
+					return classify("adding the VIP to the allowed address pairs of port "+port.ID, err)
+				}
 			}
-			pairs := append(slices.Clone(port.AllowedAddressPairs), ports.AddressPair{IPAddress: vipAddr})
-			rev := port.RevisionNumber
-			if _, err := ports.Update(ctx, nc, port.ID, ports.UpdateOpts{AllowedAddressPairs: &pairs, RevisionNumber: &rev}).Extract(); err != nil {
-				return classify("adding the VIP to the allowed address pairs of port "+port.ID, err)
+			// Tagged after the update, which the tag's own revision would otherwise refuse.
+			if !slices.Contains(port.Tags, p.pairsTag()) {
+				if err := attributestags.Add(ctx, nc, "ports", port.ID, p.pairsTag()).ExtractErr(); err != nil {
+					return classify("tagging port "+port.ID, err)
+				}
 			}
 		}
 	}
 	return p.removeAddressPairs(ctx, nc, networkID, vipAddr, servers)
 }
 
-// removeAddressPairs removes the VIP from the ports on the network whose server is not in keep.
+// removeAddressPairs removes the VIP from the ports on the network whose server is not in
+// keep, among the ports this cluster added pairs to (pairsTag): a pair someone else made for
+// the same address, on another port, stays.
 func (p *Provider) removeAddressPairs(ctx context.Context, nc *gophercloud.ServiceClient, networkID, vipAddr string, keep map[string]bool) error {
-	found, err := listPorts(ctx, nc, ports.ListOpts{NetworkID: networkID})
+	found, err := listPorts(ctx, nc, ports.ListOpts{NetworkID: networkID, Tags: p.pairsTag()})
 	if err != nil {
 		return classify("listing ports", err)
 	}

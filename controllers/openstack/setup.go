@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/controllers/vip"
 )
 
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
@@ -31,6 +32,9 @@ func New(mgr ctrl.Manager, secret client.ObjectKey, cloud, clusterID string) *Pr
 			var nodes corev1.NodeList
 			err := mgr.GetClient().List(ctx, &nodes)
 			return nodes.Items, err
+		},
+		Pools: func(ctx context.Context, namespace string) ([]vip.Pool, []lbv1.VIPPool, error) {
+			return vip.ReadPools(ctx, mgr.GetClient(), namespace)
 		},
 		Record: func(lb *lbv1.LoadBalancer, warning bool, reason, msg string) {
 			typ := "Normal"

@@ -1,6 +1,7 @@
 package vip
 
 import (
+	"context"
 	"net/netip"
 	"sort"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 )
@@ -18,6 +20,18 @@ type Pool struct {
 	Name       string // the VIPPool's, or "--vip-ranges"
 	Prefixes   []netip.Prefix
 	AutoAssign bool
+	// Subnets and FloatingIPNetworks, by name or ID, govern the openstack provider.
+	Subnets, FloatingIPNetworks []string
+}
+
+// Governed reports which of the openstack provider's choices any pool governs: once a pool
+// names subnets (or floating IP networks), only the pools' ones may be used.
+func Governed(pools []lbv1.VIPPool) (subnets, floatingIPNetworks bool) {
+	for _, p := range pools {
+		subnets = subnets || len(p.Spec.Subnets) > 0
+		floatingIPNetworks = floatingIPNetworks || len(p.Spec.FloatingIPNetworks) > 0
+	}
+	return subnets, floatingIPNetworks
 }
 
 // older orders pools by age: creation times have one-second resolution, so within a second
@@ -89,7 +103,8 @@ func PoolsFor(pools []lbv1.VIPPool, ns *corev1.Namespace) []Pool {
 			continue
 		}
 		if ok, err := admits(&p, ns); err == nil && ok { // a selector that does not parse admits no one
-			out = append(out, Pool{Name: p.Name, Prefixes: prefixes(p.Spec.Addresses), AutoAssign: p.Spec.AutoAssign == nil || *p.Spec.AutoAssign})
+			out = append(out, Pool{Name: p.Name, Prefixes: prefixes(p.Spec.Addresses), AutoAssign: p.Spec.AutoAssign == nil || *p.Spec.AutoAssign,
+				Subnets: p.Spec.Subnets, FloatingIPNetworks: p.Spec.FloatingIPNetworks})
 		}
 	}
 	return out
@@ -123,4 +138,17 @@ func names(pools []Pool) string {
 		return "none"
 	}
 	return strings.Join(n, ", ")
+}
+
+// ReadPools reads, through c, the pools namespace may use, and every VIPPool of the cluster.
+func ReadPools(ctx context.Context, c client.Reader, namespace string) ([]Pool, []lbv1.VIPPool, error) {
+	var pools lbv1.VIPPoolList
+	if err := c.List(ctx, &pools); err != nil {
+		return nil, nil, err
+	}
+	var ns corev1.Namespace
+	if err := c.Get(ctx, client.ObjectKey{Name: namespace}, &ns); err != nil {
+		return nil, nil, err
+	}
+	return PoolsFor(pools.Items, &ns), pools.Items, nil
 }

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"sync"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -41,15 +40,8 @@ func (s *Static) pools(ctx context.Context, lb *lbv1.LoadBalancer) ([]Pool, erro
 	if s.cache == nil {
 		return out, nil
 	}
-	var pools lbv1.VIPPoolList
-	if err := s.cache.List(ctx, &pools); err != nil {
-		return nil, err
-	}
-	var ns corev1.Namespace
-	if err := s.cache.Get(ctx, client.ObjectKey{Name: lb.Namespace}, &ns); err != nil {
-		return nil, err
-	}
-	return append(out, PoolsFor(pools.Items, &ns)...), nil
+	more, _, err := ReadPools(ctx, s.cache, lb.Namespace)
+	return append(out, more...), err
 }
 
 // Restore records allocations that already exist (from the load balancers' status), so a
@@ -92,7 +84,7 @@ func (s *Static) Allocate(ctx context.Context, lb *lbv1.LoadBalancer) (Allocatio
 	}
 	auto := 0
 	for _, p := range pools {
-		if !p.AutoAssign {
+		if !p.AutoAssign || len(p.Prefixes) == 0 {
 			continue
 		}
 		auto++
