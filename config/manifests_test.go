@@ -46,24 +46,32 @@ func run(t *testing.T, name string, args ...string) []byte {
 	return out
 }
 
-// dryRun applies every document with a server-side dry run, as kubectl apply --dry-run=server.
-func dryRun(t *testing.T, manifests []byte) int {
+// documents splits a YAML stream into its objects, leaving out empty documents.
+func documents(t *testing.T, manifests []byte) []*unstructured.Unstructured {
 	t.Helper()
-	ctx := context.Background()
+	var out []*unstructured.Unstructured
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifests), 4096)
-	n := 0
 	for {
 		u := &unstructured.Unstructured{}
 		err := dec.Decode(&u.Object)
 		if errors.Is(err, io.EOF) {
-			break
+			return out
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(u.Object) == 0 {
-			continue
+		if len(u.Object) > 0 {
+			out = append(out, u)
 		}
+	}
+}
+
+// dryRun applies every document with a server-side dry run, as kubectl apply --dry-run=server.
+func dryRun(t *testing.T, manifests []byte) int {
+	t.Helper()
+	ctx := context.Background()
+	n := 0
+	for _, u := range documents(t, manifests) {
 		// Namespaces are created for real so the namespaced objects can be checked in them.
 		if u.GetKind() == "Namespace" {
 			if err := env.Client.Create(ctx, u); client.IgnoreAlreadyExists(err) != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -21,7 +20,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -34,21 +32,8 @@ import (
 // install applies every document for real, as kubectl apply -k does.
 func install(t *testing.T, manifests []byte) {
 	t.Helper()
-	ctx := context.Background()
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifests), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		err := dec.Decode(&u.Object)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(u.Object) == 0 {
-			continue
-		}
-		if err := env.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("test"), client.ForceOwnership); err != nil {
+	for _, u := range documents(t, manifests) {
+		if err := env.Client.Apply(context.Background(), client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("test"), client.ForceOwnership); err != nil {
 			t.Fatalf("%s %s: %v", u.GetKind(), u.GetName(), err)
 		}
 	}
@@ -266,16 +251,7 @@ func TestEachIdentityMayDoWhatItNeedsAndNothingMore(t *testing.T) {
 func podsOf(t *testing.T, manifests []byte) map[string]map[string]any {
 	t.Helper()
 	out := map[string]map[string]any{}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifests), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		err := dec.Decode(&u.Object)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, u := range documents(t, manifests) {
 		if k := u.GetKind(); k == "Deployment" || k == "DaemonSet" {
 			tmpl, _, _ := unstructured.NestedMap(u.Object, "spec", "template")
 			out[k] = tmpl
@@ -337,18 +313,12 @@ func TestPodsPassTheirPodSecurityLevels(t *testing.T) {
 func TestMetricsNeedAToken(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "l4lb")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = testenv.Root()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	kc, err := env.Kubeconfig("")
+	bin, err := testenv.Binary(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+	kubeconfig, err := env.KubeconfigFile(dir)
+	if err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -104,19 +103,10 @@ func TestSeedWalkthroughOnOpenStack(t *testing.T) {
 	}
 
 	// What the user's openstack CLI shows.
-	cli := func(args ...string) string {
-		cmd := exec.Command("openstack", args...)
-		cmd.Env = append(os.Environ(), "OS_CLIENT_CONFIG_FILE="+cloudsFile(), "OS_CLOUD=l4lb-local")
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("openstack %v: %v", args, err)
-		}
-		return strings.TrimSpace(string(out))
-	}
-	if got := cli("floating", "ip", "list", "--port", lb.Status.VIPPortID, "-f", "value", "-c", "Floating IP Address", "-c", "Fixed IP Address"); got != lb.Status.FloatingIPAddress+" "+lb.Status.VIPAddress {
+	if got := cli(t, "floating", "ip", "list", "--port", lb.Status.VIPPortID, "-f", "value", "-c", "Floating IP Address", "-c", "Fixed IP Address"); got != lb.Status.FloatingIPAddress+" "+lb.Status.VIPAddress {
 		t.Fatalf("openstack floating ip list --port: %q", got)
 	}
-	if tags := cli("port", "show", lb.Status.VIPPortID, "-f", "value", "-c", "tags"); !strings.Contains(tags, "l4lb-uid:"+string(lb.UID)) || !strings.Contains(tags, "l4lb-cluster:test-controller") {
+	if tags := cli(t, "port", "show", lb.Status.VIPPortID, "-f", "value", "-c", "tags"); !strings.Contains(tags, "l4lb-uid:"+string(lb.UID)) || !strings.Contains(tags, "l4lb-cluster:test-controller") {
 		t.Fatalf("openstack port show tags: %q", tags)
 	}
 	if got, _ := ports.Get(ctx, neutron, np.ID).Extract(); !hasPair(*got, lb.Status.VIPAddress) {
@@ -132,7 +122,7 @@ func TestSeedWalkthroughOnOpenStack(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if got := cli("floating", "ip", "list", "-f", "value", "-c", "Floating IP Address"); strings.Contains(got, lb.Status.FloatingIPAddress) {
+	if got := cli(t, "floating", "ip", "list", "-f", "value", "-c", "Floating IP Address"); strings.Contains(got, lb.Status.FloatingIPAddress) {
 		t.Fatalf("floating IP %s is left: %q", lb.Status.FloatingIPAddress, got)
 	}
 	if _, err := ports.Get(ctx, neutron, lb.Status.VIPPortID).Extract(); !isNotFound(err) {

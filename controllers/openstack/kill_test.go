@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -54,20 +53,15 @@ func TestControllerKilledMidwayLeaksNothing(t *testing.T) {
 	env, _ := cloudTest(t, ns)
 	k8s := env.Client
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "l4lb")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = testenv.Root()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	kc, err := env.Kubeconfig("")
+	bin, err := testenv.Binary(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &controllerProcess{bin: bin, kubeconfig: filepath.Join(dir, "kubeconfig")}
-	if err := os.WriteFile(c.kubeconfig, kc, 0o600); err != nil {
+	kubeconfig, err := env.KubeconfigFile(dir)
+	if err != nil {
 		t.Fatal(err)
 	}
+	c := &controllerProcess{bin: bin, kubeconfig: kubeconfig}
 	defer c.kill()
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))

@@ -90,3 +90,24 @@ func (e *Env) Kubeconfig(server string) ([]byte, error) {
 
 // Stop stops the API server and etcd.
 func (e *Env) Stop() error { return e.env.Stop() }
+
+// Binary builds the l4lb binary into dir, for tests that run it as users do.
+func Binary(dir string) (string, error) {
+	bin := filepath.Join(dir, "l4lb")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Dir = Root()
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// KubeconfigFile writes an admin kubeconfig for the API server into dir and returns its path.
+func (e *Env) KubeconfigFile(dir string) (string, error) {
+	data, err := e.Kubeconfig("")
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "kubeconfig")
+	return path, os.WriteFile(path, data, 0o600)
+}
