@@ -49,7 +49,7 @@ func (c *controllerProcess) kill() {
 // Each one ends allocated, each deletion completes, and the cloud is left with no port and no
 // floating IP of them.
 func TestControllerKilledMidwayLeaksNothing(t *testing.T) {
-	const ns = "kill"
+	ns := runNamespace("kill")
 	env, _ := cloudTest(t, ns)
 	k8s := env.Client
 	dir := t.TempDir()

@@ -38,6 +38,10 @@ func cli(t *testing.T, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
+// runNamespace names a namespace of this run: the cloud may outlive a run (one started by
+// hand is kept), and what an interrupted run left in it must not count in this one's tallies.
+func runNamespace(name string) string { return fmt.Sprintf("%s-%d", name, os.Getpid()) }
+
 // cloudCount counts, with the openstack CLI, the VIP ports and floating IPs of the load
 // balancers of namespace ns: ports by their name, floating IPs by their description.
 func cloudCount(t *testing.T, ns string) (int, int) {
@@ -210,7 +214,7 @@ func neutronAnswering500(t *testing.T) (stop func()) {
 // and floating IP in status and stays ACTIVE throughout; Synced names the failure and comes
 // back; the cloud holds as many ports and floating IPs after as before.
 func TestCloudOutagesKeepEveryLoadBalancer(t *testing.T) {
-	const ns = "outage"
+	ns := runNamespace("outage")
 	env, secret := cloudTest(t, ns)
 	k8s := env.Client
 	stop := runController(t, env, secret, "test-outage", false)
@@ -300,7 +304,7 @@ func waitGone(t *testing.T, k8s client.Client, ns string) {
 // provider a load balancer was made with cannot release its port and floating IP, so the
 // object stays, saying why, until a controller that can releases them.
 func TestDeletionWithoutTheProviderKeepsTheFinalizer(t *testing.T) {
-	const ns = "noprovider"
+	ns := runNamespace("noprovider")
 	env, secret := cloudTest(t, ns)
 	k8s := env.Client
 	stop := runController(t, env, secret, "test-noprovider", false)
