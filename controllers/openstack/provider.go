@@ -148,7 +148,9 @@ func (p *Provider) client(ctx context.Context) (*gophercloud.ServiceClient, erro
 	}
 	creds, err := p.Credentials(ctx)
 	if err != nil {
-		return nil, &vip.Error{Reason: lbv1.ReasonCredentialsRefused, Err: fmt.Errorf("openstack credentials: %w", err)}
+		// A Secret missing or unreadable is a setup to fix; one that could not be read
+		// because the API server blinked says so in its own reason (ProviderUnavailable).
+		return nil, &vip.Error{Reason: vip.Reason(err, lbv1.ReasonCredentialsRefused), Err: fmt.Errorf("openstack credentials: %w", err)}
 	}
 	pc, err := newProviderClient(ctx, creds)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -24,7 +25,7 @@ func New(mgr ctrl.Manager, secret client.ObjectKey, cloud, clusterID string) *Pr
 		Credentials: func(ctx context.Context) (Credentials, error) {
 			var s corev1.Secret
 			if err := mgr.GetAPIReader().Get(ctx, secret, &s); err != nil {
-				return Credentials{}, fmt.Errorf("secret %s: %w", secret, err)
+				return Credentials{}, secretError(secret, err)
 			}
 			return FromSecret(s.Data, cloud)
 		},
@@ -44,4 +45,15 @@ func New(mgr ctrl.Manager, secret client.ObjectKey, cloud, clusterID string) *Pr
 			rec.Eventf(lb, nil, typ, reason, "OpenStack", "%s", msg)
 		},
 	}
+}
+
+// secretError classifies a failure to read the credentials Secret: absent or forbidden is for
+// the administrator to fix (CredentialsRefused); anything else (the API server unreachable,
+// slow or failing) passes by itself, and is retried as a cloud outage is (ProviderUnavailable).
+func secretError(secret client.ObjectKey, err error) error {
+	err = fmt.Errorf("secret %s: %w", secret, err)
+	if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+		return err
+	}
+	return &vip.Error{Reason: lbv1.ReasonProviderUnavailable, Err: err}
 }
