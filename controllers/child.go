@@ -6,9 +6,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers/ssa"
 	"github.com/l4lb/l4lb/dataplane/model"
 	"github.com/l4lb/l4lb/internal/policy"
+	"github.com/l4lb/l4lb/internal/ssa"
 )
 
 // childStatus computes Accepted, reads Programmed and builds the common status; operating is

@@ -8,7 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers/ssa"
+	"github.com/l4lb/l4lb/internal/ssa"
 )
 
 // HealthMonitorReconciler reports a monitor's acceptance (its pool exists and takes this type,

@@ -10,7 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers/ssa"
+	"github.com/l4lb/l4lb/internal/ssa"
 )
 
 // ListenerReconciler reports a listener's acceptance (its load balancer exists, its port is

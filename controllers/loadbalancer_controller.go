@@ -21,9 +21,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers/ssa"
 	"github.com/l4lb/l4lb/controllers/vip"
 	"github.com/l4lb/l4lb/internal/policy"
+	"github.com/l4lb/l4lb/internal/ssa"
 )
 
 // LoadBalancerReconciler allocates VIPs (and floating IPs) and reports the load balancer's

@@ -12,8 +12,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers/ssa"
 	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/internal/ssa"
 )
 
 // PoolReconciler reports a pool's acceptance and statuses, cascaded from the member health

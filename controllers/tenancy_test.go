@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers/ssa"
+	"github.com/l4lb/l4lb/internal/ssa"
 )
 
 // namespace makes a namespace with labels, removed with the test.

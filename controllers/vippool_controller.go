@@ -10,8 +10,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers/ssa"
 	"github.com/l4lb/l4lb/controllers/vip"
+	"github.com/l4lb/l4lb/internal/ssa"
 )
 
 // VIPPoolReconciler reports whether each VIPPool is used: an overlap with an older pool is

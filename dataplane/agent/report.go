@@ -8,8 +8,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers/ssa"
 	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/internal/ssa"
 )
 
 // report writes the dataplane's part of the status of one held load balancer and its tree:
