@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"strings"
+	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -16,6 +19,7 @@ import (
 	"github.com/l4lb/l4lb/controllers"
 	"github.com/l4lb/l4lb/controllers/openstack"
 	"github.com/l4lb/l4lb/controllers/vip"
+	"github.com/l4lb/l4lb/internal/watchdog"
 )
 
 func controllerCommand() func() error {
@@ -55,7 +59,10 @@ func controllerCommand() func() error {
 			return err
 		}
 		static := vip.NewStatic(prefixes, mgr.GetClient())
-		base := controllers.Base{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("l4lb-controller")}
+		// Every call a reconciliation makes has a timeout under two minutes (syncTimeout):
+		// one running five is stuck.
+		dog := watchdog.New(5 * time.Minute)
+		base := controllers.Base{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("l4lb-controller"), Watchdog: dog}
 		lbr := &controllers.LoadBalancerReconciler{Base: base,
 			Providers:       map[lbv1.Provider]vip.Provider{lbv1.ProviderStatic: static},
 			DefaultProvider: lbv1.Provider(*defaultProvider)}
@@ -69,10 +76,10 @@ func controllerCommand() func() error {
 		if err := controllers.Setup(mgr, lbr); err != nil {
 			return err
 		}
-		if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		if err := mgr.AddHealthzCheck("reconcile", dog.Check); err != nil {
 			return err
 		}
-		if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		if err := mgr.AddReadyzCheck("informers", informersSynced(mgr)); err != nil {
 			return err
 		}
 		return mgr.Start(ctrl.SetupSignalHandler())
@@ -88,4 +95,17 @@ func metricsOptions(addr string, secure bool) metricsserver.Options {
 		return metricsserver.Options{BindAddress: addr}
 	}
 	return metricsserver.Options{BindAddress: addr, SecureServing: true, FilterProvider: filters.WithAuthenticationAndAuthorization}
+}
+
+// informersSynced is a readiness check: the informers have listed everything once, so what
+// the process decides is based on the whole state.
+func informersSynced(mgr ctrl.Manager) healthz.Checker {
+	return func(r *http.Request) error {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return fmt.Errorf("informers not synced")
+		}
+		return nil
+	}
 }

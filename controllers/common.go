@@ -21,6 +21,7 @@ import (
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/internal/watchdog"
 )
 
 // The controller writes no spec: it updates a LoadBalancer only for its finalizer (a
@@ -43,6 +44,16 @@ import (
 type Base struct {
 	client.Client
 	Recorder events.EventRecorder
+	// Watchdog, when set, watches every reconciliation (the controller's /healthz).
+	Watchdog *watchdog.Watchdog
+}
+
+// watched returns r under the watchdog, if any.
+func (b *Base) watched(name string, r reconcile.Reconciler) reconcile.Reconciler {
+	if b.Watchdog == nil {
+		return r
+	}
+	return b.Watchdog.Wrap(name, r)
 }
 
 // snapshot lists the l4lb objects of a namespace (every namespace when it is "") from the cache.

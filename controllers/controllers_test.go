@@ -66,7 +66,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	server, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "test-node", AgentVIPs: dpvip.NewLocal("lo"),
+	server, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "test-node", AgentVIPs: dpvip.Loopback(),
 		Providers: func(mgr ctrl.Manager) map[lbv1.Provider]vip.Provider {
 			static.Provider = vip.NewStatic(nil, mgr.GetClient())
 			return map[lbv1.Provider]vip.Provider{lbv1.ProviderStatic: static}

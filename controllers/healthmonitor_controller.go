@@ -16,7 +16,7 @@ import (
 type HealthMonitorReconciler struct{ Base }
 
 func (r *HealthMonitorReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return r.watchTree(mgr, "healthmonitor", &lbv1.HealthMonitor{}, &lbv1.HealthMonitorList{}, controller.Options{}).Complete(r)
+	return r.watchTree(mgr, "healthmonitor", &lbv1.HealthMonitor{}, &lbv1.HealthMonitorList{}, controller.Options{}).Complete(r.watched("healthmonitor", r))
 }
 
 func (r *HealthMonitorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

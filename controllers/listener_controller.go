@@ -38,7 +38,7 @@ func (r *ListenerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return out
 	})
 	return r.watchTree(mgr, "listener", &lbv1.Listener{}, &lbv1.ListenerList{}, controller.Options{}).
-		Watches(&lbv1.Listener{}, samePort).Complete(r)
+		Watches(&lbv1.Listener{}, samePort).Complete(r.watched("listener", r))
 }
 
 func (r *ListenerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

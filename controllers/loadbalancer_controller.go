@@ -129,7 +129,7 @@ func (r *LoadBalancerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, ns client.Object) []reconcile.Request {
 			return r.every(ctx, &lbv1.LoadBalancerList{}, ns.GetName())
 		})).
-		Complete(r)
+		Complete(r.watched("loadbalancer", r))
 }
 
 func (r *LoadBalancerReconciler) provider(lb *lbv1.LoadBalancer) (lbv1.Provider, vip.Provider) {

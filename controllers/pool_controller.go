@@ -21,7 +21,7 @@ import (
 type PoolReconciler struct{ Base }
 
 func (r *PoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return r.watchTree(mgr, "pool", &lbv1.Pool{}, &lbv1.PoolList{}, controller.Options{}).Complete(r)
+	return r.watchTree(mgr, "pool", &lbv1.Pool{}, &lbv1.PoolList{}, controller.Options{}).Complete(r.watched("pool", r))
 }
 
 func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

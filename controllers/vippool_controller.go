@@ -31,7 +31,7 @@ func (r *VIPPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 		return out
 	})
-	return ctrl.NewControllerManagedBy(mgr).Named("vippool").For(&lbv1.VIPPool{}).Watches(&lbv1.VIPPool{}, all).Complete(r)
+	return ctrl.NewControllerManagedBy(mgr).Named("vippool").For(&lbv1.VIPPool{}).Watches(&lbv1.VIPPool{}, all).Complete(r.watched("vippool", r))
 }
 
 func (r *VIPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

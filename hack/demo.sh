@@ -50,9 +50,10 @@ up() {
 
   echo "== starting the controller and one dataplane agent (node demo-node)"
   # Metrics in plain HTTP, on loopback only, so the lab can curl them; a cluster install serves
-  # them over HTTPS to authorised scrapers (the default).
+  # them over HTTPS to authorised scrapers (the default). One host: the agent gossips on
+  # loopback, announces nothing on this machine's LAN, and needs no witness.
   start controller bin/l4lb controller --metrics-bind-address 127.0.0.1:18080 --metrics-secure=false --health-probe-bind-address 127.0.0.1:18081
-  start dataplane bin/l4lb dataplane --node-name demo-node --metrics-bind-address 127.0.0.1:19100 --metrics-secure=false --health-probe-bind-address 127.0.0.1:19101
+  start dataplane bin/l4lb dataplane --node-name demo-node --gossip-address 127.0.0.1 --gossip-port 0 --announce-interface none --witness none --metrics-bind-address 127.0.0.1:19100 --metrics-secure=false --health-probe-bind-address 127.0.0.1:19101
 
   echo "== starting the seed's Flask app: instances 127.0.0.11 and 127.0.0.12, ports 8080 and 8443"
   for ip in 127.0.0.11 127.0.0.12; do

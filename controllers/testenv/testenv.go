@@ -4,10 +4,13 @@ package testenv
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 
 	"k8s.io/client-go/rest"
@@ -110,4 +113,27 @@ func (e *Env) KubeconfigFile(dir string) (string, error) {
 	}
 	path := filepath.Join(dir, "kubeconfig")
 	return path, os.WriteFile(path, data, 0o600)
+}
+
+// APIServerPID finds the kube-apiserver process of this Env (by its secure port), for tests
+// that pause it with SIGSTOP as an etcd stall or a control-plane upgrade would.
+func (e *Env) APIServerPID() (int, error) {
+	u, err := url.Parse(e.Config.Host)
+	if err != nil {
+		return 0, err
+	}
+	want := "--secure-port=" + u.Port()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) == 0 || filepath.Base(args[0]) != "kube-apiserver" || !slices.Contains(args, want) {
+			continue
+		}
+		return strconv.Atoi(filepath.Base(filepath.Dir(p)))
+	}
+	return 0, fmt.Errorf("no kube-apiserver process with %s", want)
 }

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,6 +30,7 @@ import (
 	"github.com/l4lb/l4lb/dataplane/proxy"
 	"github.com/l4lb/l4lb/dataplane/vip"
 	"github.com/l4lb/l4lb/internal/policy"
+	"github.com/l4lb/l4lb/internal/watchdog"
 )
 
 // +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers;listeners;pools;healthmonitors,verbs=get;list;watch
@@ -49,8 +51,12 @@ type Agent struct {
 	// Ownership, when set, elects one node per VIP among the agents; without it this node
 	// holds every load balancer no other node holds (a single-node dataplane).
 	Ownership *Ownership
+	// Watchdog, when set, watches every reconciliation (the agent's /healthz).
+	Watchdog *watchdog.Watchdog
 
 	health chan event.GenericEvent
+
+	reports *reporter
 
 	mu       sync.Mutex
 	reported map[types.UID]string // what was last written per object, so writes happen on change only
@@ -65,6 +71,10 @@ var everything = reconcile.Request{NamespacedName: client.ObjectKey{Name: "model
 func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	a.health = make(chan event.GenericEvent, 64)
 	a.reported = map[types.UID]string{}
+	a.reports = newReporter(a.reportAll)
+	if err := mgr.Add(a.reports); err != nil {
+		return err
+	}
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{everything}
 	})
@@ -88,7 +98,14 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 			},
 		})).
 		WatchesRawSource(source.Channel(a.health, all)).
-		Complete(a)
+		Complete(a.watched())
+}
+
+func (a *Agent) watched() reconcile.Reconciler {
+	if a.Watchdog == nil {
+		return a
+	}
+	return a.Watchdog.Wrap("dataplane", a)
 }
 
 // OnHealth is the proxy's health subscriber: a transition triggers a report.
@@ -117,10 +134,11 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 		return ctrl.Result{}, err
 	}
 
-	// The load balancers this node holds: it answers for their VIPs and reports their status.
-	held := map[string]bool{}
+	// The load balancers this node holds (it answers for their VIPs and reports their
+	// status) and those it serves (holder, standby, lingering: listeners bound, members probed).
+	held, serving, lingering := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	if a.Ownership != nil {
-		held = a.Ownership.Held()
+		held, serving, lingering = a.Ownership.Held(), a.Ownership.Serving(), a.Ownership.Lingering()
 	} else {
 		for i := range objs.LoadBalancers {
 			lb := &objs.LoadBalancers[i]
@@ -128,38 +146,46 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 				held[lb.Namespace+"/"+lb.Name] = true
 			}
 		}
+		serving = held
 	}
+	res := model.Build(objs)
+	served := res.Model
+	served.Listeners = slices.DeleteFunc(slices.Clone(served.Listeners), func(l model.Listener) bool { return !serving[l.LoadBalancer] })
+	// Listeners are bound (IP_FREEBIND) before the VIP moves here, and stay a little after it
+	// left: no window where a node answers for a VIP but does not listen on it.
+	failed := a.Server.Apply(served)
+	vipErrs := a.syncVIPs(objs, held, lingering)
+	a.reports.post(snapshot{objs: objs, res: res, served: served, failed: failed, vipErrs: vipErrs, held: held})
+	return ctrl.Result{}, nil
+}
+
+// reportAll writes the status of every held load balancer. It runs on the reporter's
+// goroutine, never in Reconcile: a slow or stopped API server must not hold up a takeover.
+func (a *Agent) reportAll(ctx context.Context, s snapshot) error {
 	// Another node may have written these statuses while it held them: after a change of what
 	// this node holds, write everything again rather than trust what was written last.
 	a.mu.Lock()
-	if !maps.Equal(held, a.lastHeld) {
+	if !maps.Equal(s.held, a.lastHeld) {
 		a.reported = map[types.UID]string{}
-		a.lastHeld = held
+		a.lastHeld = s.held
 	}
-	a.forgetGone(objs)
+	a.forgetGone(s.objs)
 	a.mu.Unlock()
-	// Every node serves every listener (bound with IP_FREEBIND whether or not the VIP is
-	// here), so a takeover only moves the address: no window where a node has a VIP but no
-	// listener, and a node that lets a VIP go still serves what is in its accept queues.
-	res := model.Build(objs)
-	served := res.Model
-	failed := a.Server.Apply(served)
-	vipErrs := a.syncVIPs(objs, held)
 	log := ctrl.LoggerFrom(ctx)
 	var firstErr error
-	for i := range objs.LoadBalancers {
-		lb := &objs.LoadBalancers[i]
-		if !held[lb.Namespace+"/"+lb.Name] {
+	for i := range s.objs.LoadBalancers {
+		lb := &s.objs.LoadBalancers[i]
+		if !s.held[lb.Namespace+"/"+lb.Name] {
 			continue
 		}
-		if err := a.report(ctx, objs, res, served, failed, vipErrs, lb); err != nil {
+		if err := a.report(ctx, s.objs, s.res, s.served, s.failed, s.vipErrs, lb); err != nil {
 			log.Error(err, "reporting status", "loadBalancer", lb.Name)
 			if firstErr == nil {
 				firstErr = err
 			}
 		}
 	}
-	return ctrl.Result{}, firstErr
+	return firstErr
 }
 
 // forgetGone drops what was written for objects that no longer exist. Called with a.mu held.
@@ -180,21 +206,18 @@ func (a *Agent) forgetGone(objs model.Objects) {
 	maps.DeleteFunc(a.reported, func(uid types.UID, _ string) bool { return !live[uid] })
 }
 
-// syncVIPs makes the VIPs of held load balancers local and releases the others.
-func (a *Agent) syncVIPs(objs model.Objects, held map[string]bool) map[string]error {
+// syncVIPs makes the VIPs of held load balancers local and answered, keeps those lingering
+// local, and releases the others.
+func (a *Agent) syncVIPs(objs model.Objects, held, lingering map[string]bool) map[string]error {
 	errs := map[string]error{}
-	// Let go first, take second: on a move the old holder stops answering for a VIP before
-	// this node announces one (clients' SYNs are retransmitted, not refused).
-	if a.VIPs != nil {
-		for _, addr := range a.VIPs.Held() {
-			if !wantVIP(objs, held, addr) {
-				a.VIPs.Release(addr)
-			}
-		}
+	if a.VIPs == nil {
+		return errs
 	}
+	addrs, answer := map[netip.Addr]bool{}, map[netip.Addr]bool{}
+	byAddr := map[netip.Addr][]string{}
 	for _, lb := range objs.LoadBalancers {
 		k := lb.Namespace + "/" + lb.Name
-		if !held[k] {
+		if !held[k] && !lingering[k] {
 			continue
 		}
 		addr, err := netip.ParseAddr(lb.Status.VIPAddress)
@@ -202,22 +225,16 @@ func (a *Agent) syncVIPs(objs model.Objects, held map[string]bool) map[string]er
 			errs[k] = fmt.Errorf("status.vipAddress %q: %w", lb.Status.VIPAddress, err)
 			continue
 		}
-		if a.VIPs != nil {
-			if err := a.VIPs.Ensure(addr); err != nil {
-				errs[k] = err
-			}
+		addrs[addr] = true
+		answer[addr] = answer[addr] || held[k]
+		byAddr[addr] = append(byAddr[addr], k)
+	}
+	for addr, err := range a.VIPs.Sync(addrs, answer) {
+		for _, k := range byAddr[addr] {
+			errs[k] = err
 		}
 	}
 	return errs
-}
-
-func wantVIP(objs model.Objects, held map[string]bool, addr netip.Addr) bool {
-	for _, lb := range objs.LoadBalancers {
-		if held[lb.Namespace+"/"+lb.Name] && lb.Status.VIPAddress == addr.String() {
-			return true
-		}
-	}
-	return false
 }
 
 func cond(obj metav1.Object, typ string, ok bool, reason, msg string) metav1.Condition {

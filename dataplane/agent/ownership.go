@@ -3,8 +3,10 @@ package agent
 import (
 	"context"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,87 +18,289 @@ import (
 	"github.com/l4lb/l4lb/dataplane/nodes"
 )
 
-// Ownership decides which load balancers this node holds: the one node that rendezvous
-// hashing picks for each VIP among the live dataplane nodes (nodes.Holder), and only while this
-// node's own heartbeat is fresh, so a node cut off from the API server lets go of its VIPs
-// before another takes them.
+// Ownership decides which load balancers this node holds, stands by for, or still lingers on.
+//
+// Who is alive comes from gossip alone, so the API server being slow, stopped or restarting
+// moves nothing; the objects come from the informer cache, which keeps its last state. For
+// each VIP the live nodes are ranked the same way on every node (nodes.Ranked): the first
+// holds it (answers ARP for it, reports its status), the second stands by (serves its
+// listeners and probes its members, so it takes over with fresh health). A node that is not
+// quorate (nodes.View.Quorate) holds nothing.
 type Ownership struct {
-	Heartbeat *nodes.Heartbeat
-	Observer  *nodes.Observer
-	Reader    client.Reader
-	// Tick is how often holders are recomputed; lease expiries have no event.
+	Node     string
+	Gossip   *nodes.Gossip
+	Registry *nodes.Registry
+	Witness  *nodes.Witness // nil: a tie keeps the VIPs (docs/architecture.md)
+	Reader   client.Reader
+	// Tick is how often holders are recomputed (deaths are noticed by gossip, not by a tick,
+	// but linger and hand-over deadlines are).
 	Tick time.Duration
+	// Handover delays taking a VIP from a node that is alive and still holds it (this node
+	// came back and ranks first): the other lets go first, so two nodes never answer at once.
+	Handover time.Duration
+	// Linger keeps a VIP that was let go local, unanswered, so connections already on their
+	// way (neighbours that have not heard the new holder yet) still land and are served.
+	Linger time.Duration
+	// Fitness says whether this node may hold VIPs (its interfaces are up, its engine serves);
+	// an unfit node tells the others and leaves the election.
+	Fitness func() error
 
-	// Recorder, when set, gets an event on the LoadBalancer for every acquire and release.
 	Recorder events.EventRecorder
 
 	trigger func()
-	mu      sync.Mutex
-	held    map[string]bool
+	joined  atomic.Bool
+
+	mu        sync.Mutex
+	held      map[string]string // key -> VIP
+	standby   map[string]string
+	lingering map[string]lingered
+	pending   map[string]time.Time // hand-overs waiting, since
+	lastHold  map[string]string    // key -> holder in the previous computation
 
 	heldGauge          prometheus.Gauge
+	quorate            prometheus.Gauge
 	acquired, released prometheus.Counter
 }
 
+type lingered struct {
+	vip   string
+	until time.Time
+}
+
 // NewOwnership registers the VIP ownership metrics with reg.
-func NewOwnership(hb *nodes.Heartbeat, obs *nodes.Observer, r client.Reader, reg prometheus.Registerer) *Ownership {
-	o := &Ownership{Heartbeat: hb, Observer: obs, Reader: r, Tick: hb.Timing.Renew / 2, held: map[string]bool{},
+func NewOwnership(node string, g *nodes.Gossip, reg *nodes.Registry, r client.Reader, pr prometheus.Registerer) *Ownership {
+	o := &Ownership{Node: node, Gossip: g, Registry: reg, Reader: r, Tick: 50 * time.Millisecond,
+		Handover: 300 * time.Millisecond, Linger: 2 * time.Second,
+		held: map[string]string{}, standby: map[string]string{}, lingering: map[string]lingered{},
+		pending: map[string]time.Time{}, lastHold: map[string]string{},
 		heldGauge: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "l4lb", Name: "vips_held", Help: "VIPs this node holds."}),
+		quorate:   prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "l4lb", Name: "quorate", Help: "1 when this node's side of the dataplane may hold VIPs (a majority, or half and the witness)."}),
 		acquired:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "l4lb", Name: "vip_acquisitions_total", Help: "VIPs this node took."}),
 		released:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "l4lb", Name: "vip_releases_total", Help: "VIPs this node gave up."}),
 	}
-	if reg != nil {
-		reg.MustRegister(o.heldGauge, o.acquired, o.released)
+	if pr != nil {
+		pr.MustRegister(o.heldGauge, o.quorate, o.acquired, o.released)
 	}
 	return o
 }
 
-// Held is the set of load balancers (namespace/name) this node holds now.
+// Held is the set of load balancers (namespace/name) this node holds now: it answers for
+// their VIPs and reports their status.
 func (o *Ownership) Held() map[string]bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return maps.Clone(o.held)
+	return keys(o.held)
 }
 
-// Start runs the heartbeat and recomputes the held set every tick, calling the agent when it
-// changes. It is a manager Runnable.
+// Serving is what this node serves (listeners bound, members probed): what it holds, what
+// it stands by for, and what it just let go.
+func (o *Ownership) Serving() map[string]bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	s := keys(o.held)
+	maps.Copy(s, keys(o.standby))
+	for k := range o.lingering {
+		s[k] = true
+	}
+	return s
+}
+
+// Lingering is the set of load balancers whose VIP stays local, unanswered, for a while.
+func (o *Ownership) Lingering() map[string]bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := map[string]bool{}
+	for k := range o.lingering {
+		out[k] = true
+	}
+	return out
+}
+
+// Joined reports whether this node has met the others (or found nobody to meet): before
+// that, it holds nothing, so a restarted agent never takes a VIP another still holds.
+func (o *Ownership) Joined() bool { return o.joined.Load() }
+
+// Changed asks for a recomputation now (gossip calls it on every membership change).
+func (o *Ownership) Changed() {
+	if o.trigger != nil && o.joined.Load() {
+		o.trigger()
+	}
+}
+
+// Start runs the registry, joins the peers, and recomputes the holders every tick, calling
+// the agent when they change. It is a manager Runnable.
 func (o *Ownership) Start(ctx context.Context) error {
-	go o.Heartbeat.Run(ctx)
+	log := ctrl.LoggerFrom(ctx).WithName("vip-ownership")
+	go o.Registry.Run(ctx)
+	go o.joinLoop(ctx)
+	if o.Witness != nil {
+		go o.Witness.Run(ctx)
+	}
 	tick := time.NewTicker(o.Tick)
 	defer tick.Stop()
-	log := ctrl.LoggerFrom(ctx).WithName("vip-ownership")
+	fitAt := time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
 		}
-		next, err := o.compute(ctx)
-		if err != nil {
-			log.Error(err, "computing VIP holders")
-			continue
-		}
-		o.mu.Lock()
-		changed := !maps.Equal(next, o.held)
-		for k := range next {
-			if !o.held[k] {
-				o.acquired.Inc()
-				log.Info("acquiring VIP", "loadBalancer", k, "node", o.Heartbeat.Node)
-				o.event(ctx, k, "VIPAcquired", "node %s holds the VIP now")
+		if o.Fitness != nil && time.Since(fitAt) > 500*time.Millisecond {
+			fitAt = time.Now()
+			err := o.Fitness()
+			m := o.Gossip.Meta()
+			if unfit := err != nil; unfit != m.Unfit {
+				if unfit {
+					log.Error(err, "this node leaves the VIP election")
+				} else {
+					log.Info("this node is fit to hold VIPs again")
+				}
+				m.Unfit = unfit
+				o.Gossip.SetMeta(m)
 			}
 		}
-		for k := range o.held {
-			if !next[k] {
-				o.released.Inc()
-				log.Info("releasing VIP", "loadBalancer", k, "node", o.Heartbeat.Node)
-				o.event(ctx, k, "VIPReleased", "node %s let the VIP go")
-			}
-		}
-		o.held = next
-		o.heldGauge.Set(float64(len(next)))
-		o.mu.Unlock()
-		if changed && o.trigger != nil {
+		if o.step(ctx, log) && o.trigger != nil {
 			o.trigger()
+		}
+	}
+}
+
+// step recomputes; it reports whether what the node answers for or serves changed.
+func (o *Ownership) step(ctx context.Context, log interface {
+	Info(string, ...any)
+}) bool {
+	var lbs lbv1.LoadBalancerList
+	if err := o.Reader.List(ctx, &lbs); err != nil {
+		return false // the cache is not ready yet: keep what is held
+	}
+	now := time.Now()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	held, standby := map[string]string{}, map[string]string{}
+	holders := map[string]string{}
+	view := o.Gossip.View()
+	quorate := o.joined.Load() && view.Quorate(o.witness())
+	o.quorate.Set(b2f(quorate))
+	if quorate {
+		live := view.Eligible()
+		for _, lb := range lbs.Items {
+			if lb.Status.VIPAddress == "" || !lb.DeletionTimestamp.IsZero() {
+				continue
+			}
+			k := lb.Namespace + "/" + lb.Name
+			order := nodes.Ranked(lb.Status.VIPAddress, live, view.Draining)
+			if len(order) > 0 {
+				holders[k] = order[0]
+			}
+			switch {
+			case len(order) > 0 && order[0] == o.Node:
+				if _, had := o.held[k]; !had && o.handingOver(k, lb.Status.VIPAddress, live, view, now) {
+					standby[k] = lb.Status.VIPAddress // serve it meanwhile
+					continue
+				}
+				held[k] = lb.Status.VIPAddress
+			case len(order) > 1 && order[1] == o.Node:
+				standby[k] = lb.Status.VIPAddress
+			}
+		}
+	}
+	o.lastHold = holders
+	maps.DeleteFunc(o.pending, func(k string, _ time.Time) bool { _, ok := standby[k]; return !ok || holders[k] != o.Node })
+
+	changed := !maps.Equal(held, o.held) || !maps.Equal(standby, o.standby)
+	for k, v := range held {
+		if _, had := o.held[k]; !had {
+			o.acquired.Inc()
+			log.Info("acquiring VIP", "loadBalancer", k, "vip", v, "node", o.Node)
+			o.event(ctx, k, "VIPAcquired", "node %s holds the VIP now")
+		}
+		delete(o.lingering, k)
+	}
+	for k, v := range o.held {
+		if _, still := held[k]; !still {
+			o.released.Inc()
+			log.Info("releasing VIP", "loadBalancer", k, "vip", v, "node", o.Node, "quorate", quorate)
+			o.event(ctx, k, "VIPReleased", "node %s let the VIP go")
+			o.lingering[k] = lingered{vip: v, until: now.Add(o.Linger)}
+		}
+	}
+	for k, l := range o.lingering {
+		if now.After(l.until) {
+			delete(o.lingering, k)
+			changed = true
+		}
+	}
+	o.held, o.standby = held, standby
+	o.heldGauge.Set(float64(len(held)))
+	return changed
+}
+
+// handingOver reports whether this node, now first for k, must wait before taking it: the
+// node that held it in the previous computation is still alive, fit and not leaving, so it
+// lets go first (it computes the same). Called with o.mu held.
+func (o *Ownership) handingOver(k, vip string, live []string, view nodes.View, now time.Time) bool {
+	prev, known := o.lastHold[k]
+	if !known {
+		prev = nodes.Holder(vip, slices.DeleteFunc(slices.Clone(live), func(n string) bool { return n == o.Node }), view.Draining)
+	}
+	if prev == "" || prev == o.Node || view.Draining[prev] || !slices.Contains(live, prev) {
+		return false
+	}
+	since, ok := o.pending[k]
+	if !ok {
+		o.pending[k] = now
+		return true
+	}
+	return now.Sub(since) < o.Handover
+}
+
+func (o *Ownership) witness() func() bool {
+	if o.Witness == nil {
+		return nil
+	}
+	return o.Witness.Reachable
+}
+
+// joinLoop meets the peers the API server lists, now and every few seconds, so a node that
+// was declared dead while cut off comes back when the cut heals; nodes whose Lease is gone
+// leave the quorum's base.
+func (o *Ownership) joinLoop(ctx context.Context) {
+	log := ctrl.LoggerFrom(ctx).WithName("gossip")
+	attempts := 0
+	for {
+		peers, gone, err := o.Registry.Peers(ctx, o.Reader)
+		if err == nil {
+			for _, n := range gone {
+				o.Gossip.Forget(n)
+			}
+			alive := o.Gossip.View().Alive
+			var missing []string
+			for n, addr := range peers {
+				if !slices.Contains(alive, n) {
+					missing = append(missing, addr)
+				}
+			}
+			attempts++
+			met, jerr := o.Gossip.Join(missing)
+			if jerr != nil && met == 0 && len(missing) > 0 {
+				log.V(1).Info("peers did not answer", "peers", missing, "err", jerr)
+			}
+			// Joined once everyone listed was met, or nobody listed answers after a few
+			// tries (they are dead: holding nothing would be an outage).
+			if !o.joined.Load() && (len(missing) == 0 || met == len(missing) || attempts >= 3) {
+				o.joined.Store(true)
+				log.Info("joined the dataplane nodes", "alive", o.Gossip.View().Alive)
+				o.Changed()
+			}
+		}
+		wait := 2 * time.Second
+		if !o.joined.Load() {
+			wait = 200 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
 		}
 	}
 }
@@ -110,42 +314,20 @@ func (o *Ownership) event(ctx context.Context, key, reason, format string) {
 	if err := o.Reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &lb); err != nil {
 		return
 	}
-	o.Recorder.Eventf(&lb, nil, "Normal", reason, "HoldVIP", format, o.Heartbeat.Node)
+	o.Recorder.Eventf(&lb, nil, "Normal", reason, "HoldVIP", format, o.Node)
 }
 
-func (o *Ownership) compute(ctx context.Context) (map[string]bool, error) {
-	held := map[string]bool{}
-	if !o.Heartbeat.Healthy() {
-		return held, nil // fenced: cut off from the API server, hold nothing
+func keys(m map[string]string) map[string]bool {
+	out := make(map[string]bool, len(m))
+	for k := range m {
+		out[k] = true
 	}
-	live, draining, err := o.Observer.Live(ctx)
-	if err != nil {
-		return nil, err
-	}
-	me := o.Heartbeat.Node
-	if !contains(live, me) {
-		live = append(live, me) // our own heartbeat is fresh, whatever the cache says yet
-	}
-	var lbs lbv1.LoadBalancerList
-	if err := o.Reader.List(ctx, &lbs); err != nil {
-		return nil, err
-	}
-	for _, lb := range lbs.Items {
-		if lb.Status.VIPAddress == "" || !lb.DeletionTimestamp.IsZero() {
-			continue
-		}
-		if nodes.Holder(lb.Status.VIPAddress, live, draining) == me {
-			held[lb.Namespace+"/"+lb.Name] = true
-		}
-	}
-	return held, nil
+	return out
 }
 
-func contains(s []string, x string) bool {
-	for _, v := range s {
-		if v == x {
-			return true
-		}
+func b2f(b bool) float64 {
+	if b {
+		return 1
 	}
-	return false
+	return 0
 }

@@ -6,14 +6,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/l4lb/l4lb/dataplane/internal/lantest"
 )
 
 // host is a network namespace on the test's LAN (a bridge in a namespace of its own).
@@ -66,27 +65,8 @@ func newTopology(t *testing.T, hosts map[string]string) *topology {
 	return tp
 }
 
-// in runs f with the calling thread inside the host's namespace, so sockets f creates live
-// there; the thread is put back before it is released.
-func (h *host) in(f func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(h.ns)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return err
-	}
-	defer netns.Set(orig)
-	return f()
-}
+// in runs f with the calling thread inside the host's namespace.
+func (h *host) in(f func() error) error { return lantest.In(h.ns, f) }
 
 // mac of the host's eth0.
 func (h *host) mac(t *testing.T) string {
@@ -95,10 +75,15 @@ func (h *host) mac(t *testing.T) string {
 	return f[1]
 }
 
-// has reports whether addr is on the host's eth0.
+// has reports whether addr is on one of the host's interfaces.
 func (h *host) has(addr string) bool {
-	out, _ := exec.Command("ip", "-n", h.ns, "-o", "addr", "show", "dev", "eth0").Output()
+	out, _ := exec.Command("ip", "-n", h.ns, "-o", "addr", "show").Output()
 	return strings.Contains(string(out), " "+addr+"/")
+}
+
+// arping asks the LAN from h who has addr and returns the MACs that answered within wait.
+func (h *host) arping(addr string, wait time.Duration) ([]string, error) {
+	return lantest.WhoHas(h.ns, "eth0", addr, wait)
 }
 
 // neighbour is the MAC the host's neighbour table has for addr ("" when none).

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"runtime"
 	"sync"
@@ -364,4 +365,28 @@ func (lp *loop) putPipe(p *pipe) {
 	}
 	closeNow(p.r)
 	closeNow(p.w)
+}
+
+// Responsive reports whether every event loop runs: each is handed a no-op and must have run
+// it within timeout. A loop stuck in a handler, or starved, fails it: the watchdog behind the
+// agent's /healthz and its fitness to hold VIPs.
+func Responsive(timeout time.Duration) error {
+	if _, err := loopAt(0); err != nil {
+		return err
+	}
+	deadline := time.After(timeout)
+	dones := make([]chan struct{}, len(loops))
+	for i, lp := range loops {
+		dones[i] = make(chan struct{})
+		done := dones[i]
+		lp.do(func(*loop) { close(done) })
+	}
+	for i, done := range dones {
+		select {
+		case <-done:
+		case <-deadline:
+			return fmt.Errorf("event loop %d has not run for %v", i, timeout)
+		}
+	}
+	return nil
 }

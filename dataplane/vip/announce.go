@@ -15,6 +15,18 @@ import (
 // neighbours that missed the first (keepalived does the same with its GARP repeats).
 var announceAt = []time.Duration{0, 200 * time.Millisecond, time.Second, 3 * time.Second}
 
+// announceOnce sends one announcement, without repeats (the periodic refresh).
+func announceOnce(iface string, a netip.Addr) error {
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		return err
+	}
+	if is6(a) {
+		return unsolicitedNA(ifi, a)
+	}
+	return garp(ifi, a)
+}
+
 // Announce tells the neighbours on iface that a is here now: gratuitous ARP for IPv4,
 // unsolicited neighbour advertisements (override set) for IPv6. It returns after the first
 // one; the repeats are sent in the background.
@@ -27,7 +39,7 @@ func Announce(iface string, a netip.Addr) error {
 		return nil // nobody to tell
 	}
 	send := func() error { return garp(ifi, a) }
-	if a.Is6() && !a.Is4In6() {
+	if is6(a) {
 		send = func() error { return unsolicitedNA(ifi, a) }
 	}
 	if err := send(); err != nil {

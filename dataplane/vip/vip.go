@@ -1,26 +1,98 @@
-// Package vip makes VIP addresses local to the node that holds them.
+// Package vip makes VIP addresses local to the node that holds them and answers for them on
+// the LAN.
+//
+// Addresses go on lo by default, marked as the agent's (IPv4: the label lo:l4lb; IPv6, which
+// has no labels: the flag noprefixroute, meaningless on a /128 of lo), so a restarted agent
+// adopts what it finds and removes what it should not hold. They are announced and
+// answered on the interface that routes to the VIP's subnet (or the default route's), by the
+// agent itself: the kernel is told not to answer ARP for them (guard), so a node whose agent
+// died goes silent for its VIPs instead of answering alongside the new holder.
 package vip
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
-// Local adds VIPs to an interface when they are not already local, and removes only what it
-// added.
-type Local struct {
-	iface string
+// DefaultInterface is where VIP addresses go unless told otherwise: not the interface they
+// are announced on, where the kernel would answer for them itself.
+const DefaultInterface = "lo"
 
-	mu    sync.Mutex
-	added map[netip.Addr]bool
+// labelSuffix marks the IPv4 addresses the agent adds (the label is interface:suffix).
+const labelSuffix = ":l4lb"
+
+// NoAnnounce as Config.Announce: VIPs are made local but never announced or answered (a
+// router announces them, or the tests' loopback needs nothing).
+const NoAnnounce = "none"
+
+// DefaultRefresh is how often held VIPs are announced again after takeover: switches' FDB and
+// routers' ARP entries expire on their own clocks (MetalLB users met this), and a refresh
+// keeps them pointing here.
+const DefaultRefresh = 30 * time.Second
+
+// guardTable names the nftables table that keeps the kernel from answering ARP for VIPs.
+const guardTable = "l4lb-arp"
+
+// Config says where VIPs live and where they are announced.
+type Config struct {
+	// Interface carries the addresses (DefaultInterface unless told otherwise); only the
+	// addresses marked as the agent's are its own.
+	Interface string
+	// Announce is the interface VIPs are announced and answered on: "" picks, per VIP, the
+	// one that routes to it; NoAnnounce, none.
+	Announce string
+	// Refresh is how often held VIPs are announced again (0: never).
+	Refresh time.Duration
 }
 
-// NewLocal returns a Local that adds addresses to the named interface.
-func NewLocal(iface string) *Local { return &Local{iface: iface, added: map[netip.Addr]bool{}} }
+// Local makes VIPs local and answers for them.
+type Local struct {
+	cfg   Config
+	guard *guard // nil when nothing is announced
+
+	mu         sync.Mutex
+	added      map[netip.Addr]bool   // addresses on cfg.Interface that are the agent's
+	answered   map[netip.Addr]string // VIPs answered for, and on which interface
+	responders map[string]*responder
+}
+
+// New prepares the VIP interface and adopts the addresses a previous agent left on it: they
+// stay (and the kernel stays silent for them) until the first Sync says which are wanted.
+func New(cfg Config) (*Local, error) {
+	l := &Local{cfg: cfg, added: map[netip.Addr]bool{}, answered: map[netip.Addr]string{}, responders: map[string]*responder{}}
+	link, err := netlink.LinkByName(cfg.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("VIP interface %q: %w", cfg.Interface, err)
+	}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, err
+	}
+	for _, x := range addrs {
+		if a, ok := netip.AddrFromSlice(x.IP); ok && l.marked(x) {
+			l.added[a.Unmap()] = true
+		}
+	}
+	if cfg.Announce != NoAnnounce {
+		var adopted []netip.Addr
+		for a := range l.added {
+			adopted = append(adopted, a)
+		}
+		g, err := openGuard(guardTable, adopted)
+		if err != nil {
+			return nil, fmt.Errorf("keeping the kernel from answering ARP for VIPs: %w", err)
+		}
+		l.guard = g
+	}
+	return l, nil
+}
 
 // IsLocal reports whether the node already answers for a: an address of one of its interfaces,
 // or anywhere in 127.0.0.0/8, which Linux treats as local as a whole.
@@ -42,41 +114,114 @@ func IsLocal(a netip.Addr) bool {
 	return false
 }
 
-// Ensure makes a local, adding it as a host address when it is not, and then announcing it
-// to the neighbours (gratuitous ARP, unsolicited NA).
-func (l *Local) Ensure(a netip.Addr) error {
+// Sync makes the node hold exactly addrs (local, the kernel silent for them), and answer and
+// announce those of answer (a subset: a VIP just handed over stays local a little longer,
+// unanswered, so connections already on their way here still land). It returns the VIPs it
+// could not set up.
+func (l *Local) Sync(addrs, answer map[netip.Addr]bool) map[netip.Addr]error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	errs := map[netip.Addr]error{}
+	// Let go first, take second: on a move the old holder stops answering before this node
+	// announces.
+	for a, iface := range l.answered {
+		if !answer[a] {
+			l.unanswer(a, iface)
+		}
+	}
+	for a := range l.added {
+		if !addrs[a] {
+			if err := l.remove(a); err != nil {
+				errs[a] = err
+			}
+		}
+	}
+	for a := range addrs {
+		if err := l.add(a); err != nil {
+			errs[a] = err
+			continue
+		}
+		if answer[a] && l.answered[a] == "" && l.cfg.Announce != NoAnnounce && l.added[a] {
+			if err := l.answer(a); err != nil {
+				errs[a] = err
+			}
+		}
+	}
+	return errs
+}
+
+// add makes a local unless it is already (a node address, loopback).
+func (l *Local) add(a netip.Addr) error {
 	if l.added[a] || IsLocal(a) {
 		return nil
 	}
-	link, err := netlink.LinkByName(l.iface)
-	if err != nil {
-		return fmt.Errorf("VIP interface %q: %w", l.iface, err)
+	if l.guard != nil {
+		if err := l.guard.add(a); err != nil {
+			return fmt.Errorf("guarding %s: %w", a, err)
+		}
 	}
-	if err := netlink.AddrAdd(link, hostAddr(a)); err != nil {
-		return fmt.Errorf("adding VIP %s to %s: %w", a, l.iface, err)
+	link, err := netlink.LinkByName(l.cfg.Interface)
+	if err != nil {
+		return fmt.Errorf("VIP interface %q: %w", l.cfg.Interface, err)
+	}
+	if err := netlink.AddrReplace(link, l.hostAddr(a)); err != nil {
+		return fmt.Errorf("adding VIP %s to %s: %w", a, l.cfg.Interface, err)
 	}
 	l.added[a] = true
-	return Announce(l.iface, a)
+	return nil
 }
 
-// Release removes a if Ensure added it.
-func (l *Local) Release(a netip.Addr) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.added[a] {
-		return nil
-	}
-	delete(l.added, a)
-	link, err := netlink.LinkByName(l.iface)
+func (l *Local) remove(a netip.Addr) error {
+	link, err := netlink.LinkByName(l.cfg.Interface)
 	if err != nil {
 		return err
 	}
-	return netlink.AddrDel(link, hostAddr(a))
+	if err := netlink.AddrDel(link, l.hostAddr(a)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		return err
+	}
+	delete(l.added, a)
+	if l.guard != nil {
+		l.guard.remove(a)
+	}
+	return nil
 }
 
-// Held lists the addresses this Local added.
+func (l *Local) answer(a netip.Addr) error {
+	iface := l.cfg.Announce
+	if iface == "" {
+		var err error
+		if iface, err = RouteInterface(a, l.cfg.Interface); err != nil {
+			return err
+		}
+	}
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		return err
+	}
+	if ifi.Flags&net.FlagLoopback != 0 || len(ifi.HardwareAddr) == 0 {
+		return nil // nobody to tell
+	}
+	r := l.responders[iface]
+	if r == nil {
+		r = newResponder(ifi)
+		l.responders[iface] = r
+	}
+	if err := r.answer(a); err != nil {
+		return fmt.Errorf("answering for %s on %s: %w", a, iface, err)
+	}
+	l.answered[a] = iface
+	return Announce(iface, a)
+}
+
+func (l *Local) unanswer(a netip.Addr, iface string) {
+	delete(l.answered, a)
+	if r := l.responders[iface]; r != nil && r.stop(a) {
+		r.close()
+		delete(l.responders, iface)
+	}
+}
+
+// Held lists the addresses that are the agent's on the VIP interface.
 func (l *Local) Held() []netip.Addr {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -87,10 +232,120 @@ func (l *Local) Held() []netip.Addr {
 	return out
 }
 
-func hostAddr(a netip.Addr) *netlink.Addr {
-	bits := 32
-	if a.Is6() {
-		bits = 128
+// Answered lists the VIPs answered for now, and where.
+func (l *Local) Answered() map[netip.Addr]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[netip.Addr]string{}
+	for a, i := range l.answered {
+		out[a] = i
 	}
-	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, bits)}}
+	return out
+}
+
+// RefreshLoop announces the answered VIPs again every Refresh until stop is closed.
+func (l *Local) RefreshLoop(stop <-chan struct{}) {
+	if l.cfg.Refresh <= 0 || l.cfg.Announce == NoAnnounce {
+		return
+	}
+	t := time.NewTicker(l.cfg.Refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		for a, iface := range l.Answered() {
+			announceOnce(iface, a)
+		}
+	}
+}
+
+// Close releases everything: on a clean stop the VIPs go with the agent (a VIP left behind
+// would be answered with resets by a node that no longer listens).
+func (l *Local) Close() error {
+	l.Sync(nil, nil)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var err error
+	if l.guard != nil && len(l.added) == 0 {
+		err = l.guard.close()
+	}
+	return err
+}
+
+// RouteInterface is the interface that routes to a: the longest prefix of the main table that
+// holds it, or the default route's; the VIP interface itself never counts.
+func RouteInterface(a netip.Addr, vipIface string) (string, error) {
+	family := netlink.FAMILY_V4
+	if is6(a) {
+		family = netlink.FAMILY_V6
+	}
+	routes, err := netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return "", err
+	}
+	best, bestBits := 0, -1
+	for _, r := range routes {
+		bits := 0
+		if r.Dst != nil {
+			p, ok := netip.AddrFromSlice(r.Dst.IP)
+			ones, _ := r.Dst.Mask.Size()
+			if !ok || !netip.PrefixFrom(p.Unmap(), ones).Contains(a.Unmap()) {
+				continue
+			}
+			bits = ones
+		}
+		if r.LinkIndex == 0 || bits <= bestBits {
+			continue
+		}
+		link, err := netlink.LinkByIndex(r.LinkIndex)
+		if err != nil || link.Attrs().Name == vipIface || link.Attrs().Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		best, bestBits = r.LinkIndex, bits
+	}
+	if bestBits < 0 {
+		return "", fmt.Errorf("no route to %s: give --announce-interface", a)
+	}
+	link, err := netlink.LinkByIndex(best)
+	if err != nil {
+		return "", err
+	}
+	return link.Attrs().Name, nil
+}
+
+// hostAddr is a as the agent adds it: a host address, marked.
+func (l *Local) hostAddr(a netip.Addr) *netlink.Addr {
+	if is6(a) {
+		// No duplicate address detection: the address must be usable at once, and the node
+		// that answers for it is decided by the election, not by DAD.
+		return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(128, 128)}, Flags: unix.IFA_F_NODAD | unix.IFA_F_NOPREFIXROUTE}
+	}
+	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}, Label: l.label()}
+}
+
+// label is the IPv4 mark, when it fits in a label (15 bytes).
+func (l *Local) label() string {
+	if s := l.cfg.Interface + labelSuffix; len(s) <= 15 {
+		return s
+	}
+	return ""
+}
+
+// marked reports whether x is an address the agent added.
+func (l *Local) marked(x netlink.Addr) bool {
+	if x.IP.To4() != nil {
+		return l.label() != "" && x.Label == l.label()
+	}
+	ones, _ := x.Mask.Size()
+	return ones == 128 && x.Flags&unix.IFA_F_NOPREFIXROUTE != 0
+}
+
+// Loopback makes VIPs local on lo and never announces them: for a host whose clients are
+// local (the tests' control plane, the latency benchmark).
+func Loopback() *Local {
+	return &Local{cfg: Config{Interface: "lo", Announce: NoAnnounce}, added: map[netip.Addr]bool{},
+		answered: map[netip.Addr]string{}, responders: map[string]*responder{}}
 }

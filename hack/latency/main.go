@@ -90,7 +90,7 @@ func run(n int) error {
 	defer env.Stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	engine, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "bench", AgentVIPs: dpvip.NewLocal("lo")})
+	engine, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "bench", AgentVIPs: dpvip.Loopback()})
 	if err != nil {
 		return err
 	}

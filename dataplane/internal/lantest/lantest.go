@@ -1,0 +1,69 @@
+// Package lantest is what tests on hosts made of network namespaces share: running code inside
+// a namespace, and asking the LAN who has an address.
+package lantest
+
+import (
+	"net"
+	"net/netip"
+	"runtime"
+	"time"
+
+	"github.com/mdlayher/arp"
+	"github.com/vishvananda/netns"
+)
+
+// In runs f with the calling thread inside the named network namespace, so sockets f creates
+// live there; the thread is put back before it is released.
+func In(ns string, f func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	target, err := netns.GetFromName(ns)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		return err
+	}
+	defer netns.Set(orig)
+	return f()
+}
+
+// WhoHas sends one ARP request for addr on iface of namespace ns, as arping does, and returns
+// the distinct MACs that answered within wait.
+func WhoHas(ns, iface, addr string, wait time.Duration) ([]string, error) {
+	var macs []string
+	err := In(ns, func() error {
+		ifi, err := net.InterfaceByName(iface)
+		if err != nil {
+			return err
+		}
+		c, err := arp.Dial(ifi)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		ip := netip.MustParseAddr(addr)
+		if err := c.Request(ip); err != nil {
+			return err
+		}
+		c.SetReadDeadline(time.Now().Add(wait))
+		seen := map[string]bool{}
+		for {
+			p, _, err := c.Read()
+			if err != nil {
+				return nil // the deadline
+			}
+			if m := p.SenderHardwareAddr.String(); p.Operation == arp.OperationReply && p.SenderIP == ip && !seen[m] {
+				seen[m] = true
+				macs = append(macs, m)
+			}
+		}
+	})
+	return macs, err
+}

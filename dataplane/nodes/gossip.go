@@ -1,0 +1,282 @@
+package nodes
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/hashicorp/memberlist"
+)
+
+// Timing is how fast gossip declares a node dead: a node probes another every Probe and waits
+// ProbeTimeout for the answer (then asks others to probe it, and tries TCP); a node that
+// failed is suspected, and declared dead Suspicion probe intervals later unless it refutes.
+type Timing struct {
+	Probe        time.Duration
+	ProbeTimeout time.Duration
+	Suspicion    int
+}
+
+// DefaultTiming declares a dead node within about 500 ms on a LAN, so the next holder's
+// announcement lands before a client's first SYN retransmission (1 s). Each node sends about
+// twenty small packets a second whatever the cluster's size (docs/benchmarks.md).
+var DefaultTiming = Timing{Probe: 100 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond, Suspicion: 3}
+
+// DefaultPort is memberlist's (and MetalLB's speakers').
+const DefaultPort = 7946
+
+// Meta is what a node says of itself to the others.
+type Meta struct {
+	Draining bool // leaving: hands its VIPs over
+	Unfit    bool // its VIP interface is down or its engine stopped serving: holds nothing
+}
+
+func (m Meta) encode() []byte {
+	var b byte
+	if m.Draining {
+		b |= 1
+	}
+	if m.Unfit {
+		b |= 2
+	}
+	return []byte{b}
+}
+
+func decodeMeta(b []byte) Meta {
+	if len(b) == 0 {
+		return Meta{}
+	}
+	return Meta{Draining: b[0]&1 != 0, Unfit: b[0]&2 != 0}
+}
+
+// GossipConfig is what a node needs to join the others.
+type GossipConfig struct {
+	Node    string
+	Address string // the address others reach this node on (the node's own)
+	Port    int
+	// Key encrypts and authenticates the gossip (AES, 16, 24 or 32 bytes); nil sends it in
+	// the clear.
+	Key    []byte
+	Timing Timing
+	// OnChange is called (from memberlist's goroutines) when a node joins, leaves, dies or
+	// changes its Meta.
+	OnChange func()
+	Log      logr.Logger
+	// Transport, when set, replaces memberlist's UDP and TCP sockets (tests count bytes).
+	Transport memberlist.Transport
+}
+
+// Gossip is this node's membership in the dataplane nodes' gossip.
+type Gossip struct {
+	ml       *memberlist.Memberlist
+	node     string
+	meta     atomic.Value // Meta
+	onChange func()
+
+	mu sync.Mutex
+	// known are the nodes this one has seen alive and that have not left cleanly: the base of
+	// the quorum. A dead node stays known until the API server says it is gone (Forget).
+	known map[string]bool
+}
+
+// StartGossip starts gossiping on the configured address; Join adds the others.
+func StartGossip(c GossipConfig) (*Gossip, error) {
+	g := &Gossip{node: c.Node, onChange: c.OnChange, known: map[string]bool{c.Node: true}}
+	g.meta.Store(Meta{})
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = c.Node
+	mc.BindAddr = c.Address
+	mc.BindPort = c.Port
+	mc.AdvertiseAddr = c.Address
+	mc.AdvertisePort = c.Port
+	mc.ProbeInterval = c.Timing.Probe
+	mc.ProbeTimeout = c.Timing.ProbeTimeout
+	mc.SuspicionMult = c.Timing.Suspicion
+	// Lifeguard lengthens a suspicion that nobody confirms; not here: a holder cut off from
+	// everyone gets no confirmation, and must find out as fast as the others (measured: with
+	// the default 6 the cut-off holder of three nodes answered 0.9 s after the others took over).
+	mc.SuspicionMaxTimeoutMult = 1
+	// Lifeguard also slows a node whose probes fail, in case the fault is its own slowness;
+	// bounded low for the same reason.
+	mc.AwarenessMaxMultiplier = 2
+	mc.GossipInterval = c.Timing.Probe
+	// A node declared dead while it was only cut off learns it (and refutes) when the cut
+	// heals: gossip keeps reaching the dead this long; Join covers what comes later.
+	mc.GossipToTheDeadTime = 60 * time.Second
+	mc.SecretKey = c.Key
+	mc.Delegate = delegate{g}
+	mc.Events = events{g}
+	mc.Logger = log.New(logWriter(c.Log), "", 0)
+	if c.Transport != nil {
+		mc.Transport = c.Transport
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("gossip on %s: %w", net.JoinHostPort(c.Address, strconv.Itoa(c.Port)), err)
+	}
+	g.ml = ml
+	return g, nil
+}
+
+// Address is where the others reach this node's gossip (host:port), the port as bound.
+func (g *Gossip) Address() string {
+	n := g.ml.LocalNode()
+	return HostPort(n.Addr.String(), int(n.Port))
+}
+
+// Join contacts the given peers (host:port) and learns the cluster from them; it returns how
+// many answered.
+func (g *Gossip) Join(peers []string) (int, error) {
+	if len(peers) == 0 {
+		return 0, nil
+	}
+	return g.ml.Join(peers)
+}
+
+// SetMeta tells the others what this node says of itself, and waits (briefly) for it to go out.
+func (g *Gossip) SetMeta(m Meta) error {
+	if g.meta.Swap(m) == m {
+		return nil
+	}
+	err := g.ml.UpdateNode(time.Second)
+	g.changed()
+	return err
+}
+
+// Meta is what this node says of itself now.
+func (g *Gossip) Meta() Meta { return g.meta.Load().(Meta) }
+
+// Forget drops a dead node from the quorum's base: the API server says it no longer runs
+// the dataplane.
+func (g *Gossip) Forget(node string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if node != g.node {
+		delete(g.known, node)
+	}
+}
+
+// Leave tells the others this node is going, so they need not detect it, and stops.
+func (g *Gossip) Leave(timeout time.Duration) {
+	g.ml.Leave(timeout)
+	g.ml.Shutdown()
+}
+
+// Shutdown stops gossiping without a word, as a crash would.
+func (g *Gossip) Shutdown() { g.ml.Shutdown() }
+
+// Check is a health check: this node is a member in good standing of its own view.
+func (g *Gossip) Check() error {
+	n := g.ml.LocalNode()
+	if n == nil || n.State != memberlist.StateAlive {
+		return fmt.Errorf("this node is not alive in its own gossip view")
+	}
+	return nil
+}
+
+// View is the membership as this node sees it now.
+type View struct {
+	Alive    []string // sorted, this node included
+	Draining map[string]bool
+	Unfit    map[string]bool
+	Known    int // nodes seen alive that have not left: what a majority is counted against
+}
+
+// Eligible are the alive nodes that may hold VIPs.
+func (v View) Eligible() []string {
+	return slices.DeleteFunc(slices.Clone(v.Alive), func(n string) bool { return v.Unfit[n] })
+}
+
+// Quorate reports whether this side of a partition may hold VIPs: more than half of the known
+// nodes are alive in its view, or exactly half and the witness answers (two nodes cannot tell
+// a partition from a death otherwise).
+func (v View) Quorate(witness func() bool) bool {
+	switch alive := len(v.Alive); {
+	case 2*alive > v.Known:
+		return true
+	case 2*alive == v.Known:
+		return witness == nil || witness()
+	}
+	return false
+}
+
+// View returns the membership now.
+func (g *Gossip) View() View {
+	v := View{Draining: map[string]bool{}, Unfit: map[string]bool{}}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, n := range g.ml.Members() {
+		g.known[n.Name] = true
+		v.Alive = append(v.Alive, n.Name)
+		m := decodeMeta(n.Meta)
+		if n.Name == g.node {
+			m = g.Meta() // what this node decided, before the others have heard it
+		}
+		if m.Draining {
+			v.Draining[n.Name] = true
+		}
+		if m.Unfit {
+			v.Unfit[n.Name] = true
+		}
+	}
+	slices.Sort(v.Alive)
+	v.Known = len(g.known)
+	return v
+}
+
+func (g *Gossip) changed() {
+	if g.onChange != nil {
+		g.onChange()
+	}
+}
+
+type delegate struct{ g *Gossip }
+
+func (d delegate) NodeMeta(int) []byte                 { return d.g.Meta().encode() }
+func (d delegate) NotifyMsg([]byte)                    {}
+func (d delegate) GetBroadcasts(int, int) [][]byte     { return nil }
+func (d delegate) LocalState(bool) []byte              { return nil }
+func (d delegate) MergeRemoteState(buf []byte, _ bool) {}
+
+type events struct{ g *Gossip }
+
+func (e events) NotifyJoin(n *memberlist.Node) {
+	e.g.mu.Lock()
+	e.g.known[n.Name] = true
+	e.g.mu.Unlock()
+	e.g.changed()
+}
+
+func (e events) NotifyLeave(n *memberlist.Node) {
+	if n.State == memberlist.StateLeft {
+		e.g.Forget(n.Name) // a clean leave: not a death, no longer part of the quorum
+	}
+	e.g.changed()
+}
+
+func (e events) NotifyUpdate(*memberlist.Node) { e.g.changed() }
+
+// logWriter passes memberlist's warnings and errors to the agent's log; its debug lines (one
+// per probe) are dropped.
+func logWriter(l logr.Logger) io.Writer {
+	r, w := io.Pipe()
+	go func() {
+		s := bufio.NewScanner(r)
+		for s.Scan() {
+			line := s.Text()
+			if strings.Contains(line, "[ERR]") || strings.Contains(line, "[WARN]") {
+				l.Info(strings.TrimSpace(line))
+			}
+		}
+	}()
+	return w
+}

@@ -1,0 +1,171 @@
+package nodes
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/hashicorp/memberlist"
+)
+
+// countingTransport is memberlist's own UDP and TCP transport, counting what it sends.
+type countingTransport struct {
+	*memberlist.NetTransport
+	sent *atomic.Int64
+}
+
+func (c countingTransport) WriteToAddress(b []byte, addr memberlist.Address) (time.Time, error) {
+	c.sent.Add(int64(len(b)))
+	return c.NetTransport.WriteToAddress(b, addr)
+}
+
+func (c countingTransport) DialAddressTimeout(addr memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	conn, err := c.NetTransport.DialAddressTimeout(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return countingConn{conn, c.sent}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	sent *atomic.Int64
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	c.sent.Add(int64(len(b)))
+	return c.Conn.Write(b)
+}
+
+// startMembers starts n gossiping members on loopback with the given timing (and a key, as
+// the chart gives), each joined to the one before; sent counts every byte they send.
+func startMembers(t testing.TB, n int, timing Timing, sent *atomic.Int64) []*Gossip {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	var gs []*Gossip
+	for i := range n {
+		tr, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, BindPort: 0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := StartGossip(GossipConfig{Node: fmt.Sprintf("node-%03d", i), Address: "127.0.0.1", Port: tr.GetAutoBindPort(),
+			Key: key, Timing: timing, Log: logr.Discard(), Transport: countingTransport{tr, sent}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(g.Shutdown)
+		if i > 0 {
+			if _, err := g.Join([]string{HostPort("127.0.0.1", int(gs[i-1].ml.LocalNode().Port))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		gs = append(gs, g)
+	}
+	return gs
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("never: %s", what)
+		}
+	}
+}
+
+// TestGossipDeathQuorumAndMeta runs three members: one that dies silently is dropped by the
+// others, who stay quorate (two of three), while a member that lost both others is not; a
+// member's Meta (draining, unfit) reaches the others; a clean leave shrinks the quorum's base.
+func TestGossipDeathQuorumAndMeta(t *testing.T) {
+	var sent atomic.Int64
+	gs := startMembers(t, 3, DefaultTiming, &sent)
+	waitFor(t, "all three see each other", func() bool {
+		return len(gs[0].View().Alive) == 3 && len(gs[1].View().Alive) == 3 && len(gs[2].View().Alive) == 3
+	})
+	gs[1].SetMeta(Meta{Draining: true})
+	waitFor(t, "node-001's draining reaches node-000", func() bool { return gs[0].View().Draining["node-001"] })
+	gs[1].SetMeta(Meta{Unfit: true})
+	waitFor(t, "node-001's unfitness reaches node-002", func() bool {
+		v := gs[2].View()
+		return v.Unfit["node-001"] && !slices.Contains(v.Eligible(), "node-001")
+	})
+
+	gs[2].Shutdown() // dies without a word
+	waitFor(t, "node-002's death is noticed", func() bool { return len(gs[0].View().Alive) == 2 })
+	v := gs[0].View()
+	if v.Known != 3 || !v.Quorate(func() bool { return false }) {
+		t.Fatalf("two of three alive: known %d, quorate %v; want 3, true", v.Known, v.Quorate(nil))
+	}
+	gs[1].Shutdown()
+	waitFor(t, "node-001's death is noticed", func() bool { return len(gs[0].View().Alive) == 1 })
+	if v := gs[0].View(); v.Quorate(func() bool { return true }) {
+		t.Fatal("one of three alive is quorate: a cut-off holder would keep its VIPs")
+	}
+	// The API server says node-002 is gone for good: one of two, the witness decides.
+	gs[0].Forget("node-002")
+	v = gs[0].View()
+	if v.Known != 2 || !v.Quorate(func() bool { return true }) || v.Quorate(func() bool { return false }) {
+		t.Fatalf("one of two known: known %d; the witness must decide", v.Known)
+	}
+}
+
+func TestQuorate(t *testing.T) {
+	yes, no := func() bool { return true }, func() bool { return false }
+	for _, c := range []struct {
+		alive, known int
+		witness      func() bool
+		want         bool
+	}{
+		{1, 1, no, true},   // a single node keeps its VIPs
+		{1, 2, yes, true},  // the survivor of two, the gateway answers
+		{1, 2, no, false},  // the one whose link died
+		{1, 2, nil, true},  // no witness: a tie keeps the VIPs
+		{2, 3, no, true},   // the majority
+		{1, 3, yes, false}, // the cut-off holder, whatever the witness says
+		{2, 4, yes, true},
+		{2, 4, no, false},
+	} {
+		v := View{Alive: make([]string, c.alive), Known: c.known}
+		if got := v.Quorate(c.witness); got != c.want {
+			t.Errorf("%d of %d alive (witness %v): quorate %v, want %v", c.alive, c.known, c.witness != nil && c.witness(), got, c.want)
+		}
+	}
+}
+
+// BenchmarkGossip100Members measures what gossip costs each node: 100 members in one process,
+// on loopback, probing every DefaultTiming.Probe as the agents do, for the benchmark's time
+// (-benchtime 10x: 10 s). It reports bytes sent per node per second. What a node sends
+// depends on how often it probes and gossips, not on how long it waits for an answer: the
+// probe timeout is raised here, because 100 members sharing this machine's two cores answer
+// far slower than 100 machines would, and false deaths would add traffic no real cluster has.
+func BenchmarkGossip100Members(b *testing.B) {
+	members := 100
+	if n, err := strconv.Atoi(os.Getenv("L4LB_GOSSIP_MEMBERS")); err == nil {
+		members = n
+	}
+	var sent atomic.Int64
+	timing := DefaultTiming
+	timing.ProbeTimeout = 90 * time.Millisecond
+	timing.Suspicion = 30
+	gs := startMembers(b, members, timing, &sent)
+	for end := time.Now().Add(60 * time.Second); len(gs[members-1].View().Alive) < members; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(end) {
+			b.Fatalf("only %d of 100 members met", len(gs[99].View().Alive))
+		}
+	}
+	time.Sleep(5 * time.Second) // the joins' state exchanges settle
+	b.ResetTimer()
+	start := sent.Load()
+	t0 := time.Now()
+	for range b.N {
+		time.Sleep(time.Second)
+	}
+	secs := time.Since(t0).Seconds()
+	b.ReportMetric(float64(sent.Load()-start)/float64(members)/secs, "bytes/node/s")
+	b.ReportMetric(float64(len(gs[members/2].View().Alive)), "alive-in-view")
+}

@@ -1,0 +1,103 @@
+package vip
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+)
+
+// nfARPIn is the arp family's input hook (linux/netfilter_arp.h: NF_ARP_IN); the library's
+// ChainHookInput is the inet families' (1), which is NF_ARP_OUT there.
+const nfARPIn = 0
+
+// guard keeps the kernel from answering ARP requests for VIPs: an nftables table of the arp
+// family drops requests whose target is in its set, before the kernel's ARP code sees them.
+// The agent's own responder reads the requests from a packet socket, which gets them first.
+// The table outlives the process, so a node whose agent was SIGKILLed stops answering for
+// its VIPs at once: the address stays, the answers do not (issue: two MACs for one VIP).
+//
+// IPv6 needs no guard: Linux answers a neighbour solicitation only for addresses of the
+// interface it arrived on, and VIPs are on another one.
+type guard struct {
+	table *nftables.Table
+	set   *nftables.Set
+}
+
+func (g *guard) conn() (*nftables.Conn, error) { return nftables.New() }
+
+// openGuard (re)creates the table with exactly addrs in its set, in one transaction, so
+// addresses a previous agent left are never answered by the kernel in between.
+func openGuard(name string, addrs []netip.Addr) (*guard, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, err
+	}
+	t := &nftables.Table{Family: nftables.TableFamilyARP, Name: name}
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+	set := &nftables.Set{Table: t, Name: "vips", KeyType: nftables.TypeIPAddr}
+	if err := c.AddSet(set, elements(addrs)); err != nil {
+		return nil, err
+	}
+	ch := c.AddChain(&nftables.Chain{Name: "input", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookRef(nfARPIn), Priority: nftables.ChainPriorityFilter})
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+		// Ethernet/IPv4 ARP: operation at 6 (1: request), target protocol address at 24.
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 6, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 1}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}})
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("nftables table arp %s: %w", name, err)
+	}
+	return &guard{table: t, set: set}, nil
+}
+
+func elements(addrs []netip.Addr) []nftables.SetElement {
+	var out []nftables.SetElement
+	for _, a := range addrs {
+		if a.Is4() {
+			b := a.As4()
+			out = append(out, nftables.SetElement{Key: b[:]})
+		}
+	}
+	return out
+}
+
+func (g *guard) add(a netip.Addr) error    { return g.change(a, true) }
+func (g *guard) remove(a netip.Addr) error { return g.change(a, false) }
+
+func (g *guard) change(a netip.Addr, add bool) error {
+	e := elements([]netip.Addr{a})
+	if len(e) == 0 {
+		return nil
+	}
+	c, err := g.conn()
+	if err != nil {
+		return err
+	}
+	if add {
+		err = c.SetAddElements(g.set, e)
+	} else {
+		err = c.SetDeleteElements(g.set, e)
+	}
+	if err != nil {
+		return err
+	}
+	return c.Flush()
+}
+
+// close removes the table: on a clean stop, after the addresses are gone.
+func (g *guard) close() error {
+	c, err := g.conn()
+	if err != nil {
+		return err
+	}
+	c.DelTable(g.table)
+	return c.Flush()
+}
