@@ -241,11 +241,11 @@ func (l *lab) pauseAPI(what string, d time.Duration, holder string) {
 	time.Sleep(5 * time.Second)
 	ok, refused, cut := traffic.stop()
 	samples, off := arp.stopExpecting(l.mac(holder))
-	fmt.Printf("API server paused %s: %d connections answered, %d refused, %d cut; %d of %d ARP samples not answered by the holder alone\n",
+	fmt.Printf("API server paused %s: %d connections answered, %d refused, %d cut; %d of %d ARP samples answered by another node\n",
 		what, ok, refused, cut, off, samples)
 	if refused+cut != 0 || ok == 0 || off != 0 {
 		l.dumpLogs()
-		l.t.Fatalf("API server paused %s: %d answered, %d refused, %d cut; %d of %d ARP samples not the holder %s alone",
+		l.t.Fatalf("API server paused %s: %d answered, %d refused, %d cut; %d of %d ARP samples answered by another node than the holder %s",
 			what, ok, refused, cut, off, samples, holder)
 	}
 }
@@ -302,11 +302,13 @@ func (s *arpSampler) stop() (maxMACs, moves int) {
 	return maxMACs, moves
 }
 
-// stopExpecting ends the sampling and counts the samples not answered by mac alone.
+// stopExpecting ends the sampling and counts the samples answered by another MAC than mac
+// (a sample nobody answered within its 100 ms is a slow reply on a loaded machine, not a move:
+// the client's connections say whether the VIP was served).
 func (s *arpSampler) stopExpecting(mac string) (samples, off int) {
 	s.stop()
 	for _, x := range s.samples {
-		if len(x.macs) != 1 || x.macs[0] != mac {
+		if slices.ContainsFunc(x.macs, func(m string) bool { return m != mac }) {
 			off++
 		}
 	}

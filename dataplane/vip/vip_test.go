@@ -2,6 +2,7 @@ package vip
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -9,13 +10,15 @@ import (
 	"time"
 
 	"github.com/l4lb/l4lb/dataplane/internal/lantest"
+	"github.com/mdlayher/ndp"
 )
 
 // TestKernelSilentAgentAnswers proves, on two hosts (network namespaces joined by a veth),
 // that a VIP made local by Local is answered on the LAN by the agent alone: the kernel, told
 // by the guard, does not answer for it, so when the agent is gone (its responder closed, the
 // guard and the address left behind as after SIGKILL) nobody answers; a new Local adopts the
-// address, and a Sync without it removes it.
+// address, and a Sync without it removes it. The same for an IPv6 VIP and neighbour
+// solicitations, which Linux answers only for the addresses of the interface asked.
 func TestKernelSilentAgentAnswers(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("network namespaces need root: run make test as root")
@@ -33,7 +36,11 @@ func TestKernelSilentAgentAnswers(t *testing.T) {
 	run("ip", "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
 	run("ip", "-n", a, "addr", "add", "198.51.100.1/24", "dev", "eth0")
 	run("ip", "-n", b, "addr", "add", "198.51.100.2/24", "dev", "eth0")
+	run("ip", "-n", a, "addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad")
+	run("ip", "-n", b, "addr", "add", "2001:db8::2/64", "dev", "eth0", "nodad")
 	for _, ns := range []string{a, b} {
+		// Link-local addresses usable at once (no duplicate address detection), for NDP.
+		run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
 		run("ip", "-n", ns, "link", "set", "eth0", "up")
 		run("ip", "-n", ns, "link", "set", "lo", "up")
 	}
@@ -76,17 +83,78 @@ func TestKernelSilentAgentAnswers(t *testing.T) {
 	if got := who(); len(got) != 0 {
 		t.Fatalf("after the agent died the node still answers for the VIP: %v", got)
 	}
-	// A new agent adopts the address, then lets it go.
+	// IPv6: the kernel answers solicitations only for the interface's own addresses, so a VIP
+	// on lo is answered by the agent alone, and by nobody once it let go.
+	vip6 := netip.MustParseAddr("2001:db8::100")
+	solicit := func() int {
+		t.Helper()
+		n := 0
+		if err := lantest.In(b, func() error {
+			ifi, err := net.InterfaceByName("eth0")
+			if err != nil {
+				return err
+			}
+			c, _, err := ndp.Listen(ifi, ndp.LinkLocal)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			group, _ := ndp.SolicitedNodeMulticast(vip6)
+			ns := &ndp.NeighborSolicitation{TargetAddress: vip6, Options: []ndp.Option{
+				&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: ifi.HardwareAddr}}}
+			if err := c.WriteTo(ns, nil, group.WithZone("eth0")); err != nil {
+				return err
+			}
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			for {
+				m, _, _, err := c.ReadFrom()
+				if err != nil {
+					return nil
+				}
+				if na, ok := m.(*ndp.NeighborAdvertisement); ok && na.TargetAddress == vip6 {
+					n++
+				}
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	var l6 *Local // the next agent, which adopts the IPv4 VIP the dead one left
+	if err := lantest.In(a, func() (err error) {
+		l6, err = New(Config{Interface: "lo"})
+		if err != nil {
+			return err
+		}
+		if !l6.added[vip] {
+			return fmt.Errorf("the restarted agent did not adopt %s: %v", vip, l6.added)
+		}
+		if errs := l6.Sync(map[netip.Addr]bool{vip: true, vip6: true}, map[netip.Addr]bool{vip6: true}); len(errs) > 0 {
+			return fmt.Errorf("%v", errs)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := solicit(); n != 1 {
+		t.Fatalf("%d advertisements for the IPv6 VIP, want 1 (the agent's)", n)
+	}
+	lantest.In(a, func() error { l6.Sync(map[netip.Addr]bool{vip: true, vip6: true}, nil); return nil })
+	if n := solicit(); n != 0 {
+		t.Fatalf("%d advertisements for an IPv6 VIP the agent no longer answers for", n)
+	}
+
+	// A new agent adopts the addresses, then lets them go.
 	if err := lantest.In(a, func() error {
 		l2, err := New(Config{Interface: "lo"})
 		if err != nil {
 			return err
 		}
-		if !l2.added[vip] {
-			return fmt.Errorf("the restarted agent did not adopt %s: %v", vip, l2.added)
+		if !l2.added[vip] || !l2.added[vip6] {
+			return fmt.Errorf("the restarted agent did not adopt %s and %s: %v", vip, vip6, l2.added)
 		}
 		l2.Sync(nil, nil)
-		if IsLocal(vip) {
+		if IsLocal(vip) || IsLocal(vip6) {
 			return fmt.Errorf("%s still local after the new agent released it", vip)
 		}
 		return l2.Close()
