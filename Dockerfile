@@ -6,6 +6,7 @@ RUN go mod download
 COPY api/ api/
 COPY controllers/ controllers/
 COPY dataplane/ dataplane/
+COPY internal/ internal/
 COPY *.go ./
 RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags="-s -w" -o /out/l4lb .
 

@@ -50,6 +50,13 @@ verify: manifests generate $(STATICCHECK) ## Fail when generated files, formatti
 build: ## Build the l4lb binary (controller manager and dataplane agent).
 	CGO_ENABLED=0 go build -o $(BIN)/l4lb .
 
+IMG ?= l4lb:dev
+.PHONY: image
+image: ## Pack the static binary into an OCI image archive, bin/l4lb-image.tar (IMG=name:tag), without Docker.
+	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o $(BIN)/l4lb .
+	go run ./hack/image -binary $(BIN)/l4lb -tag $(IMG) -o $(BIN)/l4lb-image.tar
+	@echo "$(BIN)/l4lb-image.tar: load it with 'ctr -n k8s.io images import', or push it with 'crane push $(BIN)/l4lb-image.tar REGISTRY/l4lb:TAG'"
+
 ##@ Test
 
 .PHONY: envtest
