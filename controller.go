@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -19,8 +20,12 @@ import (
 	"github.com/l4lb/l4lb/controllers"
 	"github.com/l4lb/l4lb/controllers/openstack"
 	"github.com/l4lb/l4lb/controllers/vip"
+	"github.com/l4lb/l4lb/internal/podowner"
 	"github.com/l4lb/l4lb/internal/watchdog"
 )
+
+// leaderElectionID names the controller's leader election Lease.
+const leaderElectionID = "l4lb-controller.lb.l4lb.io"
 
 func controllerCommand() func() error {
 	metrics := flag.String("metrics-bind-address", ":8443", "address of the metrics endpoint (0 disables it)")
@@ -50,7 +55,7 @@ func controllerCommand() func() error {
 			Metrics:                 metricsOptions(*metrics, *metricsSecure),
 			HealthProbeBindAddress:  *probes,
 			LeaderElection:          *leaderElect,
-			LeaderElectionID:        "l4lb-controller.lb.l4lb.io",
+			LeaderElectionID:        leaderElectionID,
 			LeaderElectionNamespace: *leaderNamespace,
 			// Stepping down ends the process, so a new leader never overlaps with this one.
 			LeaderElectionReleaseOnCancel: true,
@@ -75,6 +80,17 @@ func controllerCommand() func() error {
 		}
 		if err := controllers.Setup(mgr, lbr); err != nil {
 			return err
+		}
+		if *leaderElect {
+			// The election's Lease goes with the leader's pod (podowner says why).
+			ns := *leaderNamespace
+			if ns == "" {
+				b, _ := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+				ns = strings.TrimSpace(string(b))
+			}
+			if err := mgr.Add(podowner.Lease{Reader: mgr.GetAPIReader(), Client: mgr.GetClient(), Key: client.ObjectKey{Namespace: ns, Name: leaderElectionID}}); err != nil {
+				return err
+			}
 		}
 		if err := mgr.AddHealthzCheck("reconcile", dog.Check); err != nil {
 			return err

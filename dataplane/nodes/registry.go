@@ -12,6 +12,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/l4lb/l4lb/internal/podowner"
 )
 
 // Label marks the node Leases.
@@ -88,6 +90,7 @@ func (r *Registry) renew(ctx context.Context) error {
 					Annotations: map[string]string{AddressAnnotation: r.Address}},
 				Spec: coordinationv1.LeaseSpec{HolderIdentity: &r.Node, LeaseDurationSeconds: &secs, RenewTime: &now, AcquireTime: &now},
 			}
+			podowner.Set(&l)
 			if err := r.Client.Create(ctx, &l); err != nil {
 				return err
 			}
@@ -104,6 +107,7 @@ func (r *Registry) renew(ctx context.Context) error {
 		r.lease.Annotations = map[string]string{}
 	}
 	r.lease.Annotations[AddressAnnotation] = r.Address
+	podowner.Set(r.lease) // a new pod of the DaemonSet takes the Lease over
 	if err := r.Client.Update(ctx, r.lease); err != nil {
 		r.lease = nil
 		return err
