@@ -10,16 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -29,10 +25,10 @@ import (
 
 	"github.com/l4lb/l4lb/controllers"
 	"github.com/l4lb/l4lb/dataplane/agent"
-	"github.com/l4lb/l4lb/dataplane/model"
 	"github.com/l4lb/l4lb/dataplane/nat"
 	"github.com/l4lb/l4lb/dataplane/nodes"
 	"github.com/l4lb/l4lb/dataplane/proxy"
+	"github.com/l4lb/l4lb/dataplane/standalone"
 	"github.com/l4lb/l4lb/dataplane/vip"
 	"github.com/l4lb/l4lb/internal/watchdog"
 )
@@ -64,7 +60,9 @@ func dataplaneCommand() func() error {
 	drainGrace := flag.Duration("drain-grace", 5*time.Second, "on shutdown, how long to wait for other nodes to take this node's VIPs")
 	return func() error {
 		if *config != "" {
-			return standalone(*config, *metrics, *pprof, *kernelUDP, *memberCC)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return standalone.Run(ctx, standalone.Options{Path: *config, MetricsAddr: *metrics, Pprof: *pprof, KernelUDP: *kernelUDP, MemberCongestion: *memberCC})
 		}
 		log := slog.Default()
 		mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
@@ -95,8 +93,8 @@ func dataplaneCommand() func() error {
 		}
 		a.Ownership = own
 		own.Fitness = func() error { return fitness(*iface, vips) }
-		table := kernelTable(*kernelUDP, func() (*nat.Table, error) { return nat.Open("l4lb-"+*node, nat.DefaultTag) }, log)
-		defer closeTable(table, log)
+		table := nat.Optional(*kernelUDP, func() (*nat.Table, error) { return nat.Open("l4lb-"+*node, nat.DefaultTag) }, log)
+		defer nat.CloseLogged(table, log)
 		a.Server = proxy.New(proxy.Options{Registerer: crmetrics.Registry, OnHealth: a.OnHealth, NAT: table, MemberCongestion: *memberCC})
 		defer a.Server.Close()
 		dog := watchdog.New(time.Minute)
@@ -280,121 +278,9 @@ func drainOnSignal(g *nodes.Gossip, own *agent.Ownership, grace time.Duration) c
 	return ctx
 }
 
-// kernelTable opens the nftables table that carries UDP listeners, or returns nil (the proxy
-// carries them) when it is not wanted or cannot be programmed here.
-func kernelTable(wanted bool, open func() (*nat.Table, error), log *slog.Logger) *nat.Table {
-	if !wanted {
-		return nil
-	}
-	t, err := open()
-	if err != nil {
-		log.Warn("UDP listeners go through the proxy: cannot program nftables", "err", err)
-		return nil
-	}
-	return t
-}
-
-func closeTable(t *nat.Table, log *slog.Logger) {
-	if t == nil {
-		return
-	}
-	if err := t.Close(); err != nil {
-		log.Warn("removing the kernel's UDP listeners", "err", err)
-	}
-}
-
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
 	}
 	return def
-}
-
-// standaloneLocks holds the locks by which standalone instances claim their nftables tables;
-// their tags start after the agent's (nat.DefaultTag) and those tests use.
-const (
-	standaloneLocks    = "/run/l4lb"
-	standaloneFirstTag = 0x50
-)
-
-// standalone serves a file of l4lb objects: no API server, no controller. Each load balancer
-// needs spec.vip.address. The file is reloaded on SIGHUP and when it changes.
-func standalone(path, metricsAddr string, withPprof, kernelUDP bool, memberCC string) error {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	// Several standalone instances may share a host: each claims a table of its own.
-	table := kernelTable(kernelUDP, func() (*nat.Table, error) {
-		return nat.OpenClaimed(standaloneLocks, "l4lb-standalone", standaloneFirstTag)
-	}, log)
-	defer closeTable(table, log)
-	srv := proxy.New(proxy.Options{Registerer: reg, Logger: log, NAT: table, MemberCongestion: memberCC})
-	defer srv.Close()
-	if metricsAddr != "0" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		if withPprof {
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		}
-		go func() {
-			if err := http.ListenAndServe(metricsAddr, mux); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("metrics endpoint", "err", err)
-			}
-		}()
-	}
-	load := func() error {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		objs, err := model.Decode(data)
-		if err != nil {
-			return err
-		}
-		res := model.Build(objs)
-		for ref, p := range res.Problems {
-			log.Error("not served", "object", ref.String(), "reason", p.Reason, "message", p.Message)
-		}
-		for key, err := range srv.Apply(res.Model) {
-			log.Error("cannot serve listener", "listener", key, "err", err)
-		}
-		log.Info("serving", "config", path, "listeners", len(res.Model.Listeners))
-		return nil
-	}
-	if err := load(); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	last := modTime(path)
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-hup:
-		case <-tick.C:
-			if m := modTime(path); m.Equal(last) {
-				continue
-			} else {
-				last = m
-			}
-		}
-		if err := load(); err != nil {
-			// A bad edit keeps the last good configuration serving.
-			log.Error("reload failed; still serving the previous configuration", "err", err)
-		}
-	}
-}
-
-func modTime(path string) time.Time {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return time.Time{}
-	}
-	return fi.ModTime()
 }

@@ -5,16 +5,13 @@ package config
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/l4lb/l4lb/controllers/testenv"
@@ -46,24 +43,14 @@ func run(t *testing.T, name string, args ...string) []byte {
 	return out
 }
 
-// documents splits a YAML stream into its objects, leaving out empty documents.
+// documents splits a YAML stream into its objects.
 func documents(t *testing.T, manifests []byte) []*unstructured.Unstructured {
 	t.Helper()
-	var out []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifests), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		err := dec.Decode(&u.Object)
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(u.Object) > 0 {
-			out = append(out, u)
-		}
+	out, err := testenv.Documents(manifests)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return out
 }
 
 // dryRun applies every document with a server-side dry run, as kubectl apply --dry-run=server.

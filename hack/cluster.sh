@@ -47,8 +47,7 @@ deps() {
   fi
 }
 
-# build_k8s builds the Kubernetes commands (as hack/envtest-assets.sh builds kube-apiserver),
-# with the version stamped: kubectl and Helm read it.
+# build_k8s builds the Kubernetes commands this cluster needs, once.
 build_k8s() {
   local want=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
   local todo=()
@@ -57,30 +56,9 @@ build_k8s() {
   mkdir -p "$bin"
   exec 8>"$bin.lock"
   flock 8
-  local work
-  work=$(mktemp -d)
-  (
-    cd "$work"
-    export GOFLAGS=-mod=mod CGO_ENABLED=0
-    go mod init l4lb.local/cluster >/dev/null 2>&1
-    gomod=$(go mod download -json "k8s.io/kubernetes@${k8s_version}" | awk -F'"' '/"GoMod"/{print $4}')
-    for m in $(awk '/=> \.\/staging\/src\//{print $1}' "$gomod"); do
-      go mod edit -replace "${m}=${m}@v0.${minor}"
-    done
-    go mod edit -require "k8s.io/kubernetes@${k8s_version}"
-    {
-      echo '//go:build tools'; echo; echo 'package tools'; echo
-      for c in "${todo[@]}"; do echo "import _ \"k8s.io/kubernetes/cmd/$c\""; done
-    } > tools.go
-    go mod tidy -e >/dev/null 2>&1 || true
-    for c in "${todo[@]}"; do
-      log "building $c ${k8s_version} (once)"
-      go build -trimpath -ldflags "-s -X k8s.io/component-base/version.gitVersion=${k8s_version} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor%%.*}" \
-        -o "$bin/$c.tmp" "k8s.io/kubernetes/cmd/$c" >&2
-      mv "$bin/$c.tmp" "$bin/$c"
-    done
-  )
-  rm -rf "$work"
+  # shellcheck source=hack/lib/k8s-build.sh
+  source "$root/hack/lib/k8s-build.sh"
+  k8s_build "$k8s_version" "$minor" "$bin" "${todo[@]}"
 }
 
 pki() {

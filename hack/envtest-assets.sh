@@ -27,27 +27,9 @@ trap 'rm -rf "$work"' EXIT
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 
 if [[ ! -x "$out/kube-apiserver" ]]; then
-  echo "building kube-apiserver ${k8s_version} (a few minutes, once)..." >&2
-  mkdir -p "$work/apiserver"
-  cd "$work/apiserver"
-  go mod init l4lb.local/apiserver >/dev/null 2>&1
-  gomod=$(go mod download -json "k8s.io/kubernetes@${k8s_version}" | awk -F'"' '/"GoMod"/{print $4}')
-  # k8s.io/kubernetes replaces its staging modules with local paths; point each at the
-  # published module of the same minor instead.
-  for m in $(awk '/=> \.\/staging\/src\//{print $1}' "$gomod"); do
-    go mod edit -replace "${m}=${m}@v0.${minor}"
-  done
-  go mod edit -require "k8s.io/kubernetes@${k8s_version}"
-  cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
-GO
-  go mod tidy -e >&2 2>/dev/null || true
-  go build -trimpath -ldflags=-s -o "$out/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver >&2
-  mv "$out/kube-apiserver.tmp" "$out/kube-apiserver"
+  # shellcheck source=hack/lib/k8s-build.sh
+  source "$root/hack/lib/k8s-build.sh"
+  k8s_build "$k8s_version" "$minor" "$out" kube-apiserver
 fi
 
 if [[ ! -x "$out/etcd" ]]; then

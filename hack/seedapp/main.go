@@ -14,8 +14,26 @@ import (
 
 func main() {
 	port := flag.String("p", "8080", "port for the web server to bind to")
+	udp := flag.String("u", "", "also answer UDP datagrams on this port, with the same line (a UDP member)")
 	flag.Parse()
 	host, _ := os.Hostname()
+	if *udp != "" {
+		pc, err := net.ListenPacket("udp", ":"+*udp)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				_, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					continue
+				}
+				pc.WriteTo([]byte("Server : "+host+"\n"), from)
+			}
+		}()
+	}
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		ip, _, _ := net.SplitHostPort(r.Context().Value(http.LocalAddrContextKey).(net.Addr).String())
 		fmt.Fprintf(w, "Server : %s @ %s\n", host, strings.Trim(ip, "[]"))
