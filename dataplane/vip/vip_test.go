@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,6 +44,18 @@ func TestKernelSilentAgentAnswers(t *testing.T) {
 		run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
 		run("ip", "-n", ns, "link", "set", "eth0", "up")
 		run("ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	// The link-local addresses NDP speaks from appear a moment after the links come up.
+	for _, ns := range []string{a, b} {
+		for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			out, _ := exec.Command("ip", "-n", ns, "-6", "addr", "show", "dev", "eth0", "scope", "link").Output()
+			if strings.Contains(string(out), "fe80") && !strings.Contains(string(out), "tentative") {
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatalf("no usable link-local address in %s: %s", ns, out)
+			}
+		}
 	}
 	vip := netip.MustParseAddr("198.51.100.100")
 	who := func() []string {
