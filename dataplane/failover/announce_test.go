@@ -3,10 +3,11 @@ package failover
 import (
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/l4lb/l4lb/dataplane/internal/lantest"
 
 	"github.com/l4lb/l4lb/dataplane/vip"
 )
@@ -58,15 +59,7 @@ func TestAnnouncementsMoveNeighbourEntries(t *testing.T) {
 
 func waitLinkLocal(t *testing.T, h *host) {
 	t.Helper()
-	end := time.Now().Add(10 * time.Second)
-	for {
-		out, _ := exec.Command("ip", "-n", h.ns, "-6", "addr", "show", "dev", "eth0", "scope", "link").Output()
-		if strings.Contains(string(out), "fe80") && !strings.Contains(string(out), "tentative") {
-			return
-		}
-		if time.Now().After(end) {
-			t.Fatalf("no usable link-local address on %s: %s", h.ns, out)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := lantest.WaitLinkLocal(h.ns, "eth0", 10*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -45,16 +44,9 @@ func TestKernelSilentAgentAnswers(t *testing.T) {
 		run("ip", "-n", ns, "link", "set", "eth0", "up")
 		run("ip", "-n", ns, "link", "set", "lo", "up")
 	}
-	// The link-local addresses NDP speaks from appear a moment after the links come up.
 	for _, ns := range []string{a, b} {
-		for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			out, _ := exec.Command("ip", "-n", ns, "-6", "addr", "show", "dev", "eth0", "scope", "link").Output()
-			if strings.Contains(string(out), "fe80") && !strings.Contains(string(out), "tentative") {
-				break
-			}
-			if time.Now().After(end) {
-				t.Fatalf("no usable link-local address in %s: %s", ns, out)
-			}
+		if err := lantest.WaitLinkLocal(ns, "eth0", 10*time.Second); err != nil {
+			t.Fatal(err)
 		}
 	}
 	vip := netip.MustParseAddr("198.51.100.100")

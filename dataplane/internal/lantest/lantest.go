@@ -3,9 +3,12 @@
 package lantest
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/mdlayher/arp"
@@ -66,4 +69,20 @@ func WhoHas(ns, iface, addr string, wait time.Duration) ([]string, error) {
 		}
 	})
 	return macs, err
+}
+
+// WaitLinkLocal waits until iface in namespace ns has a usable IPv6 link-local address (the
+// one NDP speaks from appears a moment after the link comes up).
+func WaitLinkLocal(ns, iface string, limit time.Duration) error {
+	end := time.Now().Add(limit)
+	for {
+		out, _ := exec.Command("ip", "-n", ns, "-6", "addr", "show", "dev", iface, "scope", "link").Output()
+		if strings.Contains(string(out), "fe80") && !strings.Contains(string(out), "tentative") {
+			return nil
+		}
+		if time.Now().After(end) {
+			return fmt.Errorf("no usable link-local address on %s in %s: %s", iface, ns, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
