@@ -16,6 +16,11 @@ import (
 	"syscall"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	coordinationv1 "k8s.io/api/coordination/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -58,6 +63,8 @@ func dataplaneCommand() func() error {
 	kernelUDP := flag.Bool("kernel-udp", true, "carry UDP listeners in the kernel (nftables NAT and conntrack, as Octavia uses LVS) where their settings allow; without CAP_NET_ADMIN the proxy carries them")
 	memberCC := flag.String("member-congestion-control", "cubic", "TCP congestion control of connections to members (empty: the host's default); client connections keep the host's")
 	drainGrace := flag.Duration("drain-grace", 5*time.Second, "on shutdown, how long to wait for other nodes to take this node's VIPs")
+	handOff := flag.Bool("restart-handoff", true, "on shutdown with no other node to take the VIPs, when the DaemonSet will start another agent here (an upgrade, a deleted pod): the kernel carries the listeners meanwhile (false: they stop with the agent)")
+	drainConns := flag.Duration("drain-connections", 20*time.Second, "on shutdown with no other node to take the VIPs, while the kernel carries the listeners until the next agent: how long proxied connections have to finish (keep it under the pod's termination grace)")
 	return func() error {
 		if *config != "" {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -122,8 +129,16 @@ func dataplaneCommand() func() error {
 		stopRefresh := make(chan struct{})
 		defer close(stopRefresh)
 		go vips.RefreshLoop(stopRefresh)
-		err = mgr.Start(drainOnSignal(g, own, *drainGrace))
+		err = mgr.Start(agent.Stopping{Agent: a, Grace: *drainGrace, Drain: *drainConns,
+			Restarts: restarts(*handOff, mgr.GetAPIReader(), log), Log: log}.Context())
 		g.Leave(time.Second)
+		if !a.HandedOff() {
+			// A clean stop that leaves nothing to the kernel: nor does it keep what a
+			// previous agent left (an uninstall must leave no table behind).
+			if rerr := nat.Remove(agent.HandOffTable); rerr != nil {
+				log.Warn("removing the hand-off table", "err", rerr)
+			}
+		}
 		return err
 	}
 }
@@ -246,36 +261,42 @@ func fitness(iface string, vips *vip.Local) error {
 	return proxy.Responsive(time.Second)
 }
 
-// drainOnSignal returns a context that ends after SIGTERM or SIGINT once this node has handed
-// its VIPs over: the node announces it is draining, the others take its VIPs, and only then,
-// or after grace, does the agent stop. Open connections are not cut before that.
-func drainOnSignal(g *nodes.Gossip, own *agent.Ownership, grace time.Duration) context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-sig
-		m := g.Meta()
-		m.Draining = true
-		g.SetMeta(m)
-		end := time.Now().Add(grace)
-		for len(own.Held()) > 0 && time.Now().Before(end) {
-			select {
-			case <-sig: // a second signal: stop now
-				cancel()
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
+// restarts tells whether another agent will start on this node after this one: its pod
+// belongs to a DaemonSet that stays (an upgrade or a deleted pod, not an uninstall). Not in
+// a pod: no. When the API server cannot be reached, yes: the node's traffic comes first.
+func restarts(wanted bool, r client.Reader, log *slog.Logger) func(context.Context) bool {
+	if !wanted {
+		return nil
+	}
+	return func(ctx context.Context) bool {
+		ns, name := os.Getenv("POD_NAMESPACE"), os.Getenv("POD_NAME")
+		if ns == "" || name == "" {
+			return false
 		}
-		// The VIPs are gone from here; serve what is already in the accept queues, and let
-		// the new holders announce themselves, before the listeners close.
-		select {
-		case <-sig:
-		case <-time.After(1500 * time.Millisecond):
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		// Gone, or no longer allowed to look (an uninstall removes the RBAC with the
+		// DaemonSet): nothing follows. Unreachable: something likely does.
+		final := func(err error) bool {
+			return apierrors.IsNotFound(err) || apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err)
 		}
-		cancel()
-	}()
-	return ctx
+		var pod corev1.Pod
+		if err := r.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &pod); err != nil {
+			log.Warn("cannot read this agent's pod", "err", err)
+			return !final(err)
+		}
+		owner := metav1.GetControllerOf(&pod)
+		if owner == nil || owner.Kind != "DaemonSet" {
+			return false
+		}
+		var ds appsv1.DaemonSet
+		err := r.Get(ctx, client.ObjectKey{Namespace: ns, Name: owner.Name}, &ds)
+		if err != nil {
+			log.Warn("cannot read this agent's DaemonSet", "err", err)
+			return !final(err)
+		}
+		return ds.UID == owner.UID && ds.DeletionTimestamp.IsZero()
+	}
 }
 
 func envOr(name, def string) string {

@@ -37,7 +37,8 @@ inns() { nsenter --net="/run/netns/$ns" "$@"; }
 
 deps() {
   local missing=()
-  for p in containerd runc containernetworking-plugins iptables conntrack socat; do
+  # python3-flask: the e2e tests' member host runs the seed's Flask app.
+  for p in containerd runc containernetworking-plugins iptables conntrack socat python3-flask; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
   done
   if ((${#missing[@]})); then

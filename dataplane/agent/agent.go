@@ -11,6 +11,8 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,6 +29,7 @@ import (
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/dataplane/health"
 	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/dataplane/nat"
 	"github.com/l4lb/l4lb/dataplane/proxy"
 	"github.com/l4lb/l4lb/dataplane/vip"
 	"github.com/l4lb/l4lb/internal/policy"
@@ -61,6 +64,14 @@ type Agent struct {
 	mu       sync.Mutex
 	reported map[types.UID]string // what was last written per object, so writes happen on change only
 	lastHeld map[string]bool
+
+	// The hand-off to the kernel (handoff.go): reconciling is held by each reconcile, and by
+	// HandOff, after which none changes anything; inherited says the previous agent left
+	// its listeners to the kernel at started, and this one has not taken them over yet.
+	reconciling sync.Mutex
+	handedOff   atomic.Bool
+	inherited   bool
+	started     time.Time
 }
 
 // everything is the one request the agent reconciles: any change rebuilds the whole model,
@@ -70,6 +81,10 @@ var everything = reconcile.Request{NamespacedName: client.ObjectKey{Name: "model
 // SetupWithManager watches the four kinds and member health.
 func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	a.health = make(chan event.GenericEvent, 64)
+	a.started = time.Now()
+	if a.VIPs != nil {
+		a.inherited, _ = nat.Exists(HandOffTable) // unreadable (no CAP_NET_ADMIN): nothing to take over
+	}
 	a.reported = map[types.UID]string{}
 	a.reports = newReporter(a.reportAll)
 	if err := mgr.Add(a.reports); err != nil {
@@ -117,6 +132,11 @@ func (a *Agent) OnHealth(health.Event) {
 }
 
 func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result, error) {
+	a.reconciling.Lock()
+	defer a.reconciling.Unlock()
+	if a.handedOff.Load() {
+		return ctrl.Result{}, nil // the kernel carries the listeners until the next agent
+	}
 	var (
 		lbs lbv1.LoadBalancerList
 		ls  lbv1.ListenerList
@@ -155,6 +175,7 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 	// left: no window where a node answers for a VIP but does not listen on it.
 	failed := a.Server.Apply(served)
 	vipErrs := a.syncVIPs(objs, held, lingering)
+	a.takeOver(ctrl.LoggerFrom(ctx))
 	a.reports.post(snapshot{objs: objs, res: res, served: served, failed: failed, vipErrs: vipErrs, held: held})
 	return ctrl.Result{}, nil
 }

@@ -92,6 +92,18 @@ func (o *Ownership) Held() map[string]bool {
 	return keys(o.held)
 }
 
+// Alone reports whether no other node could take this node's VIPs: none in view is fit and
+// not draining.
+func (o *Ownership) Alone() bool {
+	v := o.Gossip.View()
+	for _, n := range v.Eligible() {
+		if n != o.Node && !v.Draining[n] {
+			return false
+		}
+	}
+	return true
+}
+
 // Serving is what this node serves (listeners bound, members probed): what it holds, what
 // it stands by for, and what it just let go.
 func (o *Ownership) Serving() map[string]bool {

@@ -2,6 +2,7 @@ package failover
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"slices"
@@ -21,7 +22,7 @@ const backendEnv = "L4LB_FAILOVER_BACKEND"
 
 // TestMain doubles as a back-end: re-executed inside a namespace with
 // L4LB_FAILOVER_BACKEND=name[:port], it answers every connection on the port (8080 by
-// default) with its name.
+// default) with its name, and echoes on port 9000.
 func TestMain(m *testing.M) {
 	if name := os.Getenv(backendEnv); name != "" {
 		port := "8080"
@@ -48,6 +49,18 @@ func TestMain(m *testing.M) {
 					}
 				}()
 			}
+		}
+		// Port 9000 echoes lines back, for connections that stay open.
+		if el, err := net.Listen("tcp", ":9000"); err == nil {
+			go func() {
+				for {
+					c, err := el.Accept()
+					if err != nil {
+						return
+					}
+					go func() { io.Copy(c, c); c.Close() }()
+				}
+			}()
 		}
 		for {
 			c, err := ln.Accept()
@@ -320,6 +333,20 @@ func (l *clientLoop) firstSuccessAfter(t *testing.T, t0 time.Time, limit time.Du
 	}
 	t.Fatalf("no connection succeeded within %v of the failure", limit)
 	return 0
+}
+
+// retransmitted counts the answered connections that took a second or more: their SYN (or
+// its answer) was lost and sent again, which the client would have felt.
+func (l *clientLoop) retransmitted() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, r := range l.results {
+		if r.ok && r.end.Sub(r.start) >= time.Second {
+			n++
+		}
+	}
+	return n
 }
 
 // stop ends the loop and counts the connections answered, those refused (the connect

@@ -100,9 +100,9 @@ func newLab(t *testing.T, n int) *lab {
 	return l
 }
 
-// start runs node's agent as the DaemonSet does: its name and address from the environment,
-// every other flag at its default.
-func (l *lab) start(node string) {
+// start runs node's agent as the DaemonSet does: its name and address from the environment
+// (and env), every other flag at its default.
+func (l *lab) start(node string, env ...string) {
 	a := l.agents[node]
 	if a == nil {
 		a = &agentProc{node: node, log: filepath.Join(l.t.TempDir(), node+".log")}
@@ -122,6 +122,7 @@ func (l *lab) start(node string) {
 	logf, _ := os.OpenFile(a.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	a.cmd = exec.Command("ip", "netns", "exec", h.ns, l.bin, "dataplane", "--kubeconfig", kcPath, "--metrics-bind-address", "0")
 	a.cmd.Env = append(os.Environ(), "NODE_NAME="+node, "HOST_IP="+h.addr, "POD_NAMESPACE=l4lb-system")
+	a.cmd.Env = append(a.cmd.Env, env...)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	if err := a.cmd.Start(); err != nil {
 		l.t.Fatal(err)

@@ -1,7 +1,8 @@
 // Package nat carries UDP listeners in the kernel: nftables rules pick a member for the first
 // datagram of a flow and DNAT it, and conntrack carries the rest of the flow both ways, as
 // Octavia's amphorae hand UDP listeners to LVS rather than to HAProxy. No datagram crosses
-// into user space, so a flow costs what the kernel's forwarding costs.
+// into user space, so a flow costs what the kernel's forwarding costs. While an agent
+// restarts, its TCP listeners are carried the same way (handoff.go).
 //
 // Everything lives in one table of its own (inet family). Only the first packet of a flow
 // walks the NAT chains; later packets only hit the counting chain, one map lookup each.
@@ -34,10 +35,8 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
-	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 
-	"github.com/l4lb/l4lb/dataplane/balancer"
 	"github.com/l4lb/l4lb/dataplane/model"
 )
 
@@ -56,14 +55,17 @@ const connlimitOver = 1
 // whichever node holds the VIP.
 const hashSeed = 0x4c344c42
 
-// Listener is a UDP listener for the kernel to carry.
+// Listener is a listener for the kernel to carry: UDP, or TCP during a hand-off.
 type Listener struct {
-	Key          string
+	Key string
+	// Protocol is model.UDP (also when empty) or model.TCP.
+	Protocol     model.Protocol
 	Address      netip.AddrPort
 	AllowedCIDRs []netip.Prefix
 	// ConnectionLimit caps the listener's flows; more are dropped (0: no cap).
 	ConnectionLimit int
-	// Timeout ends a flow idle this long (timeoutClientData).
+	// Timeout ends a UDP flow idle this long (timeoutClientData); TCP flows keep conntrack's
+	// timeouts, which follow the connection's state.
 	Timeout   time.Duration
 	Algorithm model.Algorithm
 	Members   []Member
@@ -100,7 +102,15 @@ func Eligible(l model.Listener) bool {
 	default:
 		return false
 	}
-	// Members elsewhere are reached by forwarding, which a node without it would drop.
+	return Reaches(l)
+}
+
+// Reaches reports whether the kernel can take l's flows to its members: members elsewhere
+// are reached by forwarding, which a node without it would drop.
+func Reaches(l model.Listener) bool {
+	if l.Pool == nil {
+		return true
+	}
 	forwards := map[bool]bool{} // by IPv6, read once
 	for _, m := range l.Pool.Members {
 		a := m.Address.Addr().Unmap()
@@ -619,339 +629,4 @@ func (t *Table) id(ids map[string]uint32, key string) (uint32, error) {
 	ids[key] = id
 	t.fresh[id] = true
 	return id, nil
-}
-
-func chain(prefix string, id uint32) string { return fmt.Sprintf("%s%d", prefix, id) }
-
-// built names an object built for a listener in Apply number gen.
-func built(prefix string, id uint32, gen uint64) string {
-	return fmt.Sprintf("%s%d_%d", prefix, id, gen)
-}
-
-func counter(t *nftables.Table, name string) *nftables.NamedObj {
-	return &nftables.NamedObj{Table: t, Name: name, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}}
-}
-
-func (t *Table) addChain(name string) *nftables.Chain {
-	t.building.chains = append(t.building.chains, name)
-	return t.conn.AddChain(&nftables.Chain{Name: name, Table: t.table})
-}
-
-func (t *Table) rule(ch *nftables.Chain, e ...expr.Any) {
-	t.conn.AddRule(&nftables.Rule{Table: t.table, Chain: ch, Exprs: e})
-}
-
-// match is the expressions that match a listener's datagrams (its family, UDP, its address
-// and port).
-func match(l Listener) []expr.Any {
-	a := l.Address.Addr().Unmap()
-	fam, daddr := byte(unix.NFPROTO_IPV4), uint32(16)
-	if a.Is6() {
-		fam, daddr = unix.NFPROTO_IPV6, 24
-	}
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam}},
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: daddr, Len: uint32(a.BitLen() / 8)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.AsSlice()},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(l.Address.Port())},
-	}
-}
-
-// addListener adds the listener's ct timeout and the chain that checks the client's address.
-func (t *Table) addListener(l Listener, lid uint32) {
-	c := t.conn
-	a := l.Address.Addr().Unmap()
-	fam, saddr := byte(unix.NFPROTO_IPV4), uint32(12)
-	if a.Is6() {
-		fam, saddr = unix.NFPROTO_IPV6, 8
-	}
-	gen := t.building.gen
-	timeout := built("t", lid, gen)
-	if l.Timeout > 0 {
-		name := timeout
-		secs := uint32(max(1, l.Timeout/time.Second))
-		c.AddObj(&nftables.NamedObj{Table: t.table, Name: name, Type: nftables.ObjTypeCtTimeout, Obj: &expr.CtTimeout{
-			L3Proto: uint16(fam), L4Proto: unix.IPPROTO_UDP,
-			Policy: expr.CtStatePolicyTimeout{expr.CtStateUDPUNREPLIED: secs, expr.CtStateUDPREPLIED: secs}}})
-		t.building.timeouts = append(t.building.timeouts, name)
-	}
-	lc := t.addChain(built("l", lid, gen))
-	if l.Timeout > 0 {
-		// Set on the flow's first packet, before conntrack confirms the flow (the kernel
-		// ignores it on a confirmed flow, and has no flow yet at the raw priority).
-		t.rule(lc, &expr.Objref{Type: int(nftables.ObjTypeCtTimeout), Name: timeout})
-	}
-	if t.fresh[lid] {
-		c.AddObj(counter(t.table, chain("e", lid)))
-	}
-	sc := t.addChain(built("s", lid, gen)).Name
-	if len(l.AllowedCIDRs) == 0 {
-		t.rule(lc, &expr.Verdict{Kind: expr.VerdictGoto, Chain: sc})
-	}
-	for _, p := range l.AllowedCIDRs {
-		// As model.Listener.Allowed: a prefix of the other family matches nothing.
-		p = p.Masked()
-		if p.Addr().Is6() != a.Is6() {
-			continue
-		}
-		n := uint32(a.BitLen() / 8)
-		t.rule(lc,
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: saddr, Len: n},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: prefixMask(p.Bits(), int(n)), Xor: make([]byte, n)},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()},
-			&expr.Verdict{Kind: expr.VerdictGoto, Chain: sc})
-	}
-	t.rule(lc, refused(lid)...)
-	if refuse != nil && refuse(l) {
-		t.rule(lc, &expr.Verdict{Kind: expr.VerdictJump, Chain: "missing"})
-	}
-}
-
-// refuse makes the kernel refuse the listeners it picks, by a jump to a chain that does not
-// exist (set by tests only, in export_test.go).
-var refuse func(Listener) bool
-
-func prefixMask(bits, n int) []byte {
-	m := make([]byte, n)
-	for i := range m {
-		switch {
-		case bits >= 8:
-			m[i] = 0xff
-			bits -= 8
-		case bits > 0:
-			m[i] = byte(0xff << (8 - bits))
-			bits = 0
-		}
-	}
-	return m
-}
-
-// refused counts a refused datagram on the listener's errors and drops it.
-func refused(lid uint32) []expr.Any {
-	return []expr.Any{&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: chain("e", lid)}, &expr.Verdict{Kind: expr.VerdictDrop}}
-}
-
-// addSelection fills s<lid>: the connection limit, then the algorithm's map over the serving
-// members.
-func (t *Table) addSelection(l Listener, lid uint32, serving []Member, ids []uint32) error {
-	gen := t.building.gen
-	sc := &nftables.Chain{Name: built("s", lid, gen), Table: t.table}
-	if l.ConnectionLimit > 0 {
-		t.rule(sc, append([]expr.Any{&expr.Connlimit{Count: uint32(l.ConnectionLimit), Flags: connlimitOver}}, refused(lid)...)...)
-	}
-	if len(serving) == 0 {
-		t.rule(sc, refused(lid)...)
-		return nil
-	}
-	bm := make([]balancer.Member, len(serving))
-	for i, m := range serving {
-		bm[i] = balancer.Member{Key: m.Address.String(), Weight: m.Weight}
-	}
-	var slots []int32
-	var pick []expr.Any
-	a := l.Address.Addr().Unmap()
-	saddr, n := uint32(12), uint32(4)
-	if a.Is6() {
-		saddr, n = 8, 16
-	}
-	switch l.Algorithm {
-	case model.RoundRobin:
-		slots = balancer.RoundRobinCycle(bm)
-		pick = []expr.Any{&expr.Numgen{Register: 1, Modulus: uint32(len(slots)), Type: unix.NFT_NG_INCREMENTAL}}
-	case model.SourceIP, model.SourceIPPort:
-		slots = balancer.NewMaglev(bm, balancer.DefaultTableSize, false).Table()
-		pick = []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: saddr, Len: n}}
-		length := n
-		if l.Algorithm == model.SourceIPPort {
-			// The port goes in the 32-bit register after the address, as nft concatenates.
-			pick = append(pick, &expr.Payload{DestRegister: unix.NFT_REG32_00 + n/4, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2})
-			length += 4
-		}
-		pick = append(pick, &expr.Hash{SourceRegister: 1, DestRegister: 1, Length: length, Modulus: uint32(len(slots)), Seed: hashSeed, Type: expr.HashTypeJenkins})
-	default:
-		return fmt.Errorf("algorithm %s is not carried by the kernel", l.Algorithm)
-	}
-	elems := make([]nftables.SetElement, len(slots))
-	for i, s := range slots {
-		elems[i] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(i)),
-			VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: built("m", ids[s], gen)}}
-	}
-	m, err := t.addMap(built("p", lid, gen), nftables.TypeInteger, elems)
-	if err != nil {
-		return err
-	}
-	t.rule(sc, append(pick, &expr.Lookup{SourceRegister: 1, SetName: m.Name, SetID: m.ID, DestRegister: 0, IsDestRegSet: true})...)
-	return nil
-}
-
-// addMap adds a verdict map. Its elements go in messages of a thousand: an attribute holds
-// at most 64 KiB, and a Maglev table has 65537 slots.
-func (t *Table) addMap(name string, key nftables.SetDatatype, elems []nftables.SetElement) (*nftables.Set, error) {
-	m := &nftables.Set{Table: t.table, Name: name, IsMap: true, KeyType: key, DataType: nftables.TypeVerdict,
-		KeyByteOrder: binaryutil.NativeEndian}
-	if err := t.conn.AddSet(m, nil); err != nil {
-		return nil, err
-	}
-	if t.building != nil { // else the table's own
-		t.building.sets = append(t.building.sets, name)
-	}
-	for chunk := range slices.Chunk(elems, 1000) {
-		if err := t.conn.SetAddElements(m, chunk); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
-}
-
-// addMember adds m<mid>, which marks, counts and translates a member's new flows, and
-// c<mid>, which counts their bytes.
-func (t *Table) addMember(m Member, mid uint32) {
-	c := t.conn
-	t.headers[mid] = 8 + 20
-	if m.Address.Addr().Unmap().Is6() {
-		t.headers[mid] = 8 + 40
-	}
-	if t.fresh[mid] {
-		for _, p := range []string{"i", "o", "n"} {
-			c.AddObj(counter(t.table, chain(p, mid)))
-		}
-	}
-	a := m.Address.Addr().Unmap()
-	fam := uint32(unix.NFPROTO_IPV4)
-	if a.Is6() {
-		fam = unix.NFPROTO_IPV6
-	}
-	gen := t.building.gen
-	t.rule(t.addChain(built("m", mid, gen)),
-		&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(t.tag | mid)},
-		&expr.Ct{Register: 1, SourceRegister: true, Key: expr.CtKeyMARK},
-		&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: chain("n", mid)},
-		&expr.Immediate{Register: 1, Data: a.AsSlice()},
-		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(m.Address.Port())},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: fam, RegAddrMin: 1, RegProtoMin: 2, Specified: true})
-	cc := t.addChain(built("c", mid, gen))
-	for dir, name := range []string{chain("i", mid), chain("o", mid)} {
-		t.rule(cc,
-			&expr.Ct{Register: 1, Key: expr.CtKeyDIRECTION},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(dir)}},
-			&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: name})
-	}
-}
-
-func (t *Table) markIsOurs() []expr.Any {
-	return []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeyMARK},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(markMask), Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(t.tag)},
-	}
-}
-
-func oifNotLo() []expr.Any {
-	lo := make([]byte, 16)
-	copy(lo, "lo")
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: lo},
-	}
-}
-
-// Stats are the table's counters.
-type Stats struct {
-	// Members holds each listener's members' counts, by listener key then member key.
-	Members map[string]map[string]Counts
-	// Refused holds each listener's refused datagrams (source not allowed, over the
-	// connection limit, no member).
-	Refused map[string]uint64
-}
-
-// Stats reads the counters and counts the open flows.
-func (t *Table) Stats() (Stats, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	objs, err := t.conn.GetNamedObjects(t.table)
-	if err != nil {
-		return Stats{}, err
-	}
-	values := map[string]*expr.Counter{}
-	for _, o := range objs {
-		if no, ok := o.(*nftables.NamedObj); ok {
-			if c, ok := no.Obj.(*expr.Counter); ok {
-				values[no.Name] = c
-			}
-		}
-	}
-	active, err := t.openFlows()
-	if err != nil {
-		return Stats{}, err
-	}
-	payload := func(name string, header uint64) uint64 {
-		c := values[name]
-		if c == nil {
-			return 0
-		}
-		return c.Bytes - c.Packets*header
-	}
-	st := Stats{Members: map[string]map[string]Counts{}, Refused: map[string]uint64{}}
-	for k, id := range t.listenerIDs {
-		st.Members[k] = map[string]Counts{}
-		if c := values[chain("e", id)]; c != nil {
-			st.Refused[k] = c.Packets
-		}
-	}
-	for k, id := range t.memberIDs {
-		l := listenerOf(k)
-		var flows uint64
-		if c := values[chain("n", id)]; c != nil {
-			flows = c.Packets
-		}
-		st.Members[l][k[len(l)+1:]] = Counts{
-			BytesIn: payload(chain("i", id), t.headers[id]), BytesOut: payload(chain("o", id), t.headers[id]),
-			Flows: flows, Active: active[t.tag|id],
-		}
-	}
-	return st, nil
-}
-
-// openFlows counts the table's conntrack flows by mark. The kernel filters by the table's tag,
-// so a node's other flows (all of kube-proxy's, say) are not sent over.
-func (t *Table) openFlows() (map[uint32]int, error) {
-	c, err := conntrack.Dial(nil)
-	if err != nil {
-		return nil, fmt.Errorf("conntrack: %w", err)
-	}
-	defer c.Close()
-	flows, err := c.DumpFilter(conntrack.NewFilter().Mark(t.tag).MarkMask(markMask), nil)
-	if err != nil {
-		return nil, fmt.Errorf("conntrack: %w", err)
-	}
-	n := map[uint32]int{}
-	for _, f := range flows {
-		n[f.Mark]++
-	}
-	return n, nil
-}
-
-// endFlows deletes the flows of the members ids (all of the table's flows with mask
-// markMask), so their clients' next datagrams are new flows that choose again.
-func (t *Table) endFlows(ids map[uint32]bool, mask uint32) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	c, err := conntrack.Dial(nil)
-	if err != nil {
-		return fmt.Errorf("conntrack: %w", err)
-	}
-	defer c.Close()
-	var errs []error
-	for id := range ids {
-		if err := c.FlushFilter(conntrack.NewFilter().Mark(t.tag | id).MarkMask(mask)); err != nil {
-			errs = append(errs, fmt.Errorf("conntrack: %w", err))
-		}
-	}
-	return errors.Join(errs...)
 }

@@ -80,24 +80,67 @@ func (s *Server) applyKernel() error {
 	}
 	ls := make([]nat.Listener, 0, len(s.kernel))
 	for _, l := range s.kernel {
-		kl := nat.Listener{Key: l.Key, Address: l.Address, AllowedCIDRs: l.AllowedCIDRs,
-			ConnectionLimit: l.ConnectionLimit, Timeout: l.TimeoutClientData}
-		if p := poolFor(l, s.pools); p != nil {
-			kl.Algorithm = p.spec.Algorithm
-			serving := p.choice.Load().members
-			for _, m := range p.members {
-				w := 0
-				if slices.Contains(serving, m) {
-					w = m.spec.Weight
-				}
-				kl.Members = append(kl.Members, nat.Member{Key: memberKey(m.pool, m.spec), Address: m.spec.Address,
-					Weight: w, Down: !m.up.Load() || !m.spec.AdminStateUp})
-			}
-		}
-		ls = append(ls, kl)
+		ls = append(ls, natListener(l, poolFor(l, s.pools)))
 	}
 	slices.SortFunc(ls, func(a, b nat.Listener) int { return strings.Compare(a.Key, b.Key) })
 	return s.nat.Apply(ls)
+}
+
+// natListener is l for the kernel, with p's members as they are now: those new flows may
+// take (the pool's choice: healthy primaries, else backups) with their weights, the others
+// with none.
+func natListener(l model.Listener, p *pool) nat.Listener {
+	kl := nat.Listener{Key: l.Key, Protocol: l.Protocol, Address: l.Address, AllowedCIDRs: l.AllowedCIDRs,
+		ConnectionLimit: l.ConnectionLimit, Timeout: l.TimeoutClientData}
+	if p == nil {
+		return kl
+	}
+	// The kernel has no connection counts at the moment of choice: a LEAST_CONNECTIONS
+	// listener handed to it (HandOffListeners) is carried round robin until the next agent serves it.
+	kl.Algorithm = p.spec.Algorithm
+	if kl.Algorithm == model.LeastConnections {
+		kl.Algorithm = model.RoundRobin
+	}
+	serving := p.choice.Load().members
+	for _, m := range p.members {
+		w := 0
+		if slices.Contains(serving, m) {
+			w = m.spec.Weight
+		}
+		kl.Members = append(kl.Members, nat.Member{Key: memberKey(m.pool, m.spec), Address: m.spec.Address,
+			Weight: w, Down: !m.up.Load() || !m.spec.AdminStateUp})
+	}
+	return kl
+}
+
+// HandOffListeners are the listeners keep selects, TCP and UDP, with their members as they
+// are now, for the kernel to carry while this agent stops and the next one starts (the
+// agent's HandOff). Listeners whose pool speaks the PROXY protocol stay out (their members
+// would take the client's first bytes for a header), and so do those whose members the node
+// could only reach by forwarding, which is off (Kubernetes nodes have it on).
+func (s *Server) HandOffListeners(keep func(model.Listener) bool) []nat.Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var specs []model.Listener
+	for _, l := range s.tcp {
+		specs = append(specs, l.cfg.Load().spec)
+	}
+	for _, l := range s.udp {
+		specs = append(specs, l.cfg.Load().spec)
+	}
+	for _, l := range s.kernel {
+		specs = append(specs, l)
+	}
+	var ls []nat.Listener
+	for _, l := range specs {
+		p := poolFor(l, s.pools)
+		if !keep(l) || !nat.Reaches(l) || (p != nil && (p.spec.Protocol == model.PoolPROXY || p.spec.Protocol == model.PoolPROXYV2)) {
+			continue
+		}
+		ls = append(ls, natListener(l, p))
+	}
+	slices.SortFunc(ls, func(a, b nat.Listener) int { return strings.Compare(a.Key, b.Key) })
+	return ls
 }
 
 // kernelStats adds the kernel's counters to the metrics until the server closes, and puts

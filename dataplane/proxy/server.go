@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -57,6 +58,7 @@ type Server struct {
 	members map[string]*member // by pool key, name and address
 	closed  chan struct{}
 	close   sync.Once
+	open    atomic.Int64 // TCP connections open, of every listener, closed ones too
 
 	congestion []byte // Options.MemberCongestion, if the kernel has it
 }
@@ -243,7 +245,7 @@ func (s *Server) applyTCP(l model.Listener, pools map[string]*pool) error {
 	}
 	// One accepting socket per core (SO_REUSEPORT): the kernel spreads new connections over
 	// them, so accepting is not serialised behind one goroutine.
-	tl := &tcpListener{key: l.Key, metrics: s.metrics.listener(l.Key),
+	tl := &tcpListener{key: l.Key, open: &s.open, metrics: s.metrics.listener(l.Key),
 		log: func(msg string, kv ...any) { s.log.Warn(msg, kv...) }}
 	for range max(1, runtime.GOMAXPROCS(0)) {
 		ln, err := listenConfig().Listen(context.Background(), "tcp", l.Address.String())
@@ -323,9 +325,14 @@ func (s *Server) MemberUp(pool string, name string, addr netip.AddrPort) bool {
 	return false
 }
 
+// Open is the number of TCP connections open now, those of closed listeners included.
+func (s *Server) Open() int64 { return s.open.Load() }
+
 // Close stops serving: listeners close, health checks stop; open connections finish.
 func (s *Server) Close() {
-	s.Apply(model.Model{})
-	s.health.Close()
-	s.close.Do(func() { close(s.closed) })
+	s.close.Do(func() {
+		s.Apply(model.Model{})
+		s.health.Close()
+		close(s.closed)
+	})
 }

@@ -26,6 +26,7 @@ type tcpListener struct {
 	acceptors []*acceptor
 	cfg       atomic.Pointer[tcpConfig]
 	active    atomic.Int64
+	open      *atomic.Int64 // the server's count of open connections, all listeners
 	metrics   *listenerMetrics
 	log       func(msg string, kv ...any)
 }
@@ -159,6 +160,7 @@ func (l *tcpListener) admit(lp *loop, fd int, src netip.AddrPort) {
 		resetNow(fd)
 		return
 	}
+	l.open.Add(1)
 	c := lp.newConn()
 	c.l, c.cfg, c.src, c.fds = l, cfg, src, [2]int{fd, -1}
 	// Clients usually send at once: read now (as HAProxy does), so the first bytes can go
@@ -307,6 +309,7 @@ func (c *tcpConn) refuse(lp *loop) {
 // reset when asked) and c goes back to its loop.
 func (c *tcpConn) drop(lp *loop, reset bool) {
 	c.l.active.Add(-1)
+	c.l.open.Add(-1)
 	lp.forget(c.fds[0], c)
 	if reset {
 		resetNow(c.fds[0])
@@ -615,6 +618,7 @@ func (c *tcpConn) finish(lp *loop) {
 	}
 	c.countBytes()
 	c.l.active.Add(-1)
+	c.l.open.Add(-1)
 	c.l.metrics.active.Dec()
 	c.m.active.Add(-1)
 	c.m.metrics.active.Dec()

@@ -58,6 +58,30 @@ func openGuard(name string, addrs []netip.Addr) (*guard, error) {
 	return &guard{table: t, set: set}, nil
 }
 
+// guardedNow reads the addresses the table name guards now (none when it is not there).
+func guardedNow(name string) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	c, err := nftables.New()
+	if err != nil {
+		return out
+	}
+	t := &nftables.Table{Family: nftables.TableFamilyARP, Name: name}
+	set, err := c.GetSetByName(t, "vips")
+	if err != nil {
+		return out
+	}
+	elems, err := c.GetSetElements(set)
+	if err != nil {
+		return out
+	}
+	for _, e := range elems {
+		if a, ok := netip.AddrFromSlice(e.Key); ok {
+			out[a] = true
+		}
+	}
+	return out
+}
+
 func elements(addrs []netip.Addr) []nftables.SetElement {
 	var out []nftables.SetElement
 	for _, a := range addrs {

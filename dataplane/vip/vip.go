@@ -12,8 +12,10 @@ package vip
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -59,14 +61,17 @@ type Local struct {
 
 	mu         sync.Mutex
 	added      map[netip.Addr]bool   // addresses on cfg.Interface that are the agent's
+	handedOff  map[netip.Addr]bool   // adopted from an agent that left them to the kernel (Release)
 	answered   map[netip.Addr]string // VIPs answered for, and on which interface
 	responders map[string]*responder
 }
 
 // New prepares the VIP interface and adopts the addresses a previous agent left on it: they
-// stay (and the kernel stays silent for them) until the first Sync says which are wanted.
+// stay until the first Sync says which are wanted. The kernel stays silent for those of an
+// agent that died; for those an agent released (Release), it answers until this one does.
 func New(cfg Config) (*Local, error) {
-	l := &Local{cfg: cfg, added: map[netip.Addr]bool{}, answered: map[netip.Addr]string{}, responders: map[string]*responder{}}
+	l := &Local{cfg: cfg, added: map[netip.Addr]bool{}, handedOff: map[netip.Addr]bool{},
+		answered: map[netip.Addr]string{}, responders: map[string]*responder{}}
 	link, err := netlink.LinkByName(cfg.Interface)
 	if err != nil {
 		return nil, fmt.Errorf("VIP interface %q: %w", cfg.Interface, err)
@@ -81,8 +86,13 @@ func New(cfg Config) (*Local, error) {
 		}
 	}
 	if cfg.Announce != NoAnnounce {
+		guarded := guardedNow(guardTable)
 		var adopted []netip.Addr
 		for a := range l.added {
+			if a.Is4() && !guarded[a] {
+				l.handedOff[a] = true
+				continue
+			}
 			adopted = append(adopted, a)
 		}
 		g, err := openGuard(guardTable, adopted)
@@ -146,6 +156,15 @@ func (l *Local) Sync(addrs, answer map[netip.Addr]bool) map[netip.Addr]error {
 				errs[a] = err
 			}
 		}
+		if l.handedOff[a] && l.answered[a] != "" && l.guard != nil {
+			// Answered by this agent now: the kernel goes silent again (a crash from here
+			// must leave the address unanswered, as any other).
+			if err := l.guard.add(a); err != nil {
+				errs[a] = err
+				continue
+			}
+			delete(l.handedOff, a)
+		}
 	}
 	return errs
 }
@@ -171,6 +190,35 @@ func (l *Local) add(a netip.Addr) error {
 	return nil
 }
 
+// HandedOff lists the adopted addresses the kernel answers for, as the agent before this one
+// left them (Release), and this one does not answer for yet.
+func (l *Local) HandedOff() []netip.Addr {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Collect(maps.Keys(l.handedOff))
+}
+
+// Release leaves the VIPs to the kernel while the agent restarts: the addresses stay, the
+// agent stops answering for them and the kernel answers instead (they leave the guard), and
+// Close leaves them be. The next agent adopts them (New) and answers in its turn. IPv6 VIPs
+// go unanswered meanwhile (the kernel answers solicitations only for the interface's own
+// addresses): neighbours keep what they have cached.
+func (l *Local) Release() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for a, iface := range l.answered {
+		l.unanswer(a, iface)
+	}
+	var err error
+	for a := range l.added {
+		if l.guard != nil {
+			err = errors.Join(err, l.guard.remove(a))
+		}
+		delete(l.added, a)
+	}
+	return err
+}
+
 func (l *Local) remove(a netip.Addr) error {
 	link, err := netlink.LinkByName(l.cfg.Interface)
 	if err != nil {
@@ -180,6 +228,7 @@ func (l *Local) remove(a netip.Addr) error {
 		return err
 	}
 	delete(l.added, a)
+	delete(l.handedOff, a)
 	if l.guard != nil {
 		l.guard.remove(a)
 	}
@@ -225,11 +274,7 @@ func (l *Local) unanswer(a netip.Addr, iface string) {
 func (l *Local) Held() []netip.Addr {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var out []netip.Addr
-	for a := range l.added {
-		out = append(out, a)
-	}
-	return out
+	return slices.Collect(maps.Keys(l.added))
 }
 
 // Answered lists the VIPs answered for now, and where.

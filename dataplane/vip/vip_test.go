@@ -20,44 +20,9 @@ import (
 // address, and a Sync without it removes it. The same for an IPv6 VIP and neighbour
 // solicitations, which Linux answers only for the addresses of the interface asked.
 func TestKernelSilentAgentAnswers(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("network namespaces need root: run make test as root")
-	}
-	a, b := fmt.Sprintf("l4v%d-a", os.Getpid()%10000), fmt.Sprintf("l4v%d-b", os.Getpid()%10000)
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", args, err, out)
-		}
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", a).Run(); exec.Command("ip", "netns", "del", b).Run() })
-	run("ip", "netns", "add", a)
-	run("ip", "netns", "add", b)
-	run("ip", "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
-	run("ip", "-n", a, "addr", "add", "198.51.100.1/24", "dev", "eth0")
-	run("ip", "-n", b, "addr", "add", "198.51.100.2/24", "dev", "eth0")
-	run("ip", "-n", a, "addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad")
-	run("ip", "-n", b, "addr", "add", "2001:db8::2/64", "dev", "eth0", "nodad")
-	for _, ns := range []string{a, b} {
-		// Link-local addresses usable at once (no duplicate address detection), for NDP.
-		run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
-		run("ip", "-n", ns, "link", "set", "eth0", "up")
-		run("ip", "-n", ns, "link", "set", "lo", "up")
-	}
-	for _, ns := range []string{a, b} {
-		if err := lantest.WaitLinkLocal(ns, "eth0", 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a, b := lan(t)
 	vip := netip.MustParseAddr("198.51.100.100")
-	who := func() []string {
-		t.Helper()
-		macs, err := lantest.WhoHas(b, "eth0", vip.String(), 300*time.Millisecond)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return macs
-	}
+	who := func() []string { return whoHas(t, b, vip) }
 
 	var l *Local
 	if err := lantest.In(a, func() (err error) {
@@ -166,4 +131,109 @@ func TestKernelSilentAgentAnswers(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// lan makes two hosts, a (198.51.100.1, 2001:db8::1) and b (.2, ::2), network namespaces joined
+// by a veth, and returns their names.
+func lan(t *testing.T) (a, b string) {
+	if os.Geteuid() != 0 {
+		t.Skip("network namespaces need root: run make test as root")
+	}
+	a, b = fmt.Sprintf("l4v%d-a", os.Getpid()%10000), fmt.Sprintf("l4v%d-b", os.Getpid()%10000)
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", a).Run(); exec.Command("ip", "netns", "del", b).Run() })
+	run("ip", "netns", "add", a)
+	run("ip", "netns", "add", b)
+	run("ip", "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
+	run("ip", "-n", a, "addr", "add", "198.51.100.1/24", "dev", "eth0")
+	run("ip", "-n", b, "addr", "add", "198.51.100.2/24", "dev", "eth0")
+	run("ip", "-n", a, "addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad")
+	run("ip", "-n", b, "addr", "add", "2001:db8::2/64", "dev", "eth0", "nodad")
+	for _, ns := range []string{a, b} {
+		// Link-local addresses usable at once (no duplicate address detection), for NDP.
+		run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
+		run("ip", "-n", ns, "link", "set", "eth0", "up")
+		run("ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	for _, ns := range []string{a, b} {
+		if err := lantest.WaitLinkLocal(ns, "eth0", 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return a, b
+}
+
+// whoHas asks from host b who has vip and returns the MACs that answered.
+func whoHas(t *testing.T, b string, vip netip.Addr) []string {
+	t.Helper()
+	macs, err := lantest.WhoHas(b, "eth0", vip.String(), 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return macs
+}
+
+// TestReleasedVIPAnsweredUntilAdopted proves the hand-off of a VIP while the agent restarts:
+// after Release the address stays and the kernel answers for it (the agent is gone); a new
+// agent adopts it as handed off, and once it answers, the kernel is silent again, so a crash
+// from there leaves nobody answering, as for any other VIP.
+func TestReleasedVIPAnsweredUntilAdopted(t *testing.T) {
+	a, b := lan(t)
+	vip := netip.MustParseAddr("198.51.100.101")
+	var l *Local
+	if err := lantest.In(a, func() (err error) {
+		if l, err = New(Config{Interface: "lo"}); err != nil {
+			return err
+		}
+		if errs := l.Sync(map[netip.Addr]bool{vip: true}, map[netip.Addr]bool{vip: true}); len(errs) > 0 {
+			return fmt.Errorf("%v", errs)
+		}
+		if err := l.Release(); err != nil {
+			return err
+		}
+		return l.Close()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := whoHas(t, b, vip); len(got) != 1 {
+		t.Fatalf("a released VIP is answered by %v, want the kernel alone", got)
+	}
+	var next *Local
+	if err := lantest.In(a, func() (err error) {
+		if next, err = New(Config{Interface: "lo"}); err != nil {
+			return err
+		}
+		if got := next.HandedOff(); len(got) != 1 || got[0] != vip {
+			return fmt.Errorf("the next agent finds %v handed off, want %s", got, vip)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := whoHas(t, b, vip); len(got) != 1 {
+		t.Fatalf("a handed-off VIP not yet answered by the next agent is answered by %v, want the kernel", got)
+	}
+	if err := lantest.In(a, func() error {
+		if errs := next.Sync(map[netip.Addr]bool{vip: true}, map[netip.Addr]bool{vip: true}); len(errs) > 0 {
+			return fmt.Errorf("%v", errs)
+		}
+		if got := next.HandedOff(); len(got) != 0 {
+			return fmt.Errorf("still handed off after the agent answers: %v", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range next.responders { // the agent dies
+		r.close()
+	}
+	if got := whoHas(t, b, vip); len(got) != 0 {
+		t.Fatalf("after the next agent died the kernel answers for the VIP again: %v", got)
+	}
+	lantest.In(a, func() error { next.Sync(nil, nil); return next.Close() })
 }

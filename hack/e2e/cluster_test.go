@@ -5,7 +5,9 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -31,6 +33,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -192,6 +195,7 @@ func TestHelmInstallSeedAndUninstall(t *testing.T) {
 		must(t, k.c.Create(k.ctx, pod))
 		ips = append(ips, k.waitPodIP(app, name))
 	}
+	flask := k.flaskHost()
 	must(t, k.c.Create(k.ctx, &lbv1.VIPPool{ObjectMeta: metav1.ObjectMeta{Name: "lan"},
 		Spec: lbv1.VIPPoolSpec{Addresses: []string{vip + "/32"}, Namespaces: []string{app}}}))
 	// Members are pods: the pod range is refused unless an administrator allows it.
@@ -204,20 +208,25 @@ func TestHelmInstallSeedAndUninstall(t *testing.T) {
 		p := fmt.Sprintf("pool-%d", port)
 		must(t, k.c.Create(k.ctx, &lbv1.Listener{ObjectMeta: metav1.ObjectMeta{Namespace: app, Name: l},
 			Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "lb-test-1"}, Protocol: lbv1.ListenerTCP, ProtocolPort: port}}))
+		members := []lbv1.Member{{Name: "m1", Address: ips[0], ProtocolPort: 8080}, {Name: "m2", Address: ips[1], ProtocolPort: 8080}}
+		if port == 80 { // and the real Flask app, on a member host of the node's LAN
+			members = append(members, lbv1.Member{Name: "m3", Address: flask, ProtocolPort: 8080})
+		}
 		must(t, k.c.Create(k.ctx, &lbv1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: app, Name: p},
 			Spec: lbv1.PoolSpec{ListenerRef: lbv1.ObjectReference{Name: l}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin,
-				Members: []lbv1.Member{{Name: "m1", Address: ips[0], ProtocolPort: 8080}, {Name: "m2", Address: ips[1], ProtocolPort: 8080}}}}))
+				Members: members}}))
 		must(t, k.c.Create(k.ctx, &lbv1.HealthMonitor{ObjectMeta: metav1.ObjectMeta{Namespace: app, Name: "hm-" + p},
 			Spec: lbv1.HealthMonitorSpec{PoolRef: lbv1.ObjectReference{Name: p}, Type: lbv1.MonitorHTTP, URLPath: "/health",
 				Delay: metav1.Duration{Duration: 5 * time.Second}, Timeout: metav1.Duration{Duration: 2 * time.Second}, MaxRetries: 2}}))
 	}
 
-	// The seed's test: the output alternates between both back-ends, on both ports.
+	// The seed's test: the output alternates between the back-ends, on both ports (port 80:
+	// the two pods and the Flask host).
 	for _, port := range []int{80, 443} {
 		url := fmt.Sprintf("http://%s:%d/", vip, port)
 		var answers []string
 		end := time.Now().Add(90 * time.Second)
-		for len(answers) < 4 {
+		for len(answers) < 6 {
 			if time.Now().After(end) {
 				k.logs()
 				t.Fatalf("port %d: %d answers in 90 s: %v", port, len(answers), answers)
@@ -229,10 +238,20 @@ func TestHelmInstallSeedAndUninstall(t *testing.T) {
 				time.Sleep(500 * time.Millisecond)
 			}
 		}
-		for i := 1; i < len(answers); i++ {
-			if answers[i] == answers[i-1] || !strings.HasPrefix(answers[i], "Server : backend-") {
-				t.Fatalf("port %d: the answers do not alternate between both back-ends: %q", port, answers)
+		want := map[string]bool{"backend-1": true, "backend-2": true}
+		if port == 80 {
+			want["flask-member"] = true
+		}
+		seen := map[string]bool{}
+		for i, a := range answers {
+			host, _, _ := strings.Cut(strings.TrimPrefix(a, "Server : "), " @ ")
+			seen[host] = true
+			if !want[host] || (i > 0 && a == answers[i-1]) {
+				t.Fatalf("port %d: the answers do not alternate between the back-ends %v: %q", port, want, answers)
 			}
+		}
+		if len(seen) != len(want) {
+			t.Fatalf("port %d: answers from %v, want all of %v", port, seen, want)
 		}
 		t.Logf("port %d: %q", port, answers)
 	}
@@ -269,28 +288,26 @@ func TestHelmInstallSeedAndUninstall(t *testing.T) {
 	// status flaps meanwhile.
 	k.deleteLeader(app)
 
-	// The dataplane pod deleted: the DaemonSet replaces it and the VIP answers again.
-	pods, err := k.cs.CoreV1().Pods("l4lb-system").List(k.ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=dataplane"})
-	must(t, err)
-	if len(pods.Items) != 1 {
-		t.Fatalf("%d dataplane pods", len(pods.Items))
+	// The dataplane pod deleted: the DaemonSet replaces it, and no client notices: the
+	// kernel carries the listeners between the two agents.
+	k.replaceDataplane("dataplane pod deleted", func() {
+		pods, err := k.cs.CoreV1().Pods("l4lb-system").List(k.ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=dataplane"})
+		must(t, err)
+		must(t, k.cs.CoreV1().Pods("l4lb-system").Delete(k.ctx, pods.Items[0].Name, metav1.DeleteOptions{}))
+	})
+
+	// helm upgrade to a newly built image: the same, for the controller and the dataplane.
+	k.image(".", "/l4lb", "65532:65532", imageName+"-upgrade")
+	k.replaceDataplane("helm upgrade", func() {
+		k.helm("upgrade", "l4lb", "charts/l4lb", "--namespace", "l4lb-system", "--reuse-values", "--set", "image.tag=e2e-upgrade")
+	})
+	k.resources()
+	var ds appsv1.DaemonSet
+	must(t, k.c.Get(k.ctx, client.ObjectKey{Namespace: "l4lb-system", Name: "l4lb-dataplane"}, &ds))
+	if img := ds.Spec.Template.Spec.Containers[0].Image; img != imageName+"-upgrade" {
+		t.Fatalf("after helm upgrade the dataplane runs %s", img)
 	}
-	deleted := time.Now()
-	must(t, k.cs.CoreV1().Pods("l4lb-system").Delete(k.ctx, pods.Items[0].Name, metav1.DeleteOptions{}))
-	for {
-		if s, err := fetch("http://" + vip + "/"); err == nil && strings.HasPrefix(s, "Server : backend-") {
-			// Only once the old pod is gone: a single node serves until it drains.
-			if _, err := k.cs.CoreV1().Pods("l4lb-system").Get(k.ctx, pods.Items[0].Name, metav1.GetOptions{}); err != nil {
-				break
-			}
-		}
-		if time.Since(deleted) > 2*time.Minute {
-			k.logs()
-			t.Fatal("the VIP does not answer two minutes after the dataplane pod was deleted")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	fmt.Printf("dataplane pod deleted on a one-node cluster: the VIP answered from its replacement after %v\n", time.Since(deleted).Round(100*time.Millisecond))
+	k.current(k.helm("get", "manifest", "l4lb", "--namespace", "l4lb-system"), app)
 	k.noForbidden()
 
 	// Uninstall: the objects go first (their finalizers need the controller), then the release.
@@ -307,8 +324,12 @@ func TestHelmInstallSeedAndUninstall(t *testing.T) {
 			break
 		}
 		if time.Now().After(end) {
-			t.Fatalf("after helm uninstall: %d Leases left, VIP on the node: %v, l4lb's nftables tables: %v",
-				len(leases.Items), strings.Contains(addrs, vip), tables)
+			var left []string
+			for _, l := range leases.Items {
+				left = append(left, fmt.Sprintf("%s (owners %v, holder %v)", l.Name, l.OwnerReferences, ptr.Deref(l.Spec.HolderIdentity, "")))
+			}
+			t.Fatalf("after helm uninstall: Leases left %v, VIP on the node: %v, l4lb's nftables tables: %v",
+				left, strings.Contains(addrs, vip), tables)
 		}
 		time.Sleep(time.Second)
 	}
@@ -505,12 +526,303 @@ func (k *cluster) logs() {
 	}
 }
 
+// flaskHost runs the seed's Flask app (hack/backend/app.py, as the seed writes it) on a member
+// host of its own: a network namespace linked to the node (203.0.113.2, the node 203.0.113.1).
+func (k *cluster) flaskHost() string {
+	t := k.t
+	const host, addr = "l4lb-e2e-flask", "203.0.113.2"
+	run(t, nil, "ip", "netns", "add", host)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", host).Run() })
+	run(t, nil, "ip", "link", "add", "flask0", "netns", k.ns, "type", "veth", "peer", "name", "eth0", "netns", host)
+	run(t, nil, "ip", "-n", k.ns, "addr", "add", "203.0.113.1/24", "dev", "flask0")
+	run(t, nil, "ip", "-n", k.ns, "link", "set", "flask0", "up")
+	run(t, nil, "ip", "-n", host, "addr", "add", addr+"/24", "dev", "eth0")
+	run(t, nil, "ip", "-n", host, "link", "set", "eth0", "up")
+	run(t, nil, "ip", "-n", host, "link", "set", "lo", "up")
+	run(t, nil, "ip", "-n", host, "route", "add", "default", "via", "203.0.113.1")
+	// ip netns exec shows /etc/netns/<host>/ as /etc: the host knows its own name without a
+	// DNS server (the server looks its address up when it binds).
+	etc := filepath.Join("/etc/netns", host)
+	must(t, os.MkdirAll(etc, 0o755))
+	t.Cleanup(func() { os.RemoveAll(etc) })
+	must(t, os.WriteFile(filepath.Join(etc, "hosts"), []byte("127.0.0.1 localhost\n"+addr+" flask-member\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(etc, "resolv.conf"), nil, 0o644))
+	cmd := exec.Command("ip", "netns", "exec", host, "/usr/bin/python3", "hack/backend/app.py", "-p", "8080", "--bind", addr, "--name", "flask-member")
+	cmd.Dir = testenv.Root()
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	must(t, cmd.Start())
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for end := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		if out, _ := exec.Command("ip", "netns", "exec", host, "ss", "-Hltn", "sport = :8080").Output(); len(out) > 0 {
+			return addr
+		}
+		if time.Now().After(end) {
+			t.Fatal("the Flask app does not listen a minute after it started")
+		}
+	}
+}
+
+// replaceDataplane makes the dataplane pod go and come back (change does it: a deletion, an
+// upgrade) while a client opens a connection to the VIP every 20 ms, as the failover tests
+// do, and another keeps one HTTP connection open across it; it fails unless no connection
+// failed or waited for a lost SYN to be sent again, the open connection answered before and
+// after the old agent got its SIGTERM, and the new agent took the listeners over from the
+// kernel. Nothing in the old pod's log may be an RBAC refusal.
+func (k *cluster) replaceDataplane(what string, change func()) {
+	t := k.t
+	pods, err := k.cs.CoreV1().Pods("l4lb-system").List(k.ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=dataplane"})
+	must(t, err)
+	if len(pods.Items) != 1 {
+		t.Fatalf("%s: %d dataplane pods", what, len(pods.Items))
+	}
+	old := pods.Items[0]
+	oldLog := k.followLog(old.Name)
+	kept := dialHTTP(t, vip+":443")
+	kept.get(t, what+": before")
+	load := startTraffic("http://" + vip + "/")
+	time.Sleep(500 * time.Millisecond)
+	start := time.Now()
+	change()
+	// The old agent still proxies the open connection while its pod terminates.
+	for {
+		var p corev1.Pod
+		err := k.c.Get(k.ctx, client.ObjectKey{Namespace: "l4lb-system", Name: old.Name}, &p)
+		if err != nil || !p.DeletionTimestamp.IsZero() {
+			break
+		}
+		if time.Since(start) > time.Minute {
+			t.Fatalf("%s: the old dataplane pod is not terminating after a minute", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	kept.get(t, what+": old pod terminating")
+	kept.c.Close()
+	// The new pod is ready and the old one gone: the clients' counts are final.
+	newPod := ""
+	for newPod == "" {
+		if time.Since(start) > 2*time.Minute {
+			k.logs()
+			t.Fatalf("%s: no new dataplane pod ready in two minutes", what)
+		}
+		time.Sleep(200 * time.Millisecond)
+		pods, err := k.cs.CoreV1().Pods("l4lb-system").List(k.ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=dataplane"})
+		must(t, err)
+		if len(pods.Items) != 1 || pods.Items[0].UID == old.UID {
+			continue
+		}
+		for _, c := range pods.Items[0].Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				newPod = pods.Items[0].Name
+			}
+		}
+	}
+	time.Sleep(time.Second)
+	r := load.stop()
+	fmt.Printf("%s on a one-node cluster: %d connections answered, %d failed, %d answered only after a lost SYN; new pod %s ready after %v\n",
+		what, r.ok, r.failed, r.resent, newPod, time.Since(start).Round(100*time.Millisecond))
+	if r.failed != 0 || r.resent != 0 || r.ok == 0 {
+		k.logs()
+		t.Fatalf("%s: %d of %d connections failed (first errors %v), %d answered only after a lost SYN", what, r.failed, r.ok+r.failed, r.errs, r.resent)
+	}
+	// The new agent has taken the listeners over from the kernel.
+	for {
+		b, err := k.cs.CoreV1().Pods("l4lb-system").GetLogs(newPod, &corev1.PodLogOptions{}).DoRaw(k.ctx)
+		if err == nil && strings.Contains(string(b), "took the listeners over from the kernel") {
+			break
+		}
+		if time.Since(start) > 2*time.Minute {
+			k.logs()
+			t.Fatalf("%s: the new dataplane pod did not take the listeners over from the kernel", what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if l := oldLog(); refusedByRBAC(l) || !strings.Contains(l, "listeners handed to the kernel") {
+		t.Fatalf("%s: the old agent's log:\n%s", what, l)
+	}
+}
+
+// followLog streams a pod's log until the pod ends; the function returned waits for that.
+func (k *cluster) followLog(pod string) func() string {
+	var b strings.Builder
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s, err := k.cs.CoreV1().Pods("l4lb-system").GetLogs(pod, &corev1.PodLogOptions{Follow: true}).Stream(k.ctx)
+		if err != nil {
+			b.WriteString(err.Error())
+			return
+		}
+		defer s.Close()
+		io.Copy(&b, s)
+	}()
+	return func() string {
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			return "the log did not end a minute after the pod was replaced"
+		}
+		return b.String()
+	}
+}
+
+// httpConn is one HTTP/1.1 connection, kept open between requests.
+type httpConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialHTTP(t *testing.T, addr string) *httpConn {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	must(t, err)
+	return &httpConn{c: c, r: bufio.NewReader(c)}
+}
+
+func (h *httpConn) get(t *testing.T, what string) {
+	t.Helper()
+	h.c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(h.c, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", vip); err != nil {
+		t.Fatalf("%s: the open connection: %v", what, err)
+	}
+	resp, err := http.ReadResponse(h.r, nil)
+	if err != nil {
+		t.Fatalf("%s: the open connection: %v", what, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !strings.HasPrefix(string(b), "Server : ") {
+		t.Fatalf("%s: the open connection answered %q, %v", what, b, err)
+	}
+}
+
+// traffic opens a new connection to a URL every 20 ms, whatever became of the last ones.
+type traffic struct {
+	mu    sync.Mutex
+	res   trafficResult
+	done  chan struct{}
+	ended sync.WaitGroup
+}
+
+type trafficResult struct {
+	ok, failed, resent int
+	errs               []string
+}
+
+func startTraffic(url string) *traffic {
+	tr := &traffic{done: make(chan struct{})}
+	tr.ended.Add(1)
+	go func() {
+		defer tr.ended.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			tr.ended.Add(1)
+			go func() {
+				defer tr.ended.Done()
+				start := time.Now()
+				s, err := fetch(url)
+				tr.mu.Lock()
+				defer tr.mu.Unlock()
+				switch {
+				case err != nil || !strings.HasPrefix(s, "Server : "):
+					tr.res.failed++
+					if len(tr.res.errs) < 3 {
+						tr.res.errs = append(tr.res.errs, fmt.Sprintf("%s: %q %v", start.Format("15:04:05.000"), s, err))
+					}
+				case time.Since(start) >= time.Second: // a SYN was lost and sent again
+					tr.res.resent++
+				default:
+					tr.res.ok++
+				}
+			}()
+			select {
+			case <-tr.done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return tr
+}
+
+func (tr *traffic) stop() trafficResult {
+	close(tr.done)
+	tr.ended.Wait()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.res
+}
+
+// resources prints what l4lb's containers use under load (a client opening a connection to the
+// VIP every 20 ms for 10 s), as the kubelet measures it (its summary API, cAdvisor), against
+// the chart's requests and limits; a container over its memory limit fails the test.
+func (k *cluster) resources() {
+	t := k.t
+	load := startTraffic("http://" + vip + "/")
+	time.Sleep(10 * time.Second)
+	var summary struct {
+		Pods []struct {
+			PodRef     struct{ Name, Namespace string }
+			Containers []struct {
+				Name string
+				CPU  struct {
+					UsageNanoCores uint64
+				}
+				Memory struct {
+					WorkingSetBytes uint64
+				}
+			}
+		}
+	}
+	b, err := k.cs.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", os.Getenv("L4LB_CLUSTER_NODE"), "proxy/stats/summary").DoRaw(k.ctx)
+	must(t, err)
+	must(t, json.Unmarshal(b, &summary))
+	r := load.stop()
+	pods, err := k.cs.CoreV1().Pods("l4lb-system").List(k.ctx, metav1.ListOptions{})
+	must(t, err)
+	limits := map[string]corev1.ResourceRequirements{}
+	for _, p := range pods.Items {
+		for _, c := range p.Spec.Containers {
+			limits[p.Name+"/"+c.Name] = c.Resources
+		}
+	}
+	seen := 0
+	for _, p := range summary.Pods {
+		if p.PodRef.Namespace != "l4lb-system" {
+			continue
+		}
+		for _, c := range p.Containers {
+			res, ok := limits[p.PodRef.Name+"/"+c.Name]
+			if !ok {
+				continue // a pod gone since
+			}
+			seen++
+			mem := c.Memory.WorkingSetBytes
+			fmt.Printf("resources under %d connections/s: %s/%s cpu %dm, memory %d Mi (requests %s cpu, %s memory; memory limit %s)\n",
+				r.ok/10, p.PodRef.Name, c.Name, c.CPU.UsageNanoCores/1e6, mem>>20,
+				res.Requests.Cpu(), res.Requests.Memory(), res.Limits.Memory())
+			if l := res.Limits.Memory(); !l.IsZero() && int64(mem) > l.Value() {
+				t.Errorf("%s/%s uses %d bytes of memory, over its limit %s", p.PodRef.Name, c.Name, mem, l)
+			}
+		}
+	}
+	if seen == 0 {
+		t.Fatalf("the kubelet's summary has no l4lb container: %.500s", b)
+	}
+}
+
+// refusedByRBAC reports whether a log holds an authorisation refusal ("... is forbidden: User
+// ... cannot ..."), not another 403 (an event in a namespace being deleted, say).
+func refusedByRBAC(log string) bool {
+	return strings.Contains(log, "is forbidden: User ")
+}
+
 // noForbidden fails when RBAC refused any l4lb pod anything: the service accounts' own rights
 // must be enough.
 func (k *cluster) noForbidden() {
 	for name, l := range k.podLogs() {
 		for _, line := range strings.Split(l, "\n") {
-			if strings.Contains(line, "forbidden") {
+			if refusedByRBAC(line) {
 				k.t.Errorf("%s was refused by RBAC: %s", name, line)
 			}
 		}

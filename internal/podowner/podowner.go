@@ -40,29 +40,26 @@ type Lease struct {
 	Key    client.ObjectKey
 }
 
-// Start sets the owner, trying for a minute.
+// Start sets the owner, and sets it again while this pod leads: the garbage collector may
+// delete the Lease for its previous owner's pod just after this one took it over, and leader
+// election then recreates it without an owner, which an uninstall would leave behind.
 func (l Lease) Start(ctx context.Context) error {
 	ref := Ref()
 	if ref == nil {
 		return nil
 	}
-	for range 30 {
+	for {
 		var lease coordinationv1.Lease
-		err := l.Reader.Get(ctx, l.Key, &lease)
-		if err == nil {
-			if o := lease.OwnerReferences; len(o) == 1 && o[0].UID == ref.UID {
-				return nil
-			}
-			Set(&lease)
-			if err = l.Client.Update(ctx, &lease); err == nil {
-				return nil
+		if err := l.Reader.Get(ctx, l.Key, &lease); err == nil {
+			if o := lease.OwnerReferences; len(o) != 1 || o[0].UID != ref.UID {
+				Set(&lease)
+				l.Client.Update(ctx, &lease) // a conflict is tried again on the next turn
 			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(2 * time.Second):
+		case <-time.After(5 * time.Second):
 		}
 	}
-	return nil
 }

@@ -1,0 +1,108 @@
+package nat
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/ti-mo/conntrack"
+)
+
+// What the kernel counts of the table's flows, read and ended through conntrack.
+
+// Stats are the table's counters.
+type Stats struct {
+	// Members holds each listener's members' counts, by listener key then member key.
+	Members map[string]map[string]Counts
+	// Refused holds each listener's refused datagrams (source not allowed, over the
+	// connection limit, no member).
+	Refused map[string]uint64
+}
+
+// Stats reads the counters and counts the open flows.
+func (t *Table) Stats() (Stats, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	objs, err := t.conn.GetNamedObjects(t.table)
+	if err != nil {
+		return Stats{}, err
+	}
+	values := map[string]*expr.Counter{}
+	for _, o := range objs {
+		if no, ok := o.(*nftables.NamedObj); ok {
+			if c, ok := no.Obj.(*expr.Counter); ok {
+				values[no.Name] = c
+			}
+		}
+	}
+	active, err := t.openFlows()
+	if err != nil {
+		return Stats{}, err
+	}
+	payload := func(name string, header uint64) uint64 {
+		c := values[name]
+		if c == nil {
+			return 0
+		}
+		return c.Bytes - c.Packets*header
+	}
+	st := Stats{Members: map[string]map[string]Counts{}, Refused: map[string]uint64{}}
+	for k, id := range t.listenerIDs {
+		st.Members[k] = map[string]Counts{}
+		if c := values[chain("e", id)]; c != nil {
+			st.Refused[k] = c.Packets
+		}
+	}
+	for k, id := range t.memberIDs {
+		l := listenerOf(k)
+		var flows uint64
+		if c := values[chain("n", id)]; c != nil {
+			flows = c.Packets
+		}
+		st.Members[l][k[len(l)+1:]] = Counts{
+			BytesIn: payload(chain("i", id), t.headers[id]), BytesOut: payload(chain("o", id), t.headers[id]),
+			Flows: flows, Active: active[t.tag|id],
+		}
+	}
+	return st, nil
+}
+
+// openFlows counts the table's conntrack flows by mark. The kernel filters by the table's tag,
+// so a node's other flows (all of kube-proxy's, say) are not sent over.
+func (t *Table) openFlows() (map[uint32]int, error) {
+	c, err := conntrack.Dial(nil)
+	if err != nil {
+		return nil, fmt.Errorf("conntrack: %w", err)
+	}
+	defer c.Close()
+	flows, err := c.DumpFilter(conntrack.NewFilter().Mark(t.tag).MarkMask(markMask), nil)
+	if err != nil {
+		return nil, fmt.Errorf("conntrack: %w", err)
+	}
+	n := map[uint32]int{}
+	for _, f := range flows {
+		n[f.Mark]++
+	}
+	return n, nil
+}
+
+// endFlows deletes the flows of the members ids (all of the table's flows with mask
+// markMask), so their clients' next datagrams are new flows that choose again.
+func (t *Table) endFlows(ids map[uint32]bool, mask uint32) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	c, err := conntrack.Dial(nil)
+	if err != nil {
+		return fmt.Errorf("conntrack: %w", err)
+	}
+	defer c.Close()
+	var errs []error
+	for id := range ids {
+		if err := c.FlushFilter(conntrack.NewFilter().Mark(t.tag | id).MarkMask(mask)); err != nil {
+			errs = append(errs, fmt.Errorf("conntrack: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}

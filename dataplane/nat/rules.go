@@ -1,0 +1,274 @@
+package nat
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+
+	"github.com/l4lb/l4lb/dataplane/balancer"
+	"github.com/l4lb/l4lb/dataplane/model"
+)
+
+// The expressions each listener and member is built from, and the names they go by.
+
+func chain(prefix string, id uint32) string { return fmt.Sprintf("%s%d", prefix, id) }
+
+// built names an object built for a listener in Apply number gen.
+func built(prefix string, id uint32, gen uint64) string {
+	return fmt.Sprintf("%s%d_%d", prefix, id, gen)
+}
+
+func counter(t *nftables.Table, name string) *nftables.NamedObj {
+	return &nftables.NamedObj{Table: t, Name: name, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}}
+}
+
+func (t *Table) addChain(name string) *nftables.Chain {
+	t.building.chains = append(t.building.chains, name)
+	return t.conn.AddChain(&nftables.Chain{Name: name, Table: t.table})
+}
+
+func (t *Table) rule(ch *nftables.Chain, e ...expr.Any) {
+	t.conn.AddRule(&nftables.Rule{Table: t.table, Chain: ch, Exprs: e})
+}
+
+// match is the expressions that match a listener's packets (its family, protocol, address
+// and port).
+func (l Listener) proto() byte {
+	if l.Protocol == model.TCP {
+		return unix.IPPROTO_TCP
+	}
+	return unix.IPPROTO_UDP
+}
+
+func match(l Listener) []expr.Any {
+	a := l.Address.Addr().Unmap()
+	fam, daddr := byte(unix.NFPROTO_IPV4), uint32(16)
+	if a.Is6() {
+		fam, daddr = unix.NFPROTO_IPV6, 24
+	}
+	e := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam}},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{l.proto()}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: daddr, Len: uint32(a.BitLen() / 8)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.AsSlice()},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(l.Address.Port())},
+	}
+	if l.proto() == unix.IPPROTO_TCP {
+		// Only a SYN opens a flow here. Conntrack may first see a connection the proxy
+		// already carries in the middle (nothing tracked before this table hooked NAT in),
+		// and would call it new: such a packet must reach the proxy's socket, not a member.
+		e = append(e,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x12}, Xor: []byte{0}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}})
+	}
+	return e
+}
+
+// addListener adds the listener's ct timeout and the chain that checks the client's address.
+func (t *Table) addListener(l Listener, lid uint32) {
+	c := t.conn
+	a := l.Address.Addr().Unmap()
+	fam, saddr := byte(unix.NFPROTO_IPV4), uint32(12)
+	if a.Is6() {
+		fam, saddr = unix.NFPROTO_IPV6, 8
+	}
+	gen := t.building.gen
+	timeout := built("t", lid, gen)
+	timed := l.Timeout > 0 && l.proto() == unix.IPPROTO_UDP
+	if timed {
+		name := timeout
+		secs := uint32(max(1, l.Timeout/time.Second))
+		c.AddObj(&nftables.NamedObj{Table: t.table, Name: name, Type: nftables.ObjTypeCtTimeout, Obj: &expr.CtTimeout{
+			L3Proto: uint16(fam), L4Proto: unix.IPPROTO_UDP,
+			Policy: expr.CtStatePolicyTimeout{expr.CtStateUDPUNREPLIED: secs, expr.CtStateUDPREPLIED: secs}}})
+		t.building.timeouts = append(t.building.timeouts, name)
+	}
+	lc := t.addChain(built("l", lid, gen))
+	if timed {
+		// Set on the flow's first packet, before conntrack confirms the flow (the kernel
+		// ignores it on a confirmed flow, and has no flow yet at the raw priority).
+		t.rule(lc, &expr.Objref{Type: int(nftables.ObjTypeCtTimeout), Name: timeout})
+	}
+	if t.fresh[lid] {
+		c.AddObj(counter(t.table, chain("e", lid)))
+	}
+	sc := t.addChain(built("s", lid, gen)).Name
+	if len(l.AllowedCIDRs) == 0 {
+		t.rule(lc, &expr.Verdict{Kind: expr.VerdictGoto, Chain: sc})
+	}
+	for _, p := range l.AllowedCIDRs {
+		// As model.Listener.Allowed: a prefix of the other family matches nothing.
+		p = p.Masked()
+		if p.Addr().Is6() != a.Is6() {
+			continue
+		}
+		n := uint32(a.BitLen() / 8)
+		t.rule(lc,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: saddr, Len: n},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: prefixMask(p.Bits(), int(n)), Xor: make([]byte, n)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()},
+			&expr.Verdict{Kind: expr.VerdictGoto, Chain: sc})
+	}
+	t.rule(lc, refused(lid)...)
+	if refuse != nil && refuse(l) {
+		t.rule(lc, &expr.Verdict{Kind: expr.VerdictJump, Chain: "missing"})
+	}
+}
+
+// refuse makes the kernel refuse the listeners it picks, by a jump to a chain that does not
+// exist (set by tests only, in export_test.go).
+var refuse func(Listener) bool
+
+func prefixMask(bits, n int) []byte {
+	m := make([]byte, n)
+	for i := range m {
+		switch {
+		case bits >= 8:
+			m[i] = 0xff
+			bits -= 8
+		case bits > 0:
+			m[i] = byte(0xff << (8 - bits))
+			bits = 0
+		}
+	}
+	return m
+}
+
+// refused counts a refused datagram on the listener's errors and drops it.
+func refused(lid uint32) []expr.Any {
+	return []expr.Any{&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: chain("e", lid)}, &expr.Verdict{Kind: expr.VerdictDrop}}
+}
+
+// addSelection fills s<lid>: the connection limit, then the algorithm's map over the serving
+// members.
+func (t *Table) addSelection(l Listener, lid uint32, serving []Member, ids []uint32) error {
+	gen := t.building.gen
+	sc := &nftables.Chain{Name: built("s", lid, gen), Table: t.table}
+	if l.ConnectionLimit > 0 {
+		t.rule(sc, append([]expr.Any{&expr.Connlimit{Count: uint32(l.ConnectionLimit), Flags: connlimitOver}}, refused(lid)...)...)
+	}
+	if len(serving) == 0 {
+		t.rule(sc, refused(lid)...)
+		return nil
+	}
+	bm := make([]balancer.Member, len(serving))
+	for i, m := range serving {
+		bm[i] = balancer.Member{Key: m.Address.String(), Weight: m.Weight}
+	}
+	var slots []int32
+	var pick []expr.Any
+	a := l.Address.Addr().Unmap()
+	saddr, n := uint32(12), uint32(4)
+	if a.Is6() {
+		saddr, n = 8, 16
+	}
+	switch l.Algorithm {
+	case model.RoundRobin:
+		slots = balancer.RoundRobinCycle(bm)
+		pick = []expr.Any{&expr.Numgen{Register: 1, Modulus: uint32(len(slots)), Type: unix.NFT_NG_INCREMENTAL}}
+	case model.SourceIP, model.SourceIPPort:
+		slots = balancer.NewMaglev(bm, balancer.DefaultTableSize, false).Table()
+		pick = []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: saddr, Len: n}}
+		length := n
+		if l.Algorithm == model.SourceIPPort {
+			// The port goes in the 32-bit register after the address, as nft concatenates.
+			pick = append(pick, &expr.Payload{DestRegister: unix.NFT_REG32_00 + n/4, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2})
+			length += 4
+		}
+		pick = append(pick, &expr.Hash{SourceRegister: 1, DestRegister: 1, Length: length, Modulus: uint32(len(slots)), Seed: hashSeed, Type: expr.HashTypeJenkins})
+	default:
+		return fmt.Errorf("algorithm %s is not carried by the kernel", l.Algorithm)
+	}
+	elems := make([]nftables.SetElement, len(slots))
+	for i, s := range slots {
+		elems[i] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(i)),
+			VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: built("m", ids[s], gen)}}
+	}
+	m, err := t.addMap(built("p", lid, gen), nftables.TypeInteger, elems)
+	if err != nil {
+		return err
+	}
+	t.rule(sc, append(pick, &expr.Lookup{SourceRegister: 1, SetName: m.Name, SetID: m.ID, DestRegister: 0, IsDestRegSet: true})...)
+	return nil
+}
+
+// addMap adds a verdict map. Its elements go in messages of a thousand: an attribute holds
+// at most 64 KiB, and a Maglev table has 65537 slots.
+func (t *Table) addMap(name string, key nftables.SetDatatype, elems []nftables.SetElement) (*nftables.Set, error) {
+	m := &nftables.Set{Table: t.table, Name: name, IsMap: true, KeyType: key, DataType: nftables.TypeVerdict,
+		KeyByteOrder: binaryutil.NativeEndian}
+	if err := t.conn.AddSet(m, nil); err != nil {
+		return nil, err
+	}
+	if t.building != nil { // else the table's own
+		t.building.sets = append(t.building.sets, name)
+	}
+	for chunk := range slices.Chunk(elems, 1000) {
+		if err := t.conn.SetAddElements(m, chunk); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// addMember adds m<mid>, which marks, counts and translates a member's new flows, and
+// c<mid>, which counts their bytes.
+func (t *Table) addMember(m Member, mid uint32) {
+	c := t.conn
+	t.headers[mid] = 8 + 20
+	if m.Address.Addr().Unmap().Is6() {
+		t.headers[mid] = 8 + 40
+	}
+	if t.fresh[mid] {
+		for _, p := range []string{"i", "o", "n"} {
+			c.AddObj(counter(t.table, chain(p, mid)))
+		}
+	}
+	a := m.Address.Addr().Unmap()
+	fam := uint32(unix.NFPROTO_IPV4)
+	if a.Is6() {
+		fam = unix.NFPROTO_IPV6
+	}
+	gen := t.building.gen
+	t.rule(t.addChain(built("m", mid, gen)),
+		&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(t.tag | mid)},
+		&expr.Ct{Register: 1, SourceRegister: true, Key: expr.CtKeyMARK},
+		&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: chain("n", mid)},
+		&expr.Immediate{Register: 1, Data: a.AsSlice()},
+		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(m.Address.Port())},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: fam, RegAddrMin: 1, RegProtoMin: 2, Specified: true})
+	cc := t.addChain(built("c", mid, gen))
+	for dir, name := range []string{chain("i", mid), chain("o", mid)} {
+		t.rule(cc,
+			&expr.Ct{Register: 1, Key: expr.CtKeyDIRECTION},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(dir)}},
+			&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: name})
+	}
+}
+
+func (t *Table) markIsOurs() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeyMARK},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(markMask), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(t.tag)},
+	}
+}
+
+func oifNotLo() []expr.Any {
+	lo := make([]byte, 16)
+	copy(lo, "lo")
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: lo},
+	}
+}
