@@ -4,6 +4,7 @@
 //	l4lb dataplane    the dataplane agent (a DaemonSet on the host network)
 //	l4lb dataplane --config FILE
 //	                  the dataplane alone, serving the objects in FILE (like haproxy -f)
+//	l4lb octavia-api  Octavia's v2 REST API over the objects, with Keystone's tokens
 package main
 
 import (
@@ -29,6 +30,8 @@ func main() {
 		run = controllerCommand()
 	case "dataplane":
 		run = dataplaneCommand()
+	case "octavia-api":
+		run = octaviaCommand()
 	default:
 		usage()
 	}
@@ -41,6 +44,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: l4lb controller|dataplane [flags]   (l4lb MODE -h lists the flags)")
+	fmt.Fprintln(os.Stderr, "usage: l4lb controller|dataplane|octavia-api [flags]   (l4lb MODE -h lists the flags)")
 	os.Exit(2)
 }

@@ -89,7 +89,8 @@ func TestHelmChartLintsAndIsAccepted(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := run(t, helm, "template", "l4lb", "charts/l4lb", "--namespace", "l4lb", "--include-crds",
-		"--set", "controller.vipRanges={192.0.2.240/28}", "--set", "controller.openstack.secretName=openstack-credentials")
+		"--set", "controller.vipRanges={192.0.2.240/28}", "--set", "controller.openstack.secretName=openstack-credentials",
+		"--set", "octaviaAPI.enabled=true")
 	if n := dryRun(t, out); n < 10 {
 		t.Fatalf("only %d objects", n)
 	}

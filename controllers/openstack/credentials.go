@@ -1,6 +1,7 @@
 // Package openstack is the VIP provider for OpenStack: the VIP is an unbound Neutron port, a
 // floating IP is associated with it, and the nodes' ports get the VIP as an allowed address
-// pair so port security lets it through. It is the only package that imports gophercloud.
+// pair so port security lets it through. It also validates users' Keystone tokens for the
+// Octavia API (keystone.go). It is the only package that imports gophercloud.
 package openstack
 
 import (

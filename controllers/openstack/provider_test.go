@@ -2,15 +2,11 @@ package openstack
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/layer3/floatingips"
@@ -21,6 +17,7 @@ import (
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/controllers/vip"
+	"github.com/l4lb/l4lb/internal/cloudtest"
 )
 
 // These tests run against a real Keystone and Neutron started by hack/openstack.sh on
@@ -33,44 +30,21 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	_, file, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(file), "..", "..", "hack", "openstack.sh")
-	started := false
-	if os.Geteuid() == 0 {
-		// A cloud someone started by hand stays up; one started here goes when the tests end.
-		started = !answers("http://127.0.0.1:15000/v3")
-		out, err := exec.Command(script, "up").Output()
-		if err != nil {
-			cloudErr = fmt.Errorf("hack/openstack.sh up: %v", err)
-		} else if cloudsYAML, err = os.ReadFile(strings.TrimSpace(string(out))); err != nil {
-			cloudErr = err
-		} else {
-			p := testProvider(nil)
-			neutron, cloudErr = p.client(context.Background())
-		}
+	var down func()
+	cloudsYAML, down, cloudErr = cloudtest.Up()
+	if cloudErr == nil {
+		p := testProvider(nil)
+		neutron, cloudErr = p.client(context.Background())
 	}
 	code := m.Run()
-	if started {
-		exec.Command(script, "down").Run()
-	}
+	down()
 	os.Exit(code)
-}
-
-// answers reports whether an HTTP server answers at url.
-func answers(url string) bool {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return true
 }
 
 func needCloud(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the local Keystone and Neutron (hack/openstack.sh) need root: run make test as root")
+	if errors.Is(cloudErr, cloudtest.ErrNotRoot) {
+		t.Skip(cloudErr)
 	}
 	if cloudErr != nil {
 		t.Fatal(cloudErr)

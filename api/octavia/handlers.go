@@ -1,0 +1,231 @@
+package octavia
+
+import (
+	"context"
+	"net/http"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+)
+
+// The writes of each kind (writes.go), set here so the kinds and the Server's methods do not
+// refer to each other at package initialisation.
+type writes struct {
+	create func(s *Server, ctx context.Context, c *caller, v *view, obj map[string]any) (client.Object, error)
+	update func(v *view, o client.Object, obj map[string]any) error
+	remove func(s *Server, ctx context.Context, v *view, o client.Object, cascade bool) error
+}
+
+var writesOf = map[string]writes{}
+
+func (s *Server) list(k kind) func(http.ResponseWriter, *http.Request, *caller) error {
+	return func(w http.ResponseWriter, r *http.Request, c *caller) error {
+		v, err := s.load(r.Context(), c)
+		if err != nil {
+			return err
+		}
+		var items []map[string]any
+		for _, o := range k.objects(v) {
+			items = append(items, k.json(v, o))
+		}
+		out, err := page(r, k.plural, items)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+}
+
+func (s *Server) get(k kind) func(http.ResponseWriter, *http.Request, *caller) error {
+	return func(w http.ResponseWriter, r *http.Request, c *caller) error {
+		v, o, err := s.found(r, c, k)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{k.singular: k.json(v, o)})
+		return nil
+	}
+}
+
+func (s *Server) create(k kind) func(http.ResponseWriter, *http.Request, *caller) error {
+	return func(w http.ResponseWriter, r *http.Request, c *caller) error {
+		obj, err := body(r, k.singular)
+		if err != nil {
+			return err
+		}
+		v, err := s.load(r.Context(), c)
+		if err != nil {
+			return err
+		}
+		o, err := writesOf[k.plural].create(s, r.Context(), c, v, obj)
+		if err != nil {
+			return err
+		}
+		return s.answer(w, r, c, k, o, http.StatusCreated)
+	}
+}
+
+func (s *Server) update(k kind) func(http.ResponseWriter, *http.Request, *caller) error {
+	return func(w http.ResponseWriter, r *http.Request, c *caller) error {
+		obj, err := body(r, k.singular)
+		if err != nil {
+			return err
+		}
+		v, o, err := s.found(r, c, k)
+		if err != nil {
+			return err
+		}
+		if err := writesOf[k.plural].update(v, o, obj); err != nil {
+			return err
+		}
+		if err := s.Client.Update(r.Context(), o); err != nil {
+			return err
+		}
+		return s.answer(w, r, c, k, o, http.StatusOK)
+	}
+}
+
+func (s *Server) delete(k kind) func(http.ResponseWriter, *http.Request, *caller) error {
+	return func(w http.ResponseWriter, r *http.Request, c *caller) error {
+		v, o, err := s.found(r, c, k)
+		if err != nil {
+			return err
+		}
+		if err := writesOf[k.plural].remove(s, r.Context(), v, o, r.URL.Query().Get("cascade") == "true"); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+}
+
+// found reads the caller's view and the object of kind k the path names in it ({id}, or
+// the wildcard given).
+func (s *Server) found(r *http.Request, c *caller, k kind, wildcard ...string) (*view, client.Object, error) {
+	v, err := s.load(r.Context(), c)
+	if err != nil {
+		return nil, nil, err
+	}
+	id := r.PathValue(append(wildcard, "id")[0])
+	o := v.find(k, id)
+	if o == nil {
+		return nil, nil, notFound(k.what, id)
+	}
+	return v, o, nil
+}
+
+// answer writes o as it is now, read back with what refers to it.
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, c *caller, k kind, o client.Object, code int) error {
+	v, err := s.load(r.Context(), c)
+	if err != nil {
+		return err
+	}
+	cur := v.find(k, string(o.GetUID()))
+	if cur == nil {
+		cur = o
+	}
+	out := k.json(v, cur)
+	if code == http.StatusOK && out["provisioning_status"] == string(lbv1.ProvisioningActive) {
+		out["provisioning_status"] = string(lbv1.ProvisioningPendingUpdate)
+	}
+	writeJSON(w, code, map[string]any{k.singular: out})
+	return nil
+}
+
+// statusTree is GET /loadbalancers/{id}/status: the load balancer and everything under it,
+// with their statuses.
+func (s *Server) statusTree(w http.ResponseWriter, r *http.Request, c *caller) error {
+	v, o, err := s.found(r, c, loadBalancers)
+	if err != nil {
+		return err
+	}
+	lb := o.(*lbv1.LoadBalancer)
+	short := func(m map[string]any, keys ...string) map[string]any {
+		out := map[string]any{}
+		for _, k := range append(keys, "id", "name", "provisioning_status", "operating_status") {
+			out[k] = m[k]
+		}
+		return out
+	}
+	var ls []any
+	for _, l := range v.listenersOf(lb) {
+		lm := short(listenerJSON(v, l))
+		var ps []any
+		if p := v.poolOf(l); p != nil {
+			pm := short(poolJSON(v, p))
+			if hm := v.monitorOf(p); hm != nil {
+				pm["health_monitor"] = short(monitorJSON(v, hm), "type")
+			}
+			var ms []any
+			for _, mm := range p.Spec.Members {
+				ms = append(ms, short(memberJSON(v, p, mm), "address", "protocol_port"))
+			}
+			pm["members"] = orEmpty(ms)
+			ps = append(ps, pm)
+		}
+		lm["pools"] = orEmpty(ps)
+		ls = append(ls, lm)
+	}
+	lbm := short(lbJSON(v, lb))
+	lbm["listeners"] = orEmpty(ls)
+	writeJSON(w, http.StatusOK, map[string]any{"statuses": map[string]any{"loadbalancer": lbm}})
+	return nil
+}
+
+func orEmpty(l []any) []any {
+	if l == nil {
+		return []any{}
+	}
+	return l
+}
+
+// The members of a pool, addressed by their own IDs under the pool's.
+
+func (s *Server) poolFor(r *http.Request, c *caller) (*view, *lbv1.Pool, error) {
+	v, o, err := s.found(r, c, pools, "pool")
+	if err != nil {
+		return nil, nil, err
+	}
+	return v, o.(*lbv1.Pool), nil
+}
+
+func memberIndex(p *lbv1.Pool, id string) int {
+	for i, m := range p.Spec.Members {
+		if memberID(p, m.Name) == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func (s *Server) listMembers(w http.ResponseWriter, r *http.Request, c *caller) error {
+	v, p, err := s.poolFor(r, c)
+	if err != nil {
+		return err
+	}
+	var items []map[string]any
+	for _, m := range p.Spec.Members {
+		items = append(items, memberJSON(v, p, m))
+	}
+	out, err := page(r, "members", items)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) getMember(w http.ResponseWriter, r *http.Request, c *caller) error {
+	v, p, err := s.poolFor(r, c)
+	if err != nil {
+		return err
+	}
+	i := memberIndex(p, r.PathValue("id"))
+	if i < 0 {
+		return notFound("Member", r.PathValue("id"))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"member": memberJSON(v, p, p.Spec.Members[i])})
+	return nil
+}

@@ -1,0 +1,544 @@
+package octavia
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+)
+
+func init() {
+	writesOf[loadBalancers.plural] = writes{create: (*Server).createLB, update: updateLB, remove: (*Server).removeLB}
+	writesOf[listeners.plural] = writes{create: (*Server).createListener, update: updateListener, remove: (*Server).removeListener}
+	writesOf[pools.plural] = writes{create: (*Server).createPool, update: updatePool, remove: (*Server).removePool}
+	writesOf[healthMonitors.plural] = writes{create: (*Server).createMonitor, update: updateMonitor, remove: (*Server).removeMonitor}
+}
+
+// make creates o under a name derived from its Octavia name, or that name with a suffix when
+// it is taken.
+func (s *Server) make(ctx context.Context, o client.Object, octaviaName, fallback string) error {
+	o.SetName(k8sName(octaviaName, fallback))
+	if octaviaName != "" {
+		o.SetAnnotations(map[string]string{NameAnnotation: octaviaName})
+	}
+	err := s.Client.Create(ctx, o)
+	if apierrors.IsAlreadyExists(err) {
+		o.SetGenerateName(o.GetName() + "-")
+		o.SetName("")
+		err = s.Client.Create(ctx, o)
+	}
+	return err
+}
+
+func setName(o client.Object, in *input) {
+	if in.has("name") {
+		a := o.GetAnnotations()
+		if a == nil {
+			a = map[string]string{}
+		}
+		a[NameAnnotation] = in.str("name")
+		o.SetAnnotations(a)
+	}
+}
+
+// Load balancers.
+
+var lbUpdatable = []string{"name", "description", "admin_state_up"}
+
+func (s *Server) createLB(ctx context.Context, c *caller, v *view, obj map[string]any) (client.Object, error) {
+	in := newInput(obj, append(lbUpdatable, "vip_subnet_id", "vip_network_id", "vip_port_id", "vip_address",
+		"provider", "project_id", "tenant_id", "listeners")...)
+	lb := &lbv1.LoadBalancer{Spec: lbv1.LoadBalancerSpec{Description: in.str("description")}}
+	in.boolPtr("admin_state_up", &lb.Spec.AdminStateUp)
+	switch p := in.str("provider"); p {
+	case "", Provider, "amphora", "octavia":
+	default:
+		in.fail("Provider '%s' is not enabled.", p)
+	}
+	vip := lbv1.VIP{Subnet: in.str("vip_subnet_id"), Network: in.str("vip_network_id"), Port: in.str("vip_port_id"), Address: in.str("vip_address")}
+	switch {
+	case vip.Subnet != "" || vip.Network != "" || vip.Port != "":
+		lb.Spec.Provider = lbv1.ProviderOpenStack
+		lb.Spec.VIP = &vip
+	case vip.Address != "":
+		lb.Spec.VIP = &vip
+	}
+	nested := in.objects("listeners")
+	project, err := writableProject(c, obj)
+	if err != nil {
+		return nil, err
+	}
+	if in.err != nil {
+		return nil, in.err
+	}
+	ns, err := s.namespaceFor(ctx, project)
+	if err != nil {
+		return nil, err
+	}
+	lb.Namespace = ns
+	if err := s.make(ctx, lb, in.str("name"), "lb"); err != nil {
+		return nil, err
+	}
+	// A fully populated load balancer: its listeners, each with its default pool, its
+	// members and its monitor, in one call.
+	v.projects[ns] = project
+	v.lbs = append(v.lbs, *lb)
+	for _, l := range nested {
+		if err := s.child(ctx, c, v, l, "loadbalancer_id", lb, (*Server).createListener); err != nil {
+			return lb, err
+		}
+	}
+	return lb, nil
+}
+
+func updateLB(v *view, o client.Object, obj map[string]any) error {
+	lb := o.(*lbv1.LoadBalancer)
+	in := newInput(obj, lbUpdatable...)
+	setName(lb, in)
+	if in.has("description") {
+		lb.Spec.Description = in.str("description")
+	}
+	in.boolPtr("admin_state_up", &lb.Spec.AdminStateUp)
+	return in.err
+}
+
+func (s *Server) removeLB(ctx context.Context, v *view, o client.Object, cascade bool) error {
+	lb := o.(*lbv1.LoadBalancer)
+	ls := v.listenersOf(lb)
+	if len(ls) > 0 && !cascade {
+		return badRequest("Cannot delete Load Balancer %s - it has children", lb.UID)
+	}
+	for _, l := range ls {
+		if err := s.removeListener(ctx, v, l, true); err != nil {
+			return err
+		}
+	}
+	return client.IgnoreNotFound(s.Client.Delete(ctx, lb))
+}
+
+// Listeners.
+
+var listenerUpdatable = []string{"name", "description", "admin_state_up", "connection_limit", "timeout_client_data",
+	"timeout_member_connect", "timeout_member_data", "timeout_tcp_inspect", "allowed_cidrs"}
+
+func (s *Server) createListener(ctx context.Context, c *caller, v *view, obj map[string]any) (client.Object, error) {
+	in := newInput(obj, append(listenerUpdatable, "protocol", "protocol_port", "loadbalancer_id", "project_id", "tenant_id", "default_pool")...)
+	lbObj := v.find(loadBalancers, in.str("loadbalancer_id"))
+	if lbObj == nil {
+		in.fail("Invalid input: loadbalancer_id %q is not a load balancer of this project", in.str("loadbalancer_id"))
+	}
+	l := &lbv1.Listener{Spec: lbv1.ListenerSpec{Protocol: lbv1.ListenerProtocol(in.oneOf("protocol", "TCP", "UDP"))}}
+	if in.str("protocol") == "" {
+		in.fail("Invalid input: protocol is required (TCP or UDP)")
+	}
+	port, ok := in.num("protocol_port")
+	if !ok || port < 1 || port > 65535 {
+		in.fail("Invalid input: protocol_port must be 1 to 65535")
+	}
+	l.Spec.ProtocolPort = port
+	if err := applyListener(in, l); err != nil {
+		return nil, err
+	}
+	if in.err != nil {
+		return nil, in.err
+	}
+	lb := lbObj.(*lbv1.LoadBalancer)
+	if _, err := writableProject(c, map[string]any{"project_id": v.projects[lb.Namespace]}); err != nil {
+		return nil, err
+	}
+	for _, other := range v.listenersOf(lb) {
+		if other.Spec.ProtocolPort == port && other.Spec.Protocol == l.Spec.Protocol {
+			return nil, conflict("Another Listener on this Load Balancer is already using protocol %s and protocol_port %d", l.Spec.Protocol, port)
+		}
+	}
+	l.Namespace = lb.Namespace
+	l.Spec.LoadBalancerRef.Name = lb.Name
+	if err := s.make(ctx, l, in.str("name"), "listener"); err != nil {
+		return nil, err
+	}
+	v.ls = append(v.ls, *l)
+	return l, s.child(ctx, c, v, in.object("default_pool"), "listener_id", l, (*Server).createPool)
+}
+
+// child creates the object of a fully populated create (a listener's default_pool, a pool's
+// healthmonitor) under parent, which it names by ref.
+func (s *Server) child(ctx context.Context, c *caller, v *view, obj map[string]any, ref string, parent client.Object,
+	create func(*Server, context.Context, *caller, *view, map[string]any) (client.Object, error)) error {
+	if obj == nil {
+		return nil
+	}
+	obj[ref] = string(parent.GetUID())
+	_, err := create(s, ctx, c, v, obj)
+	return err
+}
+
+func applyListener(in *input, l *lbv1.Listener) error {
+	setName(l, in)
+	if in.has("description") {
+		l.Spec.Description = in.str("description")
+	}
+	in.boolPtr("admin_state_up", &l.Spec.AdminStateUp)
+	if n, ok := in.num("connection_limit"); ok {
+		l.Spec.ConnectionLimit = &n
+	}
+	for k, dst := range map[string]**metav1.Duration{
+		"timeout_client_data": &l.Spec.TimeoutClientData, "timeout_member_connect": &l.Spec.TimeoutMemberConnect,
+		"timeout_member_data": &l.Spec.TimeoutMemberData, "timeout_tcp_inspect": &l.Spec.TimeoutTCPInspect,
+	} {
+		if d := in.millis(k); d != nil {
+			*dst = d
+		}
+	}
+	if in.has("allowed_cidrs") {
+		l.Spec.AllowedCIDRs = in.strings("allowed_cidrs")
+	}
+	return in.err
+}
+
+func updateListener(v *view, o client.Object, obj map[string]any) error {
+	return applyListener(newInput(obj, listenerUpdatable...), o.(*lbv1.Listener))
+}
+
+func (s *Server) removeListener(ctx context.Context, v *view, o client.Object, cascade bool) error {
+	l := o.(*lbv1.Listener)
+	if p := v.poolOf(l); p != nil {
+		if !cascade {
+			// Octavia would keep the pool on the load balancer; an l4lb pool belongs to its
+			// listener, so the pool goes first.
+			return conflict("Listener %s has the pool %s: delete the pool first", l.UID, p.UID)
+		}
+		if err := s.removePool(ctx, v, p, true); err != nil {
+			return err
+		}
+	}
+	return client.IgnoreNotFound(s.Client.Delete(ctx, l))
+}
+
+// Pools.
+
+var poolUpdatable = []string{"name", "description", "admin_state_up", "lb_algorithm", "session_persistence"}
+
+var algorithms = []string{string(lbv1.RoundRobin), string(lbv1.LeastConnections), string(lbv1.SourceIP), string(lbv1.SourceIPPort)}
+
+func (s *Server) createPool(ctx context.Context, c *caller, v *view, obj map[string]any) (client.Object, error) {
+	in := newInput(obj, append(poolUpdatable, "listener_id", "loadbalancer_id", "protocol", "project_id", "tenant_id", "members", "healthmonitor")...)
+	if in.str("listener_id") == "" {
+		in.fail("Invalid input: l4lb attaches a pool to a listener: listener_id is required")
+	}
+	lObj := v.find(listeners, in.str("listener_id"))
+	if lObj == nil && in.str("listener_id") != "" {
+		in.fail("Invalid input: listener_id %q is not a listener of this project", in.str("listener_id"))
+	}
+	proto := in.str("protocol")
+	p := &lbv1.Pool{Spec: lbv1.PoolSpec{Protocol: lbv1.PoolProtocol(in.oneOf("protocol", "TCP", "UDP", "PROXY", "PROXYV2"))}}
+	if proto == "" {
+		in.fail("Invalid input: protocol is required (TCP, UDP, PROXY or PROXYV2)")
+	}
+	if in.str("lb_algorithm") == "" {
+		in.fail("Invalid input: lb_algorithm is required")
+	}
+	if err := applyPool(in, p); err != nil {
+		return nil, err
+	}
+	if in.err != nil {
+		return nil, in.err
+	}
+	l := lObj.(*lbv1.Listener)
+	if lbID := in.str("loadbalancer_id"); lbID != "" {
+		if lb := v.lbNamed(l.Namespace, l.Spec.LoadBalancerRef.Name); lb == nil || string(lb.UID) != lbID {
+			return nil, badRequest("Invalid input: listener %s is not on load balancer %s", l.UID, lbID)
+		}
+	}
+	if _, err := writableProject(c, map[string]any{"project_id": v.projects[l.Namespace]}); err != nil {
+		return nil, err
+	}
+	if other := v.poolOf(l); other != nil {
+		return nil, conflict("Listener %s already has a default pool (%s)", l.UID, other.UID)
+	}
+	p.Namespace = l.Namespace
+	p.Spec.ListenerRef.Name = l.Name
+	for _, m := range in.objects("members") {
+		mm, err := memberFrom(m, p)
+		if err != nil {
+			return nil, err
+		}
+		p.Spec.Members = append(p.Spec.Members, mm)
+	}
+	if err := s.make(ctx, p, in.str("name"), "pool"); err != nil {
+		return nil, err
+	}
+	v.ps = append(v.ps, *p)
+	return p, s.child(ctx, c, v, in.object("healthmonitor"), "pool_id", p, (*Server).createMonitor)
+}
+
+func applyPool(in *input, p *lbv1.Pool) error {
+	setName(p, in)
+	if in.has("description") {
+		p.Spec.Description = in.str("description")
+	}
+	in.boolPtr("admin_state_up", &p.Spec.AdminStateUp)
+	if a := in.oneOf("lb_algorithm", algorithms...); a != "" {
+		p.Spec.LBAlgorithm = lbv1.LBAlgorithm(a)
+	}
+	if in.has("session_persistence") {
+		sp := newInput(in.object("session_persistence"), "type", "persistence_timeout", "persistence_granularity")
+		t := sp.oneOf("type", "SOURCE_IP")
+		x := &lbv1.SessionPersistence{Type: lbv1.PersistenceType(t), PersistenceGranularity: sp.str("persistence_granularity")}
+		if n, ok := sp.num("persistence_timeout"); ok {
+			x.PersistenceTimeout = &metav1.Duration{Duration: time.Duration(n) * time.Second}
+		}
+		if sp.err != nil {
+			in.fail("session_persistence: %v", sp.err)
+		}
+		p.Spec.SessionPersistence = x
+	}
+	return in.err
+}
+
+func updatePool(v *view, o client.Object, obj map[string]any) error {
+	return applyPool(newInput(obj, poolUpdatable...), o.(*lbv1.Pool))
+}
+
+func (s *Server) removePool(ctx context.Context, v *view, o client.Object, _ bool) error {
+	p := o.(*lbv1.Pool)
+	if hm := v.monitorOf(p); hm != nil { // as Octavia: the pool's monitor goes with it
+		if err := client.IgnoreNotFound(s.Client.Delete(ctx, hm)); err != nil {
+			return err
+		}
+	}
+	return client.IgnoreNotFound(s.Client.Delete(ctx, p))
+}
+
+// Members.
+
+var memberUpdatable = []string{"name", "weight", "backup", "admin_state_up", "monitor_address", "monitor_port"}
+
+func memberFrom(obj map[string]any, p *lbv1.Pool) (lbv1.Member, error) {
+	in := newInput(obj, append(memberUpdatable, "address", "protocol_port", "project_id", "tenant_id")...)
+	m := lbv1.Member{Address: in.str("address")}
+	if m.Address == "" {
+		in.fail("Invalid input: address is required")
+	}
+	port, ok := in.num("protocol_port")
+	if !ok || port < 1 || port > 65535 {
+		in.fail("Invalid input: protocol_port must be 1 to 65535")
+	}
+	m.ProtocolPort = port
+	applyMember(in, &m)
+	if m.Name == "" {
+		m.Name = fmt.Sprintf("member-%s-%d", m.Address, port)
+	}
+	for _, other := range p.Spec.Members {
+		if other.Address == m.Address && other.ProtocolPort == m.ProtocolPort {
+			return m, conflict("Duplicate member: another member of the pool has address %s and protocol_port %d", m.Address, port)
+		}
+		if other.Name == m.Name {
+			return m, conflict("Duplicate member: another member of the pool is named %s", m.Name)
+		}
+	}
+	return m, in.err
+}
+
+func applyMember(in *input, m *lbv1.Member) {
+	if in.has("name") {
+		m.Name = in.str("name")
+	}
+	if n, ok := in.num("weight"); ok {
+		m.Weight = &n
+	}
+	if b, ok := in.boolean("backup"); ok {
+		m.Backup = b
+	}
+	in.boolPtr("admin_state_up", &m.AdminStateUp)
+	if in.has("monitor_address") {
+		m.MonitorAddress = in.str("monitor_address")
+	}
+	if n, ok := in.num("monitor_port"); ok {
+		m.MonitorPort = &n
+	}
+}
+
+// changePool applies change to the pool as it is in the API server, again on a conflict.
+func (s *Server) changePool(ctx context.Context, p *lbv1.Pool, change func(p *lbv1.Pool) error) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := s.Client.Get(ctx, client.ObjectKeyFromObject(p), p); err != nil {
+			return err
+		}
+		if err := change(p); err != nil {
+			return err
+		}
+		return s.Client.Update(ctx, p)
+	})
+}
+
+func (s *Server) createMember(w http.ResponseWriter, r *http.Request, c *caller) error {
+	return s.writeMember(w, r, c, http.StatusCreated, lbv1.ProvisioningPendingCreate, func(p *lbv1.Pool, obj map[string]any) (int, error) {
+		m, err := memberFrom(obj, p)
+		if err != nil {
+			return 0, err
+		}
+		p.Spec.Members = append(p.Spec.Members, m)
+		return len(p.Spec.Members) - 1, nil
+	})
+}
+
+func (s *Server) updateMember(w http.ResponseWriter, r *http.Request, c *caller) error {
+	id := r.PathValue("id")
+	return s.writeMember(w, r, c, http.StatusOK, lbv1.ProvisioningPendingUpdate, func(p *lbv1.Pool, obj map[string]any) (int, error) {
+		i := memberIndex(p, id)
+		if i < 0 {
+			return 0, notFound("Member", id)
+		}
+		in := newInput(obj, slices.DeleteFunc(slices.Clone(memberUpdatable), func(k string) bool { return k == "name" })...)
+		applyMember(in, &p.Spec.Members[i])
+		return i, in.err
+	})
+}
+
+// writeMember changes a member of the path's pool (change returns its index) and answers
+// with it, in the status given.
+func (s *Server) writeMember(w http.ResponseWriter, r *http.Request, c *caller, code int, status lbv1.ProvisioningStatus,
+	change func(p *lbv1.Pool, obj map[string]any) (int, error)) error {
+	obj, err := body(r, "member")
+	if err != nil {
+		return err
+	}
+	v, p, err := s.poolFor(r, c)
+	if err != nil {
+		return err
+	}
+	if _, err := writableProject(c, map[string]any{"project_id": v.projects[p.Namespace]}); err != nil {
+		return err
+	}
+	var m lbv1.Member
+	err = s.changePool(r.Context(), p, func(p *lbv1.Pool) error {
+		i, err := change(p, obj)
+		if err == nil {
+			m = p.Spec.Members[i]
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	out := memberJSON(v, p, m)
+	out["provisioning_status"] = string(status)
+	writeJSON(w, code, map[string]any{"member": out})
+	return nil
+}
+
+func (s *Server) deleteMember(w http.ResponseWriter, r *http.Request, c *caller) error {
+	_, p, err := s.poolFor(r, c)
+	if err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	err = s.changePool(r.Context(), p, func(p *lbv1.Pool) error {
+		i := memberIndex(p, id)
+		if i < 0 {
+			return notFound("Member", id)
+		}
+		p.Spec.Members = slices.Delete(p.Spec.Members, i, i+1)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// Health monitors.
+
+var monitorUpdatable = []string{"name", "delay", "timeout", "max_retries", "max_retries_down", "http_method",
+	"url_path", "expected_codes", "http_version", "domain_name", "admin_state_up"}
+
+func (s *Server) createMonitor(ctx context.Context, c *caller, v *view, obj map[string]any) (client.Object, error) {
+	in := newInput(obj, append(monitorUpdatable, "pool_id", "type", "project_id", "tenant_id")...)
+	pObj := v.find(pools, in.str("pool_id"))
+	if pObj == nil {
+		in.fail("Invalid input: pool_id %q is not a pool of this project", in.str("pool_id"))
+	}
+	hm := &lbv1.HealthMonitor{Spec: lbv1.HealthMonitorSpec{Type: lbv1.MonitorType(in.oneOf("type",
+		string(lbv1.MonitorTCP), string(lbv1.MonitorHTTP), string(lbv1.MonitorHTTPS), string(lbv1.MonitorTLSHello),
+		string(lbv1.MonitorUDPConnect), string(lbv1.MonitorPing)))}}
+	for _, k := range []string{"type", "delay", "timeout", "max_retries"} {
+		if !in.has(k) {
+			in.fail("Invalid input: %s is required", k)
+		}
+	}
+	if err := applyMonitor(in, hm); err != nil {
+		return nil, err
+	}
+	if in.err != nil {
+		return nil, in.err
+	}
+	p := pObj.(*lbv1.Pool)
+	if _, err := writableProject(c, map[string]any{"project_id": v.projects[p.Namespace]}); err != nil {
+		return nil, err
+	}
+	if other := v.monitorOf(p); other != nil {
+		return nil, conflict("Pool %s already has a health monitor (%s)", p.UID, other.UID)
+	}
+	hm.Namespace = p.Namespace
+	hm.Spec.PoolRef.Name = p.Name
+	if err := s.make(ctx, hm, in.str("name"), "monitor"); err != nil {
+		return nil, err
+	}
+	v.hms = append(v.hms, *hm)
+	return hm, nil
+}
+
+func applyMonitor(in *input, hm *lbv1.HealthMonitor) error {
+	setName(hm, in)
+	seconds := func(k string, dst *metav1.Duration) {
+		if n, ok := in.num(k); ok {
+			dst.Duration = time.Duration(n) * time.Second
+		}
+	}
+	seconds("delay", &hm.Spec.Delay)
+	seconds("timeout", &hm.Spec.Timeout)
+	if n, ok := in.num("max_retries"); ok {
+		hm.Spec.MaxRetries = n
+	}
+	if n, ok := in.num("max_retries_down"); ok {
+		hm.Spec.MaxRetriesDown = n
+	}
+	if m := in.oneOf("http_method", "GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "OPTIONS", "PATCH", "CONNECT"); m != "" {
+		hm.Spec.HTTPMethod = lbv1.HTTPMethod(m)
+	}
+	if in.has("url_path") {
+		hm.Spec.URLPath = in.str("url_path")
+	}
+	if in.has("expected_codes") {
+		hm.Spec.ExpectedCodes = in.str("expected_codes")
+	}
+	if in.has("http_version") {
+		if f, ok := in.obj["http_version"].(float64); ok {
+			hm.Spec.HTTPVersion = lbv1.HTTPVersion(fmt.Sprintf("%.1f", f))
+		} else {
+			hm.Spec.HTTPVersion = lbv1.HTTPVersion(in.str("http_version"))
+		}
+	}
+	if in.has("domain_name") {
+		hm.Spec.DomainName = in.str("domain_name")
+	}
+	in.boolPtr("admin_state_up", &hm.Spec.AdminStateUp)
+	return in.err
+}
+
+func updateMonitor(v *view, o client.Object, obj map[string]any) error {
+	return applyMonitor(newInput(obj, monitorUpdatable...), o.(*lbv1.HealthMonitor))
+}
+
+func (s *Server) removeMonitor(ctx context.Context, v *view, o client.Object, _ bool) error {
+	return client.IgnoreNotFound(s.Client.Delete(ctx, o))
+}

@@ -1,0 +1,54 @@
+// Package cloudtest brings up the real Keystone and Neutron of hack/openstack.sh for a test
+// binary: a cloud someone started by hand stays up; one started here goes when the tests end.
+// It needs root (Debian packages, PostgreSQL); without it, Up reports that.
+package cloudtest
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// KeystoneURL is where hack/openstack.sh serves Keystone.
+const KeystoneURL = "http://127.0.0.1:15000/v3"
+
+// ErrNotRoot is Up's answer without root.
+var ErrNotRoot = errors.New("the local Keystone and Neutron (hack/openstack.sh) need root: run make test as root")
+
+// Up starts the cloud unless it answers already, and returns its clouds.yaml (cloud
+// "l4lb-local", the admin) and what stops it (nothing, if it was up before).
+func Up() (cloudsYAML []byte, down func(), err error) {
+	down = func() {}
+	if os.Geteuid() != 0 {
+		return nil, down, ErrNotRoot
+	}
+	_, file, _, _ := runtime.Caller(0)
+	script := filepath.Join(filepath.Dir(file), "..", "..", "hack", "openstack.sh")
+	started := !answers(KeystoneURL)
+	out, err := exec.Command(script, "up").Output()
+	if err != nil {
+		return nil, down, fmt.Errorf("hack/openstack.sh up: %v", err)
+	}
+	if started {
+		down = func() { exec.Command(script, "down").Run() }
+	}
+	cloudsYAML, err = os.ReadFile(strings.TrimSpace(string(out)))
+	return cloudsYAML, down, err
+}
+
+// answers reports whether an HTTP server answers at url.
+func answers(url string) bool {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return true
+}

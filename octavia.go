@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/l4lb/l4lb/api/octavia"
+	"github.com/l4lb/l4lb/controllers"
+	"github.com/l4lb/l4lb/controllers/openstack"
+)
+
+// octaviaCommand serves Octavia's v2 API over the l4lb objects (api/octavia).
+func octaviaCommand() func() error {
+	addr := flag.String("bind-address", ":9876", "address the API listens on (Octavia's port)")
+	secret := flag.String("openstack-secret", "", "NAMESPACE/NAME of the Secret with the service's OpenStack credentials (clouds.yaml or OS_* keys), used to validate users' tokens")
+	cloud := flag.String("openstack-cloud", "openstack", "the cloud of the Secret's clouds.yaml")
+	cloudsFile := flag.String("clouds-yaml", "", "a clouds.yaml file instead of --openstack-secret (outside a cluster)")
+	createNS := flag.Bool("create-namespaces", false, "make a namespace (openstack-<project ID>, labelled "+octavia.ProjectLabel+") on a project's first write; false: an administrator labels one per project")
+	tokenCache := flag.Duration("token-cache", openstack.DefaultTokenCache, "how long a validated Keystone token is trusted")
+	return func() error {
+		c, err := client.New(ctrl.GetConfigOrDie(), client.Options{Scheme: controllers.NewScheme()})
+		if err != nil {
+			return err
+		}
+		creds, err := serviceCredentials(c, *secret, *cloudsFile, *cloud)
+		if err != nil {
+			return err
+		}
+		ks := &openstack.Keystone{Credentials: creds, CacheFor: *tokenCache}
+		s := &octavia.Server{Client: c, Validate: ks.Validate, CreateNamespaces: *createNS, Log: slog.Default()}
+		srv := &http.Server{Addr: *addr, Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		go func() {
+			<-ctx.Done()
+			shut, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			srv.Shutdown(shut)
+		}()
+		slog.Info("serving the Octavia v2 API", "address", *addr)
+		if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}
+}
+
+// serviceCredentials reads the service's own credentials, from a Secret (again on each
+// authentication, so a rotated Secret is picked up) or a file.
+func serviceCredentials(c client.Client, secret, file, cloud string) (func(context.Context) (openstack.Credentials, error), error) {
+	switch {
+	case file != "":
+		return func(context.Context) (openstack.Credentials, error) {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				return openstack.Credentials{}, err
+			}
+			return openstack.FromSecret(map[string][]byte{"clouds.yaml": b}, cloud)
+		}, nil
+	case secret != "":
+		ns, name, ok := strings.Cut(secret, "/")
+		if !ok {
+			return nil, fmt.Errorf("--openstack-secret: want NAMESPACE/NAME, got %q", secret)
+		}
+		return func(ctx context.Context) (openstack.Credentials, error) {
+			var s corev1.Secret
+			if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &s); err != nil {
+				return openstack.Credentials{}, fmt.Errorf("secret %s: %w", secret, err)
+			}
+			return openstack.FromSecret(s.Data, cloud)
+		}, nil
+	}
+	return nil, errors.New("the Octavia API validates tokens with Keystone: give --openstack-secret or --clouds-yaml")
+}
