@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -180,5 +179,3 @@ func (s *Server) providers(w http.ResponseWriter, r *http.Request, c *caller) er
 // Provider is the provider name l4lb answers to; "amphora" and "octavia", Octavia's defaults,
 // are accepted on create as the same.
 const Provider = "l4lb"
-
-func trim(s string) string { return strings.TrimSpace(s) }
