@@ -45,11 +45,12 @@ up() {
   [[ $(id -u) == 0 ]] || { log "needs root (packages, PostgreSQL as the postgres user)"; exit 1; }
   down
   if ! command -v neutron-server >/dev/null || ! command -v keystone-manage >/dev/null || ! command -v openstack >/dev/null ||
+     ! dpkg -s python3-octaviaclient >/dev/null 2>&1 ||
      ! python3 -c 'import psycopg2' 2>/dev/null && ! /usr/bin/python3 -c 'import psycopg2' 2>/dev/null; then
-    log "installing keystone, neutron-server, python3-psycopg2, python3-openstackclient (Debian)"
+    log "installing keystone, neutron-server, python3-psycopg2, python3-openstackclient, python3-octaviaclient (Debian)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      keystone neutron-server python3-psycopg2 python3-openstackclient >/dev/null
+      keystone neutron-server python3-psycopg2 python3-openstackclient python3-octaviaclient >/dev/null
   fi
   # The packages' own services, if the installer started any, are not ours.
   service keystone stop >/dev/null 2>&1 || true

@@ -3,6 +3,7 @@ package octavia
 import (
 	"context"
 	"net/http"
+	"strconv"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -93,7 +94,7 @@ func (s *Server) delete(k kind) func(http.ResponseWriter, *http.Request, *caller
 		if err != nil {
 			return err
 		}
-		if err := writesOf[k.plural].remove(s, r.Context(), v, o, r.URL.Query().Get("cascade") == "true"); err != nil {
+		if err := writesOf[k.plural].remove(s, r.Context(), v, o, truthy(r.URL.Query().Get("cascade"))); err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -173,6 +174,9 @@ func (s *Server) statusTree(w http.ResponseWriter, r *http.Request, c *caller) e
 	writeJSON(w, http.StatusOK, map[string]any{"statuses": map[string]any{"loadbalancer": lbm}})
 	return nil
 }
+
+// truthy reads a boolean query parameter as Python clients write it too ("True").
+func truthy(s string) bool { b, _ := strconv.ParseBool(s); return b }
 
 func orEmpty(l []any) []any {
 	if l == nil {

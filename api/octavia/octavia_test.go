@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -28,6 +29,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/pagination"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -35,6 +37,7 @@ import (
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	osprov "github.com/l4lb/l4lb/controllers/openstack"
 	"github.com/l4lb/l4lb/controllers/testenv"
+	"github.com/l4lb/l4lb/controllers/vip"
 	"github.com/l4lb/l4lb/internal/cloudtest"
 )
 
@@ -64,7 +67,11 @@ type lab struct {
 	proj  map[string]string // project name -> ID
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t *testing.T) *lab { return newLabWith(t, nil) }
+
+// newLabWith is newLab with the controller's providers given (static alone when nil); the
+// openstack one reads the credentials Secret the lab makes.
+func newLabWith(t *testing.T, providers func(ctrl.Manager, client.ObjectKey) map[lbv1.Provider]vip.Provider) *lab {
 	if errors.Is(cloudErr, cloudtest.ErrNotRoot) {
 		t.Skip(cloudErr)
 	}
@@ -78,7 +85,21 @@ func newLab(t *testing.T) *lab {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { env.Stop() })
-	engine, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "node-1"})
+	secret := client.ObjectKey{Namespace: "l4lb-system", Name: "openstack-credentials"}
+	for _, o := range []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: secret.Namespace}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: secret.Namespace, Name: secret.Name},
+			Data: map[string][]byte{"clouds.yaml": cloudsYAML, "cloud": []byte("l4lb-local")}},
+	} {
+		if err := env.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cp := testenv.ControlPlane{AgentNode: "node-1"}
+	if providers != nil {
+		cp.Providers = func(mgr ctrl.Manager) map[lbv1.Provider]vip.Provider { return providers(mgr, secret) }
+	}
+	engine, err := env.Run(ctx, cp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +112,7 @@ func newLab(t *testing.T) *lab {
 		return osprov.FromSecret(map[string][]byte{"clouds.yaml": cloudsYAML, "cloud": []byte("l4lb-local")}, "")
 	}
 	ks := &osprov.Keystone{Credentials: creds, CacheFor: time.Second}
-	srv := httptest.NewServer((&octavia.Server{Client: env.Client, Validate: ks.Validate, CreateNamespaces: true, Log: slog.Default()}).Handler())
+	srv := httptest.NewServer((&octavia.Server{Client: chartIdentity(t, env), Validate: ks.Validate, CreateNamespaces: true, Log: slog.Default()}).Handler())
 	t.Cleanup(srv.Close)
 
 	c, err := creds(ctx)
@@ -139,6 +160,37 @@ func newLab(t *testing.T) *lab {
 		l.users[user] = upc
 	}
 	return l
+}
+
+// chartIdentity installs what the chart installs for the Octavia API (its service account,
+// ClusterRole, Role and bindings, with createNamespaces) and returns a client acting as that
+// service account: the API runs with its own rights, which the tests then exercise.
+func chartIdentity(t *testing.T, env *testenv.Env) client.Client {
+	cmd := exec.Command(filepath.Join(testenv.Root(), "bin", "helm"), "template", "l4lb", "charts/l4lb", "--namespace", "l4lb-system",
+		"--set", "octaviaAPI.enabled=true", "--set", "octaviaAPI.createNamespaces=true",
+		"--set", "controller.openstack.secretName=openstack-credentials", "--show-only", "templates/octavia-api.yaml")
+	cmd.Dir = testenv.Root()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	docs, err := testenv.Documents(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range docs {
+		if err := env.Client.Create(context.Background(), u); err != nil {
+			t.Fatalf("%s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+	}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:l4lb-system:l4lb-octavia-api",
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:l4lb-system", "system:authenticated"}}
+	c, err := client.New(cfg, client.Options{Scheme: env.Client.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // role returns the ID of the role name, made when Keystone has none.

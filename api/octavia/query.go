@@ -48,7 +48,7 @@ func page(r *http.Request, plural string, items []map[string]any) (map[string]an
 		}
 		return 0 // the order given: a pool's members as added, objects by name
 	})
-	reverse := q.Get("page_reverse") == "true"
+	reverse := truthy(q.Get("page_reverse"))
 	if reverse {
 		slices.Reverse(items)
 	}

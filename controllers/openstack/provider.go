@@ -211,6 +211,17 @@ func (p *Provider) Allocate(ctx context.Context, lb *lbv1.LoadBalancer) (vip.All
 			return alloc, &vip.Error{Reason: vip.Reason(err, lbv1.ReasonAttachFailed), Err: err}
 		}
 		alloc.FloatingIPAddress, alloc.FloatingIPID = fip.FloatingIP, fip.ID
+	} else {
+		// A floating IP the user associated with the VIP port themselves (Octavia's way:
+		// `openstack floating ip set --port`) is reported, never detached nor deleted: it
+		// carries no tag of this load balancer, so Release leaves it be.
+		found, err := listFloatingIPs(ctx, nc, floatingips.ListOpts{PortID: port.ID})
+		if err != nil {
+			return alloc, classify("listing the floating IPs of the VIP port", err)
+		}
+		if len(found) > 0 {
+			alloc.FloatingIPAddress = found[0].FloatingIP
+		}
 	}
 	return alloc, nil
 }
