@@ -73,13 +73,19 @@ func lbJSON(v *view, o client.Object) map[string]any {
 	m["vip_port_id"] = port
 	m["vip_subnet_id"] = subnet
 	m["vip_network_id"] = network
-	m["vip_qos_policy_id"] = nil
 	m["provider"] = Provider
-	m["flavor_id"] = nil
-	m["availability_zone"] = nil
+	unimplemented(m, "vip_qos_policy_id", "flavor_id", "availability_zone")
 	m["listeners"] = ids(ls)
 	m["pools"] = ids(ps)
 	return m
+}
+
+// unimplemented shows Octavia's fields that l4lb does not implement as null, as Octavia shows
+// them unset (clients read them; writes of them are refused, input.go).
+func unimplemented(m map[string]any, keys ...string) {
+	for _, k := range keys {
+		m[k] = nil
+	}
 }
 
 func millis(d *time.Duration, def int) int {
@@ -133,13 +139,9 @@ func listenerJSON(v *view, o client.Object) map[string]any {
 	m["insert_headers"] = map[string]any{}
 	m["l7policies"] = []any{}
 	m["sni_container_refs"] = []any{}
-	m["default_tls_container_ref"] = nil
-	m["client_ca_tls_container_ref"] = nil
 	m["client_authentication"] = "NONE"
-	m["client_crl_container_ref"] = nil
-	m["tls_ciphers"] = nil
-	m["tls_versions"] = nil
-	m["alpn_protocols"] = nil
+	unimplemented(m, "default_tls_container_ref", "client_ca_tls_container_ref", "client_crl_container_ref",
+		"tls_ciphers", "tls_versions", "alpn_protocols")
 	return m
 }
 
@@ -178,12 +180,7 @@ func poolJSON(v *view, o client.Object) map[string]any {
 	hm := v.monitorOf(p)
 	m["healthmonitor_id"] = idOrNil(hm, hm != nil)
 	m["tls_enabled"] = false
-	m["tls_container_ref"] = nil
-	m["ca_tls_container_ref"] = nil
-	m["crl_container_ref"] = nil
-	m["tls_ciphers"] = nil
-	m["tls_versions"] = nil
-	m["alpn_protocols"] = nil
+	unimplemented(m, "tls_container_ref", "ca_tls_container_ref", "crl_container_ref", "tls_ciphers", "tls_versions", "alpn_protocols")
 	return m
 }
 
@@ -194,7 +191,7 @@ func memberJSON(v *view, p *lbv1.Pool, mm lbv1.Member) map[string]any {
 			op = string(st.OperatingStatus)
 		}
 	}
-	prov := v.common(p, p.Status.CommonStatus, "", nil)["provisioning_status"]
+	prov := provisioning(p, p.Status.CommonStatus)
 	weight := int32(1)
 	if mm.Weight != nil {
 		weight = *mm.Weight

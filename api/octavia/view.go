@@ -127,8 +127,10 @@ func memberID(p *lbv1.Pool, name string) string {
 	return uuid.NewSHA1(ns, []byte(name)).String()
 }
 
-// common is what every Octavia object carries.
-func (v *view) common(o client.Object, st lbv1.CommonStatus, description string, adminUp *bool) map[string]any {
+// provisioning is o's provisioning_status: its status's, PENDING_CREATE before the first
+// status, PENDING_UPDATE until the status has seen the last change, PENDING_DELETE once
+// deletion started.
+func provisioning(o client.Object, st lbv1.CommonStatus) string {
 	prov := string(st.ProvisioningStatus)
 	switch {
 	case !o.GetDeletionTimestamp().IsZero():
@@ -138,6 +140,12 @@ func (v *view) common(o client.Object, st lbv1.CommonStatus, description string,
 	case st.ObservedGeneration < o.GetGeneration() && prov == string(lbv1.ProvisioningActive):
 		prov = string(lbv1.ProvisioningPendingUpdate)
 	}
+	return prov
+}
+
+// common is what every Octavia object carries.
+func (v *view) common(o client.Object, st lbv1.CommonStatus, description string, adminUp *bool) map[string]any {
+	prov := provisioning(o, st)
 	op := string(st.OperatingStatus)
 	if op == "" {
 		op = string(lbv1.OperatingOffline)
