@@ -15,6 +15,7 @@ import (
 	"time"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/internal/lantest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -92,8 +93,8 @@ func TestVIPFailover(t *testing.T) {
 	l.createLB()
 	l.waitServed("start")
 	first := l.waitSoleAnswer("")
-	l.cl.fetch(l.target, time.Second)
-	if got := l.cl.neighbour(vipAddr); got != l.mac(first) {
+	l.cl.Fetch(l.target, time.Second)
+	if got := l.cl.Neighbour(vipAddr); got != l.mac(first) {
 		t.Fatalf("the client's neighbour entry for the VIP is %q, the holder %s has %s", got, first, l.mac(first))
 	}
 
@@ -130,14 +131,14 @@ func TestVIPFailover(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	killedAt := time.Now()
 	l.kill(cur)
-	sh(t, "ip", "-n", l.tp.hosts[cur].ns, "link", "set", "eth0", "down")
+	lantest.Sh(t, "ip", "-n", l.tp.Hosts[cur].NS, "link", "set", "eth0", "down")
 	survivor := l.waitSoleAnswer(cur)
 	gap = traffic.firstSuccessAfter(t, killedAt, 20*time.Second)
 	traffic.stop()
 	t.Logf("failover: holder %s died, %s took over; new connections answered again after %v", cur, survivor, gap.Round(time.Millisecond))
 	fmt.Printf("failover gap (l4lb, node death, default flags): %v\n", gap.Round(time.Millisecond))
 	l.pauseAPI("5 s, one node dead", 5*time.Second, survivor)
-	sh(t, "ip", "-n", l.tp.hosts[cur].ns, "link", "set", "eth0", "up")
+	lantest.Sh(t, "ip", "-n", l.tp.Hosts[cur].NS, "link", "set", "eth0", "up")
 	l.start(cur)
 	time.Sleep(3 * time.Second)
 
@@ -261,7 +262,7 @@ type result struct {
 	err        error
 }
 
-func newClientLoop(h *host, target string) *clientLoop {
+func newClientLoop(h *lantest.Host, target string) *clientLoop {
 	l := &clientLoop{done: make(chan struct{}), finished: make(chan struct{})}
 	go func() {
 		defer close(l.finished)
@@ -276,7 +277,7 @@ func newClientLoop(h *host, target string) *clientLoop {
 			go func() {
 				defer wg.Done()
 				start := time.Now()
-				s, err := h.fetch(target, 5*time.Second)
+				s, err := h.Fetch(target, 5*time.Second)
 				l.mu.Lock()
 				l.results = append(l.results, result{start, time.Now(), err == nil && s != "", err})
 				l.mu.Unlock()

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/internal/lantest"
 )
 
 // TestRestartHandOff restarts the agent of the only dataplane node as a DaemonSet rollout
@@ -27,7 +28,7 @@ import (
 func TestRestartHandOff(t *testing.T) {
 	l := newLab(t, 1)
 	// As on a Kubernetes node: the kernel forwards, so it can take connections to members.
-	sh(t, "ip", "netns", "exec", l.tp.hosts["n1"].ns, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
+	lantest.Sh(t, "ip", "netns", "exec", l.tp.Hosts["n1"].NS, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
 	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "l4lb-system", Name: "l4lb-dataplane"},
 		Spec: appsv1.DaemonSetSpec{
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "dataplane"}},
@@ -102,7 +103,7 @@ func TestRestartHandOff(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second)
 	for i := range 10 {
-		if s, err := l.cl.fetch(l.target, time.Second); err != nil || s != "m1" {
+		if s, err := l.cl.Fetch(l.target, time.Second); err != nil || s != "m1" {
 			t.Fatalf("connection %d after m2 was removed: %q, %v (want m1: the new agent should carry the listener)", i, s, err)
 		}
 	}
@@ -117,7 +118,7 @@ type echoConn struct {
 func (l *lab) dialEcho() *echoConn {
 	l.t.Helper()
 	var c net.Conn
-	err := l.cl.in(func() (err error) {
+	err := l.cl.In(func() (err error) {
 		c, err = net.DialTimeout("tcp", vipAddr+":9000", 5*time.Second)
 		return err
 	})

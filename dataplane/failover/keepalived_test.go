@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/l4lb/l4lb/internal/lantest"
 )
 
 // TestKeepalivedFailover measures, on the same kind of hosts, the failover of keepalived VRRP
@@ -23,12 +25,12 @@ func TestKeepalivedFailover(t *testing.T) {
 	if _, err := exec.LookPath("keepalived"); err != nil {
 		t.Fatal("keepalived is not installed: hack/failover-compare.sh installs it")
 	}
-	tp := newTopology(t, map[string]string{"k1": "192.0.2.1", "k2": "192.0.2.2", "client": "192.0.2.50"})
+	tp := lantest.NewTopology(t, map[string]string{"k1": "192.0.2.1", "k2": "192.0.2.2", "client": "192.0.2.50"})
 	dir := t.TempDir()
 	for i, node := range []string{"k1", "k2"} {
-		h := tp.hosts[node]
+		h := tp.Hosts[node]
 		// Each node serves the VIP's port itself, as an amphora does.
-		srv := exec.Command("ip", "netns", "exec", h.ns, os.Args[0], "-test.run=^$")
+		srv := exec.Command("ip", "netns", "exec", h.NS, os.Args[0], "-test.run=^$")
 		srv.Env = append(os.Environ(), backendEnv+"="+node+":80")
 		if err := srv.Start(); err != nil {
 			t.Fatal(err)
@@ -54,7 +56,7 @@ vrrp_instance l4lb {
   }
 }
 `, node, 100-10*i, vipAddr)), 0o644)
-		ka := exec.Command("ip", "netns", "exec", h.ns, "keepalived", "-n", "-l", "-D", "-f", conf,
+		ka := exec.Command("ip", "netns", "exec", h.NS, "keepalived", "-n", "-l", "-D", "-f", conf,
 			"-p", filepath.Join(dir, node+".pid"), "-r", filepath.Join(dir, node+"-vrrp.pid"))
 		if err := ka.Start(); err != nil {
 			t.Fatal(err)
@@ -64,14 +66,14 @@ vrrp_instance l4lb {
 			time.Sleep(4 * time.Second) // k1 becomes master first, as the active amphora
 		}
 	}
-	cl := tp.hosts["client"]
+	cl := tp.Hosts["client"]
 	target := vipAddr + ":80"
 	// Settled: exactly one node holds the VIP and answers the client.
 	var master string
 	end := time.Now().Add(30 * time.Second)
 	for {
-		k1, k2 := tp.hosts["k1"].has(vipAddr), tp.hosts["k2"].has(vipAddr)
-		if s, err := cl.fetch(target, time.Second); err == nil && k1 != k2 && ((k1 && s == "k1") || (k2 && s == "k2")) {
+		k1, k2 := tp.Hosts["k1"].Has(vipAddr), tp.Hosts["k2"].Has(vipAddr)
+		if s, err := cl.Fetch(target, time.Second); err == nil && k1 != k2 && ((k1 && s == "k1") || (k2 && s == "k2")) {
 			master = s
 			break
 		}
@@ -83,7 +85,7 @@ vrrp_instance l4lb {
 	traffic := newClientLoop(cl, target)
 	time.Sleep(300 * time.Millisecond)
 	killedAt := time.Now()
-	sh(t, "ip", "-n", tp.hosts[master].ns, "link", "set", "eth0", "down") // the master dies
+	lantest.Sh(t, "ip", "-n", tp.Hosts[master].NS, "link", "set", "eth0", "down") // the master dies
 	gap := traffic.firstSuccessAfter(t, killedAt, 30*time.Second)
 	traffic.stop()
 	fmt.Printf("failover gap (keepalived VRRP, Octavia's settings): %v\n", gap.Round(time.Millisecond))

@@ -26,6 +26,7 @@ import (
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/controllers/testenv"
+	"github.com/l4lb/l4lb/internal/lantest"
 )
 
 // lab is a LAN of dataplane nodes n1..nN (192.0.2.1..), members m1 and m2 (.11, .12) and a
@@ -33,21 +34,21 @@ import (
 // server and controller; the agents run as separate processes with the chart's defaults.
 type lab struct {
 	t      *testing.T
-	tp     *topology
+	tp     *lantest.Topology
 	env    *testenv.Env
 	k8s    client.Client
 	ctx    context.Context
 	bin    string
 	api    string
 	agents map[string]*agentProc
-	cl     *host
+	cl     *lantest.Host
 	target string
 }
 
 type agentProc struct {
 	node string
 	cmd  *exec.Cmd
-	fwd  *forwarder
+	fwd  *lantest.Forwarder
 	log  string
 }
 
@@ -60,17 +61,17 @@ func newLab(t *testing.T, n int) *lab {
 	for i := 1; i <= n; i++ {
 		addrs[fmt.Sprintf("n%d", i)] = fmt.Sprintf("192.0.2.%d", i)
 	}
-	l := &lab{t: t, tp: newTopology(t, addrs), agents: map[string]*agentProc{}, target: vipAddr + ":80"}
-	l.cl = l.tp.hosts["client"]
+	l := &lab{t: t, tp: lantest.NewTopology(t, addrs), agents: map[string]*agentProc{}, target: vipAddr + ":80"}
+	l.cl = l.tp.Hosts["client"]
 	for i := 1; i <= n; i++ {
-		sh(t, "ip", "-n", l.tp.hosts[fmt.Sprintf("n%d", i)].ns, "route", "add", "default", "via", "192.0.2.50")
+		lantest.Sh(t, "ip", "-n", l.tp.Hosts[fmt.Sprintf("n%d", i)].NS, "route", "add", "default", "via", "192.0.2.50")
 	}
 	var err error
 	if l.bin, err = testenv.Binary(t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range []string{"m1", "m2"} {
-		cmd := exec.Command("ip", "netns", "exec", l.tp.hosts[m].ns, os.Args[0], "-test.run=^$")
+		cmd := exec.Command("ip", "netns", "exec", l.tp.Hosts[m].NS, os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), backendEnv+"="+m)
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -108,11 +109,11 @@ func (l *lab) start(node string, env ...string) {
 		a = &agentProc{node: node, log: filepath.Join(l.t.TempDir(), node+".log")}
 		l.agents[node] = a
 	}
-	h := l.tp.hosts[node]
+	h := l.tp.Hosts[node]
 	if a.fwd != nil {
-		a.fwd.cut()
+		a.fwd.Cut()
 	}
-	a.fwd = forward(l.t, h, 16443, l.api)
+	a.fwd = lantest.Forward(l.t, h, 16443, l.api)
 	kc, err := l.env.Kubeconfig("https://127.0.0.1:16443")
 	if err != nil {
 		l.t.Fatal(err)
@@ -120,8 +121,8 @@ func (l *lab) start(node string, env ...string) {
 	kcPath := filepath.Join(l.t.TempDir(), node+".kubeconfig")
 	os.WriteFile(kcPath, kc, 0o600)
 	logf, _ := os.OpenFile(a.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	a.cmd = exec.Command("ip", "netns", "exec", h.ns, l.bin, "dataplane", "--kubeconfig", kcPath, "--metrics-bind-address", "0")
-	a.cmd.Env = append(os.Environ(), "NODE_NAME="+node, "HOST_IP="+h.addr, "POD_NAMESPACE=l4lb-system")
+	a.cmd = exec.Command("ip", "netns", "exec", h.NS, l.bin, "dataplane", "--kubeconfig", kcPath, "--metrics-bind-address", "0")
+	a.cmd.Env = append(os.Environ(), "NODE_NAME="+node, "HOST_IP="+h.Addr, "POD_NAMESPACE=l4lb-system")
 	a.cmd.Env = append(a.cmd.Env, env...)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	if err := a.cmd.Start(); err != nil {
@@ -167,7 +168,7 @@ func (l *lab) waitServed(what string) {
 	l.t.Helper()
 	end := time.Now().Add(30 * time.Second)
 	for {
-		if s, err := l.cl.fetch(l.target, time.Second); err == nil && (s == "m1" || s == "m2") {
+		if s, err := l.cl.Fetch(l.target, time.Second); err == nil && (s == "m1" || s == "m2") {
 			return
 		}
 		if time.Now().After(end) {
@@ -178,7 +179,7 @@ func (l *lab) waitServed(what string) {
 	}
 }
 
-func (l *lab) mac(node string) string { return l.tp.hosts[node].mac(l.t) }
+func (l *lab) mac(node string) string { return l.tp.Hosts[node].MAC(l.t) }
 
 // nodeOf is the node whose eth0 has mac.
 func (l *lab) nodeOf(mac string) string {
@@ -192,7 +193,7 @@ func (l *lab) nodeOf(mac string) string {
 
 // answering are the MACs that answer an ARP request for the VIP from the client.
 func (l *lab) answering() []string {
-	macs, err := l.cl.arping(vipAddr, 200*time.Millisecond)
+	macs, err := l.cl.Arping(vipAddr, 200*time.Millisecond)
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -275,7 +276,7 @@ func (l *lab) sampleARP() *arpSampler {
 				return
 			default:
 			}
-			macs, _ := l.cl.arping(vipAddr, 100*time.Millisecond)
+			macs, _ := l.cl.Arping(vipAddr, 100*time.Millisecond)
 			slices.Sort(macs)
 			s.mu.Lock()
 			s.samples = append(s.samples, arpSample{time.Now(), macs})
@@ -335,7 +336,7 @@ func (l *lab) captureGARP() func() int {
 	n := 0
 	done := make(chan struct{})
 	var c *arp.Client
-	err := l.cl.in(func() error {
+	err := l.cl.In(func() error {
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
@@ -426,7 +427,7 @@ func (l *lab) countWrites(d time.Duration) int {
 
 // accepted is how many connections member m accepted so far.
 func (l *lab) accepted(m string) int {
-	s, err := l.cl.fetch(l.tp.hosts[m].addr+":8081", time.Second)
+	s, err := l.cl.Fetch(l.tp.Hosts[m].Addr+":8081", time.Second)
 	if err != nil {
 		l.t.Fatalf("asking %s how many connections it accepted: %v", m, err)
 	}
@@ -439,9 +440,9 @@ func (l *lab) accepted(m string) int {
 
 // blackhole drops what node from sends to node to, as a partition between them would.
 func (l *lab) blackhole(from, to string) {
-	sh(l.t, "ip", "-n", l.tp.hosts[from].ns, "route", "add", "blackhole", l.tp.hosts[to].addr+"/32")
+	lantest.Sh(l.t, "ip", "-n", l.tp.Hosts[from].NS, "route", "add", "blackhole", l.tp.Hosts[to].Addr+"/32")
 }
 
 func (l *lab) heal(from, to string) {
-	sh(l.t, "ip", "-n", l.tp.hosts[from].ns, "route", "del", "blackhole", l.tp.hosts[to].addr+"/32")
+	lantest.Sh(l.t, "ip", "-n", l.tp.Hosts[from].NS, "route", "del", "blackhole", l.tp.Hosts[to].Addr+"/32")
 }

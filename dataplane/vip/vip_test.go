@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/l4lb/l4lb/dataplane/internal/lantest"
+	"github.com/l4lb/l4lb/internal/lantest"
 	"github.com/mdlayher/ndp"
 )
 

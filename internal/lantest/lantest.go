@@ -1,5 +1,6 @@
-// Package lantest is what tests on hosts made of network namespaces share: running code inside
-// a namespace, and asking the LAN who has an address.
+// Package lantest is what tests on hosts made of network namespaces share: a LAN of hosts,
+// running code inside a namespace, reaching the test's own services from there, and asking
+// the LAN who has an address.
 package lantest
 
 import (
