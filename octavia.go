@@ -14,6 +14,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -30,8 +32,13 @@ func octaviaCommand() func() error {
 	cloudsFile := flag.String("clouds-yaml", "", "a clouds.yaml file instead of --openstack-secret (outside a cluster)")
 	createNS := flag.Bool("create-namespaces", false, "make a namespace (openstack-<project ID>, labelled "+octavia.ProjectLabel+") on a project's first write; false: an administrator labels one per project")
 	tokenCache := flag.Duration("token-cache", openstack.DefaultTokenCache, "how long a validated Keystone token is trusted")
+	agentsNS := flag.String("dataplane-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the dataplane agents, whose metrics answer the stats calls")
+	agentsSel := flag.String("dataplane-selector", "app.kubernetes.io/component=dataplane", "labels of the dataplane agents' pods")
+	agentsPort := flag.Int("dataplane-metrics-port", 10390, "port of the agents' metrics endpoint")
+	agentsSecure := flag.Bool("dataplane-metrics-secure", true, "the agents serve metrics over HTTPS to clients Kubernetes authorises (the agents' --metrics-secure); this server sends its service account's token")
 	return func() error {
-		c, err := client.New(ctrl.GetConfigOrDie(), client.Options{Scheme: controllers.NewScheme()})
+		cfg := ctrl.GetConfigOrDie()
+		c, err := client.New(cfg, client.Options{Scheme: controllers.NewScheme()})
 		if err != nil {
 			return err
 		}
@@ -40,7 +47,15 @@ func octaviaCommand() func() error {
 			return err
 		}
 		ks := &openstack.Keystone{Credentials: creds, CacheFor: *tokenCache}
-		s := &octavia.Server{Client: c, Validate: ks.Validate, CreateNamespaces: *createNS, Log: slog.Default()}
+		sel, err := labels.ConvertSelectorToLabelsMap(*agentsSel)
+		if err != nil {
+			return fmt.Errorf("--dataplane-selector: %w", err)
+		}
+		agents := &octavia.AgentMetrics{Client: c, Namespace: *agentsNS, Selector: sel, Port: *agentsPort}
+		if *agentsSecure {
+			agents.Token = bearerToken(cfg)
+		}
+		s := &octavia.Server{Client: c, Validate: ks.Validate, CreateNamespaces: *createNS, Stats: agents.Node, Log: slog.Default()}
 		srv := &http.Server{Addr: *addr, Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
@@ -84,4 +99,19 @@ func serviceCredentials(c client.Client, secret, file, cloud string) (func(conte
 		}, nil
 	}
 	return nil, errors.New("the Octavia API validates tokens with Keystone: give --openstack-secret or --clouds-yaml")
+}
+
+// bearerToken is the token of this process's Kubernetes identity, read again on each call
+// from the file a pod's service account token is mounted at (the kubelet rotates it).
+func bearerToken(cfg *rest.Config) func() (string, error) {
+	return func() (string, error) {
+		if cfg.BearerTokenFile != "" {
+			b, err := os.ReadFile(cfg.BearerTokenFile)
+			return strings.TrimSpace(string(b)), err
+		}
+		if cfg.BearerToken != "" {
+			return cfg.BearerToken, nil
+		}
+		return "", errors.New("this identity has no bearer token to show the dataplane agents' metrics endpoints (run in a pod, or give --dataplane-metrics-secure=false for agents serving plain HTTP)")
+	}
 }

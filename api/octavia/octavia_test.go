@@ -60,6 +60,8 @@ func TestMain(m *testing.M) {
 type lab struct {
 	t     *testing.T
 	ctx   context.Context
+	env   *testenv.Env
+	api   *octavia.Server // as the chart runs it: its service account's rights
 	k8s   client.Client
 	url   string
 	admin *gophercloud.ServiceClient // identity, as the cloud's admin
@@ -67,11 +69,12 @@ type lab struct {
 	proj  map[string]string // project name -> ID
 }
 
-func newLab(t *testing.T) *lab { return newLabWith(t, nil) }
+func newLab(t *testing.T) *lab { return newLabWith(t, nil, "node-1") }
 
-// newLabWith is newLab with the controller's providers given (static alone when nil); the
-// openstack one reads the credentials Secret the lab makes.
-func newLabWith(t *testing.T, providers func(ctrl.Manager, client.ObjectKey) map[lbv1.Provider]vip.Provider) *lab {
+// newLabWith is newLab with the controller's providers given (static alone when nil; the
+// openstack one reads the credentials Secret the lab makes) and the in-process agent's node
+// (none when empty: the test runs its agents itself).
+func newLabWith(t *testing.T, providers func(ctrl.Manager, client.ObjectKey) map[lbv1.Provider]vip.Provider, agentNode string) *lab {
 	if errors.Is(cloudErr, cloudtest.ErrNotRoot) {
 		t.Skip(cloudErr)
 	}
@@ -95,7 +98,7 @@ func newLabWith(t *testing.T, providers func(ctrl.Manager, client.ObjectKey) map
 			t.Fatal(err)
 		}
 	}
-	cp := testenv.ControlPlane{AgentNode: "node-1"}
+	cp := testenv.ControlPlane{AgentNode: agentNode}
 	if providers != nil {
 		cp.Providers = func(mgr ctrl.Manager) map[lbv1.Provider]vip.Provider { return providers(mgr, secret) }
 	}
@@ -103,7 +106,9 @@ func newLabWith(t *testing.T, providers func(ctrl.Manager, client.ObjectKey) map
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(engine.Close)
+	if engine != nil {
+		t.Cleanup(engine.Close)
+	}
 	if err := env.Client.Create(ctx, &lbv1.VIPPool{ObjectMeta: metav1.ObjectMeta{Name: "lan"},
 		Spec: lbv1.VIPPoolSpec{Addresses: []string{"198.51.100.16/28"}}}); err != nil {
 		t.Fatal(err)
@@ -112,7 +117,8 @@ func newLabWith(t *testing.T, providers func(ctrl.Manager, client.ObjectKey) map
 		return osprov.FromSecret(map[string][]byte{"clouds.yaml": cloudsYAML, "cloud": []byte("l4lb-local")}, "")
 	}
 	ks := &osprov.Keystone{Credentials: creds, CacheFor: time.Second}
-	srv := httptest.NewServer((&octavia.Server{Client: chartIdentity(t, env), Validate: ks.Validate, CreateNamespaces: true, Log: slog.Default()}).Handler())
+	api := &octavia.Server{Client: chartIdentity(t, env), Validate: ks.Validate, CreateNamespaces: true, Log: slog.Default()}
+	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 
 	c, err := creds(ctx)
@@ -127,7 +133,7 @@ func newLabWith(t *testing.T, providers func(ctrl.Manager, client.ObjectKey) map
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &lab{t: t, ctx: ctx, k8s: env.Client, url: srv.URL, admin: idc, users: map[string]*gophercloud.ProviderClient{}, proj: map[string]string{}}
+	l := &lab{t: t, ctx: ctx, env: env, api: api, k8s: env.Client, url: srv.URL, admin: idc, users: map[string]*gophercloud.ProviderClient{}, proj: map[string]string{}}
 	suffix := fmt.Sprint(os.Getpid())
 	for _, p := range []string{"alpha", "beta"} {
 		pr, err := projects.Create(ctx, idc, projects.CreateOpts{Name: p + "-" + suffix, DomainID: "default"}).Extract()
@@ -168,7 +174,7 @@ func newLabWith(t *testing.T, providers func(ctrl.Manager, client.ObjectKey) map
 func chartIdentity(t *testing.T, env *testenv.Env) client.Client {
 	cmd := exec.Command(filepath.Join(testenv.Root(), "bin", "helm"), "template", "l4lb", "charts/l4lb", "--namespace", "l4lb-system",
 		"--set", "octaviaAPI.enabled=true", "--set", "octaviaAPI.createNamespaces=true",
-		"--set", "controller.openstack.secretName=openstack-credentials", "--show-only", "templates/octavia-api.yaml")
+		"--set", "controller.openstack.secretName=openstack-credentials", "--show-only", "templates/octavia-api.yaml", "--show-only", "templates/user-roles.yaml")
 	cmd.Dir = testenv.Root()
 	out, err := cmd.Output()
 	if err != nil {

@@ -35,7 +35,9 @@ type Server struct {
 	// CreateNamespaces makes a namespace for a project on its first write; false refuses the
 	// write until an administrator labels one (tenancy.go).
 	CreateNamespaces bool
-	Log              *slog.Logger
+	// Stats reads the figures of the stats calls (AgentMetrics.Node); nil answers them 501.
+	Stats Statistics
+	Log   *slog.Logger
 }
 
 // Handler routes Octavia's paths.
@@ -61,8 +63,8 @@ func (s *Server) Handler() http.Handler {
 			api("DELETE "+base+k.plural+"/{id}", s.delete(k))
 		}
 		api("GET "+base+"loadbalancers/{id}/status", s.statusTree)
-		api("GET "+base+"loadbalancers/{id}/stats", s.noStats)
-		api("GET "+base+"listeners/{id}/stats", s.noStats)
+		api("GET "+base+"loadbalancers/{id}/stats", s.stats(loadBalancers))
+		api("GET "+base+"listeners/{id}/stats", s.stats(listeners))
 		api("GET "+base+"pools/{pool}/members", s.listMembers)
 		api("POST "+base+"pools/{pool}/members", s.createMember)
 		api("GET "+base+"pools/{pool}/members/{id}", s.getMember)
@@ -176,12 +178,6 @@ func (s *Server) providers(w http.ResponseWriter, r *http.Request, c *caller) er
 		map[string]any{"name": Provider, "description": "l4lb: layer-4 load balancers on Kubernetes"},
 	}})
 	return nil
-}
-
-// noStats answers the stats calls, which l4lb does not serve yet: the dataplane's Prometheus
-// metrics carry the figures (l4lb_listener_bytes_in_total and the rest), per node.
-func (s *Server) noStats(w http.ResponseWriter, r *http.Request, c *caller) error {
-	return &apiError{http.StatusNotImplemented, "statistics are not served by l4lb's Octavia API: read the dataplane's metrics (l4lb_listener_*)"}
 }
 
 // Provider is the provider name l4lb answers to; "amphora" and "octavia", Octavia's defaults,
