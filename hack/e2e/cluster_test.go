@@ -153,30 +153,7 @@ func TestHelmInstallSeedAndUninstall(t *testing.T) {
 	k := newCluster(t)
 	k.images()
 
-	k.helm("install", "l4lb", "charts/l4lb", "--namespace", "l4lb-system", "--create-namespace",
-		"--set", "image.repository=l4lb.local/l4lb", "--set", "image.tag=e2e", "--set", "image.pullPolicy=Never",
-		"--wait", "--timeout", "3m")
-	t.Cleanup(func() { // after a failure: the next test on this cluster starts clean
-		cmd := exec.Command(filepath.Join(testenv.Root(), "bin", "helm"), "uninstall", "l4lb", "--namespace", "l4lb-system", "--ignore-not-found", "--wait")
-		cmd.Env = append(os.Environ(), "KUBECONFIG="+k.kubeconfig)
-		cmd.Run()
-	})
-	// helm --wait counts a DaemonSet ready within its maxUnavailable: wait for all of it.
-	end := time.Now().Add(2 * time.Minute)
-	for {
-		var dep appsv1.Deployment
-		must(t, k.c.Get(k.ctx, client.ObjectKey{Namespace: "l4lb-system", Name: "l4lb-controller"}, &dep))
-		var ds appsv1.DaemonSet
-		must(t, k.c.Get(k.ctx, client.ObjectKey{Namespace: "l4lb-system", Name: "l4lb-dataplane"}, &ds))
-		if dep.Status.ReadyReplicas == *dep.Spec.Replicas && ds.Status.NumberReady == ds.Status.DesiredNumberScheduled && ds.Status.NumberReady > 0 {
-			break
-		}
-		if time.Now().After(end) {
-			k.logs()
-			t.Fatalf("installed, not ready: controller %d/%d, dataplane %d/%d", dep.Status.ReadyReplicas, *dep.Spec.Replicas, ds.Status.NumberReady, ds.Status.DesiredNumberScheduled)
-		}
-		time.Sleep(time.Second)
-	}
+	k.install()
 
 	// The seed's back-ends, as pods.
 	app := "seed"
@@ -314,7 +291,7 @@ func TestHelmInstallSeedAndUninstall(t *testing.T) {
 	must(t, k.c.DeleteAllOf(k.ctx, &lbv1.LoadBalancer{}, client.InNamespace(app)))
 	k.waitGone(app)
 	k.helm("uninstall", "l4lb", "--namespace", "l4lb-system", "--wait", "--timeout", "2m")
-	end = time.Now().Add(60 * time.Second)
+	end := time.Now().Add(60 * time.Second)
 	for {
 		var leases coordinationv1.LeaseList
 		must(t, k.c.List(k.ctx, &leases, client.InNamespace("l4lb-system")))
@@ -330,6 +307,36 @@ func TestHelmInstallSeedAndUninstall(t *testing.T) {
 			}
 			t.Fatalf("after helm uninstall: Leases left %v, VIP on the node: %v, l4lb's nftables tables: %v",
 				left, strings.Contains(addrs, vip), tables)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// install installs the chart with the image built here (and the values given), uninstalled at
+// cleanup, and waits for the controller and the whole DaemonSet to be Ready.
+func (k *cluster) install(values ...string) {
+	t := k.t
+	args := []string{"install", "l4lb", "charts/l4lb", "--namespace", "l4lb-system", "--create-namespace",
+		"--set", "image.repository=l4lb.local/l4lb", "--set", "image.tag=e2e", "--set", "image.pullPolicy=Never"}
+	k.helm(append(append(args, values...), "--wait", "--timeout", "3m")...)
+	t.Cleanup(func() { // after a failure: the next test on this cluster starts clean
+		cmd := exec.Command(filepath.Join(testenv.Root(), "bin", "helm"), "uninstall", "l4lb", "--namespace", "l4lb-system", "--ignore-not-found", "--wait")
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+k.kubeconfig)
+		cmd.Run()
+	})
+	// helm --wait counts a DaemonSet ready within its maxUnavailable: wait for all of it.
+	end := time.Now().Add(2 * time.Minute)
+	for {
+		var dep appsv1.Deployment
+		must(t, k.c.Get(k.ctx, client.ObjectKey{Namespace: "l4lb-system", Name: "l4lb-controller"}, &dep))
+		var ds appsv1.DaemonSet
+		must(t, k.c.Get(k.ctx, client.ObjectKey{Namespace: "l4lb-system", Name: "l4lb-dataplane"}, &ds))
+		if dep.Status.ReadyReplicas == *dep.Spec.Replicas && ds.Status.NumberReady == ds.Status.DesiredNumberScheduled && ds.Status.NumberReady > 0 {
+			break
+		}
+		if time.Now().After(end) {
+			k.logs()
+			t.Fatalf("installed, not ready: controller %d/%d, dataplane %d/%d", dep.Status.ReadyReplicas, *dep.Spec.Replicas, ds.Status.NumberReady, ds.Status.DesiredNumberScheduled)
 		}
 		time.Sleep(time.Second)
 	}

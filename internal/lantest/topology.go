@@ -117,8 +117,8 @@ func (h *Host) Fetch(addr string, timeout time.Duration) (string, error) {
 	return string(b), err
 }
 
-// Forwarder makes a service of the test's own namespace (the API server on loopback)
-// reachable on 127.0.0.1:port inside a host; Cut severs it, as a partition would.
+// Forwarder relays TCP connections to a service of the test's own namespace (the API server,
+// Keystone, on loopback); Cut severs it, as a partition would.
 type Forwarder struct {
 	ln    net.Listener
 	mu    sync.Mutex
@@ -128,13 +128,28 @@ type Forwarder struct {
 
 // Forward starts a Forwarder from port inside h to target; it is cut at cleanup.
 func Forward(t testing.TB, h *Host, port int, target string) *Forwarder {
-	f := &Forwarder{}
+	var ln net.Listener
 	if err := h.In(func() (err error) {
-		f.ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
+	return relay(t, ln, target)
+}
+
+// Relay starts a Forwarder from addr, in the test's own namespace, to target: a service on
+// the test's loopback made reachable from a network the test linked to it.
+func Relay(t testing.TB, addr, target string) *Forwarder {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return relay(t, ln, target)
+}
+
+func relay(t testing.TB, ln net.Listener, target string) *Forwarder {
+	f := &Forwarder{ln: ln}
 	go func() {
 		for {
 			c, err := f.ln.Accept()
