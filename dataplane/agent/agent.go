@@ -28,10 +28,10 @@ import (
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/dataplane/health"
-	"github.com/l4lb/l4lb/dataplane/model"
 	"github.com/l4lb/l4lb/dataplane/nat"
 	"github.com/l4lb/l4lb/dataplane/proxy"
 	"github.com/l4lb/l4lb/dataplane/vip"
+	"github.com/l4lb/l4lb/internal/model"
 	"github.com/l4lb/l4lb/internal/policy"
 	"github.com/l4lb/l4lb/internal/watchdog"
 )

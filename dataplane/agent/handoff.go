@@ -12,8 +12,8 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/l4lb/l4lb/dataplane/model"
 	"github.com/l4lb/l4lb/dataplane/nat"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // A node whose agent restarts (an upgrade of the DaemonSet, a deleted pod) keeps serving when

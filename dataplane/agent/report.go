@@ -8,7 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/internal/model"
 	"github.com/l4lb/l4lb/internal/ssa"
 )
 

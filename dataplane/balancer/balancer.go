@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 
-	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // Member is what the algorithms need to know of one eligible member.

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 func members(weights ...int) []Member {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 func TestCounterRiseAndFall(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // Target is one member checked by one pool's monitor.

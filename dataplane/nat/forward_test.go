@@ -13,8 +13,8 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/l4lb/l4lb/dataplane/internal/udptest"
-	"github.com/l4lb/l4lb/dataplane/model"
 	"github.com/l4lb/l4lb/dataplane/nat"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // in runs f with the calling goroutine's thread in the network namespace ns: sockets and

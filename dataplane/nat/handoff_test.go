@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/l4lb/l4lb/dataplane/internal/udptest"
-	"github.com/l4lb/l4lb/dataplane/model"
 	"github.com/l4lb/l4lb/dataplane/nat"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // namedTCP listens on 127.0.0.1 and greets each connection with name, then echoes lines.

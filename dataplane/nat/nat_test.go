@@ -12,8 +12,8 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/l4lb/l4lb/dataplane/internal/udptest"
-	"github.com/l4lb/l4lb/dataplane/model"
 	"github.com/l4lb/l4lb/dataplane/nat"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // open gives the test a table of its own, on loopback addresses only.

@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/dataplane/balancer"
-	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // The expressions each listener and member is built from, and the names they go by.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // flapping is a member that comes and goes every period: its listener is closed and opened

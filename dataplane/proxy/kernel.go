@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/l4lb/l4lb/dataplane/model"
 	"github.com/l4lb/l4lb/dataplane/nat"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // kernelStatsEvery is how often the kernel's counters are added to the metrics.

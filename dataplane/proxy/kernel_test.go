@@ -11,8 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/l4lb/l4lb/dataplane/internal/udptest"
-	"github.com/l4lb/l4lb/dataplane/model"
 	"github.com/l4lb/l4lb/dataplane/nat"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // kernelOptions gives a server the kernel path, in an nftables table of the test's own.

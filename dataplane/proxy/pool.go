@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/l4lb/l4lb/dataplane/balancer"
-	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // member is the runtime of one pool member. It outlives reconfigurations that keep the

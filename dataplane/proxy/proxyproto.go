@@ -6,7 +6,7 @@ import (
 
 	proxyproto "github.com/pires/go-proxyproto"
 
-	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // proxyHeader is the PROXY protocol header a PROXY (v1) or PROXYV2 pool sends before the

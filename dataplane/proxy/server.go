@@ -22,8 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/l4lb/l4lb/dataplane/health"
-	"github.com/l4lb/l4lb/dataplane/model"
 	"github.com/l4lb/l4lb/dataplane/nat"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // Options configure a Server.

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/l4lb/l4lb/dataplane/internal/udptest"
-	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // soakDuration is how long TestChurnSoak runs: L4LB_SOAK_DURATION (make soak sets minutes),

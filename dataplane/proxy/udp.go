@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // udpConfig is what a UDP listener serves with, swapped atomically like tcpConfig.

@@ -17,7 +17,7 @@ import (
 
 	"github.com/l4lb/l4lb/dataplane/health"
 	"github.com/l4lb/l4lb/dataplane/internal/udptest"
-	"github.com/l4lb/l4lb/dataplane/model"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // udpClient is a socket connected to addr, closed with the test. A connected socket only

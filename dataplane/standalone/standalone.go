@@ -18,9 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/l4lb/l4lb/dataplane/model"
 	"github.com/l4lb/l4lb/dataplane/nat"
 	"github.com/l4lb/l4lb/dataplane/proxy"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // standaloneLocks holds the locks by which standalone instances claim their nftables tables;
