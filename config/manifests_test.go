@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/l4lb/l4lb/controllers/testenv"
+	"github.com/l4lb/l4lb/internal/testenv"
 )
 
 var env *testenv.Env

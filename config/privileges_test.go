@@ -25,8 +25,8 @@ import (
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/controllers"
-	"github.com/l4lb/l4lb/controllers/testenv"
 	"github.com/l4lb/l4lb/internal/ssa"
+	"github.com/l4lb/l4lb/internal/testenv"
 )
 
 // install applies every document for real, as kubectl apply -k does.

@@ -22,9 +22,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers/testenv"
 	"github.com/l4lb/l4lb/controllers/vip"
 	dpvip "github.com/l4lb/l4lb/dataplane/vip"
+	"github.com/l4lb/l4lb/internal/testenv"
 )
 
 // The reconcilers run against a real kube-apiserver with a real dataplane agent beside them,

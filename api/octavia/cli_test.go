@@ -25,9 +25,9 @@ import (
 	"github.com/l4lb/l4lb/api/octavia"
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	osprov "github.com/l4lb/l4lb/controllers/openstack"
-	"github.com/l4lb/l4lb/controllers/testenv"
 	"github.com/l4lb/l4lb/controllers/vip"
 	"github.com/l4lb/l4lb/internal/lantest"
+	"github.com/l4lb/l4lb/internal/testenv"
 )
 
 // TestSeedWithTheOpenstackCLI runs the seed's walkthrough word for word with Debian's openstack

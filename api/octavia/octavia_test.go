@@ -36,9 +36,9 @@ import (
 	"github.com/l4lb/l4lb/api/octavia"
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	osprov "github.com/l4lb/l4lb/controllers/openstack"
-	"github.com/l4lb/l4lb/controllers/testenv"
 	"github.com/l4lb/l4lb/controllers/vip"
 	"github.com/l4lb/l4lb/internal/cloudtest"
+	"github.com/l4lb/l4lb/internal/testenv"
 )
 
 var (

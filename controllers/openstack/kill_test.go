@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers/testenv"
+	"github.com/l4lb/l4lb/internal/testenv"
 )
 
 // controllerProcess runs the l4lb binary's controller, as a Deployment would, with its default

@@ -40,7 +40,7 @@ import (
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/controllers"
-	"github.com/l4lb/l4lb/controllers/testenv"
+	"github.com/l4lb/l4lb/internal/testenv"
 )
 
 const (

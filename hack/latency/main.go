@@ -21,8 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers/testenv"
 	dpvip "github.com/l4lb/l4lb/dataplane/vip"
+	"github.com/l4lb/l4lb/internal/testenv"
 )
 
 func main() {

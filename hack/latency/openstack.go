@@ -16,8 +16,8 @@ import (
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/controllers/openstack"
-	"github.com/l4lb/l4lb/controllers/testenv"
 	"github.com/l4lb/l4lb/controllers/vip"
+	"github.com/l4lb/l4lb/internal/testenv"
 )
 
 // runOpenStack measures apply -> floating IP associated for n load balancers on the seed's
