@@ -1,25 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
-
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -93,13 +83,14 @@ func dataplaneCommand() func() error {
 		defer vips.Close()
 
 		a := &agent.Agent{Client: mgr.GetClient(), VIPs: vips, NodeName: *node}
-		own, g, err := ownership(mgr, a, *node, *leaseNS, *leaseRenew, *gossipAddr, *gossipPort, *gossipKey,
-			nodes.Timing{Probe: *probe, ProbeTimeout: *probeTimeout, Suspicion: *suspicion}, *witness)
+		own, g, err := agent.Join(mgr, agent.Membership{Node: *node, LeaseNamespace: *leaseNS, Renew: *leaseRenew,
+			Address: *gossipAddr, Port: *gossipPort, KeyFile: *gossipKey,
+			Timing: nodes.Timing{Probe: *probe, ProbeTimeout: *probeTimeout, Suspicion: *suspicion}, Witness: *witness})
 		if err != nil {
 			return err
 		}
 		a.Ownership = own
-		own.Fitness = func() error { return fitness(*iface, vips) }
+		own.Fitness = func() error { return agent.Fitness(*iface, vips) }
 		table := nat.Optional(*kernelUDP, func() (*nat.Table, error) { return nat.Open("l4lb-"+*node, nat.DefaultTag) }, log)
 		defer nat.CloseLogged(table, log)
 		a.Server = proxy.New(proxy.Options{Registerer: crmetrics.Registry, OnHealth: a.OnHealth, NAT: table, MemberCongestion: *memberCC})
@@ -129,8 +120,11 @@ func dataplaneCommand() func() error {
 		stopRefresh := make(chan struct{})
 		defer close(stopRefresh)
 		go vips.RefreshLoop(stopRefresh)
-		err = mgr.Start(agent.Stopping{Agent: a, Grace: *drainGrace, Drain: *drainConns,
-			Restarts: restarts(*handOff, mgr.GetAPIReader(), log), Log: log}.Context())
+		stopping := agent.Stopping{Agent: a, Grace: *drainGrace, Drain: *drainConns, Log: log}
+		if *handOff {
+			stopping.Restarts = agent.RestartsHere(mgr.GetAPIReader(), log)
+		}
+		err = mgr.Start(stopping.Context())
 		g.Leave(time.Second)
 		if !a.HandedOff() {
 			// A clean stop that leaves nothing to the kernel: nor does it keep what a
@@ -140,162 +134,6 @@ func dataplaneCommand() func() error {
 			}
 		}
 		return err
-	}
-}
-
-// ownership joins the gossip of the dataplane nodes and sets up the VIP election.
-func ownership(mgr ctrl.Manager, a *agent.Agent, node, leaseNS string, renew time.Duration, addr string, port int,
-	keyFile string, timing nodes.Timing, witness string) (*agent.Ownership, *nodes.Gossip, error) {
-	if addr == "" {
-		var err error
-		if addr, err = primaryAddress(); err != nil {
-			return nil, nil, fmt.Errorf("--gossip-address: %w", err)
-		}
-	}
-	key, err := gossipKey(keyFile)
-	if err != nil {
-		return nil, nil, err
-	}
-	log := ctrl.Log.WithName("gossip")
-	if key == nil {
-		log.Info("gossip is not encrypted: give --gossip-key-file (the chart mounts one from a Secret)")
-	}
-	var own *agent.Ownership
-	g, err := nodes.StartGossip(nodes.GossipConfig{Node: node, Address: addr, Port: port, Key: key, Timing: timing, Log: log,
-		OnChange: func() {
-			if own != nil {
-				own.Changed()
-			}
-		}})
-	if err != nil {
-		return nil, nil, err
-	}
-	reg := &nodes.Registry{Client: mgr.GetClient(), Namespace: leaseNS, Node: node, Address: g.Address(), Renew: renew}
-	own = agent.NewOwnership(node, g, reg, mgr.GetClient(), crmetrics.Registry)
-	own.Recorder = mgr.GetEventRecorder("l4lb-dataplane")
-	switch witness {
-	case "none":
-	case "":
-		if gw, iface, err := nodes.DefaultGateway(); err == nil {
-			own.Witness = &nodes.Witness{Addr: gw, Iface: iface, Every: 200 * time.Millisecond, Window: time.Second}
-		} else {
-			log.Info("no witness: without a default gateway, half of the nodes keep their VIPs (docs/architecture.md)")
-		}
-	default:
-		w, err := netip.ParseAddr(witness)
-		if err != nil || !w.Is4() {
-			return nil, nil, fmt.Errorf("--witness %q: want an IPv4 address", witness)
-		}
-		iface, err := vip.RouteInterface(w, "")
-		if err != nil {
-			return nil, nil, fmt.Errorf("--witness: %w", err)
-		}
-		own.Witness = &nodes.Witness{Addr: w, Iface: iface, Every: 200 * time.Millisecond, Window: time.Second}
-	}
-	return own, g, nil
-}
-
-// gossipKey reads the gossip key: raw bytes of a valid AES length, or their base64.
-func gossipKey(file string) ([]byte, error) {
-	if file == "" {
-		return nil, nil
-	}
-	b, err := os.ReadFile(file)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	b = bytes.TrimSpace(b)
-	valid := func(n int) bool { return n == 16 || n == 24 || n == 32 }
-	if d, err := base64.StdEncoding.DecodeString(string(b)); err == nil && valid(len(d)) {
-		return d, nil
-	}
-	if valid(len(b)) {
-		return b, nil
-	}
-	return nil, fmt.Errorf("--gossip-key-file %s: want 16, 24 or 32 bytes (or their base64), got %d", file, len(b))
-}
-
-// primaryAddress is the first IPv4 address of the default route's interface.
-func primaryAddress() (string, error) {
-	_, iface, err := nodes.DefaultGateway()
-	if err != nil {
-		return "", err
-	}
-	ifi, err := net.InterfaceByName(iface)
-	if err != nil {
-		return "", err
-	}
-	addrs, _ := ifi.Addrs()
-	for _, x := range addrs {
-		if n, ok := x.(*net.IPNet); ok && n.IP.To4() != nil {
-			return n.IP.String(), nil
-		}
-	}
-	return "", fmt.Errorf("no IPv4 address on %s", iface)
-}
-
-// fitness says whether this node may hold VIPs: its VIP interface is up, every interface it
-// answers on is up with a carrier, and its event loops run.
-func fitness(iface string, vips *vip.Local) error {
-	up := func(name string) error {
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			return err
-		}
-		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagRunning == 0 {
-			return fmt.Errorf("interface %s is down", name)
-		}
-		return nil
-	}
-	if err := up(iface); err != nil {
-		return err
-	}
-	for _, name := range vips.Answered() {
-		if err := up(name); err != nil {
-			return err
-		}
-	}
-	return proxy.Responsive(time.Second)
-}
-
-// restarts tells whether another agent will start on this node after this one: its pod
-// belongs to a DaemonSet that stays (an upgrade or a deleted pod, not an uninstall). Not in
-// a pod: no. When the API server cannot be reached, yes: the node's traffic comes first.
-func restarts(wanted bool, r client.Reader, log *slog.Logger) func(context.Context) bool {
-	if !wanted {
-		return nil
-	}
-	return func(ctx context.Context) bool {
-		ns, name := os.Getenv("POD_NAMESPACE"), os.Getenv("POD_NAME")
-		if ns == "" || name == "" {
-			return false
-		}
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		// Gone, or no longer allowed to look (an uninstall removes the RBAC with the
-		// DaemonSet): nothing follows. Unreachable: something likely does.
-		final := func(err error) bool {
-			return apierrors.IsNotFound(err) || apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err)
-		}
-		var pod corev1.Pod
-		if err := r.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &pod); err != nil {
-			log.Warn("cannot read this agent's pod", "err", err)
-			return !final(err)
-		}
-		owner := metav1.GetControllerOf(&pod)
-		if owner == nil || owner.Kind != "DaemonSet" {
-			return false
-		}
-		var ds appsv1.DaemonSet
-		err := r.Get(ctx, client.ObjectKey{Namespace: ns, Name: owner.Name}, &ds)
-		if err != nil {
-			log.Warn("cannot read this agent's DaemonSet", "err", err)
-			return !final(err)
-		}
-		return ds.UID == owner.UID && ds.DeletionTimestamp.IsZero()
 	}
 }
 
