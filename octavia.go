@@ -32,6 +32,7 @@ func octaviaCommand() func() error {
 	cloudsFile := flag.String("clouds-yaml", "", "a clouds.yaml file instead of --openstack-secret (outside a cluster)")
 	createNS := flag.Bool("create-namespaces", false, "make a namespace (openstack-<project ID>, labelled "+octavia.ProjectLabel+") on a project's first write; false: an administrator labels one per project")
 	tokenCache := flag.Duration("token-cache", openstack.DefaultTokenCache, "how long a validated Keystone token is trusted")
+	reqTimeout := flag.Duration("request-timeout", octavia.DefaultRequestTimeout, "how long a request may wait on Keystone and the Kubernetes API before it is answered 503")
 	agentsNS := flag.String("dataplane-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the dataplane agents, whose metrics answer the stats calls")
 	agentsSel := flag.String("dataplane-selector", "app.kubernetes.io/component=dataplane", "labels of the dataplane agents' pods")
 	agentsPort := flag.Int("dataplane-metrics-port", 10390, "port of the agents' metrics endpoint")
@@ -55,7 +56,8 @@ func octaviaCommand() func() error {
 		if *agentsSecure {
 			agents.Token = bearerToken(cfg)
 		}
-		s := &octavia.Server{Client: c, Validate: ks.Validate, CreateNamespaces: *createNS, Stats: agents.Node, Log: slog.Default()}
+		s := &octavia.Server{Client: c, Validate: ks.Validate, CreateNamespaces: *createNS, Stats: agents.Node,
+			RequestTimeout: *reqTimeout, Log: slog.Default()}
 		srv := &http.Server{Addr: *addr, Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()

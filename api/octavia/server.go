@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -37,8 +38,20 @@ type Server struct {
 	CreateNamespaces bool
 	// Stats reads the figures of the stats calls (AgentMetrics.Node); nil answers them 501.
 	Stats Statistics
-	Log   *slog.Logger
+	// RequestTimeout bounds each request's calls to Keystone and to the Kubernetes API, so
+	// that one of them stalled answers 503 instead of holding the client (DefaultRequestTimeout
+	// when zero).
+	RequestTimeout time.Duration
+	Log            *slog.Logger
 }
+
+// DefaultRequestTimeout is how long a request may wait on Keystone and the Kubernetes API.
+const DefaultRequestTimeout = 30 * time.Second
+
+// maxBody is the largest request body accepted: Octavia's (oslo.middleware's
+// max_request_body_size), larger than any load balancer tree, small enough that a client
+// cannot make the server hold much.
+const maxBody = 114688
 
 // Handler routes Octavia's paths.
 func (s *Server) Handler() http.Handler {
@@ -111,6 +124,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		code = http.StatusConflict
 	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
 		code = http.StatusBadRequest
+	case unavailable(err):
+		code = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "5")
 	}
 	if code >= 500 {
 		s.Log.Error("octavia API", "method", r.Method, "path", r.URL.Path, "err", err)
@@ -120,6 +136,13 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		fault = "Server"
 	}
 	writeJSON(w, code, map[string]any{"faultcode": fault, "faultstring": err.Error(), "debuginfo": nil})
+}
+
+// unavailable reports whether err means Keystone or the Kubernetes API did not answer in
+// time or asked to be called later: the request may succeed again as it is.
+func unavailable(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err) ||
+		apierrors.IsTooManyRequests(err) || apierrors.IsServiceUnavailable(err)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -132,6 +155,9 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func body(r *http.Request, key string) (map[string]any, error) {
 	var b map[string]json.RawMessage
 	if err := json.NewDecoder(r.Body).Decode(&b); err != nil {
+		if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
+			return nil, &apiError{http.StatusRequestEntityTooLarge, fmt.Sprintf("Request is too large: more than %d bytes.", tooLarge.Limit)}
+		}
 		return nil, badRequest("Invalid input: the body is not JSON: %v", err)
 	}
 	raw, ok := b[key]

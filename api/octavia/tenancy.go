@@ -46,6 +46,14 @@ func newCaller(id openstack.Identity) *caller {
 // writes otherwise) before h runs.
 func (s *Server) authenticated(h func(w http.ResponseWriter, r *http.Request, c *caller) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		timeout := s.RequestTimeout
+		if timeout == 0 {
+			timeout = DefaultRequestTimeout
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		r = r.WithContext(ctx)
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		token := r.Header.Get("X-Auth-Token")
 		if token == "" {
 			s.writeError(w, r, &apiError{http.StatusUnauthorized, "Authentication required"})
@@ -57,6 +65,7 @@ func (s *Server) authenticated(h func(w http.ResponseWriter, r *http.Request, c 
 			return
 		}
 		if err != nil {
+			w.Header().Set("Retry-After", "5")
 			s.writeError(w, r, &apiError{http.StatusServiceUnavailable, "Keystone cannot validate the token now: " + err.Error()})
 			return
 		}

@@ -159,8 +159,24 @@ func (v *view) common(o client.Object, st lbv1.CommonStatus, description string,
 		"id": string(o.GetUID()), "name": name, "description": description,
 		"provisioning_status": prov, "operating_status": op, "admin_state_up": adminUp == nil || *adminUp,
 		"project_id": project, "tenant_id": project,
-		"created_at": o.GetCreationTimestamp().UTC().Format(timeFormat), "updated_at": nil, "tags": []string{},
+		"created_at": o.GetCreationTimestamp().UTC().Format(timeFormat), "updated_at": updatedAt(o), "tags": []string{},
 	}
+}
+
+// updatedAt is the last time anyone changed o, its spec or its status (the newest of its
+// managed fields' times), or nil until something did after its creation, as Octavia's.
+func updatedAt(o client.Object) any {
+	created := o.GetCreationTimestamp().Time
+	last := created
+	for _, f := range o.GetManagedFields() {
+		if f.Time != nil && f.Time.After(last) {
+			last = f.Time.Time
+		}
+	}
+	if !last.After(created) {
+		return nil
+	}
+	return last.UTC().Format(timeFormat)
 }
 
 func ids[T client.Object](objs []T) []any {

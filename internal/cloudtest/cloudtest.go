@@ -11,7 +11,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 )
 
@@ -38,8 +41,31 @@ func Up() (cloudsYAML []byte, down func(), err error) {
 	if started {
 		down = func() { exec.Command(script, "down").Run() }
 	}
-	cloudsYAML, err = os.ReadFile(strings.TrimSpace(string(out)))
+	path := strings.TrimSpace(string(out))
+	stateDir = filepath.Dir(path)
+	cloudsYAML, err = os.ReadFile(path)
 	return cloudsYAML, down, err
+}
+
+// stateDir is hack/openstack.sh's, where its processes' pid files are.
+var stateDir string
+
+// PauseKeystone stops Keystone's process (SIGSTOP), as a hung server or a stalled host looks
+// to its clients: connections are accepted, nothing is answered. resume continues it.
+func PauseKeystone() (resume func(), err error) {
+	b, err := os.ReadFile(filepath.Join(stateDir, "keystone.pid"))
+	if err != nil {
+		return nil, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	return func() { once.Do(func() { syscall.Kill(pid, syscall.SIGCONT) }) }, nil
 }
 
 // answers reports whether an HTTP server answers at url.
