@@ -76,6 +76,7 @@ bench: ## l4lb against HAProxy 2.6 and a direct path on loopback, printed as rat
 	hack/bench.sh
 	go run ./hack/latency
 	go run ./hack/latency -openstack
+	go run ./hack/latency -octavia
 	go test -run '^$$' -bench . -benchmem ./dataplane/balancer/
 
 ##@ Demo

@@ -28,16 +28,32 @@ import (
 func main() {
 	n := flag.Int("n", 20, "load balancers")
 	withOpenStack := flag.Bool("openstack", false, "measure apply -> floating IP associated against the local Neutron (hack/openstack.sh, as root)")
+	withOctavia := flag.Bool("octavia", false, "measure the Octavia API against Neutron's API on the local Keystone (hack/openstack.sh, as root)")
 	flag.Parse()
 	ctrl.SetLogger(logr.Discard())
 	run := run
 	if *withOpenStack {
 		run = runOpenStack
 	}
-	if err := run(*n); err != nil {
+	if *withOctavia {
+		run = runOctavia
+	}
+	if err := withControlPlane(*n, run); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+// withControlPlane runs measure against a real API server started for it.
+func withControlPlane(n int, measure func(context.Context, *testenv.Env, int) error) error {
+	env, err := testenv.Start()
+	if err != nil {
+		return err
+	}
+	defer env.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	return measure(ctx, env, n)
 }
 
 // server answers each connection with its name.
@@ -82,14 +98,7 @@ func waitFor(addr, want string, limit time.Duration) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%s never answered %q", addr, want)
 }
 
-func run(n int) error {
-	env, err := testenv.Start()
-	if err != nil {
-		return err
-	}
-	defer env.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+func run(ctx context.Context, env *testenv.Env, n int) error {
 	engine, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "bench", AgentVIPs: dpvip.Loopback()})
 	if err != nil {
 		return err

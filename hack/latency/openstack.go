@@ -3,10 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"slices"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,27 +14,18 @@ import (
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/controllers/openstack"
 	"github.com/l4lb/l4lb/controllers/vip"
+	"github.com/l4lb/l4lb/internal/cloudtest"
 	"github.com/l4lb/l4lb/internal/testenv"
 )
 
 // runOpenStack measures apply -> floating IP associated for n load balancers on the seed's
 // networks of the local Keystone and Neutron, then deletes them.
-func runOpenStack(n int) error {
-	out, err := exec.Command("hack/openstack.sh", "up").Output()
-	if err != nil {
-		return fmt.Errorf("hack/openstack.sh up: %w", err)
-	}
-	clouds, err := os.ReadFile(strings.TrimSpace(string(out)))
+func runOpenStack(ctx context.Context, env *testenv.Env, n int) error {
+	clouds, down, err := cloudtest.Up()
 	if err != nil {
 		return err
 	}
-	env, err := testenv.Start()
-	if err != nil {
-		return err
-	}
-	defer env.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	defer down()
 	c := env.Client
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "openstack"},
 		Data: map[string][]byte{"clouds.yaml": clouds, "cloud": []byte("l4lb-local")}}
