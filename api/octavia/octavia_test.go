@@ -1,9 +1,11 @@
 package octavia_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +31,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/loadbalancer/v2/pools"
 	"github.com/gophercloud/gophercloud/v2/pagination"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -63,6 +67,7 @@ type lab struct {
 	env   *testenv.Env
 	api   *octavia.Server  // as the chart runs it: its service account's rights
 	ks    *osprov.Keystone // the API's validations, cached for a second (not the default 30 s)
+	logs  *syncBuffer      // what the API logged
 	k8s   client.Client
 	url   string
 	admin *gophercloud.ServiceClient // identity, as the cloud's admin
@@ -118,7 +123,9 @@ func newLabWith(t *testing.T, providers func(ctrl.Manager, client.ObjectKey) map
 		return osprov.FromSecret(map[string][]byte{"clouds.yaml": cloudsYAML, "cloud": []byte("l4lb-local")}, "")
 	}
 	ks := &osprov.Keystone{Credentials: creds, CacheFor: time.Second}
-	api := &octavia.Server{Client: chartIdentity(t, env), Validate: ks.Validate, CreateNamespaces: true, Log: slog.Default()}
+	logs := &syncBuffer{}
+	api := &octavia.Server{Client: chartIdentity(t, env), Validate: ks.Validate, CreateNamespaces: true,
+		Log: slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, logs), nil))}
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 
@@ -134,7 +141,7 @@ func newLabWith(t *testing.T, providers func(ctrl.Manager, client.ObjectKey) map
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &lab{t: t, ctx: ctx, env: env, api: api, ks: ks, k8s: env.Client, url: srv.URL, admin: idc, users: map[string]*gophercloud.ProviderClient{}, proj: map[string]string{}}
+	l := &lab{t: t, ctx: ctx, env: env, api: api, ks: ks, logs: logs, k8s: env.Client, url: srv.URL, admin: idc, users: map[string]*gophercloud.ProviderClient{}, proj: map[string]string{}}
 	suffix := fmt.Sprint(os.Getpid())
 	for _, p := range []string{"alpha", "beta"} {
 		pr, err := projects.Create(ctx, idc, projects.CreateOpts{Name: p + "-" + suffix, DomainID: "default"}).Extract()
@@ -444,6 +451,27 @@ func TestProjectsAndRoles(t *testing.T) {
 	_, err = loadbalancers.Update(ctx, olive, lb.ID, loadbalancers.UpdateOpts{Description: ptr("x")}).Extract()
 	wantCode(t, err, http.StatusForbidden, "an observer writing")
 
+	// Writes are logged with who made them and the answer, refused ones too.
+	if log := l.logs.String(); !strings.Contains(log, `method=POST path=/v2.0/lbaas/loadbalancers code=403`) || !strings.Contains(log, "project="+l.proj["beta"]) {
+		t.Fatalf("beta's refused write is not in the API's log:\n%s", log)
+	}
+
+	// An administrator's ResourceQuota on the project's namespace is its Octavia quota.
+	var alphaNS corev1.NamespaceList
+	mustDo(l.k8s.List(ctx, &alphaNS, client.MatchingLabels{octavia.ProjectLabel: l.proj["alpha"]}))
+	// (No kube-controller-manager here: the test counts what the quota controller would.)
+	count := corev1.ResourceList{"count/loadbalancers.lb.l4lb.io": resource.MustParse("1")}
+	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: alphaNS.Items[0].Name, Name: "octavia"},
+		Spec: corev1.ResourceQuotaSpec{Hard: count}}
+	mustDo(l.k8s.Create(ctx, quota))
+	quota.Status = corev1.ResourceQuotaStatus{Hard: count, Used: count}
+	mustDo(l.k8s.Status().Update(ctx, quota))
+	_, err = loadbalancers.Create(ctx, l.lb("alice"), loadbalancers.CreateOpts{Name: "one too many", VipAddress: "198.51.100.24"}).Extract()
+	wantCode(t, err, http.StatusForbidden, "a create over the namespace's quota")
+	if !strings.Contains(err.Error(), "Quota has been met") {
+		t.Fatalf("the quota's 403 does not say so: %v", err)
+	}
+
 	// Tokens: none, unknown, revoked.
 	token := l.users["alice"].Token()
 	mustDo(tokens.Revoke(ctx, l.admin, token).Err)
@@ -461,3 +489,21 @@ func TestProjectsAndRoles(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// syncBuffer is a log the server writes from its handlers' goroutines and a test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -120,6 +121,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		code = ae.code
 	case apierrors.IsNotFound(err):
 		code = http.StatusNotFound
+	case quotaMet(err):
+		// Octavia's quotas are the namespace's ResourceQuota (count/loadbalancers.lb.l4lb.io
+		// and the like): exceeding one is the user's 403, as with Octavia.
+		code = http.StatusForbidden
+		err = fmt.Errorf("Quota has been met: %w", err)
 	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
 		code = http.StatusConflict
 	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
@@ -136,6 +142,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		fault = "Server"
 	}
 	writeJSON(w, code, map[string]any{"faultcode": fault, "faultstring": err.Error(), "debuginfo": nil})
+}
+
+// quotaMet reports whether the API server refused a write for a ResourceQuota of the
+// namespace (any other refusal is this server's own rights, a 500).
+func quotaMet(err error) bool {
+	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "exceeded quota")
 }
 
 // unavailable reports whether err means Keystone or the Kubernetes API did not answer in

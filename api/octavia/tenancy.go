@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -78,10 +79,28 @@ func (s *Server) authenticated(h func(w http.ResponseWriter, r *http.Request, c 
 			s.writeError(w, r, forbidden())
 			return
 		}
-		if err := h(w, r, c); err != nil {
-			s.writeError(w, r, err)
+		start := time.Now()
+		rec := &recorder{ResponseWriter: w, code: http.StatusOK}
+		if err := h(rec, r, c); err != nil {
+			s.writeError(rec, r, err)
+		}
+		// Writes are the audit trail: who changed what, from which project, with what answer.
+		if r.Method != http.MethodGet {
+			s.Log.Info("octavia API write", "method", r.Method, "path", r.URL.Path, "code", rec.code,
+				"user", c.UserID, "project", c.ProjectID, "took", time.Since(start).Round(time.Millisecond))
 		}
 	}
+}
+
+// recorder keeps the status code a handler answered.
+type recorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *recorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
 }
 
 // projects maps the namespaces the caller may see to their projects.
