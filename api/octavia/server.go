@@ -125,7 +125,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// Octavia's quotas are the namespace's ResourceQuota (count/loadbalancers.lb.l4lb.io
 		// and the like): exceeding one is the user's 403, as with Octavia.
 		code = http.StatusForbidden
-		err = fmt.Errorf("Quota has been met: %w", err)
+		err = &apiError{code, "Quota has been met: " + err.Error()}
 	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
 		code = http.StatusConflict
 	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
