@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/l4lb/l4lb/api/octavia"
@@ -32,6 +34,8 @@ func octaviaCommand() func() error {
 	cloudsFile := flag.String("clouds-yaml", "", "a clouds.yaml file instead of --openstack-secret (outside a cluster)")
 	createNS := flag.Bool("create-namespaces", false, "make a namespace (openstack-<project ID>, labelled "+octavia.ProjectLabel+") on a project's first write; false: an administrator labels one per project")
 	tokenCache := flag.Duration("token-cache", openstack.DefaultTokenCache, "how long a validated Keystone token is trusted")
+	tlsCert := flag.String("tls-cert-file", "", "serve HTTPS with this certificate (PEM, its chain after it), reloaded when the file changes (cert-manager's renewals); empty: plain HTTP, for a TLS-terminating Ingress or mesh in front")
+	tlsKey := flag.String("tls-private-key-file", "", "the private key of --tls-cert-file (PEM)")
 	reqTimeout := flag.Duration("request-timeout", octavia.DefaultRequestTimeout, "how long a request may wait on Keystone and the Kubernetes API before it is answered 503")
 	agentsNS := flag.String("dataplane-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the dataplane agents, whose metrics answer the stats calls")
 	agentsSel := flag.String("dataplane-selector", "app.kubernetes.io/component=dataplane", "labels of the dataplane agents' pods")
@@ -67,8 +71,21 @@ func octaviaCommand() func() error {
 			defer cancel()
 			srv.Shutdown(shut)
 		}()
-		slog.Info("serving the Octavia v2 API", "address", *addr)
-		if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		if (*tlsCert == "") != (*tlsKey == "") {
+			return errors.New("--tls-cert-file and --tls-private-key-file go together")
+		}
+		serve, scheme := srv.ListenAndServe, "http"
+		if *tlsCert != "" {
+			certs, err := certwatcher.New(*tlsCert, *tlsKey)
+			if err != nil {
+				return err
+			}
+			go certs.Start(ctx)
+			srv.TLSConfig = &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
+			serve, scheme = func() error { return srv.ListenAndServeTLS("", "") }, "https"
+		}
+		slog.Info("serving the Octavia v2 API", "address", *addr, "scheme", scheme)
+		if err := serve(); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil

@@ -90,7 +90,7 @@ func TestHelmChartLintsAndIsAccepted(t *testing.T) {
 	}
 	out := run(t, helm, "template", "l4lb", "charts/l4lb", "--namespace", "l4lb", "--include-crds",
 		"--set", "controller.vipRanges={192.0.2.240/28}", "--set", "controller.openstack.secretName=openstack-credentials",
-		"--set", "octaviaAPI.enabled=true")
+		"--set", "octaviaAPI.enabled=true", "--set", "octaviaAPI.tls.secretName=octavia-tls")
 	if n := dryRun(t, out); n < 10 {
 		t.Fatalf("only %d objects", n)
 	}
