@@ -25,7 +25,7 @@ generate: $(CONTROLLER_GEN) ## Regenerate deepcopy code.
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Regenerate CRDs and RBAC, in config/ and in the chart.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
-	$(CONTROLLER_GEN) rbac:roleName=l4lb-manager paths=./controllers/... output:rbac:artifacts:config=config/rbac/manager
+	$(CONTROLLER_GEN) rbac:roleName=l4lb-manager paths=./controllers/... paths=./internal/ipam/... output:rbac:artifacts:config=config/rbac/manager
 	$(CONTROLLER_GEN) rbac:roleName=l4lb-dataplane paths=./dataplane/agent/... output:rbac:artifacts:config=config/rbac/dataplane
 	mkdir -p charts/l4lb/crds charts/l4lb/files
 	rm -f charts/l4lb/crds/*.yaml

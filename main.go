@@ -1,10 +1,12 @@
-// Command l4lb is both halves of l4lb:
+// Command l4lb is every part of l4lb in one binary:
 //
 //	l4lb controller   the controller manager (a Deployment, leader-elected)
 //	l4lb dataplane    the dataplane agent (a DaemonSet on the host network)
 //	l4lb dataplane --config FILE
 //	                  the dataplane alone, serving the objects in FILE (like haproxy -f)
 //	l4lb octavia-api  Octavia's v2 REST API over the objects, with Keystone's tokens
+//
+// Each command's flags and wiring live in the package it starts.
 package main
 
 import (
@@ -14,36 +16,32 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/l4lb/l4lb/controllers"
+	"github.com/l4lb/l4lb/dataplane/agent"
+	"github.com/l4lb/l4lb/internal/octavia"
 )
 
+var commands = map[string]func() func() error{
+	"controller":  controllers.Command,
+	"dataplane":   agent.Command,
+	"octavia-api": octavia.Command,
+}
+
 func main() {
-	if len(os.Args) < 2 {
-		usage()
+	if len(os.Args) < 2 || commands[os.Args[1]] == nil {
+		fmt.Fprintln(os.Stderr, "usage: l4lb controller|dataplane|octavia-api [flags]   (l4lb COMMAND -h lists the flags)")
+		os.Exit(2)
 	}
-	mode := os.Args[1]
-	os.Args = append([]string{os.Args[0] + " " + mode}, os.Args[2:]...)
+	name := os.Args[1]
+	os.Args = append([]string{os.Args[0] + " " + name}, os.Args[2:]...)
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
-	var run func() error
-	switch mode {
-	case "controller":
-		run = controllerCommand()
-	case "dataplane":
-		run = dataplaneCommand()
-	case "octavia-api":
-		run = octaviaCommand()
-	default:
-		usage()
-	}
+	run := commands[name]()
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "l4lb "+mode+":", err)
+		fmt.Fprintln(os.Stderr, "l4lb "+name+":", err)
 		os.Exit(1)
 	}
-}
-
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: l4lb controller|dataplane|octavia-api [flags]   (l4lb MODE -h lists the flags)")
-	os.Exit(2)
 }

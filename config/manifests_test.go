@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/l4lb/l4lb/internal/testenv"
+	"github.com/l4lb/l4lb/test/testenv"
 )
 
 var env *testenv.Env

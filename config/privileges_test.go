@@ -24,9 +24,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers"
+	"github.com/l4lb/l4lb/internal/manager"
 	"github.com/l4lb/l4lb/internal/ssa"
-	"github.com/l4lb/l4lb/internal/testenv"
+	"github.com/l4lb/l4lb/test/testenv"
 )
 
 // install applies every document for real, as kubectl apply -k does.
@@ -78,7 +78,7 @@ func as(t *testing.T, user string, groups ...string) client.Client {
 	t.Helper()
 	cfg := rest.CopyConfig(env.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: append(groups, "system:authenticated")}
-	c, err := client.New(cfg, client.Options{Scheme: controllers.NewScheme()})
+	c, err := client.New(cfg, client.Options{Scheme: manager.NewScheme()})
 	if err != nil {
 		t.Fatal(err)
 	}

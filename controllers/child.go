@@ -6,8 +6,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/internal/load"
 	"github.com/l4lb/l4lb/internal/model"
-	"github.com/l4lb/l4lb/internal/policy"
 	"github.com/l4lb/l4lb/internal/ssa"
 )
 
@@ -36,11 +36,8 @@ func commonChanged(cur, next *lbv1.CommonStatus) bool {
 // build runs every namespace's objects through the model, under the cluster's address
 // policy: one listener per VIP, protocol and port in the whole cluster needs them all.
 func (b *Base) build(ctx context.Context) (model.Objects, model.Result, error) {
-	objs, err := b.snapshot(ctx, "")
+	objs, err := load.Input(ctx, b.Client)
 	if err != nil {
-		return objs, model.Result{}, err
-	}
-	if objs.Policy, err = policy.Load(ctx, b.Client); err != nil {
 		return objs, model.Result{}, err
 	}
 	return objs, model.Build(objs), nil

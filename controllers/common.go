@@ -56,24 +56,6 @@ func (b *Base) watched(name string, r reconcile.Reconciler) reconcile.Reconciler
 	return b.Watchdog.Wrap(name, r)
 }
 
-// snapshot lists the l4lb objects of a namespace (every namespace when it is "") from the cache.
-func (b *Base) snapshot(ctx context.Context, namespace string) (model.Objects, error) {
-	var (
-		objs model.Objects
-		lbs  lbv1.LoadBalancerList
-		ls   lbv1.ListenerList
-		ps   lbv1.PoolList
-		ms   lbv1.HealthMonitorList
-	)
-	for _, l := range []client.ObjectList{&lbs, &ls, &ps, &ms} {
-		if err := b.List(ctx, l, client.InNamespace(namespace)); err != nil {
-			return objs, err
-		}
-	}
-	objs.LoadBalancers, objs.Listeners, objs.Pools, objs.Monitors = lbs.Items, ls.Items, ps.Items, ms.Items
-	return objs, nil
-}
-
 // event records a decision on obj for kubectl describe.
 func (b *Base) event(obj client.Object, warning bool, reason, action, format string, args ...any) {
 	if b.Recorder == nil {

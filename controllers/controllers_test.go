@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l4lb/l4lb/test/tcptest"
+
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -22,9 +24,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers/vip"
-	dpvip "github.com/l4lb/l4lb/dataplane/vip"
-	"github.com/l4lb/l4lb/internal/testenv"
+	"github.com/l4lb/l4lb/dataplane/vip"
+	"github.com/l4lb/l4lb/internal/ipam"
+	"github.com/l4lb/l4lb/test/testenv"
 )
 
 // The reconcilers run against a real kube-apiserver with a real dataplane agent beside them,
@@ -37,12 +39,12 @@ var k8s client.Client
 var static = &counting{}
 
 type counting struct {
-	vip.Provider
+	ipam.Provider
 	mu    sync.Mutex
 	calls map[types.UID]int
 }
 
-func (c *counting) Allocate(ctx context.Context, lb *lbv1.LoadBalancer) (vip.Allocation, error) {
+func (c *counting) Allocate(ctx context.Context, lb *lbv1.LoadBalancer) (ipam.Allocation, error) {
 	c.mu.Lock()
 	if c.calls == nil {
 		c.calls = map[types.UID]int{}
@@ -66,10 +68,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	server, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "test-node", AgentVIPs: dpvip.Loopback(),
-		Providers: func(mgr ctrl.Manager) map[lbv1.Provider]vip.Provider {
-			static.Provider = vip.NewStatic(nil, mgr.GetClient())
-			return map[lbv1.Provider]vip.Provider{lbv1.ProviderStatic: static}
+	server, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "test-node", AgentVIPs: vip.Loopback(),
+		Providers: func(mgr ctrl.Manager) map[lbv1.Provider]ipam.Provider {
+			static.Provider = ipam.NewStatic(nil, mgr.GetClient())
+			return map[lbv1.Provider]ipam.Provider{lbv1.ProviderStatic: static}
 		}})
 	if err != nil {
 		panic(err)
@@ -105,47 +107,6 @@ func setup(t *testing.T) (string, string) {
 	return ns, fmt.Sprintf("127.0.30.%d", n)
 }
 
-// backend answers each connection with its name and closes.
-type backend struct {
-	name string
-	ln   net.Listener
-	port int32
-}
-
-func newBackend(t *testing.T, name string) *backend {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &backend{name: name, ln: ln, port: int32(ln.Addr().(*net.TCPAddr).Port)}
-	go b.serve(ln)
-	t.Cleanup(func() { b.ln.Close() })
-	return b
-}
-
-func (b *backend) serve(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		c.Write([]byte(b.name))
-		c.Close()
-	}
-}
-
-func (b *backend) stop() { b.ln.Close() }
-
-func (b *backend) restart(t *testing.T) {
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", b.port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.ln = ln
-	go b.serve(ln)
-}
-
 func create(t *testing.T, objs ...client.Object) {
 	t.Helper()
 	for _, o := range objs {
@@ -165,11 +126,11 @@ func listener(ns, name, lbName string, port int32) *lbv1.Listener {
 		Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: lbName}, Protocol: lbv1.ListenerTCP, ProtocolPort: port}}
 }
 
-func pool(ns, name, listenerName string, backends ...*backend) *lbv1.Pool {
+func pool(ns, name, listenerName string, backends ...*tcptest.Backend) *lbv1.Pool {
 	p := &lbv1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: lbv1.PoolSpec{ListenerRef: lbv1.ObjectReference{Name: listenerName}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin}}
 	for _, b := range backends {
-		p.Spec.Members = append(p.Spec.Members, lbv1.Member{Name: b.name, Address: "127.0.0.1", ProtocolPort: b.port})
+		p.Spec.Members = append(p.Spec.Members, lbv1.Member{Name: b.Name, Address: "127.0.0.1", ProtocolPort: b.Port()})
 	}
 	return p
 }
@@ -283,7 +244,7 @@ func fetch(addr string) (string, error) {
 
 func TestSeedTreeBecomesReadyAndAlternates(t *testing.T) {
 	ns, addr := setup(t)
-	a, b := newBackend(t, "a"), newBackend(t, "b")
+	a, b := tcptest.Named(t, "a"), tcptest.Named(t, "b")
 	l := lb(ns, "lb", addr)
 	create(t, l, listener(ns, "l80", "lb", 80), pool(ns, "p80", "l80", a, b), monitor(ns, "hm", "p80"))
 	expect(t, l, activeOnline, lbv1.ConditionReady, lbv1.ReasonReady)
@@ -315,7 +276,7 @@ func TestSeedTreeBecomesReadyAndAlternates(t *testing.T) {
 
 func TestReferencesAppearLate(t *testing.T) {
 	ns, addr := setup(t)
-	a := newBackend(t, "a")
+	a := tcptest.Named(t, "a")
 	p := pool(ns, "p", "l", a)
 	create(t, p)
 	expect(t, p, statusOf{prov: lbv1.ProvisioningError}, lbv1.ConditionAccepted, lbv1.ReasonReferenceNotFound)
@@ -333,7 +294,7 @@ func TestReferencesAppearLate(t *testing.T) {
 
 func TestAdminStateDownIsOffline(t *testing.T) {
 	ns, addr := setup(t)
-	a := newBackend(t, "a")
+	a := tcptest.Named(t, "a")
 	l := lb(ns, "lb", addr)
 	lis := listener(ns, "l", "lb", 82)
 	create(t, l, lis, pool(ns, "p", "l", a))
@@ -351,7 +312,7 @@ func TestAdminStateDownIsOffline(t *testing.T) {
 
 func TestDeletionReleasesAndChildrenReportTheMissingParent(t *testing.T) {
 	ns, addr := setup(t)
-	a := newBackend(t, "a")
+	a := tcptest.Named(t, "a")
 	l := lb(ns, "lb", addr)
 	lis := listener(ns, "l", "lb", 83)
 	create(t, l, lis, pool(ns, "p", "l", a))
@@ -393,7 +354,7 @@ func TestSameVIPTwiceIsRefused(t *testing.T) {
 
 func TestPortConflictRefusedWhileTheOtherServes(t *testing.T) {
 	ns, addr := setup(t)
-	a := newBackend(t, "a")
+	a := tcptest.Named(t, "a")
 	l := lb(ns, "lb", addr)
 	first := listener(ns, "first", "lb", 84)
 	create(t, l, first, pool(ns, "p", "first", a))
@@ -407,7 +368,7 @@ func TestPortConflictRefusedWhileTheOtherServes(t *testing.T) {
 
 func TestBindFailureReportedOnTheListener(t *testing.T) {
 	ns, addr := setup(t)
-	a := newBackend(t, "a")
+	a := tcptest.Named(t, "a")
 	// Something else already listens on the VIP's port 85.
 	squatter, err := net.Listen("tcp", addr+":85")
 	if err != nil {
@@ -434,13 +395,13 @@ func TestBindFailureReportedOnTheListener(t *testing.T) {
 
 func TestMemberHealthCascades(t *testing.T) {
 	ns, addr := setup(t)
-	a, b := newBackend(t, "a"), newBackend(t, "b")
+	a, b := tcptest.Named(t, "a"), tcptest.Named(t, "b")
 	l := lb(ns, "lb", addr)
 	lis := listener(ns, "l", "lb", 87)
 	p := pool(ns, "p", "l", a, b)
 	create(t, l, lis, p, monitor(ns, "hm", "p"))
 	expect(t, l, activeOnline, "", "")
-	a.stop()
+	a.Stop()
 	expect(t, p, statusOf{lbv1.ProvisioningActive, lbv1.OperatingDegraded}, "", "")
 	expect(t, l, statusOf{lbv1.ProvisioningActive, lbv1.OperatingDegraded}, "", "")
 	for range 4 {
@@ -448,35 +409,25 @@ func TestMemberHealthCascades(t *testing.T) {
 			t.Fatalf("traffic went to the failed member: %q, %v", s, err)
 		}
 	}
-	b.stop()
+	b.Stop()
 	expect(t, l, statusOf{lbv1.ProvisioningActive, lbv1.OperatingError}, "", "")
-	a.restart(t)
-	b.restart(t)
+	a.Restart(t)
+	b.Restart(t)
 	expect(t, p, activeOnline, "", "")
 	expect(t, l, activeOnline, "", "")
 }
 
 func TestRemovedMemberDrains(t *testing.T) {
 	ns, addr := setup(t)
-	a, b := newBackend(t, "a"), newBackend(t, "b")
+	a, b := tcptest.Named(t, "a"), tcptest.Named(t, "b")
 	// c keeps its connections open until released, to show they survive its removal.
-	hold, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Close()
 	release, accepted := make(chan struct{}), make(chan struct{}, 16)
-	go func() {
-		for {
-			c, err := hold.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- struct{}{}
-			go func() { <-release; c.Write([]byte("c")); c.Close() }()
-		}
-	}()
-	c := &backend{name: "c", ln: hold, port: int32(hold.Addr().(*net.TCPAddr).Port)}
+	c := tcptest.Serve(t, "127.0.0.1:0", func(c net.Conn) {
+		accepted <- struct{}{}
+		<-release
+		c.Write([]byte("c"))
+	})
+	c.Name = "c"
 	l, ln := lb(ns, "lb", addr), listener(ns, "l", "lb", 88)
 	p := pool(ns, "p", "l", c)
 	create(t, l, ln, p)
@@ -517,7 +468,7 @@ func TestRemovedMemberDrains(t *testing.T) {
 // dataplane must report them as it did the first ones.
 func TestRecreatedObjectsGetTheirStatus(t *testing.T) {
 	ns, addr := setup(t)
-	a, b := newBackend(t, "a"), newBackend(t, "b")
+	a, b := tcptest.Named(t, "a"), tcptest.Named(t, "b")
 	l := lb(ns, "lb", addr)
 	create(t, l)
 	tree := func() []client.Object {
@@ -554,15 +505,15 @@ func TestRecreatedObjectsGetTheirStatus(t *testing.T) {
 // provider nothing; a change of the spec does.
 func TestStatusChangesDoNotCallTheProvider(t *testing.T) {
 	ns, addr := setup(t)
-	a, b := newBackend(t, "a"), newBackend(t, "b")
+	a, b := tcptest.Named(t, "a"), tcptest.Named(t, "b")
 	l := lb(ns, "lb", addr)
 	p := pool(ns, "p", "l", a, b)
 	create(t, l, listener(ns, "l", "lb", 90), p, monitor(ns, "hm", "p"))
 	expect(t, l, activeOnline, lbv1.ConditionSynced, lbv1.ReasonSynced)
 	calls := static.of(l.UID)
-	a.stop()
+	a.Stop()
 	expect(t, l, statusOf{lbv1.ProvisioningActive, lbv1.OperatingDegraded}, "", "")
-	a.restart(t)
+	a.Restart(t)
 	expect(t, l, activeOnline, "", "")
 	if n := static.of(l.UID); n != calls {
 		t.Fatalf("the provider was called %d times for status changes alone", n-calls)

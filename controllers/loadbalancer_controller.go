@@ -21,8 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers/vip"
-	"github.com/l4lb/l4lb/internal/policy"
+	"github.com/l4lb/l4lb/internal/ipam"
+	"github.com/l4lb/l4lb/internal/load"
 	"github.com/l4lb/l4lb/internal/ssa"
 )
 
@@ -31,7 +31,7 @@ import (
 type LoadBalancerReconciler struct {
 	Base
 	// Providers by name; DefaultProvider is used when spec.provider is empty.
-	Providers       map[lbv1.Provider]vip.Provider
+	Providers       map[lbv1.Provider]ipam.Provider
 	DefaultProvider lbv1.Provider
 
 	mu       sync.Mutex
@@ -46,7 +46,7 @@ type LoadBalancerReconciler struct {
 // syncRecord is one load balancer's last confirmed allocation.
 type syncRecord struct {
 	key   string // the generation, and the provider's other inputs
-	alloc vip.Allocation
+	alloc ipam.Allocation
 	at    time.Time
 }
 
@@ -64,12 +64,12 @@ const workers = 4
 
 // sync asks the provider for lb's allocation, unless it confirmed the same one for the same
 // inputs within resyncPeriod.
-func (r *LoadBalancerReconciler) sync(ctx context.Context, lb *lbv1.LoadBalancer, p vip.Provider) (vip.Allocation, error) {
+func (r *LoadBalancerReconciler) sync(ctx context.Context, lb *lbv1.LoadBalancer, p ipam.Provider) (ipam.Allocation, error) {
 	key := strconv.FormatInt(lb.Generation, 10)
-	if in, ok := p.(vip.Inputs); ok {
+	if in, ok := p.(ipam.Inputs); ok {
 		s, err := in.Inputs(ctx)
 		if err != nil {
-			return vip.Allocation{}, err
+			return ipam.Allocation{}, err
 		}
 		key += "/" + s
 	}
@@ -132,7 +132,7 @@ func (r *LoadBalancerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r.watched("loadbalancer", r))
 }
 
-func (r *LoadBalancerReconciler) provider(lb *lbv1.LoadBalancer) (lbv1.Provider, vip.Provider) {
+func (r *LoadBalancerReconciler) provider(lb *lbv1.LoadBalancer) (lbv1.Provider, ipam.Provider) {
 	name := lb.Spec.Provider
 	if name == "" {
 		name = r.DefaultProvider
@@ -174,12 +174,12 @@ func (r *LoadBalancerReconciler) reconcileDelete(ctx context.Context, lb *lbv1.L
 	switch {
 	case p != nil:
 		err = p.Release(ctx, lb)
-	case allocationOf(&lb.Status) != vip.Allocation{}:
-		err = &vip.Error{Reason: lbv1.ReasonProviderUnavailable,
+	case allocationOf(&lb.Status) != ipam.Allocation{}:
+		err = &ipam.Error{Reason: lbv1.ReasonProviderUnavailable,
 			Err: fmt.Errorf("cannot release the VIP: VIP provider %s is not configured on this controller", name)}
 	}
 	if err != nil {
-		synced := condition(lb, lbv1.ConditionSynced, false, vip.Reason(err, lbv1.ReasonReleaseFailed), err.Error())
+		synced := condition(lb, lbv1.ConditionSynced, false, ipam.Reason(err, lbv1.ReasonReleaseFailed), err.Error())
 		st.Conditions = ssa.Conditions(lb.Status.Conditions, replace(st.Conditions, synced)...)
 		if statusChanged(&lb.Status, &st) {
 			r.event(lb, true, synced.Reason, "Release", "%v", err)
@@ -231,20 +231,20 @@ func replace(conds []metav1.Condition, c metav1.Condition) []metav1.Condition {
 	return out
 }
 
-func allocationOf(s *lbv1.LoadBalancerStatus) vip.Allocation {
-	return vip.Allocation{Address: s.VIPAddress, PortID: s.VIPPortID, FloatingIPAddress: s.FloatingIPAddress, FloatingIPID: s.FloatingIPID}
+func allocationOf(s *lbv1.LoadBalancerStatus) ipam.Allocation {
+	return ipam.Allocation{Address: s.VIPAddress, PortID: s.VIPPortID, FloatingIPAddress: s.FloatingIPAddress, FloatingIPID: s.FloatingIPID}
 }
 
 // keep is what exists after a failed sync: what the provider still returned, else what the
 // status recorded. A failed call says nothing about what exists, so it erases nothing.
-func keep(prev, got vip.Allocation) vip.Allocation {
+func keep(prev, got ipam.Allocation) ipam.Allocation {
 	pick := func(a, b string) string {
 		if a != "" {
 			return a
 		}
 		return b
 	}
-	return vip.Allocation{Address: pick(got.Address, prev.Address), PortID: pick(got.PortID, prev.PortID),
+	return ipam.Allocation{Address: pick(got.Address, prev.Address), PortID: pick(got.PortID, prev.PortID),
 		FloatingIPAddress: pick(got.FloatingIPAddress, prev.FloatingIPAddress), FloatingIPID: pick(got.FloatingIPID, prev.FloatingIPID)}
 }
 
@@ -257,14 +257,14 @@ func (r *LoadBalancerReconciler) refusedVIP(ctx context.Context, lb *lbv1.LoadBa
 	}
 	a, err := netip.ParseAddr(lb.Spec.VIP.Address)
 	if err != nil {
-		return &vip.Error{Reason: lbv1.ReasonInvalid, Err: fmt.Errorf("spec.vip.address %q is not an IP address", lb.Spec.VIP.Address)}
+		return &ipam.Error{Reason: lbv1.ReasonInvalid, Err: fmt.Errorf("spec.vip.address %q is not an IP address", lb.Spec.VIP.Address)}
 	}
-	pol, err := policy.Load(ctx, r.Client)
+	pol, err := load.Policy(ctx, r.Client)
 	if err != nil {
-		return &vip.Error{Reason: lbv1.ReasonProviderUnavailable, Err: fmt.Errorf("reading the address policy: %w", err)}
+		return &ipam.Error{Reason: lbv1.ReasonProviderUnavailable, Err: fmt.Errorf("reading the address policy: %w", err)}
 	}
 	if why := pol.VIPRefused(a); why != "" {
-		return &vip.Error{Reason: lbv1.ReasonAddressRefused, Err: fmt.Errorf("spec.vip.address: %s", why)}
+		return &ipam.Error{Reason: lbv1.ReasonAddressRefused, Err: fmt.Errorf("spec.vip.address: %s", why)}
 	}
 	return nil
 }
@@ -273,7 +273,7 @@ func (r *LoadBalancerReconciler) refusedVIP(ctx context.Context, lb *lbv1.LoadBa
 // concurrent change): a load balancer that has no VIP yet is then still being created, not
 // in ERROR.
 func transient(err error) bool {
-	switch vip.Reason(err, "") {
+	switch ipam.Reason(err, "") {
 	case lbv1.ReasonProviderUnavailable, lbv1.ReasonConflict:
 		return true
 	}
@@ -286,11 +286,11 @@ func (r *LoadBalancerReconciler) reconcileNormal(ctx context.Context, lb *lbv1.L
 
 	// The provider's part: what exists in the cloud (or the static ranges) for this VIP.
 	name, p := r.provider(lb)
-	var alloc vip.Allocation
+	var alloc ipam.Allocation
 	var syncErr error
 	if p == nil {
 		alloc = allocationOf(&lb.Status)
-		syncErr = &vip.Error{Reason: lbv1.ReasonProviderUnavailable, Err: fmt.Errorf("VIP provider %s is not configured on this controller", name)}
+		syncErr = &ipam.Error{Reason: lbv1.ReasonProviderUnavailable, Err: fmt.Errorf("VIP provider %s is not configured on this controller", name)}
 	} else if syncErr = r.refusedVIP(ctx, lb); syncErr != nil {
 		alloc = allocationOf(&lb.Status)
 	} else {
@@ -309,7 +309,7 @@ func (r *LoadBalancerReconciler) reconcileNormal(ctx context.Context, lb *lbv1.L
 	}
 	allocated := condition(lb, lbv1.ConditionVIPAllocated, true, lbv1.ReasonAllocated, "VIP "+alloc.Address)
 	if !vipExists {
-		allocated = condition(lb, lbv1.ConditionVIPAllocated, false, vip.Reason(syncErr, lbv1.ReasonAllocationFailed), syncErr.Error())
+		allocated = condition(lb, lbv1.ConditionVIPAllocated, false, ipam.Reason(syncErr, lbv1.ReasonAllocationFailed), syncErr.Error())
 	}
 	floating := condition(lb, lbv1.ConditionFloatingIPAttached, true, lbv1.ReasonNotRequested, "no floatingIP in spec")
 	if lb.Spec.FloatingIP != nil {
@@ -317,14 +317,14 @@ func (r *LoadBalancerReconciler) reconcileNormal(ctx context.Context, lb *lbv1.L
 		case alloc.FloatingIPAddress != "":
 			floating = condition(lb, lbv1.ConditionFloatingIPAttached, true, lbv1.ReasonAttached, "floating IP "+alloc.FloatingIPAddress)
 		case syncErr != nil && vipExists:
-			floating = condition(lb, lbv1.ConditionFloatingIPAttached, false, vip.Reason(syncErr, lbv1.ReasonAttachFailed), syncErr.Error())
+			floating = condition(lb, lbv1.ConditionFloatingIPAttached, false, ipam.Reason(syncErr, lbv1.ReasonAttachFailed), syncErr.Error())
 		default:
 			floating = condition(lb, lbv1.ConditionFloatingIPAttached, false, lbv1.ReasonPending, "waiting for the VIP")
 		}
 	}
 	synced := condition(lb, lbv1.ConditionSynced, true, lbv1.ReasonSynced, "")
 	if syncErr != nil {
-		synced = condition(lb, lbv1.ConditionSynced, false, vip.Reason(syncErr, lbv1.ReasonAllocationFailed), syncErr.Error())
+		synced = condition(lb, lbv1.ConditionSynced, false, ipam.Reason(syncErr, lbv1.ReasonAllocationFailed), syncErr.Error())
 		if prev := meta.FindStatusCondition(lb.Status.Conditions, lbv1.ConditionSynced); prev == nil || prev.Message != syncErr.Error() {
 			r.event(lb, true, synced.Reason, "Sync", "%v", syncErr)
 		}
@@ -334,7 +334,7 @@ func (r *LoadBalancerReconciler) reconcileNormal(ctx context.Context, lb *lbv1.L
 	}
 
 	// The tree below, as the other reconcilers reported it.
-	objs, err := r.snapshot(ctx, lb.Namespace)
+	objs, err := load.Objects(ctx, r.Client, lb.Namespace)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -383,7 +383,7 @@ func (r *LoadBalancerReconciler) reconcileNormal(ctx context.Context, lb *lbv1.L
 	}
 	// A cloud that is down or failing is retried with the rate limiter's backoff; the
 	// conditions above already say which step and why.
-	if p != nil && vip.Reason(syncErr, "") == lbv1.ReasonProviderUnavailable {
+	if p != nil && ipam.Reason(syncErr, "") == lbv1.ReasonProviderUnavailable {
 		return ctrl.Result{}, syncErr
 	}
 	return result, nil

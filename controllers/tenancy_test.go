@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/l4lb/l4lb/test/tcptest"
+
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -120,7 +122,7 @@ func TestReservedAddressesAreRefused(t *testing.T) {
 
 	// Members: the good one serves, the reserved ones are named.
 	_, addr := setup(t)
-	good := newBackend(t, "good")
+	good := tcptest.Named(t, "good")
 	l := lb(ns, "lb", addr)
 	p := pool(ns, "p", "l", good)
 	p.Spec.Members = append(p.Spec.Members,
@@ -145,7 +147,7 @@ func TestReservedAddressesAreRefused(t *testing.T) {
 func TestOneVIPPortAcrossNamespaces(t *testing.T) {
 	older, newer := namespace(t, nil), namespace(t, nil)
 	_, addr := setup(t)
-	a, b := newBackend(t, "older"), newBackend(t, "newer")
+	a, b := tcptest.Named(t, "older"), tcptest.Named(t, "newer")
 	first := lb(older, "lb", addr)
 	l1 := listener(older, "l", "lb", 92)
 	create(t, first, l1, pool(older, "p", "l", a))

@@ -10,7 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers/vip"
+	"github.com/l4lb/l4lb/internal/ipam"
 	"github.com/l4lb/l4lb/internal/ssa"
 )
 
@@ -49,7 +49,7 @@ func (r *VIPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, nil
 	}
 	accepted := condition(pool, lbv1.ConditionAccepted, true, lbv1.ReasonAccepted, "")
-	if other, bad := vip.Overlaps(pools.Items)[pool.Name]; bad {
+	if other, bad := ipam.Overlaps(pools.Items)[pool.Name]; bad {
 		accepted = condition(pool, lbv1.ConditionAccepted, false, lbv1.ReasonOverlap, "its addresses overlap those of the older VIPPool "+other+"; it hands out nothing until they do not")
 	}
 	if !ssa.Changed(pool.Status.Conditions, []metav1.Condition{accepted}) {

@@ -8,8 +8,8 @@ export GOTOOLCHAIN=local
 KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)
 export KUBEBUILDER_ASSETS
 # -p 1: packages that start an API server or load the network must not share 2 cores at once.
-# hack/e2e runs last, on a real cluster.
-go test -p 1 -count=1 -timeout 30m -skip 'TestChurnSoak' "$@" $(go list ./... | grep -v /hack/e2e)
+# test/e2e runs last, on a real cluster.
+go test -p 1 -count=1 -timeout 30m -skip 'TestChurnSoak' "$@" $(go list ./... | grep -v /test/e2e)
 # The churn soak (a short run; make soak runs it for minutes) and the engine's concurrency
 # under the race detector.
 go test -race -count=1 -timeout 10m "$@" ./dataplane/proxy/ ./dataplane/health/
@@ -19,7 +19,7 @@ if [[ $(id -u) == 0 ]]; then
   hack/cluster.sh down >/dev/null 2>&1 || true
   trap 'hack/cluster.sh down >/dev/null 2>&1' EXIT
   hack/cluster.sh up
-  env $(hack/cluster.sh env | sed 's/KUBECONFIG=/L4LB_CLUSTER_KUBECONFIG=/') go test -count=1 -timeout 20m -v "$@" ./hack/e2e/ 2>&1 | grep -E '^(=== RUN|--- |    |ok|FAIL|PASS)'
+  env $(hack/cluster.sh env | sed 's/KUBECONFIG=/L4LB_CLUSTER_KUBECONFIG=/') go test -count=1 -timeout 20m -v "$@" ./test/e2e/ 2>&1 | grep -E '^(=== RUN|--- |    |ok|FAIL|PASS)'
   hack/cluster.sh down
   trap - EXIT
 

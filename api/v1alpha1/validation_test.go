@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/internal/testenv"
+	"github.com/l4lb/l4lb/test/testenv"
 )
 
 // These tests run against a real kube-apiserver: what they check is what the API server itself

@@ -31,8 +31,8 @@ import (
 	"github.com/l4lb/l4lb/dataplane/nat"
 	"github.com/l4lb/l4lb/dataplane/proxy"
 	"github.com/l4lb/l4lb/dataplane/vip"
+	"github.com/l4lb/l4lb/internal/load"
 	"github.com/l4lb/l4lb/internal/model"
-	"github.com/l4lb/l4lb/internal/policy"
 	"github.com/l4lb/l4lb/internal/watchdog"
 )
 
@@ -137,20 +137,8 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 	if a.handedOff.Load() {
 		return ctrl.Result{}, nil // the kernel carries the listeners until the next agent
 	}
-	var (
-		lbs lbv1.LoadBalancerList
-		ls  lbv1.ListenerList
-		ps  lbv1.PoolList
-		ms  lbv1.HealthMonitorList
-	)
-	for _, l := range []client.ObjectList{&lbs, &ls, &ps, &ms} {
-		if err := a.Client.List(ctx, l); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
-	objs := model.Objects{LoadBalancers: lbs.Items, Listeners: ls.Items, Pools: ps.Items, Monitors: ms.Items}
-	var err error
-	if objs.Policy, err = policy.Load(ctx, a.Client); err != nil {
+	objs, err := load.Input(ctx, a.Client)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
 

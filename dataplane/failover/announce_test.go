@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/l4lb/l4lb/internal/lantest"
+	"github.com/l4lb/l4lb/test/lantest"
 
 	"github.com/l4lb/l4lb/dataplane/vip"
 )

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/internal/lantest"
+	"github.com/l4lb/l4lb/test/lantest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 

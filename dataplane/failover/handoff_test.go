@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/internal/lantest"
+	"github.com/l4lb/l4lb/test/lantest"
 )
 
 // TestRestartHandOff restarts the agent of the only dataplane node as a DaemonSet rollout

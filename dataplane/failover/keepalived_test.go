@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/l4lb/l4lb/internal/lantest"
+	"github.com/l4lb/l4lb/test/lantest"
 )
 
 // TestKeepalivedFailover measures, on the same kind of hosts, the failover of keepalived VRRP

@@ -25,8 +25,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/internal/lantest"
-	"github.com/l4lb/l4lb/internal/testenv"
+	"github.com/l4lb/l4lb/test/lantest"
+	"github.com/l4lb/l4lb/test/testenv"
 )
 
 // lab is a LAN of dataplane nodes n1..nN (192.0.2.1..), members m1 and m2 (.11, .12) and a

@@ -12,9 +12,9 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/l4lb/l4lb/dataplane/internal/udptest"
 	"github.com/l4lb/l4lb/dataplane/nat"
 	"github.com/l4lb/l4lb/internal/model"
+	"github.com/l4lb/l4lb/test/udptest"
 )
 
 // in runs f with the calling goroutine's thread in the network namespace ns: sockets and

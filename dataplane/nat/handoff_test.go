@@ -10,33 +10,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/l4lb/l4lb/dataplane/internal/udptest"
+	"github.com/l4lb/l4lb/test/tcptest"
+
 	"github.com/l4lb/l4lb/dataplane/nat"
 	"github.com/l4lb/l4lb/internal/model"
+	"github.com/l4lb/l4lb/test/udptest"
 )
 
 // namedTCP listens on 127.0.0.1 and greets each connection with name, then echoes lines.
 func namedTCP(t *testing.T, name string) netip.AddrPort {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				fmt.Fprintln(c, name)
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
+	return tcptest.Serve(t, "127.0.0.1:0", func(c net.Conn) {
+		fmt.Fprintln(c, name)
+		io.Copy(c, c)
+	}).Addr
 }
 
 type tcpClient struct {

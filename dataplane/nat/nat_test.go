@@ -11,9 +11,9 @@ import (
 
 	"github.com/google/nftables"
 
-	"github.com/l4lb/l4lb/dataplane/internal/udptest"
 	"github.com/l4lb/l4lb/dataplane/nat"
 	"github.com/l4lb/l4lb/internal/model"
+	"github.com/l4lb/l4lb/test/udptest"
 )
 
 // open gives the test a table of its own, on loopback addresses only.

@@ -2,19 +2,20 @@ package proxy
 
 import (
 	"bytes"
-	"net"
 	"runtime/pprof"
 	"testing"
 	"time"
+
+	"github.com/l4lb/l4lb/test/tcptest"
 
 	"github.com/l4lb/l4lb/internal/model"
 )
 
 // flapping is a member that comes and goes every period: its listener is closed and opened
 // again on the same address, so a monitor sees it fail and pass in turn.
-func flapping(t *testing.T, period time.Duration) *backend {
+func flapping(t *testing.T, period time.Duration) *tcptest.Backend {
 	t.Helper()
-	b := newBackend(t, "flap")
+	b := tcptest.Named(t, "flap")
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -25,19 +26,16 @@ func flapping(t *testing.T, period time.Duration) *backend {
 				return
 			case <-time.After(period):
 			}
-			b.ln.Close()
+			b.Stop()
 			select {
 			case <-stop:
 				return
 			case <-time.After(period):
 			}
-			if ln, err := net.Listen("tcp", b.addr.String()); err == nil {
-				b.ln = ln
-				go b.serve(ln)
-			}
+			b.Relisten() // the port may be briefly taken: the next turn tries again
 		}
 	}()
-	t.Cleanup(func() { close(stop); <-done; b.ln.Close() })
+	t.Cleanup(func() { close(stop); <-done; b.Stop() })
 	return b
 }
 
@@ -61,7 +59,7 @@ func stalls(t *testing.T, what string, limit time.Duration, f func()) {
 // reporting must never wait for Apply, or both wait forever (and Close after them).
 func TestApplyWhileAMemberFlapsNeverDeadlocks(t *testing.T) {
 	flap := flapping(t, 3*time.Millisecond)
-	steady := newBackend(t, "steady")
+	steady := tcptest.Named(t, "steady")
 	l := listenerModel(t, model.RoundRobin, mem("flap", flap, 1), mem("steady", steady, 1))
 	s := New(Options{})
 	stalls(t, "Apply while a member flaps", 30*time.Second, func() {

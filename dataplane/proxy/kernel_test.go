@@ -10,9 +10,9 @@ import (
 	"github.com/google/nftables"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/l4lb/l4lb/dataplane/internal/udptest"
 	"github.com/l4lb/l4lb/dataplane/nat"
 	"github.com/l4lb/l4lb/internal/model"
+	"github.com/l4lb/l4lb/test/udptest"
 )
 
 // kernelOptions gives a server the kernel path, in an nftables table of the test's own.

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l4lb/l4lb/test/tcptest"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
@@ -34,9 +36,9 @@ func memberAt(name string, a netip.AddrPort) lbv1.Member {
 // 127.0.0.1 (the node's own services) and 169.254.169.254 (the metadata service) are never
 // dialled: the proxy refuses the client, and the local service sees nothing.
 func TestReservedMembersGetNoConnection(t *testing.T) {
-	node := newBackend(t, "node-service") // a service of the node, on 127.0.0.1
+	node := tcptest.Named(t, "node-service") // a service of the node, on 127.0.0.1
 	vip := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.77"), freePort(t).Port())
-	objs := tree("tenant", 0, vip, memberAt("kubelet", node.addr), memberAt("metadata", netip.MustParseAddrPort("169.254.169.254:80")))
+	objs := tree("tenant", 0, vip, memberAt("kubelet", node.Addr), memberAt("metadata", netip.MustParseAddrPort("169.254.169.254:80")))
 	// The VIP is on loopback too, only because this test has no other address: an
 	// administrator allows that one address, not the members.
 	objs.Policy = model.Policy{Allow: []netip.Prefix{netip.PrefixFrom(vip.Addr(), 32)}}
@@ -50,7 +52,7 @@ func TestReservedMembersGetNoConnection(t *testing.T) {
 			t.Fatalf("a refused member answered %q", got)
 		}
 	}
-	if n := node.hits.Load(); n != 0 {
+	if n := node.Hits.Load(); n != 0 {
 		t.Fatalf("the node's service got %d connections", n)
 	}
 }
@@ -58,10 +60,10 @@ func TestReservedMembersGetNoConnection(t *testing.T) {
 // TestConflictingListenerNeverBinds: two namespaces' listeners on one VIP, protocol and port:
 // the dataplane binds the older only, and every connection reaches the older's members.
 func TestConflictingListenerNeverBinds(t *testing.T) {
-	older, newer := newBackend(t, "older"), newBackend(t, "newer")
+	older, newer := tcptest.Named(t, "older"), tcptest.Named(t, "newer")
 	vip := freePort(t)
-	a := tree("a", 0, vip, memberAt("m", older.addr))
-	b := tree("b", 60, vip, memberAt("m", newer.addr))
+	a := tree("a", 0, vip, memberAt("m", older.Addr))
+	b := tree("b", 60, vip, memberAt("m", newer.Addr))
 	objs := model.Objects{
 		LoadBalancers: append(a.LoadBalancers, b.LoadBalancers...),
 		Listeners:     append(a.Listeners, b.Listeners...),
@@ -78,7 +80,7 @@ func TestConflictingListenerNeverBinds(t *testing.T) {
 			t.Fatalf("a connection reached the newer listener's member: %q", got)
 		}
 	}
-	if newer.hits.Load() != 0 {
+	if newer.Hits.Load() != 0 {
 		t.Fatal("the newer listener's member got connections")
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l4lb/l4lb/test/tcptest"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sys/unix"
@@ -24,52 +26,6 @@ import (
 	"github.com/l4lb/l4lb/dataplane/health"
 	"github.com/l4lb/l4lb/internal/model"
 )
-
-// backend is a real TCP server on loopback that answers each connection with its name.
-type backend struct {
-	name string
-	ln   net.Listener
-	addr netip.AddrPort
-	hits atomic.Int64
-}
-
-func newBackend(t *testing.T, name string) *backend {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &backend{name: name, ln: ln, addr: ln.Addr().(*net.TCPAddr).AddrPort()}
-	go b.serve(ln)
-	t.Cleanup(func() { ln.Close() })
-	return b
-}
-
-func (b *backend) serve(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		b.hits.Add(1)
-		go func() {
-			defer c.Close()
-			c.Write([]byte(b.name))
-		}()
-	}
-}
-
-// restart listens again on the same address after stop.
-func (b *backend) restart(t *testing.T) {
-	t.Helper()
-	ln, err := net.Listen("tcp", b.addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.ln = ln
-	go b.serve(ln)
-	t.Cleanup(func() { ln.Close() })
-}
 
 func freePort(t *testing.T) netip.AddrPort {
 	t.Helper()
@@ -90,8 +46,8 @@ func listenerModel(t *testing.T, alg model.Algorithm, members ...model.Member) m
 	}
 }
 
-func mem(name string, b *backend, weight int) model.Member {
-	return model.Member{Name: name, Address: b.addr, MonitorAddress: b.addr, Weight: weight, AdminStateUp: true}
+func mem(name string, b *tcptest.Backend, weight int) model.Member {
+	return model.Member{Name: name, Address: b.Addr, MonitorAddress: b.Addr, Weight: weight, AdminStateUp: true}
 }
 
 func serve(t *testing.T, ls ...model.Listener) *Server {
@@ -141,7 +97,7 @@ func answers(t *testing.T, addr netip.AddrPort, n int) []string {
 }
 
 func TestRoundRobinAlternates(t *testing.T) {
-	a, b := newBackend(t, "a"), newBackend(t, "b")
+	a, b := tcptest.Named(t, "a"), tcptest.Named(t, "b")
 	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), mem("b", b, 1))
 	serve(t, l)
 	got := answers(t, l.Address, 6)
@@ -153,7 +109,7 @@ func TestRoundRobinAlternates(t *testing.T) {
 }
 
 func TestWeightsAndDrain(t *testing.T) {
-	a, b := newBackend(t, "a"), newBackend(t, "b")
+	a, b := tcptest.Named(t, "a"), tcptest.Named(t, "b")
 	l := listenerModel(t, model.RoundRobin, mem("a", a, 3), mem("b", b, 1))
 	s := serve(t, l)
 	count := map[string]int{}
@@ -177,7 +133,7 @@ func TestWeightsAndDrain(t *testing.T) {
 // client of the same network (persistenceGranularity) too, and after a reconfiguration that
 // keeps the pool (a member added).
 func TestSessionPersistenceKeepsAClientOnItsMember(t *testing.T) {
-	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
+	a, b, c := tcptest.Named(t, "a"), tcptest.Named(t, "b"), tcptest.Named(t, "c")
 	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), mem("b", b, 1))
 	l.Pool.Persistence = &model.Persistence{Timeout: time.Minute, Bits: 24}
 	s := serve(t, l)
@@ -224,7 +180,7 @@ func TestSessionPersistenceKeepsAClientOnItsMember(t *testing.T) {
 }
 
 func TestBackupTakesOverAndReturns(t *testing.T) {
-	a, b := newBackend(t, "primary"), newBackend(t, "backup")
+	a, b := tcptest.Named(t, "primary"), tcptest.Named(t, "backup")
 	bm := mem("b", b, 1)
 	bm.Backup = true
 	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), bm)
@@ -249,7 +205,7 @@ func TestBackupTakesOverAndReturns(t *testing.T) {
 }
 
 func TestHealthMonitorRoutesAroundAStoppedMember(t *testing.T) {
-	a, b := newBackend(t, "a"), newBackend(t, "b")
+	a, b := tcptest.Named(t, "a"), tcptest.Named(t, "b")
 	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), mem("b", b, 1))
 	l.Pool.Monitor = &model.Monitor{Type: model.MonitorTCP, Delay: 30 * time.Millisecond, Timeout: 20 * time.Millisecond, Rise: 2, Fall: 2}
 	events := make(chan bool, 10)
@@ -257,7 +213,7 @@ func TestHealthMonitorRoutesAroundAStoppedMember(t *testing.T) {
 	t.Cleanup(s.Close)
 	s.Apply(model.Model{Listeners: []model.Listener{l}})
 
-	a.ln.Close()
+	a.Stop()
 	if up := waitEvent(t, events); up {
 		t.Fatal("expected a down transition")
 	}
@@ -266,16 +222,16 @@ func TestHealthMonitorRoutesAroundAStoppedMember(t *testing.T) {
 			t.Fatalf("a stopped member got traffic: %v", g)
 		}
 	}
-	if s.MemberUp("ns/p", "a", a.addr) {
+	if s.MemberUp("ns/p", "a", a.Addr) {
 		t.Fatal("MemberUp still says up")
 	}
 	// Every member down: refused at once.
-	b.ln.Close()
+	b.Stop()
 	waitEvent(t, events)
 	if g, err := get(t, l.Address); err == nil && g != "" {
 		t.Fatalf("all members down but got %q", g)
 	}
-	a.restart(t)
+	a.Restart(t)
 	if up := waitEvent(t, events); !up {
 		t.Fatal("expected an up transition")
 	}
@@ -296,7 +252,7 @@ func waitEvent(t *testing.T, events chan bool) bool {
 }
 
 func TestConnectFailureRetriesAnotherMember(t *testing.T) {
-	a := newBackend(t, "a")
+	a := tcptest.Named(t, "a")
 	dead := model.Member{Name: "dead", Address: freePort(t), Weight: 100, AdminStateUp: true}
 	l := listenerModel(t, model.RoundRobin, dead, mem("a", a, 1))
 	serve(t, l)
@@ -308,24 +264,10 @@ func TestConnectFailureRetriesAnotherMember(t *testing.T) {
 }
 
 // holder is a backend that keeps connections open until told.
-func holder(t *testing.T) (*backend, chan struct{}) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+func holder(t *testing.T) (*tcptest.Backend, chan struct{}) {
 	release := make(chan struct{})
-	b := &backend{name: "hold", ln: ln, addr: ln.Addr().(*net.TCPAddr).AddrPort()}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b.hits.Add(1)
-			go func() { <-release; c.Write([]byte("done")); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
+	b := tcptest.Serve(t, "127.0.0.1:0", func(c net.Conn) { <-release; c.Write([]byte("done")) })
+	b.Name = "hold"
 	return b, release
 }
 
@@ -363,7 +305,7 @@ func isReset(err error) bool {
 }
 
 func TestAllowedCIDRsRefuseOtherSources(t *testing.T) {
-	a := newBackend(t, "a")
+	a := tcptest.Named(t, "a")
 	l := listenerModel(t, model.RoundRobin, mem("a", a, 1))
 	l.AllowedCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	serve(t, l)
@@ -378,8 +320,8 @@ func TestAllowedCIDRsRefuseOtherSources(t *testing.T) {
 			t.Fatalf("a disallowed source got %q", b)
 		}
 	}
-	if a.hits.Load() != 1 {
-		t.Fatalf("the member saw %d connections, want 1", a.hits.Load())
+	if a.Hits.Load() != 1 {
+		t.Fatalf("the member saw %d connections, want 1", a.Hits.Load())
 	}
 }
 
@@ -485,32 +427,17 @@ func TestProxyProtocolHeaders(t *testing.T) {
 
 // echo is a backend that copies back what it reads, then half-closes. With a prefix length it
 // first reads that many bytes and hands them to the test.
-func echo(t *testing.T, prefixLen int, prefix chan<- []byte) *backend {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &backend{name: "echo", ln: ln, addr: ln.Addr().(*net.TCPAddr).AddrPort()}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b.hits.Add(1)
-			go func() {
-				defer c.Close()
-				if prefixLen > 0 {
-					buf := make([]byte, prefixLen)
-					io.ReadFull(c, buf)
-					prefix <- buf
-				}
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-			}()
+func echo(t *testing.T, prefixLen int, prefix chan<- []byte) *tcptest.Backend {
+	b := tcptest.Serve(t, "127.0.0.1:0", func(c net.Conn) {
+		if prefixLen > 0 {
+			buf := make([]byte, prefixLen)
+			io.ReadFull(c, buf)
+			prefix <- buf
 		}
-	}()
-	t.Cleanup(func() { ln.Close() })
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+	})
+	b.Name = "echo"
 	return b
 }
 
@@ -585,7 +512,7 @@ func TestHalfCloseAndIntegrity(t *testing.T) {
 // restart this pool's round robin, or frequent changes would send every client to the
 // first member.
 func TestOtherChangesKeepRoundRobinTurning(t *testing.T) {
-	a, b, other := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "other")
+	a, b, other := tcptest.Named(t, "a"), tcptest.Named(t, "b"), tcptest.Named(t, "other")
 	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), mem("b", b, 1))
 	l2 := listenerModel(t, model.RoundRobin, mem("other", other, 1))
 	l2.Key, l2.Pool.Key = "ns/l2", "ns/p2"
@@ -606,7 +533,7 @@ func TestOtherChangesKeepRoundRobinTurning(t *testing.T) {
 }
 
 func TestReconfigurationUnderLoadFailsNothing(t *testing.T) {
-	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
+	a, b, c := tcptest.Named(t, "a"), tcptest.Named(t, "b"), tcptest.Named(t, "c")
 	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), mem("b", b, 1))
 	s := serve(t, l)
 	stop := make(chan struct{})
@@ -650,11 +577,11 @@ func TestReconfigurationUnderLoadFailsNothing(t *testing.T) {
 }
 
 func TestBindErrorIsReportedAndOthersServe(t *testing.T) {
-	a := newBackend(t, "a")
+	a := tcptest.Named(t, "a")
 	good := listenerModel(t, model.RoundRobin, mem("a", a, 1))
 	bad := listenerModel(t, model.RoundRobin, mem("a", a, 1))
 	bad.Key = "ns/bad"
-	bad.Address = a.addr // already in use by the backend
+	bad.Address = a.Addr // already in use by the backend
 	s := New(Options{})
 	defer s.Close()
 	failed := s.Apply(model.Model{Listeners: []model.Listener{good, bad}})
@@ -710,7 +637,7 @@ func TestTCPInspectWaitsForTheFirstBytes(t *testing.T) {
 	}
 	defer c.Close()
 	time.Sleep(300 * time.Millisecond)
-	if e.hits.Load() != 0 {
+	if e.Hits.Load() != 0 {
 		t.Fatal("the member was connected before the client said anything, within timeoutTCPInspect")
 	}
 	c.Write([]byte("hello"))
@@ -725,7 +652,7 @@ func TestTCPInspectWaitsForTheFirstBytes(t *testing.T) {
 }
 
 func TestTCPInspectTimeoutConnectsAQuietClient(t *testing.T) {
-	a := newBackend(t, "a")
+	a := tcptest.Named(t, "a")
 	l := listenerModel(t, model.RoundRobin, mem("a", a, 1))
 	l.TimeoutTCPInspect = 100 * time.Millisecond
 	serve(t, l)
@@ -757,11 +684,11 @@ func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 	}()
 	// Every connection reaches the member through the proxy before goroutines are counted.
 	deadline := time.Now().Add(10 * time.Second)
-	for h.hits.Load() < 200 && time.Now().Before(deadline) {
+	for h.Hits.Load() < 200 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if h.hits.Load() < 200 {
-		t.Fatalf("%d of 200 connections reached the member", h.hits.Load())
+	if h.Hits.Load() < 200 {
+		t.Fatalf("%d of 200 connections reached the member", h.Hits.Load())
 	}
 	// The holder runs one goroutine per connection of its own; the proxy must add none.
 	if extra := runtime.NumGoroutine() - before - 200; extra > 10 {
@@ -820,11 +747,6 @@ func value(t *testing.T, m prometheus.Metric) float64 {
 // has its reply and its FIN read together: every byte must still reach the client, then
 // the end, whatever the reply's size against the proxy's read buffer.
 func TestClosingReplyArrivesWholeThenTheEnd(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	reply := func(size int) []byte {
 		b := make([]byte, size)
 		for i := range b {
@@ -832,23 +754,13 @@ func TestClosingReplyArrivesWholeThenTheEnd(t *testing.T) {
 		}
 		return b
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				var size int
-				fmt.Fscanln(c, &size)
-				r := reply(size)
-				c.Write(r[:size/2]) // two writes, so the reply may come as two reads
-				c.Write(r[size/2:])
-			}()
-		}
-	}()
-	m := &backend{addr: ln.Addr().(*net.TCPAddr).AddrPort()}
+	m := tcptest.Serve(t, "127.0.0.1:0", func(c net.Conn) {
+		var size int
+		fmt.Fscanln(c, &size)
+		r := reply(size)
+		c.Write(r[:size/2]) // two writes, so the reply may come as two reads
+		c.Write(r[size/2:])
+	})
 	l := listenerModel(t, model.RoundRobin, mem("m", m, 1))
 	serve(t, l)
 	for _, size := range []int{1, 138, chunk - 1, chunk, chunk + 1, 3 * chunk, 1 << 20} {
@@ -878,7 +790,7 @@ func TestAHeldLoopHoldsUpNoNewConnection(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("needs two loops: GOMAXPROCS >= 2")
 	}
-	b := newBackend(t, "a")
+	b := tcptest.Named(t, "a")
 	l := listenerModel(t, model.RoundRobin, mem("a", b, 1))
 	serve(t, l)
 	lp, err := loopAt(0)

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/l4lb/l4lb/dataplane/internal/udptest"
 	"github.com/l4lb/l4lb/internal/model"
+	"github.com/l4lb/l4lb/test/udptest"
 )
 
 // soakDuration is how long TestChurnSoak runs: L4LB_SOAK_DURATION (make soak sets minutes),

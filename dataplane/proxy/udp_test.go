@@ -16,8 +16,8 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"github.com/l4lb/l4lb/dataplane/health"
-	"github.com/l4lb/l4lb/dataplane/internal/udptest"
 	"github.com/l4lb/l4lb/internal/model"
+	"github.com/l4lb/l4lb/test/udptest"
 )
 
 // udpClient is a socket connected to addr, closed with the test. A connected socket only

@@ -9,28 +9,15 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/l4lb/l4lb/test/tcptest"
 )
 
 // TestServesReloadsAndSurvivesABadEdit runs the standalone mode on a file: it serves the
 // listener, follows an edit that moves it to another port, and keeps serving the last good
 // configuration when the file is broken.
 func TestServesReloadsAndSurvivesABadEdit(t *testing.T) {
-	member, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer member.Close()
-	go func() {
-		for {
-			c, err := member.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("member"))
-			c.Close()
-		}
-	}()
-	mport := member.Addr().(*net.TCPAddr).Port
+	mport := tcptest.Named(t, "member").Port()
 	free := func() int {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/l4lb/l4lb/internal/lantest"
+	"github.com/l4lb/l4lb/test/lantest"
 	"github.com/mdlayher/ndp"
 )
 

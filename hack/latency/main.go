@@ -21,8 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	dpvip "github.com/l4lb/l4lb/dataplane/vip"
-	"github.com/l4lb/l4lb/internal/testenv"
+	"github.com/l4lb/l4lb/dataplane/vip"
+	"github.com/l4lb/l4lb/test/testenv"
 )
 
 func main() {
@@ -99,7 +99,7 @@ func waitFor(addr, want string, limit time.Duration) (time.Time, error) {
 }
 
 func run(ctx context.Context, env *testenv.Env, n int) error {
-	engine, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "bench", AgentVIPs: dpvip.Loopback()})
+	engine, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "bench", AgentVIPs: vip.Loopback()})
 	if err != nil {
 		return err
 	}

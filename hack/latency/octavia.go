@@ -10,17 +10,16 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
-	"github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/loadbalancer/v2/loadbalancers"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/networks"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/l4lb/l4lb/api/octavia"
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	osprov "github.com/l4lb/l4lb/controllers/openstack"
-	"github.com/l4lb/l4lb/internal/cloudtest"
-	"github.com/l4lb/l4lb/internal/testenv"
+	"github.com/l4lb/l4lb/internal/octavia"
+	"github.com/l4lb/l4lb/internal/openstack"
+	"github.com/l4lb/l4lb/test/cloudtest"
+	"github.com/l4lb/l4lb/test/testenv"
 )
 
 // runOctavia measures l4lb's Octavia API against Neutron's API in the same run: the same
@@ -40,23 +39,19 @@ func runOctavia(ctx context.Context, env *testenv.Env, n int) error {
 		Spec: lbv1.VIPPoolSpec{Addresses: []string{"198.51.100.0/24"}}}); err != nil {
 		return err
 	}
-	creds, err := osprov.FromSecret(map[string][]byte{"clouds.yaml": clouds, "cloud": []byte("l4lb-local")}, "")
+	creds, err := openstack.FromSecret(map[string][]byte{"clouds.yaml": clouds, "cloud": []byte("l4lb-local")}, "")
 	if err != nil {
 		return err
 	}
-	ks := &osprov.Keystone{Credentials: func(context.Context) (osprov.Credentials, error) { return creds, nil }, CacheFor: osprov.DefaultTokenCache}
+	ks := &openstack.Keystone{Credentials: func(context.Context) (openstack.Credentials, error) { return creds, nil }, CacheFor: openstack.DefaultTokenCache}
 	srv := httptest.NewServer((&octavia.Server{Client: env.Client, Validate: ks.Validate, CreateNamespaces: true,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}).Handler())
 	defer srv.Close()
-	pc, err := openstack.AuthenticatedClient(ctx, creds.Auth)
+	netc, err := openstack.Network(ctx, creds)
 	if err != nil {
 		return err
 	}
-	lbc := &gophercloud.ServiceClient{ProviderClient: pc, Endpoint: srv.URL + "/", ResourceBase: srv.URL + "/v2/"}
-	netc, err := openstack.NewNetworkV2(pc, creds.Endpoint)
-	if err != nil {
-		return err
-	}
+	lbc := &gophercloud.ServiceClient{ProviderClient: netc.ProviderClient, Endpoint: srv.URL + "/", ResourceBase: srv.URL + "/v2/"}
 	pages, err := networks.List(netc, networks.ListOpts{Name: "private-net"}).AllPages(ctx)
 	if err != nil {
 		return err

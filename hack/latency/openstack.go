@@ -12,10 +12,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/controllers/openstack"
-	"github.com/l4lb/l4lb/controllers/vip"
-	"github.com/l4lb/l4lb/internal/cloudtest"
-	"github.com/l4lb/l4lb/internal/testenv"
+	"github.com/l4lb/l4lb/internal/ipam"
+	"github.com/l4lb/l4lb/internal/ipam/neutron"
+	"github.com/l4lb/l4lb/test/cloudtest"
+	"github.com/l4lb/l4lb/test/testenv"
 )
 
 // runOpenStack measures apply -> floating IP associated for n load balancers on the seed's
@@ -33,8 +33,8 @@ func runOpenStack(ctx context.Context, env *testenv.Env, n int) error {
 		return err
 	}
 	if _, err := env.Run(ctx, testenv.ControlPlane{DefaultProvider: lbv1.ProviderOpenStack,
-		Providers: func(mgr ctrl.Manager) map[lbv1.Provider]vip.Provider {
-			return map[lbv1.Provider]vip.Provider{lbv1.ProviderOpenStack: openstack.New(mgr, client.ObjectKeyFromObject(secret), "openstack", "latency")}
+		Providers: func(mgr ctrl.Manager) map[lbv1.Provider]ipam.Provider {
+			return map[lbv1.Provider]ipam.Provider{lbv1.ProviderOpenStack: neutron.New(mgr, client.ObjectKeyFromObject(secret), "openstack", "latency")}
 		}}); err != nil {
 		return err
 	}

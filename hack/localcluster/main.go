@@ -14,7 +14,7 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/l4lb/l4lb/internal/testenv"
+	"github.com/l4lb/l4lb/test/testenv"
 )
 
 func main() {

@@ -1,0 +1,99 @@
+package controllers
+
+import (
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/internal/ipam"
+	"github.com/l4lb/l4lb/internal/ipam/neutron"
+	"github.com/l4lb/l4lb/internal/manager"
+	"github.com/l4lb/l4lb/internal/podowner"
+	"github.com/l4lb/l4lb/internal/watchdog"
+)
+
+// leaderElectionID names the controller's leader election Lease.
+const leaderElectionID = "l4lb-controller.lb.l4lb.io"
+
+// Command is `l4lb controller`: it registers the controller's flags and returns what runs it.
+func Command() func() error {
+	metrics := flag.String("metrics-bind-address", ":8443", "address of the metrics endpoint (0 disables it)")
+	metricsSecure := flag.Bool("metrics-secure", true, "serve metrics over HTTPS to clients that Kubernetes authenticates and authorises (get on the /metrics URL); false serves plain HTTP to anyone")
+	probes := flag.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	leaderElect := flag.Bool("leader-elect", false, "elect one active controller among replicas")
+	leaderNamespace := flag.String("leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's)")
+	defaultProvider := flag.String("default-provider", "static", "VIP provider for load balancers that name none: static or openstack")
+	ranges := flag.String("vip-ranges", "", "comma-separated CIDRs the static provider allocates VIPs from")
+	osSecret := flag.String("openstack-secret", "", "NAMESPACE/NAME of the Secret with OpenStack credentials (clouds.yaml or OS_* keys); enables the openstack provider")
+	osCloud := flag.String("openstack-cloud", "openstack", "cloud of the clouds.yaml to use (the Secret's key \"cloud\" overrides it)")
+	clusterID := flag.String("cluster-id", "kubernetes", "tag that tells this cluster's Neutron resources from other clusters'")
+	return func() error {
+		var prefixes []netip.Prefix
+		for _, r := range strings.Split(*ranges, ",") {
+			if r = strings.TrimSpace(r); r == "" {
+				continue
+			}
+			p, err := netip.ParsePrefix(r)
+			if err != nil {
+				return fmt.Errorf("--vip-ranges: %w", err)
+			}
+			prefixes = append(prefixes, p)
+		}
+		mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+			Scheme:                  manager.NewScheme(),
+			Metrics:                 manager.Metrics(*metrics, *metricsSecure),
+			HealthProbeBindAddress:  *probes,
+			LeaderElection:          *leaderElect,
+			LeaderElectionID:        leaderElectionID,
+			LeaderElectionNamespace: *leaderNamespace,
+			// Stepping down ends the process, so a new leader never overlaps with this one.
+			LeaderElectionReleaseOnCancel: true,
+		})
+		if err != nil {
+			return err
+		}
+		static := ipam.NewStatic(prefixes, mgr.GetClient())
+		// Every call a reconciliation makes has a timeout under two minutes (syncTimeout):
+		// one running five is stuck.
+		dog := watchdog.New(5 * time.Minute)
+		base := Base{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("l4lb-controller"), Watchdog: dog}
+		lbr := &LoadBalancerReconciler{Base: base,
+			Providers:       map[lbv1.Provider]ipam.Provider{lbv1.ProviderStatic: static},
+			DefaultProvider: lbv1.Provider(*defaultProvider)}
+		if *osSecret != "" {
+			ns, name, ok := strings.Cut(*osSecret, "/")
+			if !ok {
+				return fmt.Errorf("--openstack-secret: want NAMESPACE/NAME, got %q", *osSecret)
+			}
+			lbr.Providers[lbv1.ProviderOpenStack] = neutron.New(mgr, client.ObjectKey{Namespace: ns, Name: name}, *osCloud, *clusterID)
+		}
+		if err := Setup(mgr, lbr); err != nil {
+			return err
+		}
+		if *leaderElect {
+			// The election's Lease goes with the leader's pod (podowner says why).
+			ns := *leaderNamespace
+			if ns == "" {
+				b, _ := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+				ns = strings.TrimSpace(string(b))
+			}
+			if err := mgr.Add(podowner.Lease{Reader: mgr.GetAPIReader(), Client: mgr.GetClient(), Key: client.ObjectKey{Namespace: ns, Name: leaderElectionID}}); err != nil {
+				return err
+			}
+		}
+		if err := mgr.AddHealthzCheck("reconcile", dog.Check); err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("informers", manager.InformersSynced(mgr)); err != nil {
+			return err
+		}
+		return mgr.Start(ctrl.SetupSignalHandler())
+	}
+}

@@ -1,0 +1,228 @@
+package octavia
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/google/uuid"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/internal/load"
+)
+
+// view is the objects a caller may see, read once per request.
+type view struct {
+	projects map[string]string // namespace -> project
+	lbs      []lbv1.LoadBalancer
+	ls       []lbv1.Listener
+	ps       []lbv1.Pool
+	hms      []lbv1.HealthMonitor
+}
+
+func (s *Server) load(ctx context.Context, c *caller) (*view, error) {
+	v := &view{}
+	var err error
+	if v.projects, err = s.projects(ctx, c); err != nil {
+		return nil, err
+	}
+	var namespaces []string // a global reader lists every namespace at once
+	if !c.globalReader {
+		namespaces = slices.Sorted(maps.Keys(v.projects))
+		if len(namespaces) == 0 {
+			return v, nil
+		}
+	}
+	objs, err := load.Objects(ctx, s.Client, namespaces...)
+	if err != nil {
+		return nil, err
+	}
+	v.lbs, v.ls = visible(objs.LoadBalancers, v.projects), visible(objs.Listeners, v.projects)
+	v.ps, v.hms = visible(objs.Pools, v.projects), visible(objs.Monitors, v.projects)
+	return v, nil
+}
+
+// visible keeps the objects of the namespaces in projects.
+func visible[T any, P interface {
+	*T
+	client.Object
+}](items []T, projects map[string]string) []T {
+	var out []T
+	for i := range items {
+		if _, ok := projects[P(&items[i]).GetNamespace()]; ok {
+			out = append(out, items[i])
+		}
+	}
+	return out
+}
+
+func named[T any, P interface {
+	*T
+	client.Object
+}](items []T, ns, name string) P {
+	for i := range items {
+		if o := P(&items[i]); o.GetNamespace() == ns && o.GetName() == name {
+			return o
+		}
+	}
+	return nil
+}
+
+func (v *view) lbNamed(ns, name string) *lbv1.LoadBalancer   { return named(v.lbs, ns, name) }
+func (v *view) listenerNamed(ns, name string) *lbv1.Listener { return named(v.ls, ns, name) }
+func (v *view) poolNamed(ns, name string) *lbv1.Pool         { return named(v.ps, ns, name) }
+
+// listenersOf, poolOf, monitorOf: what refers to an object, by its name in its namespace.
+func (v *view) listenersOf(lb *lbv1.LoadBalancer) []*lbv1.Listener {
+	var out []*lbv1.Listener
+	for i := range v.ls {
+		if v.ls[i].Namespace == lb.Namespace && v.ls[i].Spec.LoadBalancerRef.Name == lb.Name {
+			out = append(out, &v.ls[i])
+		}
+	}
+	return out
+}
+
+func (v *view) poolOf(l *lbv1.Listener) *lbv1.Pool {
+	for i := range v.ps {
+		if v.ps[i].Namespace == l.Namespace && v.ps[i].Spec.ListenerRef.Name == l.Name {
+			return &v.ps[i]
+		}
+	}
+	return nil
+}
+
+func (v *view) monitorOf(p *lbv1.Pool) *lbv1.HealthMonitor {
+	for i := range v.hms {
+		if v.hms[i].Namespace == p.Namespace && v.hms[i].Spec.PoolRef.Name == p.Name {
+			return &v.hms[i]
+		}
+	}
+	return nil
+}
+
+// lbOfPool is the load balancer a pool serves through its listener, if any.
+func (v *view) lbOfPool(p *lbv1.Pool) *lbv1.LoadBalancer {
+	if l := v.listenerNamed(p.Namespace, p.Spec.ListenerRef.Name); l != nil {
+		return v.lbNamed(l.Namespace, l.Spec.LoadBalancerRef.Name)
+	}
+	return nil
+}
+
+// memberID is a member's stable ID: its pool's UID and its name, hashed (UUIDv5).
+func memberID(p *lbv1.Pool, name string) string {
+	ns, err := uuid.Parse(string(p.UID))
+	if err != nil {
+		ns = uuid.NameSpaceOID
+	}
+	return uuid.NewSHA1(ns, []byte(name)).String()
+}
+
+// provisioning is o's provisioning_status: its status's, PENDING_CREATE before the first
+// status, PENDING_UPDATE until the status has seen the last change, PENDING_DELETE once
+// deletion started.
+func provisioning(o client.Object, st lbv1.CommonStatus) string {
+	prov := string(st.ProvisioningStatus)
+	switch {
+	case !o.GetDeletionTimestamp().IsZero():
+		prov = string(lbv1.ProvisioningPendingDelete)
+	case prov == "":
+		prov = string(lbv1.ProvisioningPendingCreate)
+	case st.ObservedGeneration < o.GetGeneration() && prov == string(lbv1.ProvisioningActive):
+		prov = string(lbv1.ProvisioningPendingUpdate)
+	}
+	return prov
+}
+
+// common is what every Octavia object carries.
+func (v *view) common(o client.Object, st lbv1.CommonStatus, description string, adminUp *bool) map[string]any {
+	prov := provisioning(o, st)
+	op := string(st.OperatingStatus)
+	if op == "" {
+		op = string(lbv1.OperatingOffline)
+	}
+	name := o.GetAnnotations()[NameAnnotation]
+	if name == "" {
+		name = o.GetName()
+	}
+	project := v.projects[o.GetNamespace()]
+	return map[string]any{
+		"id": string(o.GetUID()), "name": name, "description": description,
+		"provisioning_status": prov, "operating_status": op, "admin_state_up": adminUp == nil || *adminUp,
+		"project_id": project, "tenant_id": project,
+		"created_at": o.GetCreationTimestamp().UTC().Format(timeFormat), "updated_at": updatedAt(o), "tags": []string{},
+	}
+}
+
+// updatedAt is the last time anyone changed o, its spec or its status (the newest of its
+// managed fields' times), or nil until something did after its creation, as Octavia's.
+func updatedAt(o client.Object) any {
+	created := o.GetCreationTimestamp().Time
+	last := created
+	for _, f := range o.GetManagedFields() {
+		if f.Time != nil && f.Time.After(last) {
+			last = f.Time.Time
+		}
+	}
+	if !last.After(created) {
+		return nil
+	}
+	return last.UTC().Format(timeFormat)
+}
+
+func ids[T client.Object](objs []T) []any {
+	out := []any{}
+	for _, o := range objs {
+		out = append(out, map[string]any{"id": string(o.GetUID())})
+	}
+	return out
+}
+
+func idOrNil(o client.Object, ok bool) any {
+	if !ok {
+		return nil
+	}
+	return string(o.GetUID())
+}
+
+// find returns the object of kind k with UID id among those the caller sees.
+func (v *view) find(k kind, id string) client.Object {
+	for _, o := range k.objects(v) {
+		if o.GetUID() == types.UID(id) {
+			return o
+		}
+	}
+	return nil
+}
+
+// k8sName derives a Kubernetes name from an Octavia name (free text: "80_listener"):
+// lowercase letters, digits and dashes, at most 48 characters; fallback when nothing is left.
+func k8sName(name, fallback string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(name) {
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9'
+		switch {
+		case ok:
+			b.WriteRune(r)
+			dash = false
+		case !dash && b.Len() > 0:
+			b.WriteByte('-')
+			dash = true
+		}
+		if b.Len() >= 48 {
+			break
+		}
+	}
+	out := strings.Trim(b.String(), "-")
+	if out == "" {
+		return fallback
+	}
+	return out
+}
+
+// timeFormat is Octavia's: RFC 3339 without a zone, in UTC (gophercloud parses it so).
+const timeFormat = "2006-01-02T15:04:05"
