@@ -28,7 +28,7 @@ import (
 // quorate (nodes.View.Quorate) holds nothing.
 type Ownership struct {
 	Node     string
-	Gossip   *nodes.Gossip
+	Gossip   Peers
 	Registry *nodes.Registry
 	Witness  *nodes.Witness // nil: a tie keeps the VIPs (docs/architecture.md)
 	Reader   client.Reader
@@ -46,6 +46,8 @@ type Ownership struct {
 	Fitness func() error
 
 	Recorder events.EventRecorder
+	// Now is the clock of linger and hand-over deadlines (nil: time.Now); tests step it.
+	Now func() time.Time
 
 	trigger func()
 	joined  atomic.Bool
@@ -54,12 +56,28 @@ type Ownership struct {
 	held      map[string]string // key -> VIP
 	standby   map[string]string
 	lingering map[string]lingered
-	pending   map[string]time.Time // hand-overs waiting, since
+	pending   map[string]handover // hand-overs waiting
 	lastHold  map[string]string    // key -> holder in the previous computation
 
 	heldGauge          prometheus.Gauge
 	quorate            prometheus.Gauge
 	acquired, released prometheus.Counter
+}
+
+// Peers is what ownership reads and writes of the gossip between the dataplane nodes
+// (nodes.Gossip): who is alive, and what this node tells the others of itself.
+type Peers interface {
+	View() nodes.View
+	Meta() nodes.Meta
+	SetMeta(nodes.Meta) error
+	Join(addresses []string) (int, error)
+	Forget(node string)
+}
+
+// handover is a VIP this node ranks first for, waiting for the node that held it to let go.
+type handover struct {
+	from  string
+	since time.Time
 }
 
 type lingered struct {
@@ -68,11 +86,11 @@ type lingered struct {
 }
 
 // NewOwnership registers the VIP ownership metrics with reg.
-func NewOwnership(node string, g *nodes.Gossip, reg *nodes.Registry, r client.Reader, pr prometheus.Registerer) *Ownership {
+func NewOwnership(node string, g Peers, reg *nodes.Registry, r client.Reader, pr prometheus.Registerer) *Ownership {
 	o := &Ownership{Node: node, Gossip: g, Registry: reg, Reader: r, Tick: 50 * time.Millisecond,
 		Handover: 300 * time.Millisecond, Linger: 2 * time.Second,
 		held: map[string]string{}, standby: map[string]string{}, lingering: map[string]lingered{},
-		pending: map[string]time.Time{}, lastHold: map[string]string{},
+		pending: map[string]handover{}, lastHold: map[string]string{},
 		heldGauge: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "l4lb", Name: "vips_held", Help: "VIPs this node holds."}),
 		quorate:   prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "l4lb", Name: "quorate", Help: "1 when this node's side of the dataplane may hold VIPs (a majority, or half and the witness)."}),
 		acquired:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "l4lb", Name: "vip_acquisitions_total", Help: "VIPs this node took."}),
@@ -185,7 +203,7 @@ func (o *Ownership) step(ctx context.Context, log interface {
 	if err := o.Reader.List(ctx, &lbs); err != nil {
 		return false // the cache is not ready yet: keep what is held
 	}
-	now := time.Now()
+	now := o.now()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	held, standby := map[string]string{}, map[string]string{}
@@ -217,7 +235,7 @@ func (o *Ownership) step(ctx context.Context, log interface {
 		}
 	}
 	o.lastHold = holders
-	maps.DeleteFunc(o.pending, func(k string, _ time.Time) bool { _, ok := standby[k]; return !ok || holders[k] != o.Node })
+	maps.DeleteFunc(o.pending, func(k string, _ handover) bool { _, ok := standby[k]; return !ok || holders[k] != o.Node })
 
 	changed := !maps.Equal(held, o.held) || !maps.Equal(standby, o.standby)
 	for k, v := range held {
@@ -250,20 +268,32 @@ func (o *Ownership) step(ctx context.Context, log interface {
 // handingOver reports whether this node, now first for k, must wait before taking it: the
 // node that held it in the previous computation is still alive, fit and not leaving, so it
 // lets go first (it computes the same). Called with o.mu held.
+//
+// The wait is remembered with the node it waits for: from the next computation on, this node
+// ranks first itself, so the previous holder is no longer what the ranking says.
 func (o *Ownership) handingOver(k, vip string, live []string, view nodes.View, now time.Time) bool {
+	letsGo := func(n string) bool {
+		return n == "" || n == o.Node || view.Draining[n] || !slices.Contains(live, n)
+	}
+	if h, waiting := o.pending[k]; waiting {
+		return !letsGo(h.from) && now.Sub(h.since) < o.Handover
+	}
 	prev, known := o.lastHold[k]
 	if !known {
 		prev = nodes.Holder(vip, slices.DeleteFunc(slices.Clone(live), func(n string) bool { return n == o.Node }), view.Draining)
 	}
-	if prev == "" || prev == o.Node || view.Draining[prev] || !slices.Contains(live, prev) {
+	if letsGo(prev) {
 		return false
 	}
-	since, ok := o.pending[k]
-	if !ok {
-		o.pending[k] = now
-		return true
+	o.pending[k] = handover{from: prev, since: now}
+	return true
+}
+
+func (o *Ownership) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
 	}
-	return now.Sub(since) < o.Handover
+	return time.Now()
 }
 
 func (o *Ownership) witness() func() bool {

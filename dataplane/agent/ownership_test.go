@@ -1,0 +1,211 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/dataplane/nodes"
+	"github.com/l4lb/l4lb/internal/manager"
+)
+
+// These tests drive Ownership.step with a gossip view and a clock of their own: the rules of
+// who holds, who stands by, when a hand-over completes and how long a released VIP lingers.
+
+type fakePeers struct {
+	view nodes.View
+	meta nodes.Meta
+}
+
+func (f *fakePeers) View() nodes.View           { return f.view }
+func (f *fakePeers) Meta() nodes.Meta           { return f.meta }
+func (f *fakePeers) SetMeta(m nodes.Meta) error { f.meta = m; return nil }
+func (f *fakePeers) Join([]string) (int, error) { return 0, nil }
+func (f *fakePeers) Forget(string)              {}
+func view(known int, alive ...string) nodes.View {
+	return nodes.View{Alive: alive, Known: known, Draining: map[string]bool{}, Unfit: map[string]bool{}}
+}
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time          { return c.t }
+func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+// loadBalancers is a cache holding load balancers with the given VIPs, named lb-<VIP>.
+func loadBalancers(t *testing.T, vips ...string) client.Reader {
+	t.Helper()
+	b := fake.NewClientBuilder().WithScheme(manager.NewScheme())
+	for _, v := range vips {
+		b = b.WithObjects(&lbv1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "lb-" + v},
+			Status: lbv1.LoadBalancerStatus{VIPAddress: v}})
+	}
+	return b.Build()
+}
+
+func newTestOwnership(node string, peers *fakePeers, r client.Reader, c *clock) *Ownership {
+	o := NewOwnership(node, peers, nil, r, nil)
+	o.Now = c.now
+	o.joined.Store(true)
+	return o
+}
+
+func step(o *Ownership) bool { return o.step(context.Background(), logr.Discard()) }
+
+// vipRanked finds a VIP whose ranking over nodes is exactly want (first holds, second stands by).
+func vipRanked(t *testing.T, live []string, want ...string) string {
+	t.Helper()
+	for i := 1; i < 250; i++ {
+		v := fmt.Sprintf("198.51.100.%d", i)
+		order := nodes.Ranked(v, live, nil)
+		if len(order) >= len(want) && fmt.Sprint(order[:len(want)]) == fmt.Sprint(want) {
+			return v
+		}
+	}
+	t.Fatalf("no VIP ranks %v first over %v", want, live)
+	return ""
+}
+
+func TestEachVIPHasOneHolderAndOneStandby(t *testing.T) {
+	live := []string{"a", "b", "c"}
+	var vips []string
+	for i := 1; i <= 30; i++ {
+		vips = append(vips, fmt.Sprintf("198.51.100.%d", i))
+	}
+	r := loadBalancers(t, vips...)
+	c := &clock{t: time.Unix(1000, 0)}
+	owners := map[string]*Ownership{}
+	for _, n := range live {
+		owners[n] = newTestOwnership(n, &fakePeers{view: view(3, live...)}, r, c)
+	}
+	for _, o := range owners {
+		step(o)
+		if len(o.Held()) != 0 {
+			t.Fatalf("node %s took %v at once, before the node that held them before could let go", o.Node, o.Held())
+		}
+	}
+	c.advance(time.Second)
+	for _, o := range owners {
+		step(o)
+	}
+	for _, v := range vips {
+		k := "ns/lb-" + v
+		var holders, standbys []string
+		for n, o := range owners {
+			if o.Held()[k] {
+				holders = append(holders, n)
+			}
+			if o.Serving()[k] && !o.Held()[k] {
+				standbys = append(standbys, n)
+			}
+		}
+		if len(holders) != 1 || len(standbys) != 1 || holders[0] == standbys[0] {
+			t.Fatalf("%s: holders %v, standbys %v; want one of each, on two nodes", v, holders, standbys)
+		}
+		if want := nodes.Ranked(v, live, nil); holders[0] != want[0] || standbys[0] != want[1] {
+			t.Fatalf("%s: held by %s, standby %s; the ranking says %v", v, holders[0], standbys[0], want)
+		}
+	}
+}
+
+func TestNoQuorumOrNotJoinedHoldsNothing(t *testing.T) {
+	v := vipRanked(t, []string{"a", "b", "c"}, "a")
+	r := loadBalancers(t, v)
+	c := &clock{t: time.Unix(1000, 0)}
+	alone := newTestOwnership("a", &fakePeers{view: view(3, "a")}, r, c) // one of three
+	unjoined := newTestOwnership("a", &fakePeers{view: view(1, "a")}, r, c)
+	unjoined.joined.Store(false)
+	for range 3 {
+		step(alone)
+		step(unjoined)
+		c.advance(time.Second)
+	}
+	if len(alone.Serving()) != 0 {
+		t.Fatalf("a node that sees one of three nodes serves %v", alone.Serving())
+	}
+	if len(unjoined.Serving()) != 0 {
+		t.Fatalf("a node that has not joined serves %v", unjoined.Serving())
+	}
+}
+
+func TestTakingAVIPWaitsForItsHolderToLetGo(t *testing.T) {
+	live := []string{"a", "b", "c"}
+	v := vipRanked(t, live, "a", "b")
+	k := "ns/lb-" + v
+	for _, tc := range []struct {
+		name     string
+		draining bool
+		wait     bool
+	}{{"holder alive", false, true}, {"holder draining", true, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &clock{t: time.Unix(1000, 0)}
+			p := &fakePeers{view: view(3, live...)}
+			p.view.Unfit["a"] = true // b holds while a is unfit
+			o := newTestOwnership("a", p, loadBalancers(t, v), c)
+			step(o)
+			if o.Held()[k] {
+				t.Fatal("an unfit node holds")
+			}
+			p.view.Unfit = map[string]bool{}
+			p.view.Draining["b"] = tc.draining
+			step(o)
+			if !tc.wait {
+				if !o.Held()[k] {
+					t.Fatal("a draining holder's VIP was not taken at once")
+				}
+				return
+			}
+			if o.Held()[k] || !o.Serving()[k] {
+				t.Fatalf("took the VIP from a live holder without a hand-over (held %v, serving %v)", o.Held(), o.Serving())
+			}
+			c.advance(o.Handover - time.Millisecond)
+			step(o)
+			if o.Held()[k] {
+				t.Fatal("took the VIP before the hand-over time")
+			}
+			c.advance(time.Millisecond)
+			step(o)
+			if !o.Held()[k] {
+				t.Fatal("did not take the VIP after the hand-over time")
+			}
+		})
+	}
+}
+
+func TestAReleasedVIPLingersThenGoes(t *testing.T) {
+	live := []string{"a", "b", "c"}
+	v := vipRanked(t, live, "a", "b")
+	k := "ns/lb-" + v
+	c := &clock{t: time.Unix(1000, 0)}
+	p := &fakePeers{view: view(3, live...)}
+	o := newTestOwnership("a", p, loadBalancers(t, v), c)
+	step(o)
+	c.advance(o.Handover)
+	step(o)
+	if !o.Held()[k] {
+		t.Fatal("not held")
+	}
+	p.view = view(3, live...)
+	p.view.Unfit["a"] = true // a leaves the election
+	if !step(o) {
+		t.Fatal("a release was not reported as a change")
+	}
+	if o.Held()[k] || !o.Lingering()[k] || !o.Serving()[k] {
+		t.Fatalf("after release: held %v, lingering %v, serving %v; want lingering and served", o.Held(), o.Lingering(), o.Serving())
+	}
+	c.advance(o.Linger)
+	step(o)
+	if !o.Lingering()[k] {
+		t.Fatal("stopped lingering before its time")
+	}
+	c.advance(time.Millisecond)
+	if !step(o) || o.Lingering()[k] || o.Serving()[k] {
+		t.Fatalf("still lingering after %v", o.Linger)
+	}
+}
