@@ -57,7 +57,7 @@ type Ownership struct {
 	standby   map[string]string
 	lingering map[string]lingered
 	pending   map[string]handover // hand-overs waiting
-	lastHold  map[string]string    // key -> holder in the previous computation
+	lastHold  map[string]string   // key -> holder in the previous computation
 
 	heldGauge          prometheus.Gauge
 	quorate            prometheus.Gauge
