@@ -419,8 +419,8 @@ func (t *Table) program(ls []Listener) (map[uint32]bool, error) {
 	}
 	// What the last Apply replaced goes now, not then: a datagram that entered the old rules
 	// as that transaction committed could otherwise find its listener's map deleted under it
-	// and leave without a member (measured: one new flow in about 50 000 while members changed
-	// every 100 ms). New objects get new names, so old and new never share one.
+	// and leave without a member (docs/benchmarks.md, "Design choices measured"). New objects
+	// get new names, so old and new never share one.
 	t.retired.remove(c, t.table)
 	t.retired = carried{}
 	if t.counted != "" {

@@ -26,9 +26,9 @@ type Timing struct {
 	Suspicion    int
 }
 
-// DefaultTiming declares a dead node within about 500 ms on a LAN, so the next holder's
-// announcement lands before a client's first SYN retransmission (1 s). Each node sends about
-// twenty small packets a second whatever the cluster's size (docs/benchmarks.md).
+// DefaultTiming declares a dead node well within a second on a LAN, so the next holder's
+// announcement lands before a client's first SYN retransmission (1 s); what it costs each
+// node does not grow with the cluster (docs/benchmarks.md).
 var DefaultTiming = Timing{Probe: 100 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond, Suspicion: 3}
 
 // DefaultPort is memberlist's (and MetalLB's speakers').
@@ -102,8 +102,8 @@ func StartGossip(c GossipConfig) (*Gossip, error) {
 	mc.ProbeTimeout = c.Timing.ProbeTimeout
 	mc.SuspicionMult = c.Timing.Suspicion
 	// Lifeguard lengthens a suspicion that nobody confirms; not here: a holder cut off from
-	// everyone gets no confirmation, and must find out as fast as the others (measured: with
-	// the default 6 the cut-off holder of three nodes answered 0.9 s after the others took over).
+	// everyone gets no confirmation, and must find out as fast as the others (with the default
+	// it answered long after the others took over: docs/benchmarks.md, "Design choices measured").
 	mc.SuspicionMaxTimeoutMult = 1
 	// Lifeguard also slows a node whose probes fail, in case the fault is its own slowness;
 	// bounded low for the same reason.

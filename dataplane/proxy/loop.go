@@ -71,12 +71,12 @@ const yieldEvery = int64(5 * time.Millisecond)
 // replyWait is how long (in milliseconds, epoll_wait's unit) a loop that just relayed a
 // request or a reply waits in the kernel for the answer before it parks its goroutine.
 // Parking and waking through Go's poller costs a second epoll_wait and a scheduler round
-// per wake-up; under request/response load the machine then sat idle 7-8 % of the time
-// against HAProxy's 4-5 %, and waiting here brought it to HAProxy's (docs/benchmarks.md).
+// per wake-up, which left the machine idler than HAProxy under request/response load
+// (docs/benchmarks.md, "Design choices measured").
 // The loop keeps its processor while it waits, no longer than a busy loop would: the
 // runtime's signals (preemption, stopping the world) end the wait at once with EINTR, work
 // from other goroutines arrives through the wake eventfd, and the wait is short. Bulk
-// (spliced) traffic does not wait: there, parking measured faster.
+// (spliced) traffic does not wait: there, parking is faster (same section).
 const replyWait = 1
 
 // minSweep bounds how often timers are checked: deadlines fire at most this late.

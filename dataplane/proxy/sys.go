@@ -11,8 +11,8 @@ import (
 // The loop's system calls never block (non-blocking sockets, close without lingering) or
 // block for replyWait at most (epoll_wait), so they are made without telling the scheduler:
 // entering and leaving a blocking system call costs more than most of these calls do, and a
-// write on loopback that takes over 20 µs makes the runtime hand the loop's processor to
-// another thread and wake one back. golang.org/x/sys/unix has no such variants, hence these.
+// slow write on loopback makes the runtime hand the loop's processor to another thread
+// (sysmon's threshold) and wake one back. golang.org/x/sys/unix has no such variants, hence these.
 
 func errnoErr(e unix.Errno) error {
 	if e != 0 {
@@ -26,7 +26,7 @@ func ptr[T any](p *T) uintptr { return uintptr(unsafe.Pointer(p)) }
 func bytesPtr(p []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(p))) }
 
 // readNow reads from a socket with recvfrom, which goes to the socket directly where read
-// passes through the file layer first (about 0.2 µs a call, in profiles of keep-alive load).
+// passes through the file layer first (its cost: docs/benchmarks.md, "Design choices measured").
 func readNow(fd int, p []byte) (int, error) {
 	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), bytesPtr(p), uintptr(len(p)), 0, 0, 0)
 	if e != 0 {
