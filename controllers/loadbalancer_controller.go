@@ -281,65 +281,96 @@ func transient(err error) bool {
 }
 
 func (r *LoadBalancerReconciler) reconcileNormal(ctx context.Context, lb *lbv1.LoadBalancer) (ctrl.Result, error) {
-	st := lbv1.LoadBalancerStatus{}
-	result := ctrl.Result{RequeueAfter: resyncPeriod}
-
-	// The provider's part: what exists in the cloud (or the static ranges) for this VIP.
-	name, p := r.provider(lb)
-	var alloc ipam.Allocation
-	var syncErr error
-	if p == nil {
-		alloc = allocationOf(&lb.Status)
-		syncErr = &ipam.Error{Reason: lbv1.ReasonProviderUnavailable, Err: fmt.Errorf("VIP provider %s is not configured on this controller", name)}
-	} else if syncErr = r.refusedVIP(ctx, lb); syncErr != nil {
-		alloc = allocationOf(&lb.Status)
-	} else {
-		alloc, syncErr = r.sync(ctx, lb, p)
-		if syncErr != nil {
-			alloc = keep(allocationOf(&lb.Status), alloc)
-		}
-	}
-	st.VIPAddress, st.VIPPortID = alloc.Address, alloc.PortID
-	st.FloatingIPAddress, st.FloatingIPID = alloc.FloatingIPAddress, alloc.FloatingIPID
-	vipExists := alloc.Address != ""
-
-	accepted := condition(lb, lbv1.ConditionAccepted, true, lbv1.ReasonAccepted, "")
-	if p == nil && !vipExists {
-		accepted = condition(lb, lbv1.ConditionAccepted, false, lbv1.ReasonProviderUnavailable, syncErr.Error())
-	}
-	allocated := condition(lb, lbv1.ConditionVIPAllocated, true, lbv1.ReasonAllocated, "VIP "+alloc.Address)
-	if !vipExists {
-		allocated = condition(lb, lbv1.ConditionVIPAllocated, false, ipam.Reason(syncErr, lbv1.ReasonAllocationFailed), syncErr.Error())
-	}
-	floating := condition(lb, lbv1.ConditionFloatingIPAttached, true, lbv1.ReasonNotRequested, "no floatingIP in spec")
-	if lb.Spec.FloatingIP != nil {
-		switch {
-		case alloc.FloatingIPAddress != "":
-			floating = condition(lb, lbv1.ConditionFloatingIPAttached, true, lbv1.ReasonAttached, "floating IP "+alloc.FloatingIPAddress)
-		case syncErr != nil && vipExists:
-			floating = condition(lb, lbv1.ConditionFloatingIPAttached, false, ipam.Reason(syncErr, lbv1.ReasonAttachFailed), syncErr.Error())
-		default:
-			floating = condition(lb, lbv1.ConditionFloatingIPAttached, false, lbv1.ReasonPending, "waiting for the VIP")
-		}
-	}
-	synced := condition(lb, lbv1.ConditionSynced, true, lbv1.ReasonSynced, "")
-	if syncErr != nil {
-		synced = condition(lb, lbv1.ConditionSynced, false, ipam.Reason(syncErr, lbv1.ReasonAllocationFailed), syncErr.Error())
-		if prev := meta.FindStatusCondition(lb.Status.Conditions, lbv1.ConditionSynced); prev == nil || prev.Message != syncErr.Error() {
-			r.event(lb, true, synced.Reason, "Sync", "%v", syncErr)
-		}
-		result.RequeueAfter = retryAllocation
-	} else if lb.Status.VIPAddress != alloc.Address {
-		r.event(lb, false, lbv1.ReasonAllocated, "AllocateVIP", "allocated VIP %s", alloc.Address)
-	}
-
-	// The tree below, as the other reconcilers reported it.
-	objs, err := load.Objects(ctx, r.Client, lb.Namespace)
+	alloc, p, syncErr := r.allocate(ctx, lb)
+	conds := r.allocationConditions(lb, alloc, p != nil, syncErr)
+	listeners, pools, err := r.tree(ctx, lb)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	st := r.status(lb, alloc, conds, syncErr, listeners, pools)
+	if statusChanged(&lb.Status, &st) {
+		if err := ssa.ApplyStatus(ctx, r.Client, "LoadBalancer", lb.Namespace, lb.Name, ssa.ControllerManager, st); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	switch {
+	case p != nil && ipam.Reason(syncErr, "") == lbv1.ReasonProviderUnavailable:
+		// A cloud that is down or failing is retried with the rate limiter's backoff; the
+		// conditions already say which step and why.
+		return ctrl.Result{}, syncErr
+	case syncErr != nil:
+		return ctrl.Result{RequeueAfter: retryAllocation}, nil
+	}
+	return ctrl.Result{RequeueAfter: resyncPeriod}, nil
+}
+
+// allocate is the provider's part: what exists in the cloud (or the static ranges) for the
+// VIP. On failure the allocation is what the status already had, so nothing is lost.
+func (r *LoadBalancerReconciler) allocate(ctx context.Context, lb *lbv1.LoadBalancer) (ipam.Allocation, ipam.Provider, error) {
+	name, p := r.provider(lb)
+	if p == nil {
+		return allocationOf(&lb.Status), nil, &ipam.Error{Reason: lbv1.ReasonProviderUnavailable, Err: fmt.Errorf("VIP provider %s is not configured on this controller", name)}
+	}
+	if err := r.refusedVIP(ctx, lb); err != nil {
+		return allocationOf(&lb.Status), p, err
+	}
+	alloc, err := r.sync(ctx, lb, p)
+	if err != nil {
+		alloc = keep(allocationOf(&lb.Status), alloc)
+	}
+	return alloc, p, err
+}
+
+// allocationConds are the conditions the controller decides from an allocation.
+type allocationConds struct {
+	accepted, allocated, floating, synced metav1.Condition
+}
+
+// allocationConditions says what the allocation came to, and records events for changes.
+func (r *LoadBalancerReconciler) allocationConditions(lb *lbv1.LoadBalancer, alloc ipam.Allocation, haveProvider bool, syncErr error) allocationConds {
+	vipExists := alloc.Address != ""
+	c := allocationConds{
+		accepted:  condition(lb, lbv1.ConditionAccepted, true, lbv1.ReasonAccepted, ""),
+		allocated: condition(lb, lbv1.ConditionVIPAllocated, true, lbv1.ReasonAllocated, "VIP "+alloc.Address),
+		floating:  condition(lb, lbv1.ConditionFloatingIPAttached, true, lbv1.ReasonNotRequested, "no floatingIP in spec"),
+		synced:    condition(lb, lbv1.ConditionSynced, true, lbv1.ReasonSynced, ""),
+	}
+	if !haveProvider && !vipExists {
+		c.accepted = condition(lb, lbv1.ConditionAccepted, false, lbv1.ReasonProviderUnavailable, syncErr.Error())
+	}
+	if !vipExists {
+		c.allocated = condition(lb, lbv1.ConditionVIPAllocated, false, ipam.Reason(syncErr, lbv1.ReasonAllocationFailed), syncErr.Error())
+	}
+	if lb.Spec.FloatingIP != nil {
+		switch {
+		case alloc.FloatingIPAddress != "":
+			c.floating = condition(lb, lbv1.ConditionFloatingIPAttached, true, lbv1.ReasonAttached, "floating IP "+alloc.FloatingIPAddress)
+		case syncErr != nil && vipExists:
+			c.floating = condition(lb, lbv1.ConditionFloatingIPAttached, false, ipam.Reason(syncErr, lbv1.ReasonAttachFailed), syncErr.Error())
+		default:
+			c.floating = condition(lb, lbv1.ConditionFloatingIPAttached, false, lbv1.ReasonPending, "waiting for the VIP")
+		}
+	}
+	if syncErr != nil {
+		c.synced = condition(lb, lbv1.ConditionSynced, false, ipam.Reason(syncErr, lbv1.ReasonAllocationFailed), syncErr.Error())
+		if prev := meta.FindStatusCondition(lb.Status.Conditions, lbv1.ConditionSynced); prev == nil || prev.Message != syncErr.Error() {
+			r.event(lb, true, c.synced.Reason, "Sync", "%v", syncErr)
+		}
+	} else if lb.Status.VIPAddress != alloc.Address {
+		r.event(lb, false, lbv1.ReasonAllocated, "AllocateVIP", "allocated VIP %s", alloc.Address)
+	}
+	r.noteAcceptance(lb, lb.Status.Conditions, c.accepted)
+	return c
+}
+
+// tree is the operating status of the listeners and pools below lb, as the other
+// reconcilers reported them.
+func (r *LoadBalancerReconciler) tree(ctx context.Context, lb *lbv1.LoadBalancer) (listeners, pools []lbv1.OperatingStatus, err error) {
+	objs, err := load.Objects(ctx, r.Client, lb.Namespace)
+	if err != nil {
+		return nil, nil, err
+	}
 	listenerOf := map[string]bool{}
-	var listeners, pools []lbv1.OperatingStatus
 	for _, l := range objs.Listeners {
 		if l.Spec.LoadBalancerRef.Name == lb.Name && l.DeletionTimestamp.IsZero() {
 			listenerOf[l.Name] = true
@@ -351,12 +382,21 @@ func (r *LoadBalancerReconciler) reconcileNormal(ctx context.Context, lb *lbv1.L
 			pools = append(pools, p.Status.OperatingStatus)
 		}
 	}
+	return listeners, pools, nil
+}
+
+// status is the controller's part of lb's status: the allocation, Octavia's statuses from
+// the dataplane's report and the tree, and the conditions.
+func (r *LoadBalancerReconciler) status(lb *lbv1.LoadBalancer, alloc ipam.Allocation, c allocationConds, syncErr error, listeners, pools []lbv1.OperatingStatus) lbv1.LoadBalancerStatus {
+	st := lbv1.LoadBalancerStatus{}
+	st.VIPAddress, st.VIPPortID = alloc.Address, alloc.PortID
+	st.FloatingIPAddress, st.FloatingIPID = alloc.FloatingIPAddress, alloc.FloatingIPID
 	st.Listeners = int32(len(listeners))
+	vipExists := alloc.Address != ""
 
 	// The dataplane's part: the holder announces the VIP and serves this generation.
-	announced := meta.FindStatusCondition(lb.Status.Conditions, lbv1.ConditionVIPAnnounced)
 	announcedCond := condition(lb, lbv1.ConditionVIPAnnounced, false, lbv1.ReasonNoHolder, "no dataplane node holds the VIP yet")
-	if announced != nil {
+	if announced := meta.FindStatusCondition(lb.Status.Conditions, lbv1.ConditionVIPAnnounced); announced != nil {
 		announcedCond = *announced
 	}
 	isProgrammed, failed, reason, msg := programmed(lb, lb.Status.Conditions)
@@ -365,31 +405,18 @@ func (r *LoadBalancerReconciler) reconcileNormal(ctx context.Context, lb *lbv1.L
 	// A load balancer whose VIP exists is as its dataplane serves it, whatever the cloud does
 	// now (Octavia likewise puts a load balancer back to ACTIVE when a later change fails); one
 	// without a VIP is still being created while the failure may pass, and ERROR otherwise.
-	buildable := accepted.Status == metav1.ConditionTrue && (vipExists || transient(syncErr))
+	buildable := c.accepted.Status == metav1.ConditionTrue && (vipExists || transient(syncErr))
 	st.ProvisioningStatus = ProvisioningStatus(false, buildable, isProgrammed && vipExists, failed, lb.Status.ProvisioningStatus)
 	st.OperatingStatus = lbv1.OperatingOffline
 	if isProgrammed {
 		st.OperatingStatus = LoadBalancerOperatingStatus(enabled(lb.Spec.AdminStateUp), listeners, pools)
 	}
 	st.ObservedGeneration = lb.Generation
-	readyCond := ready(lb, accepted, allocated, floating, announcedCond, programmedCond)
-	st.Conditions = ssa.Conditions(lb.Status.Conditions, accepted, allocated, floating, synced, readyCond)
-	r.noteAcceptance(lb, lb.Status.Conditions, accepted)
-
-	if statusChanged(&lb.Status, &st) {
-		if err := ssa.ApplyStatus(ctx, r.Client, "LoadBalancer", lb.Namespace, lb.Name, ssa.ControllerManager, st); err != nil {
-			return result, err
-		}
-	}
-	// A cloud that is down or failing is retried with the rate limiter's backoff; the
-	// conditions above already say which step and why.
-	if p != nil && ipam.Reason(syncErr, "") == lbv1.ReasonProviderUnavailable {
-		return ctrl.Result{}, syncErr
-	}
-	return result, nil
+	readyCond := ready(lb, c.accepted, c.allocated, c.floating, announcedCond, programmedCond)
+	st.Conditions = ssa.Conditions(lb.Status.Conditions, c.accepted, c.allocated, c.floating, c.synced, readyCond)
+	return st
 }
 
-// statusChanged compares what the controller would write with what is there.
 func statusChanged(cur, next *lbv1.LoadBalancerStatus) bool {
 	return cur.ProvisioningStatus != next.ProvisioningStatus || cur.OperatingStatus != next.OperatingStatus ||
 		cur.ObservedGeneration != next.ObservedGeneration || cur.VIPAddress != next.VIPAddress || cur.VIPPortID != next.VIPPortID ||
