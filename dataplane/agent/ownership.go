@@ -72,6 +72,7 @@ type Peers interface {
 	SetMeta(nodes.Meta) error
 	Join(addresses []string) (int, error)
 	Forget(node string)
+	SetListed(nodes []string)
 }
 
 // handover is a VIP this node ranks first for, waiting for the node that held it to let go.
@@ -304,17 +305,20 @@ func (o *Ownership) witness() func() bool {
 }
 
 // joinLoop meets the peers the API server lists, now and every few seconds, so a node that
-// was declared dead while cut off comes back when the cut heals; nodes whose Lease is gone
-// leave the quorum's base.
+// was declared dead while cut off comes back when the cut heals; the listed nodes are the
+// quorum's base, and nodes whose Lease is gone leave it. Until the first listing the node is
+// not joined and holds nothing: without the API server at its start, it cannot know how many
+// nodes a majority needs.
 func (o *Ownership) joinLoop(ctx context.Context) {
 	log := ctrl.LoggerFrom(ctx).WithName("gossip")
 	attempts := 0
 	for {
-		peers, gone, err := o.Registry.Peers(ctx, o.Reader)
+		peers, listed, gone, err := o.Registry.Peers(ctx, o.Reader)
 		if err == nil {
 			for _, n := range gone {
 				o.Gossip.Forget(n)
 			}
+			o.Gossip.SetListed(listed)
 			alive := o.Gossip.View().Alive
 			var missing []string
 			for n, addr := range peers {

@@ -29,6 +29,7 @@ func (f *fakePeers) Meta() nodes.Meta           { return f.meta }
 func (f *fakePeers) SetMeta(m nodes.Meta) error { f.meta = m; return nil }
 func (f *fakePeers) Join([]string) (int, error) { return 0, nil }
 func (f *fakePeers) Forget(string)              {}
+func (f *fakePeers) SetListed([]string)         {}
 func view(known int, alive ...string) nodes.View {
 	return nodes.View{Alive: alive, Known: known, Draining: map[string]bool{}, Unfit: map[string]bool{}}
 }

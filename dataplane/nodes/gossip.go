@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -83,9 +84,12 @@ type Gossip struct {
 	onChange func()
 
 	mu sync.Mutex
-	// known are the nodes this one has seen alive and that have not left cleanly: the base of
-	// the quorum. A dead node stays known until the API server says it is gone (Forget).
-	known map[string]bool
+	// The base of the quorum is known and listed together. known are the nodes this one has
+	// seen alive: a dead node stays known until the API server says it is gone (Forget).
+	// listed are the nodes whose Lease the API server listed last: only the API server, which
+	// is linearizable, takes a node out of the base, never a timer on one side of a partition.
+	known  map[string]bool
+	listed map[string]bool
 }
 
 // StartGossip starts gossiping on the configured address; Join adds the others.
@@ -165,6 +169,18 @@ func (g *Gossip) Forget(node string) {
 	}
 }
 
+// SetListed records the dataplane nodes the API server lists now (their Leases): a majority
+// is counted against them and the nodes seen alive, so a node that cannot meet the others
+// (its gossip port blocked, another key, a partition at its start) holds nothing.
+func (g *Gossip) SetListed(nodes []string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.listed = map[string]bool{}
+	for _, n := range nodes {
+		g.listed[n] = true
+	}
+}
+
 // Leave tells the others this node is going, so they need not detect it, and stops.
 func (g *Gossip) Leave(timeout time.Duration) {
 	g.ml.Leave(timeout)
@@ -229,7 +245,9 @@ func (g *Gossip) View() View {
 		}
 	}
 	slices.Sort(v.Alive)
-	v.Known = len(g.known)
+	base := maps.Clone(g.known)
+	maps.Copy(base, g.listed)
+	v.Known = len(base)
 	return v
 }
 

@@ -27,8 +27,9 @@ const AddressAnnotation = "lb.l4lb.io/gossip-address"
 // dataplane, not which are alive; gossip says that.
 const DefaultRenew = 10 * time.Second
 
-// expireAfter renewals missed, a node no longer counts in the quorum: kubelet's node Lease
-// lasts four renewals too.
+// expireAfter renewals is the Lease's stated duration, as kubelet's node Lease lasts four
+// renewals. Nothing here acts on it: a stale Lease keeps its node in the quorum's base
+// (docs/architecture.md says why).
 const expireAfter = 4
 
 func leaseName(node string) string { return "l4lb-node-" + node }
@@ -44,15 +45,8 @@ type Registry struct {
 	lease  *coordinationv1.Lease // as last written; only Run's goroutine touches it
 	lastOK atomic.Int64          // unix nanos of this node's last successful renewal
 
-	mu       sync.Mutex
-	seen     map[string]seenLease
-	lastList time.Time
-}
-
-type seenLease struct {
-	renew   time.Time // the Lease's renewTime as last read
-	changed time.Time // when this node saw it change, on its own clock
-	addr    string
+	mu   sync.Mutex
+	seen map[string]bool // the nodes listed last time
 }
 
 // Run renews until ctx ends, then deletes the Lease so the others drop this node at once.
@@ -115,54 +109,38 @@ func (r *Registry) renew(ctx context.Context) error {
 	return nil
 }
 
-// Peers returns the gossip addresses of the other nodes that run the dataplane, and the nodes
-// whose Lease has gone or expired (they left the cluster: gossip may forget them). Expiry is
-// judged on this node's clock, by when it saw each renewTime change, and only while the API
-// server answers: a control plane that was down says nothing about the nodes.
-func (r *Registry) Peers(ctx context.Context, reader client.Reader) (peers map[string]string, gone []string, err error) {
+// Peers returns the gossip addresses of the other nodes that run the dataplane, every node
+// with a Lease (listed: the quorum's base), and the nodes whose Lease has gone since the last
+// call (gossip may forget them). A Lease that is not renewed keeps its node listed: it may
+// be cut off with the API server's side while alive on the other, and the base shrinks only
+// by what the API server decides (a Lease deleted with its pod, or by the agent's clean stop).
+func (r *Registry) Peers(ctx context.Context, reader client.Reader) (peers map[string]string, listed, gone []string, err error) {
 	var leases coordinationv1.LeaseList
 	if err := reader.List(ctx, &leases, client.InNamespace(r.Namespace), client.HasLabels{Label}); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.seen == nil {
-		r.seen = map[string]seenLease{}
-	}
-	// The cache answers from memory when the API server does not: this node's own renewals
-	// tell whether it does. While they fail, and after a gap, every Lease gets a fresh start.
-	fresh := now.Sub(r.lastList) > 2*r.Renew || now.Sub(time.Unix(0, r.lastOK.Load())) > 2*r.Renew
-	r.lastList = now
 	present := map[string]bool{}
 	peers = map[string]string{}
 	for _, l := range leases.Items {
-		if l.Spec.HolderIdentity == nil || l.Spec.RenewTime == nil {
+		if l.Spec.HolderIdentity == nil {
 			continue
 		}
 		node := *l.Spec.HolderIdentity
 		present[node] = true
-		s, known := r.seen[node]
-		if !known || fresh || !s.renew.Equal(l.Spec.RenewTime.Time) {
-			s.renew, s.changed = l.Spec.RenewTime.Time, now
-		}
-		s.addr = l.Annotations[AddressAnnotation]
-		r.seen[node] = s
-		if now.Sub(s.changed) > expireAfter*r.Renew {
-			gone = append(gone, node)
-			continue
-		}
-		if node != r.Node && s.addr != "" {
-			peers[node] = s.addr
+		listed = append(listed, node)
+		if addr := l.Annotations[AddressAnnotation]; node != r.Node && addr != "" {
+			peers[node] = addr
 		}
 	}
 	for node := range r.seen {
 		if !present[node] {
-			delete(r.seen, node)
 			gone = append(gone, node)
 		}
 	}
-	return peers, gone, nil
+	r.seen = present
+	return peers, listed, gone, nil
 }
 
 // HostPort joins an address and a port.
