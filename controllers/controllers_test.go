@@ -68,7 +68,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	server, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "test-node", AgentVIPs: vip.Loopback(),
+	// The in-process agent puts the tests' VIPs on this machine's lo; they all go at the end.
+	vips := vip.Loopback()
+	server, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "test-node", AgentVIPs: vips,
 		Providers: func(mgr ctrl.Manager) map[lbv1.Provider]ipam.Provider {
 			static.Provider = ipam.NewStatic(nil, mgr.GetClient())
 			return map[lbv1.Provider]ipam.Provider{lbv1.ProviderStatic: static}
@@ -90,6 +92,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	cancel()
 	server.Close()
+	vips.Close()
 	_ = env.Stop()
 	os.Exit(code)
 }

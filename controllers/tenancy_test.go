@@ -118,6 +118,11 @@ func TestReservedAddressesAreRefused(t *testing.T) {
 		if c := condOf(t, l, lbv1.ConditionVIPAllocated); !strings.Contains(c.Message, why) || !strings.Contains(c.Message, "spec.vip.address") {
 			t.Fatalf("VIP %s: %q does not say %s", addr, c.Message, why)
 		}
+		// Gone before the policy below admits 169.254.169.254 (for a member): the VIP would
+		// then be allocated and put on this machine's lo, hijacking its metadata service.
+		if err := k8s.Delete(context.Background(), l); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// Members: the good one serves, the reserved ones are named.

@@ -52,9 +52,15 @@ deps() {
 build_k8s() {
   local want=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
   local todo=()
+  mkdir -p "$bin"
+  # kube-apiserver is the one hack/envtest-assets.sh built for the same version, with the same
+  # flags (hack/lib/k8s-build.sh): copied, not built twice.
+  local envtest_apiserver
+  for envtest_apiserver in "$cache"/envtest/k8s-"${k8s_version}"-*/kube-apiserver; do
+    [[ -x "$bin/kube-apiserver" || ! -x "$envtest_apiserver" ]] || cp "$envtest_apiserver" "$bin/kube-apiserver"
+  done
   for c in "${want[@]}"; do [[ -x "$bin/$c" ]] || todo+=("$c"); done
   ((${#todo[@]})) || return 0
-  mkdir -p "$bin"
   exec 8>"$bin.lock"
   flock 8
   # shellcheck source=hack/lib/k8s-build.sh

@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local
 KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)
 export KUBEBUILDER_ASSETS
+if [[ $(id -u) == 0 ]]; then
+  # The real Keystone and Neutron, started once for every package that needs them (each
+  # would otherwise start and stop its own: test/cloudtest leaves a running cloud up).
+  hack/openstack.sh up >/dev/null
+  trap 'hack/openstack.sh down >/dev/null 2>&1' EXIT
+fi
 # -p 1: packages that start an API server or load the network must not share 2 cores at once.
 # test/e2e runs last, on a real cluster.
 go test -p 1 -count=1 -timeout 30m -skip 'TestChurnSoak' "$@" $(go list ./... | grep -v /test/e2e)
@@ -17,10 +23,11 @@ go test -race -count=1 -timeout 10m "$@" ./dataplane/proxy/ ./dataplane/health/
 if [[ $(id -u) == 0 ]]; then
   echo "== l4lb installed with Helm on a real single-node cluster (hack/cluster.sh), as pods"
   hack/cluster.sh down >/dev/null 2>&1 || true
-  trap 'hack/cluster.sh down >/dev/null 2>&1' EXIT
+  trap 'hack/cluster.sh down >/dev/null 2>&1; hack/openstack.sh down >/dev/null 2>&1' EXIT
   hack/cluster.sh up
   env $(hack/cluster.sh env | sed 's/KUBECONFIG=/L4LB_CLUSTER_KUBECONFIG=/') go test -count=1 -timeout 20m -v "$@" ./test/e2e/ 2>&1 | grep -E '^(=== RUN|--- |    |ok|FAIL|PASS)'
   hack/cluster.sh down
+  hack/openstack.sh down >/dev/null 2>&1
   trap - EXIT
 
   echo "== make demo (the README's first command), then make demo-down"

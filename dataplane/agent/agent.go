@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -165,6 +166,12 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 	vipErrs := a.syncVIPs(objs, held, lingering)
 	a.takeOver(ctrl.LoggerFrom(ctx))
 	a.reports.post(snapshot{objs: objs, res: res, served: served, failed: failed, vipErrs: vipErrs, held: held})
+	if len(vipErrs) > 0 {
+		// A VIP that could not be set up (netlink or nftables refused, an interface not
+		// there yet) is tried again with the rate limiter's backoff, not at the next change
+		// of the objects; the load balancer's status says why meanwhile.
+		return ctrl.Result{}, fmt.Errorf("setting up %d VIPs: %w", len(vipErrs), errors.Join(slices.Collect(maps.Values(vipErrs))...))
+	}
 	return ctrl.Result{}, nil
 }
 

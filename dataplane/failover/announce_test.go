@@ -43,7 +43,7 @@ func TestAnnouncementsMoveNeighbourEntries(t *testing.T) {
 		if got := b.Neighbour(v); got != "02:00:00:00:00:99" {
 			t.Fatalf("b's entry for %s changed to %q before any announcement", v, got)
 		}
-		if err := a.In(func() error { return vip.Announce("eth0", netip.MustParseAddr(v)) }); err != nil {
+		if err := a.In(func() error { return vip.Announce("eth0", netip.MustParseAddr(v), nil) }); err != nil {
 			t.Fatalf("announcing %s: %v", v, err)
 		}
 		want := a.MAC(t)

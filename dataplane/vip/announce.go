@@ -29,8 +29,9 @@ func announceOnce(iface string, a netip.Addr) error {
 
 // Announce tells the neighbours on iface that a is here now: gratuitous ARP for IPv4,
 // unsolicited neighbour advertisements (override set) for IPv6. It returns after the first
-// one; the repeats are sent in the background.
-func Announce(iface string, a netip.Addr) error {
+// one; the repeats are sent in the background while held reports the VIP still held here
+// (nil: always), so a quick release does not leave neighbours pointed at this node.
+func Announce(iface string, a netip.Addr, held func() bool) error {
 	ifi, err := net.InterfaceByName(iface)
 	if err != nil {
 		return err
@@ -45,15 +46,21 @@ func Announce(iface string, a netip.Addr) error {
 	if err := send(); err != nil {
 		return fmt.Errorf("announcing %s on %s: %w", a, iface, err)
 	}
-	go func() {
-		prev := time.Duration(0)
-		for _, at := range announceAt[1:] {
-			time.Sleep(at - prev)
-			prev = at
-			send()
-		}
-	}()
+	go repeat(send, held)
 	return nil
+}
+
+// repeat sends the repeats of an announcement at announceAt, while held.
+func repeat(send func() error, held func() bool) {
+	prev := time.Duration(0)
+	for _, at := range announceAt[1:] {
+		time.Sleep(at - prev)
+		prev = at
+		if held != nil && !held() {
+			return
+		}
+		send()
+	}
 }
 
 func garp(ifi *net.Interface, a netip.Addr) error {

@@ -259,7 +259,14 @@ func (l *Local) answer(a netip.Addr) error {
 		return fmt.Errorf("answering for %s on %s: %w", a, iface, err)
 	}
 	l.answered[a] = iface
-	return Announce(iface, a)
+	return Announce(iface, a, func() bool { return l.answering(a, iface) })
+}
+
+// answering reports whether this agent still answers for a on iface.
+func (l *Local) answering(a netip.Addr, iface string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.answered[a] == iface
 }
 
 func (l *Local) unanswer(a netip.Addr, iface string) {
