@@ -130,6 +130,12 @@ type Member struct {
 	// +kubebuilder:default=true
 	AdminStateUp *bool `json:"adminStateUp,omitempty"`
 
+	// subnetID is the subnet the member is on, as Octavia's API records it (subnet_id); l4lb
+	// reaches members by their address alone.
+	// +optional
+	// +kubebuilder:validation:MaxLength=255
+	SubnetID string `json:"subnetID,omitempty"`
+
 	// monitorAddress is checked instead of address.
 	// +optional
 	// +kubebuilder:validation:MaxLength=45

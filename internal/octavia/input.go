@@ -37,6 +37,9 @@ func isEmptyList(v any) bool { l, ok := v.([]any); return ok && len(l) == 0 }
 
 func (in *input) has(k string) bool { v, ok := in.obj[k]; return ok && v != nil }
 
+// present reports whether the request names k at all: null unsets a field (the CLI's unset).
+func (in *input) present(k string) bool { _, ok := in.obj[k]; return ok }
+
 func (in *input) fail(format string, a ...any) {
 	if in.err == nil {
 		in.err = badRequest(format, a...)

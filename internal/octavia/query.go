@@ -12,7 +12,56 @@ import (
 
 // Query parameters that are not filters.
 var queryControls = map[string]bool{"limit": true, "marker": true, "page_reverse": true, "fields": true,
-	"sort": true, "sort_key": true, "sort_dir": true}
+	"sort": true, "sort_key": true, "sort_dir": true, "additive_only": true}
+
+// parentFilters are Octavia's filters by a parent's ID (cloud-provider-openstack lists a load
+// balancer's listeners and pools with ?loadbalancer_id=): the objects show the parent in a
+// list of references.
+var parentFilters = map[string]string{"loadbalancer_id": "loadbalancers", "listener_id": "listeners", "pool_id": "pools"}
+
+// matches reports whether item passes the filter key=vals.
+func matches(item map[string]any, key string, vals []string) bool {
+	switch key {
+	case "tags", "tags-any", "not-tags", "not-tags-any":
+		// Octavia's tag filters: each value a comma-separated list; tags needs all of them,
+		// tags-any one; not-tags excludes objects with all, not-tags-any with any.
+		var want []string
+		for _, v := range vals {
+			want = append(want, strings.Split(v, ",")...)
+		}
+		have, _ := item["tags"].([]string)
+		all := !slices.ContainsFunc(want, func(t string) bool { return !slices.Contains(have, t) })
+		some := slices.ContainsFunc(want, func(t string) bool { return slices.Contains(have, t) })
+		return map[string]bool{"tags": all, "tags-any": some, "not-tags": !all, "not-tags-any": !some}[key]
+	}
+	if list, ok := parentFilters[key]; ok {
+		if _, own := item[key]; !own {
+			refs, _ := item[list].([]any)
+			return slices.ContainsFunc(refs, func(ref any) bool {
+				m, _ := ref.(map[string]any)
+				return slices.Contains(vals, attrString(m["id"]))
+			})
+		}
+	}
+	v := item[key]
+	if b, ok := v.(bool); ok { // admin_state_up=True, as the CLI sends it
+		return slices.ContainsFunc(vals, func(s string) bool { return strings.EqualFold(s, strconv.FormatBool(b)) })
+	}
+	return slices.Contains(vals, attrString(v))
+}
+
+// filterable reports whether key names something the items can be filtered on.
+func filterable(item map[string]any, key string) bool {
+	if _, ok := item[key]; ok {
+		return true
+	}
+	if strings.HasPrefix(key, "tags") || strings.HasPrefix(key, "not-tags") {
+		_, ok := item["tags"]
+		return ok
+	}
+	_, ok := item[parentFilters[key]]
+	return ok
+}
 
 // page answers a list call as Octavia does: filters by attribute (?name=x&protocol=TCP),
 // sorting (?sort=name:asc,created_at or sort_key/sort_dir), pagination (limit, marker,
@@ -23,14 +72,10 @@ func page(r *http.Request, plural string, items []map[string]any) (map[string]an
 		if queryControls[key] {
 			continue
 		}
-		if len(items) > 0 {
-			if _, ok := items[0][key]; !ok {
-				return nil, badRequest("Invalid filter: %s is not an attribute of %s", key, plural)
-			}
+		if len(items) > 0 && !filterable(items[0], key) {
+			return nil, badRequest("Invalid filter: %s is not an attribute of %s", key, plural)
 		}
-		items = slices.DeleteFunc(items, func(m map[string]any) bool {
-			return !slices.Contains(vals, attrString(m[key]))
-		})
+		items = slices.DeleteFunc(items, func(m map[string]any) bool { return !matches(m, key, vals) })
 	}
 	keys, err := sortKeys(q)
 	if err != nil {

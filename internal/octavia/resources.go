@@ -74,6 +74,9 @@ func lbJSON(v *view, o client.Object) map[string]any {
 	m["vip_subnet_id"] = subnet
 	m["vip_network_id"] = network
 	m["provider"] = Provider
+	if p := lb.GetAnnotations()[ProviderAnnotation]; p != "" {
+		m["provider"] = p
+	}
 	unimplemented(m, "vip_qos_policy_id", "flavor_id", "availability_zone")
 	m["listeners"] = ids(ls)
 	m["pools"] = ids(ps)
@@ -204,10 +207,18 @@ func memberJSON(v *view, p *lbv1.Pool, mm lbv1.Member) map[string]any {
 		monPort = *mm.MonitorPort
 	}
 	project := v.projects[p.Namespace]
+	name := mm.Name
+	if name == unnamedMember(mm.Address, mm.ProtocolPort) {
+		name = ""
+	}
+	var subnet any
+	if mm.SubnetID != "" {
+		subnet = mm.SubnetID
+	}
 	return map[string]any{
-		"id": memberID(p, mm.Name), "name": mm.Name, "address": mm.Address, "protocol_port": mm.ProtocolPort,
+		"id": memberID(p, mm.Name), "name": name, "address": mm.Address, "protocol_port": mm.ProtocolPort,
 		"weight": weight, "backup": mm.Backup, "admin_state_up": mm.AdminStateUp == nil || *mm.AdminStateUp,
-		"subnet_id": nil, "monitor_address": monAddr, "monitor_port": monPort,
+		"subnet_id": subnet, "monitor_address": monAddr, "monitor_port": monPort,
 		"provisioning_status": prov, "operating_status": op, "project_id": project, "tenant_id": project,
 		"created_at": p.CreationTimestamp.UTC().Format(timeFormat), "updated_at": nil, "tags": []string{},
 	}

@@ -57,6 +57,7 @@ const maxBody = 114688
 // Handler routes Octavia's paths.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("/", s.notFoundRoute)
 	mux.HandleFunc("GET /{$}", s.versions)
 	mux.HandleFunc("GET /v2", s.version)
 	mux.HandleFunc("GET /v2/{$}", s.version)
@@ -69,6 +70,10 @@ func (s *Server) Handler() http.Handler {
 	for _, v := range []string{"/v2", "/v2.0"} {
 		base := v + "/lbaas/"
 		api("GET "+base+"providers", s.providers)
+		api("GET "+base+"flavors", emptyList("flavors"))
+		api("GET "+base+"flavorprofiles", emptyList("flavorprofiles"))
+		api("GET "+base+"availabilityzones", emptyList("availability_zones"))
+		api("GET "+base+"availabilityzoneprofiles", emptyList("availability_zone_profiles"))
 		for _, k := range []kind{loadBalancers, listeners, pools, healthMonitors} {
 			api("GET "+base+k.plural, s.list(k))
 			api("POST "+base+k.plural, s.create(k))
@@ -82,6 +87,7 @@ func (s *Server) Handler() http.Handler {
 		api("GET "+base+"pools/{pool}/members", s.listMembers)
 		api("POST "+base+"pools/{pool}/members", s.createMember)
 		api("GET "+base+"pools/{pool}/members/{id}", s.getMember)
+		api("PUT "+base+"pools/{pool}/members", s.batchMembers)
 		api("PUT "+base+"pools/{pool}/members/{id}", s.updateMember)
 		api("DELETE "+base+"pools/{pool}/members/{id}", s.deleteMember)
 	}
@@ -183,21 +189,46 @@ func body(r *http.Request, key string) (map[string]any, error) {
 	return obj, nil
 }
 
-// versions is Octavia's version discovery document: clients pick v2 from it.
+// versions is Octavia's version discovery document: every API version up to the newest whose
+// features l4lb serves, that one CURRENT. Clients turn features on by the last one:
+// cloud-provider-openstack's timeouts (v2.1), tags (v2.5) and loadBalancerSourceRanges as
+// allowed_cidrs (v2.12); Octavia's test suite its UDP (v2.1) and SOURCE_IP_PORT (v2.13) tests.
 func (s *Server) versions(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"versions": []any{versionDoc(r)}})
+	var vs []any
+	for minor := 0; minor <= apiMinor; minor++ {
+		status := "SUPPORTED"
+		if minor == apiMinor {
+			status = "CURRENT"
+		}
+		vs = append(vs, map[string]any{"id": fmt.Sprintf("v2.%d", minor), "status": status, "updated": "2019-09-18T00:00:00Z",
+			"links": []any{map[string]any{"href": baseURL(r) + "/v2", "rel": "self"}}})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"versions": vs})
 }
 
 func (s *Server) version(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"version": versionDoc(r)})
+	writeJSON(w, http.StatusOK, map[string]any{"version": map[string]any{"id": fmt.Sprintf("v2.%d", apiMinor), "status": "CURRENT",
+		"updated": "2019-09-18T00:00:00Z", "links": []any{map[string]any{"href": baseURL(r) + "/v2", "rel": "self"}}}})
 }
 
-// apiVersion is the newest Octavia API version whose fields l4lb serves (Octavia's numbering).
-const apiVersion = "v2.0"
+// apiMinor is the newest Octavia API version (v2.apiMinor) whose features l4lb serves: v2.13,
+// SOURCE_IP_PORT. Flavors (v2.6) are served as an empty list; docs/octavia-api.md lists what
+// each version brings and what l4lb does with it.
+const apiMinor = 13
 
-func versionDoc(r *http.Request) map[string]any {
-	return map[string]any{"id": apiVersion, "status": "CURRENT", "updated": "2017-02-22T00:00:00Z",
-		"links": []any{map[string]any{"href": baseURL(r) + "/v2", "rel": "self"}}}
+// notFoundRoute answers a path Octavia does not have, or l4lb does not serve, in Octavia's
+// error shape (a client parses faultstring), never as plain text.
+func (s *Server) notFoundRoute(w http.ResponseWriter, r *http.Request) {
+	s.writeError(w, r, &apiError{http.StatusNotFound, fmt.Sprintf("The resource could not be found: %s %s", r.Method, r.URL.Path)})
+}
+
+// emptyList answers a collection l4lb has nothing in (flavors, flavor profiles, availability
+// zones: one kind of load balancer, on every node).
+func emptyList(plural string) func(w http.ResponseWriter, r *http.Request, c *caller) error {
+	return func(w http.ResponseWriter, r *http.Request, c *caller) error {
+		writeJSON(w, http.StatusOK, map[string]any{plural: []any{}, plural + "_links": []any{}})
+		return nil
+	}
 }
 
 func baseURL(r *http.Request) string {

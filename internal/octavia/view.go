@@ -144,16 +144,16 @@ func (v *view) common(o client.Object, st lbv1.CommonStatus, description string,
 	if op == "" {
 		op = string(lbv1.OperatingOffline)
 	}
-	name := o.GetAnnotations()[NameAnnotation]
-	if name == "" {
-		name = o.GetName()
+	name, made := o.GetAnnotations()[NameAnnotation]
+	if !made {
+		name = o.GetName() // made with kubectl: its name is what its users call it
 	}
 	project := v.projects[o.GetNamespace()]
 	return map[string]any{
 		"id": string(o.GetUID()), "name": name, "description": description,
 		"provisioning_status": prov, "operating_status": op, "admin_state_up": adminUp == nil || *adminUp,
 		"project_id": project, "tenant_id": project,
-		"created_at": o.GetCreationTimestamp().UTC().Format(timeFormat), "updated_at": updatedAt(o), "tags": []string{},
+		"created_at": o.GetCreationTimestamp().UTC().Format(timeFormat), "updated_at": updatedAt(o), "tags": tagsOf(o),
 	}
 }
 

@@ -1,6 +1,7 @@
 package octavia
 
 import (
+	"encoding/json"
 	"context"
 	"fmt"
 	"net/http"
@@ -24,11 +25,17 @@ func init() {
 
 // make creates o under a name derived from its Octavia name, or that name with a suffix when
 // it is taken.
+//
+// The Octavia name is kept even when empty: an object made without a name reads back without
+// one (Terraform compares what it wrote).
 func (s *Server) make(ctx context.Context, o client.Object, octaviaName, fallback string) error {
 	o.SetName(k8sName(octaviaName, fallback))
-	if octaviaName != "" {
-		o.SetAnnotations(map[string]string{NameAnnotation: octaviaName})
+	a := o.GetAnnotations()
+	if a == nil {
+		a = map[string]string{}
 	}
+	a[NameAnnotation] = octaviaName
+	o.SetAnnotations(a)
 	err := s.Client.Create(ctx, o)
 	if apierrors.IsAlreadyExists(err) {
 		o.SetGenerateName(o.GetName() + "-")
@@ -38,20 +45,60 @@ func (s *Server) make(ctx context.Context, o client.Object, octaviaName, fallbac
 	return err
 }
 
+// setName and setTags keep what the request says of the object's name and tags, null
+// unsetting them.
 func setName(o client.Object, in *input) {
-	if in.has("name") {
-		a := o.GetAnnotations()
-		if a == nil {
-			a = map[string]string{}
-		}
-		a[NameAnnotation] = in.str("name")
-		o.SetAnnotations(a)
+	if in.present("name") {
+		annotate(o, NameAnnotation, in.str("name"))
 	}
+}
+
+func setTags(o client.Object, in *input) {
+	if !in.present("tags") {
+		return
+	}
+	tags := in.strings("tags")
+	if len(tags) == 0 {
+		annotate(o, TagsAnnotation, "")
+		return
+	}
+	b, _ := json.Marshal(tags)
+	annotate(o, TagsAnnotation, string(b))
+}
+
+// annotate sets (or, with an empty value, removes) an annotation.
+func annotate(o client.Object, key, value string) {
+	a := o.GetAnnotations()
+	if a == nil {
+		a = map[string]string{}
+	}
+	if value == "" && key != NameAnnotation {
+		delete(a, key)
+	} else {
+		a[key] = value
+	}
+	o.SetAnnotations(a)
+}
+
+// TagsAnnotation keeps an object's Octavia tags, a JSON list.
+const TagsAnnotation = "lb.l4lb.io/octavia-tags"
+
+// ProviderAnnotation keeps the provider a load balancer was asked for (amphora, octavia or
+// l4lb, all served the same), so it reads back as written.
+const ProviderAnnotation = "lb.l4lb.io/octavia-provider"
+
+// tagsOf reads an object's tags.
+func tagsOf(o client.Object) []string {
+	tags := []string{}
+	if s := o.GetAnnotations()[TagsAnnotation]; s != "" {
+		json.Unmarshal([]byte(s), &tags)
+	}
+	return tags
 }
 
 // Load balancers.
 
-var lbUpdatable = []string{"name", "description", "admin_state_up"}
+var lbUpdatable = []string{"name", "description", "admin_state_up", "tags"}
 
 func (s *Server) createLB(ctx context.Context, c *caller, v *view, obj map[string]any) (client.Object, error) {
 	in := newInput(obj, append(lbUpdatable, "vip_subnet_id", "vip_network_id", "vip_port_id", "vip_address",
@@ -59,10 +106,13 @@ func (s *Server) createLB(ctx context.Context, c *caller, v *view, obj map[strin
 	lb := &lbv1.LoadBalancer{Spec: lbv1.LoadBalancerSpec{Description: in.str("description")}}
 	in.boolPtr("admin_state_up", &lb.Spec.AdminStateUp)
 	switch p := in.str("provider"); p {
-	case "", Provider, "amphora", "octavia":
+	case "", Provider:
+	case "amphora", "octavia":
+		annotate(lb, ProviderAnnotation, p)
 	default:
 		in.fail("Provider '%s' is not enabled.", p)
 	}
+	setTags(lb, in)
 	vip := lbv1.VIP{Subnet: in.str("vip_subnet_id"), Network: in.str("vip_network_id"), Port: in.str("vip_port_id"), Address: in.str("vip_address")}
 	switch {
 	case vip.Subnet != "" || vip.Network != "" || vip.Port != "":
@@ -93,7 +143,12 @@ func (s *Server) createLB(ctx context.Context, c *caller, v *view, obj map[strin
 	v.lbs = append(v.lbs, *lb)
 	for _, l := range nested {
 		if err := s.child(ctx, c, v, l, "loadbalancer_id", lb, (*Server).createListener); err != nil {
-			return lb, err
+			// All or nothing: what this call made goes again, so a client's retry does not
+			// find half a load balancer.
+			if rerr := s.removeLB(ctx, v, lb, true); rerr != nil {
+				s.Log.Error("removing a half-made load balancer", "namespace", lb.Namespace, "name", lb.Name, "err", rerr)
+			}
+			return nil, err
 		}
 	}
 	return lb, nil
@@ -103,7 +158,8 @@ func updateLB(v *view, o client.Object, obj map[string]any) error {
 	lb := o.(*lbv1.LoadBalancer)
 	in := newInput(obj, lbUpdatable...)
 	setName(lb, in)
-	if in.has("description") {
+	setTags(lb, in)
+	if in.present("description") {
 		lb.Spec.Description = in.str("description")
 	}
 	in.boolPtr("admin_state_up", &lb.Spec.AdminStateUp)
@@ -126,7 +182,7 @@ func (s *Server) removeLB(ctx context.Context, v *view, o client.Object, cascade
 
 // Listeners.
 
-var listenerUpdatable = []string{"name", "description", "admin_state_up", "connection_limit", "timeout_client_data",
+var listenerUpdatable = []string{"name", "description", "admin_state_up", "tags", "connection_limit", "timeout_client_data",
 	"timeout_member_connect", "timeout_member_data", "timeout_tcp_inspect", "allowed_cidrs"}
 
 func (s *Server) createListener(ctx context.Context, c *caller, v *view, obj map[string]any) (client.Object, error) {
@@ -182,7 +238,8 @@ func (s *Server) child(ctx context.Context, c *caller, v *view, obj map[string]a
 
 func applyListener(in *input, l *lbv1.Listener) error {
 	setName(l, in)
-	if in.has("description") {
+	setTags(l, in)
+	if in.present("description") {
 		l.Spec.Description = in.str("description")
 	}
 	in.boolPtr("admin_state_up", &l.Spec.AdminStateUp)
@@ -224,7 +281,7 @@ func (s *Server) removeListener(ctx context.Context, v *view, o client.Object, c
 
 // Pools.
 
-var poolUpdatable = []string{"name", "description", "admin_state_up", "lb_algorithm", "session_persistence"}
+var poolUpdatable = []string{"name", "description", "admin_state_up", "tags", "lb_algorithm", "session_persistence"}
 
 var algorithms = []string{string(lbv1.RoundRobin), string(lbv1.LeastConnections), string(lbv1.SourceIP), string(lbv1.SourceIPPort)}
 
@@ -281,7 +338,8 @@ func (s *Server) createPool(ctx context.Context, c *caller, v *view, obj map[str
 
 func applyPool(in *input, p *lbv1.Pool) error {
 	setName(p, in)
-	if in.has("description") {
+	setTags(p, in)
+	if in.present("description") {
 		p.Spec.Description = in.str("description")
 	}
 	in.boolPtr("admin_state_up", &p.Spec.AdminStateUp)
@@ -322,7 +380,7 @@ func (s *Server) removePool(ctx context.Context, v *view, o client.Object, _ boo
 var memberUpdatable = []string{"name", "weight", "backup", "admin_state_up", "monitor_address", "monitor_port"}
 
 func memberFrom(obj map[string]any, p *lbv1.Pool) (lbv1.Member, error) {
-	in := newInput(obj, append(memberUpdatable, "address", "protocol_port", "project_id", "tenant_id")...)
+	in := newInput(obj, append(memberUpdatable, "address", "protocol_port", "subnet_id", "project_id", "tenant_id")...)
 	m := lbv1.Member{Address: in.str("address")}
 	if m.Address == "" {
 		in.fail("Invalid input: address is required")
@@ -332,9 +390,10 @@ func memberFrom(obj map[string]any, p *lbv1.Pool) (lbv1.Member, error) {
 		in.fail("Invalid input: protocol_port must be 1 to 65535")
 	}
 	m.ProtocolPort = port
+	m.SubnetID = in.str("subnet_id")
 	applyMember(in, &m)
 	if m.Name == "" {
-		m.Name = fmt.Sprintf("member-%s-%d", m.Address, port)
+		m.Name = unnamedMember(m.Address, port)
 	}
 	for _, other := range p.Spec.Members {
 		if other.Address == m.Address && other.ProtocolPort == m.ProtocolPort {
@@ -345,6 +404,12 @@ func memberFrom(obj map[string]any, p *lbv1.Pool) (lbv1.Member, error) {
 		}
 	}
 	return m, in.err
+}
+
+// unnamedMember is the name a member made without one gets in the pool (names identify
+// members there); the API shows it without a name, as it was made.
+func unnamedMember(address string, port int32) string {
+	return fmt.Sprintf("member-%s-%d", address, port)
 }
 
 func applyMember(in *input, m *lbv1.Member) {
@@ -435,6 +500,84 @@ func (s *Server) writeMember(w http.ResponseWriter, r *http.Request, c *caller, 
 	return nil
 }
 
+// batchMembers is Octavia's batch member update (PUT /pools/{pool}/members), what
+// cloud-provider-openstack and Terraform's openstack_lb_members_v2 call: the pool's members
+// become the list, matched on address and protocol_port (a match keeps its identity and takes
+// the new settings); members not in the list go, unless ?additive_only=true. One update of the
+// pool, so all or nothing.
+func (s *Server) batchMembers(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var b struct {
+		Members []map[string]any `json:"members"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&b); err != nil {
+		return badRequest("Invalid input: the body is not a list of members: %v", err)
+	}
+	if b.Members == nil {
+		return badRequest("Invalid input: the body has no \"members\"")
+	}
+	additive := truthy(r.URL.Query().Get("additive_only"))
+	v, p, err := s.poolFor(r, c)
+	if err != nil {
+		return err
+	}
+	if _, err := writableProject(c, map[string]any{"project_id": v.projects[p.Namespace]}); err != nil {
+		return err
+	}
+	err = s.changePool(r.Context(), p, func(p *lbv1.Pool) error {
+		type key struct {
+			addr string
+			port int32
+		}
+		var next []lbv1.Member
+		listed := map[key]bool{}
+		for _, obj := range b.Members {
+			m, err := memberFrom(obj, &lbv1.Pool{})
+			if err != nil {
+				return err
+			}
+			k := key{m.Address, m.ProtocolPort}
+			if listed[k] {
+				return conflict("Duplicate member: address %s and protocol_port %d are listed twice", m.Address, m.ProtocolPort)
+			}
+			listed[k] = true
+			if i := slices.IndexFunc(p.Spec.Members, func(o lbv1.Member) bool { return o.Address == m.Address && o.ProtocolPort == m.ProtocolPort }); i >= 0 {
+				old := p.Spec.Members[i]
+				in := newInput(obj, append(memberUpdatable, "address", "protocol_port", "subnet_id", "project_id", "tenant_id")...)
+				applyMember(in, &old)
+				if in.present("subnet_id") {
+					old.SubnetID = in.str("subnet_id")
+				}
+				if in.present("name") && in.str("name") == "" {
+					old.Name = unnamedMember(old.Address, old.ProtocolPort)
+				}
+				m = old
+			}
+			next = append(next, m)
+		}
+		if additive {
+			for _, o := range p.Spec.Members {
+				if !listed[key{o.Address, o.ProtocolPort}] {
+					next = append(next, o)
+				}
+			}
+		}
+		names := map[string]bool{}
+		for _, m := range next {
+			if names[m.Name] {
+				return conflict("Duplicate member: two members would be named %s", m.Name)
+			}
+			names[m.Name] = true
+		}
+		p.Spec.Members = next
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
 func (s *Server) deleteMember(w http.ResponseWriter, r *http.Request, c *caller) error {
 	_, p, err := s.poolFor(r, c)
 	if err != nil {
@@ -459,7 +602,7 @@ func (s *Server) deleteMember(w http.ResponseWriter, r *http.Request, c *caller)
 // Health monitors.
 
 var monitorUpdatable = []string{"name", "delay", "timeout", "max_retries", "max_retries_down", "http_method",
-	"url_path", "expected_codes", "http_version", "domain_name", "admin_state_up"}
+	"url_path", "expected_codes", "http_version", "domain_name", "admin_state_up", "tags"}
 
 func (s *Server) createMonitor(ctx context.Context, c *caller, v *view, obj map[string]any) (client.Object, error) {
 	in := newInput(obj, append(monitorUpdatable, "pool_id", "type", "project_id", "tenant_id")...)
@@ -499,6 +642,7 @@ func (s *Server) createMonitor(ctx context.Context, c *caller, v *view, obj map[
 
 func applyMonitor(in *input, hm *lbv1.HealthMonitor) error {
 	setName(hm, in)
+	setTags(hm, in)
 	seconds := func(k string, dst *metav1.Duration) {
 		if n, ok := in.num(k); ok {
 			dst.Duration = time.Duration(n) * time.Second

@@ -1,0 +1,148 @@
+package octavia_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/loadbalancer/v2/listeners"
+	"github.com/gophercloud/gophercloud/v2/openstack/loadbalancer/v2/loadbalancers"
+	"github.com/gophercloud/gophercloud/v2/openstack/loadbalancer/v2/pools"
+)
+
+// TestTheCallsClientsMake makes, through gophercloud, the calls that cloud-provider-openstack,
+// Terraform's openstack_lb_* resources and the openstack CLI make beyond the seed's: version
+// discovery, tags and their filters, a parent's ID as a filter, the batch member update,
+// members with subnet_id and without a name, null unsetting a field, the provider read back
+// as written, a failed fully populated create leaving nothing, and Octavia-shaped errors on
+// paths l4lb does not serve.
+func TestTheCallsClientsMake(t *testing.T) {
+	defer catch(t)
+	l := newLab(t)
+	ctx := l.ctx
+	alice := l.lb("alice")
+
+	// Version discovery: the newest version is the last listed (OCCM turns on timeouts,
+	// tags and allowed_cidrs by it).
+	var versions struct {
+		Versions []struct{ ID, Status string } `json:"versions"`
+	}
+	_, err := alice.Get(ctx, l.url+"/", &versions, &gophercloud.RequestOpts{OkCodes: []int{200}})
+	mustDo(err)
+	if n := len(versions.Versions); n == 0 || versions.Versions[n-1].ID != "v2.13" || versions.Versions[n-1].Status != "CURRENT" {
+		t.Fatalf("versions: %+v; want v2.13 CURRENT last", versions.Versions)
+	}
+
+	// Unnamed, tagged, provider "amphora" (Terraform's default): each reads back as written.
+	tags := []string{"kube_service_cluster_ns_svc", "team-a"}
+	lb := must(loadbalancers.Create(ctx, alice, loadbalancers.CreateOpts{VipAddress: "198.51.100.30", Provider: "amphora", Tags: tags}).Extract())
+	got := must(loadbalancers.Get(ctx, alice, lb.ID).Extract())
+	if got.Name != "" || got.Provider != "amphora" || !slices.Equal(got.Tags, tags) {
+		t.Fatalf("read back: name %q, provider %q, tags %v; want \"\", amphora, %v", got.Name, got.Provider, got.Tags, tags)
+	}
+	for _, tc := range []struct {
+		opts loadbalancers.ListOpts
+		want int
+	}{{loadbalancers.ListOpts{Tags: []string{"team-a"}}, 1}, {loadbalancers.ListOpts{Tags: []string{"team-a", "other"}}, 0},
+		{loadbalancers.ListOpts{TagsAny: []string{"team-a", "other"}}, 1}} {
+		if n := len(must(loadbalancers.ExtractLoadBalancers(must(loadbalancers.List(alice, tc.opts).AllPages(ctx))))); n != tc.want {
+			t.Fatalf("list with %+v: %d load balancers, want %d", tc.opts, n, tc.want)
+		}
+	}
+	var enabled struct {
+		LBs []map[string]any `json:"loadbalancers"`
+	}
+	_, err = alice.Get(ctx, l.url+"/v2.0/lbaas/loadbalancers?admin_state_up=True", &enabled, &gophercloud.RequestOpts{OkCodes: []int{200}})
+	mustDo(err)
+	if len(enabled.LBs) != 1 {
+		t.Fatalf("?admin_state_up=True (the CLI's list --enable): %d load balancers, want 1", len(enabled.LBs))
+	}
+	// Tags changed in place, then the description unset with null (the CLI's unset).
+	must(loadbalancers.Update(ctx, alice, lb.ID, loadbalancers.UpdateOpts{Tags: &[]string{"team-b"}, Description: ptr("temporary")}).Extract())
+	_, err = alice.Put(ctx, l.url+"/v2.0/lbaas/loadbalancers/"+lb.ID, map[string]any{"loadbalancer": map[string]any{"description": nil}},
+		nil, &gophercloud.RequestOpts{OkCodes: []int{200}})
+	mustDo(err)
+	if got := must(loadbalancers.Get(ctx, alice, lb.ID).Extract()); got.Description != "" || !slices.Equal(got.Tags, []string{"team-b"}) {
+		t.Fatalf("after the update and unset: description %q, tags %v", got.Description, got.Tags)
+	}
+
+	li := must(listeners.Create(ctx, alice, listeners.CreateOpts{Protocol: listeners.ProtocolTCP, ProtocolPort: 80, LoadbalancerID: lb.ID}).Extract())
+	p := must(pools.Create(ctx, alice, pools.CreateOpts{ListenerID: li.ID, Protocol: pools.ProtocolTCP, LBMethod: pools.LBMethodRoundRobin}).Extract())
+	// OCCM's reconcile lists a load balancer's listeners and pools by its ID.
+	if ls := must(listeners.ExtractListeners(must(listeners.List(alice, listeners.ListOpts{LoadbalancerID: lb.ID}).AllPages(ctx)))); len(ls) != 1 || ls[0].ID != li.ID {
+		t.Fatalf("listeners of the load balancer: %+v", ls)
+	}
+	if ps := must(pools.ExtractPools(must(pools.List(alice, pools.ListOpts{LoadbalancerID: lb.ID}).AllPages(ctx)))); len(ps) != 1 || ps[0].ID != p.ID {
+		t.Fatalf("pools of the load balancer: %+v", ps)
+	}
+	if ps := must(pools.ExtractPools(must(pools.List(alice, pools.ListOpts{LoadbalancerID: "00000000-0000-0000-0000-000000000000"}).AllPages(ctx)))); len(ps) != 0 {
+		t.Fatalf("pools of another load balancer: %+v", ps)
+	}
+
+	// The batch member update, as OCCM and openstack_lb_members_v2 send it.
+	subnet := "7f6b7a4e-0000-4000-8000-000000000001"
+	batch := func(ms ...pools.BatchUpdateMemberOpts) {
+		t.Helper()
+		r := pools.BatchUpdateMembers(ctx, alice, p.ID, ms)
+		mustDo(r.Err)
+		if r.StatusCode != http.StatusAccepted {
+			t.Fatalf("batch update answered %d, want 202", r.StatusCode)
+		}
+	}
+	members := func() map[string]pools.Member {
+		out := map[string]pools.Member{}
+		for _, m := range must(pools.ExtractMembers(must(pools.ListMembers(alice, p.ID, nil).AllPages(ctx)))) {
+			out[fmt.Sprintf("%s:%d", m.Address, m.ProtocolPort)] = m
+		}
+		return out
+	}
+	batch(pools.BatchUpdateMemberOpts{Address: "127.0.0.11", ProtocolPort: 8080, Name: ptr("node-1"), SubnetID: &subnet},
+		pools.BatchUpdateMemberOpts{Address: "127.0.0.12", ProtocolPort: 8080, SubnetID: &subnet})
+	first := members()
+	if len(first) != 2 || first["127.0.0.11:8080"].Name != "node-1" || first["127.0.0.12:8080"].Name != "" || first["127.0.0.12:8080"].SubnetID != subnet {
+		t.Fatalf("after the first batch: %+v", first)
+	}
+	batch(pools.BatchUpdateMemberOpts{Address: "127.0.0.11", ProtocolPort: 8080, Name: ptr("node-1"), Weight: ptr(7), SubnetID: &subnet},
+		pools.BatchUpdateMemberOpts{Address: "127.0.0.13", ProtocolPort: 8080, SubnetID: &subnet})
+	second := members()
+	kept := second["127.0.0.11:8080"]
+	if len(second) != 2 || kept.ID != first["127.0.0.11:8080"].ID || kept.Weight != 7 {
+		t.Fatalf("after the second batch (one kept with weight 7, one replaced): %+v", second)
+	}
+	if _, gone := second["127.0.0.12:8080"]; gone {
+		t.Fatal("a member left out of the batch stayed")
+	}
+
+	// A fully populated create that fails part-way leaves nothing behind.
+	_, err = loadbalancers.Create(ctx, alice, loadbalancers.CreateOpts{Name: "half", VipAddress: "198.51.100.31",
+		Listeners: []listeners.CreateOpts{{Protocol: listeners.ProtocolTCP, ProtocolPort: 80,
+			DefaultPool: &pools.CreateOpts{Protocol: pools.ProtocolHTTP, LBMethod: pools.LBMethodRoundRobin}}}}).Extract()
+	wantCode(t, err, http.StatusBadRequest, "a fully populated create with an HTTP pool")
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		left := must(loadbalancers.ExtractLoadBalancers(must(loadbalancers.List(alice, loadbalancers.ListOpts{Name: "half"}).AllPages(ctx))))
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("a failed fully populated create left %+v", left)
+		}
+	}
+
+	// What l4lb has none of is an empty list; what it does not serve, Octavia's error body.
+	var flavors struct {
+		Flavors []any `json:"flavors"`
+	}
+	_, err = alice.Get(ctx, l.url+"/v2.0/lbaas/flavors", &flavors, &gophercloud.RequestOpts{OkCodes: []int{200}})
+	mustDo(err)
+	var fault map[string]any
+	_, err = alice.Get(ctx, l.url+"/v2/octavia/nothing-here", &fault, &gophercloud.RequestOpts{OkCodes: []int{404}})
+	mustDo(err)
+	if fault["faultcode"] != "Client" || fault["faultstring"] == "" {
+		t.Fatalf("an unknown path answered %v; want Octavia's fault body", fault)
+	}
+	mustDo(loadbalancers.Delete(context.Background(), alice, lb.ID, loadbalancers.DeleteOpts{Cascade: true}).ExtractErr())
+}
