@@ -87,7 +87,7 @@ func TestForwardedFlowsReachMembersElsewhere(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Deleting the namespace takes the table and its flows with it.
-		if !nat.Eligible(model.Listener{Protocol: model.UDP, Pool: &model.Pool{Algorithm: model.RoundRobin,
+		if !nat.Eligible(model.Listener{Protocol: model.UDP, ConnectionLimit: model.DefaultConnectionLimit, Pool: &model.Pool{Algorithm: model.RoundRobin,
 			Members: []model.Member{{Address: member}}}}) {
 			t.Fatal("a member elsewhere is not eligible on a node that forwards")
 		}
@@ -109,4 +109,17 @@ func TestForwardedFlowsReachMembersElsewhere(t *testing.T) {
 			t.Fatalf("counts %+v, want one flow of 21 bytes in", got)
 		}
 	})
+}
+
+// connectionLimit 0 admits nothing on either path: the kernel, whose table reads 0 as no cap,
+// leaves such a listener to the proxy, which refuses each connection.
+func TestAListenerThatAdmitsNothingStaysOnTheProxy(t *testing.T) {
+	l := model.Listener{Protocol: model.UDP, ConnectionLimit: 0, Pool: &model.Pool{Algorithm: model.RoundRobin}}
+	if nat.Eligible(l) {
+		t.Fatal("a listener with connectionLimit 0 went to the kernel, which would admit every flow")
+	}
+	l.ConnectionLimit = model.DefaultConnectionLimit
+	if !nat.Eligible(l) {
+		t.Fatal("a plain UDP listener is not eligible")
+	}
 }

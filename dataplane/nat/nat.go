@@ -91,6 +91,11 @@ func Eligible(l model.Listener) bool {
 	if l.Protocol != model.UDP {
 		return false
 	}
+	if l.ConnectionLimit == 0 {
+		// connectionLimit 0 admits nothing (Octavia's "the maximum number of connections
+		// permitted"): the proxy refuses each at once, where a table's 0 is no cap.
+		return false
+	}
 	if l.Pool == nil {
 		return true
 	}

@@ -134,7 +134,7 @@ func (s *Server) HandOffListeners(keep func(model.Listener) bool) []nat.Listener
 	var ls []nat.Listener
 	for _, l := range specs {
 		p := poolFor(l, s.pools)
-		if !keep(l) || !nat.Reaches(l) || (p != nil && (p.spec.Protocol == model.PoolPROXY || p.spec.Protocol == model.PoolPROXYV2)) {
+		if !keep(l) || !nat.Reaches(l) || l.ConnectionLimit == 0 || (p != nil && (p.spec.Protocol == model.PoolPROXY || p.spec.Protocol == model.PoolPROXYV2)) {
 			continue
 		}
 		ls = append(ls, natListener(l, p))

@@ -604,7 +604,7 @@ func waitClosed(t *testing.T, c net.Conn, limit time.Duration) bool {
 func TestTrafficKeepsAConnectionOpenPastItsIdleTimeout(t *testing.T) {
 	e := echo(t, 0, nil)
 	l := listenerModel(t, model.RoundRobin, mem("e", e, 1))
-	l.TimeoutClientData, l.TimeoutMemberData = 300*time.Millisecond, 300*time.Millisecond
+	l.TimeoutClientData, l.TimeoutMemberData = time.Second, time.Second
 	serve(t, l)
 	c, err := net.Dial("tcp", l.Address.String())
 	if err != nil {
@@ -888,4 +888,36 @@ func congestionOfSocketAt(t *testing.T, local netip.AddrPort) string {
 	}
 	t.Fatalf("no socket of this process is bound to %v", local)
 	return ""
+}
+
+// The idle timeout counts bytes moving either way: a reply still draining to a slow reader is
+// not idle, though the member sent it all long before and the client sends nothing.
+func TestASlowReaderIsNotIdle(t *testing.T) {
+	const size = 1 << 20 // all of it read from the member at once, into the proxy's pipe
+	hold := make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	m := tcptest.Serve(t, "127.0.0.1:0", func(c net.Conn) {
+		c.Write(make([]byte, size))
+		<-hold // the connection stays open: the member's flow is not over
+	})
+	l := listenerModel(t, model.RoundRobin, mem("m", m, 1))
+	l.TimeoutClientData, l.TimeoutMemberData = time.Second, time.Second
+	serve(t, l)
+	c, err := net.Dial("tcp", l.Address.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(16 << 10)
+	buf := make([]byte, 32<<10)
+	got := 0
+	for got < size {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := c.Read(buf)
+		got += n
+		if err != nil {
+			t.Fatalf("after %d of %d bytes, read slowly (32 KiB every 50 ms, 1.6 s in all, idle timeout 1 s): %v", got, size, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -212,6 +212,7 @@ type tcpConn struct {
 	fds      [2]int
 	state    connState
 	deadline int64     // of inspecting or connecting, unix nanoseconds
+	unsent   [2]int    // bytes the kernel held unsent for each peer at the last idle check
 	tried    []*member // members whose connect failed
 	early    []byte    // PROXY header and inspected bytes, sent to the member first
 	spare    []byte    // holds early; kept when the struct is reused, so accepting allocates nothing
@@ -519,12 +520,14 @@ func (c *tcpConn) flush(lp *loop, i int) bool {
 			return false
 		}
 		f.pipe.n -= n
+		c.wrote(lp, n)
 	case len(f.pending) > 0:
 		n, err := sendNow(dst, f.pending, f.more())
 		if err != nil && err != unix.EAGAIN {
 			c.abort(lp)
 			return false
 		}
+		c.wrote(lp, n)
 		f.pending = f.pending[n:]
 		if len(f.pending) == 0 {
 			f.pending = nil
@@ -554,6 +557,32 @@ func (c *tcpConn) idle() int64 {
 	return idle
 }
 
+// unsentMoved reports whether what the kernel holds unsent for either peer changed since the
+// last look: a transfer draining from the socket buffers to a slow reader (they hold
+// megabytes) moves nothing through the proxy, yet is not idle.
+func (c *tcpConn) unsentMoved() bool {
+	moved := false
+	for i, fd := range c.fds {
+		q, err := unix.IoctlGetInt(fd, unix.TIOCOUTQ)
+		if err != nil {
+			continue
+		}
+		if q > 0 && q != c.unsent[i] {
+			moved = true
+		}
+		c.unsent[i] = q
+	}
+	return moved
+}
+
+// wrote counts bytes that left towards a peer as activity: a transfer still draining to a
+// slow reader is not idle, though its source has sent everything.
+func (c *tcpConn) wrote(lp *loop, n int) {
+	if n > 0 {
+		c.seen = lp.now
+	}
+}
+
 // expire handles a passed deadline: inspection over, connect timed out, or idle too long.
 // A flow whose source is quiet for its idle timeout ends the connection only if the other
 // flow has been quiet as long (both share seen).
@@ -579,6 +608,9 @@ func (c *tcpConn) expire(lp *loop, now int64) int64 {
 		idle := c.idle()
 		if idle == 0 {
 			return 0
+		}
+		if now >= c.seen+idle && c.unsentMoved() {
+			c.seen = now // a peer is still taking what the kernel holds for it
 		}
 		if now < c.seen+idle {
 			return c.seen + idle
