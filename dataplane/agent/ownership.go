@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -176,23 +178,39 @@ func (o *Ownership) Start(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		}
-		if o.Fitness != nil && time.Since(fitAt) > 500*time.Millisecond {
+		if time.Since(fitAt) > 500*time.Millisecond {
 			fitAt = time.Now()
-			err := o.Fitness()
-			m := o.Gossip.Meta()
-			if unfit := err != nil; unfit != m.Unfit {
-				if unfit {
-					log.Error(err, "this node leaves the VIP election")
-				} else {
-					log.Info("this node is fit to hold VIPs again")
-				}
-				m.Unfit = unfit
-				o.Gossip.SetMeta(m)
-			}
+			o.checkFitness(log)
 		}
 		if o.step(ctx, log) && o.trigger != nil {
 			o.trigger()
 		}
+	}
+}
+
+// errNotJoined keeps a starting node unfit: before it has met the others (and so before its
+// informers and engine run), the others must not hand it VIPs.
+var errNotJoined = errors.New("not yet joined the other dataplane nodes")
+
+// checkFitness tells the others whether this node may hold VIPs: it has joined, and Fitness
+// (its interfaces, its engine) says so.
+func (o *Ownership) checkFitness(log logr.Logger) {
+	var err error
+	switch {
+	case !o.joined.Load():
+		err = errNotJoined
+	case o.Fitness != nil:
+		err = o.Fitness()
+	}
+	m := o.Gossip.Meta()
+	if unfit := err != nil; unfit != m.Unfit {
+		if unfit {
+			log.Error(err, "this node leaves the VIP election")
+		} else {
+			log.Info("this node is fit to hold VIPs")
+		}
+		m.Unfit = unfit
+		o.Gossip.SetMeta(m)
 	}
 }
 

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -208,5 +209,28 @@ func TestAReleasedVIPLingersThenGoes(t *testing.T) {
 	c.advance(time.Millisecond)
 	if !step(o) || o.Lingering()[k] || o.Serving()[k] {
 		t.Fatalf("still lingering after %v", o.Linger)
+	}
+}
+
+// A starting node tells the others it is unfit until it has joined and Fitness passes, so no
+// VIP is handed to an agent that cannot hold it yet (its cache not synced, its engine not up).
+func TestUnfitUntilJoinedAndFit(t *testing.T) {
+	p := &fakePeers{view: view(1, "a"), meta: nodes.Meta{Unfit: true}}
+	o := NewOwnership("a", p, nil, loadBalancers(t), nil)
+	var broken error
+	o.Fitness = func() error { return broken }
+	o.checkFitness(logr.Discard())
+	if !p.meta.Unfit {
+		t.Fatal("a node that has not joined says it is fit")
+	}
+	o.joined.Store(true)
+	o.checkFitness(logr.Discard())
+	if p.meta.Unfit {
+		t.Fatal("a joined, fit node says it is unfit")
+	}
+	broken = errors.New("VIP interface down")
+	o.checkFitness(logr.Discard())
+	if !p.meta.Unfit {
+		t.Fatal("a node whose Fitness fails says it is fit")
 	}
 }

@@ -74,6 +74,9 @@ type GossipConfig struct {
 	Log      logr.Logger
 	// Transport, when set, replaces memberlist's UDP and TCP sockets (tests count bytes).
 	Transport memberlist.Transport
+	// StartUnfit makes the node tell the others it is unfit from its first message, until
+	// SetMeta says otherwise: a starting agent must not draw VIPs before it can hold them.
+	StartUnfit bool
 }
 
 // Gossip is this node's membership in the dataplane nodes' gossip.
@@ -95,7 +98,7 @@ type Gossip struct {
 // StartGossip starts gossiping on the configured address; Join adds the others.
 func StartGossip(c GossipConfig) (*Gossip, error) {
 	g := &Gossip{node: c.Node, onChange: c.OnChange, known: map[string]bool{c.Node: true}}
-	g.meta.Store(Meta{})
+	g.meta.Store(Meta{Unfit: c.StartUnfit})
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = c.Node
 	mc.BindAddr = c.Address
