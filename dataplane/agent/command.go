@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -25,6 +27,7 @@ import (
 	"github.com/l4lb/l4lb/dataplane/vip"
 	"github.com/l4lb/l4lb/internal/manager"
 	"github.com/l4lb/l4lb/internal/watchdog"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Command is `l4lb dataplane`: it registers the agent's flags and returns what runs it, with
@@ -75,7 +78,14 @@ func Command() func() error {
 		if err != nil {
 			return err
 		}
-		vips, err := vip.New(vip.Config{Interface: *iface, Announce: *announce, Refresh: *refresh})
+		conflicts := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "l4lb", Name: "vip_conflicts_total",
+			Help: "ARP from another MAC claiming a VIP this node answers for: two answerers."}, []string{"vip"})
+		crmetrics.Registry.MustRegister(conflicts)
+		vips, err := vip.New(vip.Config{Interface: *iface, Announce: *announce, Refresh: *refresh,
+			OnConflict: func(a netip.Addr, other net.HardwareAddr) {
+				conflicts.WithLabelValues(a.String()).Inc()
+				log.Warn("another MAC claims a VIP this node answers for; announcing it again", "vip", a, "mac", other)
+			}})
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package vip
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"net/netip"
@@ -15,16 +16,40 @@ import (
 // solicitations for the VIPs this node holds, as MetalLB's speaker does: the kernel is told
 // not to (guard), so when the agent dies nobody on this node answers any more.
 type responder struct {
-	ifi *net.Interface
+	ifi        *net.Interface
+	onConflict func(netip.Addr, net.HardwareAddr)
 
-	mu   sync.Mutex
-	vips map[netip.Addr]bool
-	arp  *arp.Client
-	ndp  *ndp.Conn
+	mu       sync.Mutex
+	vips     map[netip.Addr]bool
+	defended map[netip.Addr]time.Time // last defence of each VIP
+	arp      *arp.Client
+	ndp      *ndp.Conn
 }
 
-func newResponder(ifi *net.Interface) *responder {
-	return &responder{ifi: ifi, vips: map[netip.Addr]bool{}}
+func newResponder(ifi *net.Interface, onConflict func(netip.Addr, net.HardwareAddr)) *responder {
+	return &responder{ifi: ifi, onConflict: onConflict, vips: map[netip.Addr]bool{}, defended: map[netip.Addr]time.Time{}}
+}
+
+// defendInterval is RFC 5227's DEFEND_INTERVAL: a node defends an address at most this often,
+// so two claimants cannot flood the link.
+const defendInterval = 10 * time.Second
+
+// conflict handles an ARP from another MAC that claims a VIP this node answers for: it is
+// reported, and the VIP announced again (at most once per defendInterval) so neighbours
+// point back here while the nodes settle who holds it.
+func (r *responder) conflict(a netip.Addr, other net.HardwareAddr) {
+	r.mu.Lock()
+	defend := time.Since(r.defended[a]) > defendInterval
+	if defend {
+		r.defended[a] = time.Now()
+	}
+	r.mu.Unlock()
+	if r.onConflict != nil {
+		r.onConflict(a, other)
+	}
+	if defend {
+		announceOnce(r.ifi.Name, a)
+	}
 }
 
 // answer starts answering for a.
@@ -100,6 +125,9 @@ func (r *responder) serveARP(c *arp.Client) {
 			}
 			continue // a malformed frame
 		}
+		if p.SenderIP.IsValid() && !bytes.Equal(p.SenderHardwareAddr, r.ifi.HardwareAddr) && r.answers(p.SenderIP) {
+			r.conflict(p.SenderIP, p.SenderHardwareAddr)
+		}
 		if p.Operation != arp.OperationRequest || !r.answers(p.TargetIP) {
 			continue
 		}
@@ -132,8 +160,8 @@ func (r *responder) serveNDP(c *ndp.Conn) {
 }
 
 // closed reports whether a read failed because its socket was closed (replaced is true under
-// the lock); other errors are a bad frame, and are skipped after a pause so that a broken
-// socket cannot spin.
+// the lock). A malformed frame is skipped at once (a flood of them must not starve the
+// answers); another error of the socket is skipped after a pause, so a broken one cannot spin.
 func (r *responder) closed(err error, replaced func() bool) bool {
 	r.mu.Lock()
 	gone := replaced()
@@ -141,8 +169,17 @@ func (r *responder) closed(err error, replaced func() bool) bool {
 	if gone || errors.Is(err, net.ErrClosed) {
 		return true
 	}
-	time.Sleep(10 * time.Millisecond)
+	if !malformed(err) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	return false
+}
+
+// malformed reports whether a read's error is the frame's, not the socket's: the socket's
+// come as *net.OpError, the parsers' as plain errors.
+func malformed(err error) bool {
+	var op *net.OpError
+	return !errors.As(err, &op)
 }
 
 func is6(a netip.Addr) bool { return a.Is6() && !a.Is4In6() }

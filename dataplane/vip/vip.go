@@ -52,6 +52,10 @@ type Config struct {
 	Announce string
 	// Refresh is how often held VIPs are announced again (0: never).
 	Refresh time.Duration
+	// OnConflict, when set, hears of another MAC claiming a VIP this node answers for (an ARP
+	// from it with the VIP as sender): two answerers, which the node defends against by
+	// announcing itself again (RFC 5227), and which the caller counts and reports.
+	OnConflict func(vip netip.Addr, other net.HardwareAddr)
 }
 
 // Local makes VIPs local and answers for them.
@@ -252,7 +256,7 @@ func (l *Local) answer(a netip.Addr) error {
 	}
 	r := l.responders[iface]
 	if r == nil {
-		r = newResponder(ifi)
+		r = newResponder(ifi, l.cfg.OnConflict)
 		l.responders[iface] = r
 	}
 	if err := r.answer(a); err != nil {

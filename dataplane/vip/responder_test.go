@@ -1,0 +1,43 @@
+package vip
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/mdlayher/arp"
+)
+
+// A malformed frame is skipped at once; only the socket's own errors pause the responder (a
+// flood of junk must not starve the answers).
+func TestMalformedFramesDoNotPause(t *testing.T) {
+	for _, err := range []error{arp.ErrInvalidHardwareAddr, arp.ErrInvalidIP, io.ErrUnexpectedEOF} {
+		if !malformed(err) {
+			t.Errorf("%v: taken for a socket error", err)
+		}
+	}
+	if malformed(&net.OpError{Op: "read", Err: io.EOF}) {
+		t.Error("a socket's read error taken for a malformed frame")
+	}
+}
+
+// Another MAC claiming a held VIP is reported every time, and defended at most once per
+// defendInterval.
+func TestAConflictIsReportedAndDefended(t *testing.T) {
+	var seen []string
+	r := newResponder(&net.Interface{Name: "l4lb-none"}, func(a netip.Addr, mac net.HardwareAddr) {
+		seen = append(seen, a.String()+" "+mac.String())
+	})
+	a := netip.MustParseAddr("198.51.100.9")
+	other := net.HardwareAddr{2, 0, 0, 0, 0, 9}
+	r.conflict(a, other)
+	first := r.defended[a]
+	r.conflict(a, other)
+	if len(seen) != 2 || seen[0] != "198.51.100.9 02:00:00:00:00:09" {
+		t.Fatalf("reported: %v", seen)
+	}
+	if first.IsZero() || !r.defended[a].Equal(first) {
+		t.Fatal("defended twice within the defence interval, or never")
+	}
+}
