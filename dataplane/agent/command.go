@@ -133,6 +133,7 @@ func Command() func() error {
 		stopRefresh := make(chan struct{})
 		defer close(stopRefresh)
 		go vips.RefreshLoop(stopRefresh)
+		go vips.RepairLoop(stopRefresh, time.Second, log.Warn)
 		stopping := Stopping{Agent: a, Grace: *drainGrace, Drain: *drainConns, Log: log}
 		if *handOff {
 			stopping.Restarts = RestartsHere(mgr.GetAPIReader(), log)

@@ -58,6 +58,17 @@ func openGuard(name string, addrs []netip.Addr) (*guard, error) {
 	return &guard{table: t, set: set}, nil
 }
 
+// intact reports whether the guard's chain is still there with its rule (a set of the right
+// addresses is not enough: the rule that drops the requests may be gone).
+func (g *guard) intact() bool {
+	c, err := g.conn()
+	if err != nil {
+		return false
+	}
+	rules, err := c.GetRules(g.table, &nftables.Chain{Name: "input", Table: g.table})
+	return err == nil && len(rules) == 1
+}
+
 // guardedNow reads the addresses the table name guards now (none when it is not there).
 func guardedNow(name string) map[netip.Addr]bool {
 	out := map[netip.Addr]bool{}

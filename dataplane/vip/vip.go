@@ -299,6 +299,51 @@ func (l *Local) Answered() map[netip.Addr]string {
 	return out
 }
 
+// RepairGuard puts the guard back when something outside removed or changed it (Debian's
+// stock /etc/nftables.conf starts with `flush ruleset`): without it the kernel answers ARP
+// for the VIPs this node only lingers on, or for all of them after a crash. It reports
+// whether it repaired.
+func (l *Local) RepairGuard() (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.guard == nil {
+		return false, nil
+	}
+	want := map[netip.Addr]bool{}
+	for a := range l.added {
+		if a.Is4() && !l.handedOff[a] {
+			want[a] = true
+		}
+	}
+	if maps.Equal(guardedNow(guardTable), want) && l.guard.intact() {
+		return false, nil
+	}
+	g, err := openGuard(guardTable, slices.Collect(maps.Keys(want)))
+	if err != nil {
+		return false, err
+	}
+	l.guard = g
+	return true, nil
+}
+
+// RepairLoop runs RepairGuard every period until stop is closed, logging what it repaired.
+func (l *Local) RepairLoop(stop <-chan struct{}, period time.Duration, log func(msg string, args ...any)) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		if repaired, err := l.RepairGuard(); err != nil {
+			log("repairing the ARP guard", "err", err)
+		} else if repaired {
+			log("the ARP guard was removed or changed from outside (nft flush ruleset?): put back")
+		}
+	}
+}
+
 // RefreshLoop announces the answered VIPs again every Refresh until stop is closed.
 func (l *Local) RefreshLoop(stop <-chan struct{}) {
 	if l.cfg.Refresh <= 0 || l.cfg.Announce == NoAnnounce {

@@ -237,3 +237,47 @@ func TestReleasedVIPAnsweredUntilAdopted(t *testing.T) {
 	}
 	lantest.In(a, func() error { next.Sync(nil, nil); return next.Close() })
 }
+
+// `nft flush ruleset` (Debian's stock /etc/nftables.conf begins with it) removes the guard:
+// RepairGuard puts it back with the addresses it held, and the kernel is silent for the VIP
+// again.
+func TestTheGuardComesBackAfterAFlush(t *testing.T) {
+	a, b := lan(t)
+	vip := netip.MustParseAddr("198.51.100.101")
+	var l *Local
+	if err := lantest.In(a, func() (err error) {
+		if l, err = New(Config{Interface: "lo"}); err != nil {
+			return err
+		}
+		l.Sync(map[netip.Addr]bool{vip: true}, nil) // lingering: local, unanswered
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lantest.In(a, l.Close) })
+	if got := whoHas(t, b, vip); len(got) != 0 {
+		t.Fatalf("a guarded, lingering VIP is answered by %v", got)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", a, "nft", "flush", "ruleset").CombinedOutput(); err != nil {
+		t.Fatalf("nft flush ruleset: %v\n%s", err, out)
+	}
+	if got := whoHas(t, b, vip); len(got) != 1 {
+		t.Fatalf("after the flush the kernel should answer (the fault repaired next): %v", got)
+	}
+	var repaired, again bool
+	if err := lantest.In(a, func() (err error) {
+		if repaired, err = l.RepairGuard(); err != nil {
+			return err
+		}
+		again, err = l.RepairGuard()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !repaired || again {
+		t.Fatalf("RepairGuard after the flush: %v, then %v; want true, then false", repaired, again)
+	}
+	if got := whoHas(t, b, vip); len(got) != 0 {
+		t.Fatalf("after the repair the kernel still answers for the VIP: %v", got)
+	}
+}
