@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/l4lb/l4lb/test/lantest"
 	"github.com/mdlayher/ndp"
 )
@@ -258,8 +259,15 @@ func TestTheGuardComesBackAfterAFlush(t *testing.T) {
 	if got := whoHas(t, b, vip); len(got) != 0 {
 		t.Fatalf("a guarded, lingering VIP is answered by %v", got)
 	}
-	if out, err := exec.Command("ip", "netns", "exec", a, "nft", "flush", "ruleset").CombinedOutput(); err != nil {
-		t.Fatalf("nft flush ruleset: %v\n%s", err, out)
+	if err := lantest.In(a, func() error { // what `nft flush ruleset` sends
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		c.FlushRuleset()
+		return c.Flush()
+	}); err != nil {
+		t.Fatalf("flushing the ruleset: %v", err)
 	}
 	if got := whoHas(t, b, vip); len(got) != 1 {
 		t.Fatalf("after the flush the kernel should answer (the fault repaired next): %v", got)
