@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/internal/load"
 )
 
 // The writes of each kind (writes.go), set here so the kinds and the Server's methods do not
@@ -112,9 +113,27 @@ func (s *Server) found(r *http.Request, c *caller, k kind, wildcard ...string) (
 	id := r.PathValue(append(wildcard, "id")[0])
 	o := v.find(k, id)
 	if o == nil {
+		if s.othersObject(r.Context(), c, k, id) {
+			return nil, nil, forbidden() // Octavia's policy: another project's object is 403, not 404
+		}
 		return nil, nil, notFound(k.what, id)
 	}
 	return v, o, nil
+}
+
+// othersObject reports whether an object of kind k with UID id exists where the caller does
+// not see it (another project's): Octavia's policy answers that 403, not 404. Only a call that
+// would otherwise answer 404 or 400 asks.
+func (s *Server) othersObject(ctx context.Context, c *caller, k kind, id string) bool {
+	if id == "" || c.globalReader {
+		return false
+	}
+	objs, err := load.Objects(ctx, s.Client)
+	if err != nil {
+		return false
+	}
+	all := &view{lbs: objs.LoadBalancers, ls: objs.Listeners, ps: objs.Pools, hms: objs.Monitors}
+	return all.find(k, id) != nil
 }
 
 // answer writes o as it is now, read back with what refers to it.

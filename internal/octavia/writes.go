@@ -188,6 +188,9 @@ var listenerUpdatable = []string{"name", "description", "admin_state_up", "tags"
 func (s *Server) createListener(ctx context.Context, c *caller, v *view, obj map[string]any) (client.Object, error) {
 	in := newInput(obj, append(listenerUpdatable, "protocol", "protocol_port", "loadbalancer_id", "project_id", "tenant_id", "default_pool")...)
 	lbObj := v.find(loadBalancers, in.str("loadbalancer_id"))
+	if lbObj == nil && s.othersObject(ctx, c, loadBalancers, in.str("loadbalancer_id")) {
+		return nil, forbidden()
+	}
 	if lbObj == nil {
 		in.fail("Invalid input: loadbalancer_id %q is not a load balancer of this project", in.str("loadbalancer_id"))
 	}
@@ -291,6 +294,9 @@ func (s *Server) createPool(ctx context.Context, c *caller, v *view, obj map[str
 		in.fail("Invalid input: l4lb attaches a pool to a listener: listener_id is required")
 	}
 	lObj := v.find(listeners, in.str("listener_id"))
+	if lObj == nil && s.othersObject(ctx, c, listeners, in.str("listener_id")) {
+		return nil, forbidden()
+	}
 	if lObj == nil && in.str("listener_id") != "" {
 		in.fail("Invalid input: listener_id %q is not a listener of this project", in.str("listener_id"))
 	}
@@ -607,6 +613,9 @@ var monitorUpdatable = []string{"name", "delay", "timeout", "max_retries", "max_
 func (s *Server) createMonitor(ctx context.Context, c *caller, v *view, obj map[string]any) (client.Object, error) {
 	in := newInput(obj, append(monitorUpdatable, "pool_id", "type", "project_id", "tenant_id")...)
 	pObj := v.find(pools, in.str("pool_id"))
+	if pObj == nil && s.othersObject(ctx, c, pools, in.str("pool_id")) {
+		return nil, forbidden()
+	}
 	if pObj == nil {
 		in.fail("Invalid input: pool_id %q is not a pool of this project", in.str("pool_id"))
 	}
