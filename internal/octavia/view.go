@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -159,15 +160,24 @@ func (v *view) common(o client.Object, st lbv1.CommonStatus, description string,
 
 // updatedAt is the last time anyone changed o, its spec or its status (the newest of its
 // managed fields' times), or nil until something did after its creation, as Octavia's.
+//
+// Times have a second's precision: a status written in the creation's second is a change too
+// (Octavia's objects going ACTIVE set updated_at; its test suite reads it then).
 func updatedAt(o client.Object) any {
 	created := o.GetCreationTimestamp().Time
-	last := created
+	last, changed := created, false
 	for _, f := range o.GetManagedFields() {
-		if f.Time != nil && f.Time.After(last) {
+		if f.Time == nil {
+			continue
+		}
+		if f.Subresource == "status" || f.Operation == metav1.ManagedFieldsOperationUpdate && f.Time.After(created) {
+			changed = true
+		}
+		if f.Time.After(last) {
 			last = f.Time.Time
 		}
 	}
-	if !last.After(created) {
+	if !changed && !last.After(created) {
 		return nil
 	}
 	return last.UTC().Format(timeFormat)
