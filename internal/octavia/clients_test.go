@@ -12,6 +12,10 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/loadbalancer/v2/listeners"
 	"github.com/gophercloud/gophercloud/v2/openstack/loadbalancer/v2/loadbalancers"
 	"github.com/gophercloud/gophercloud/v2/openstack/loadbalancer/v2/pools"
+	"github.com/gophercloud/gophercloud/v2/openstack/loadbalancer/v2/quotas"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // TestTheCallsClientsMake makes, through gophercloud, the calls that cloud-provider-openstack,
@@ -145,4 +149,34 @@ func TestTheCallsClientsMake(t *testing.T) {
 		t.Fatalf("an unknown path answered %v; want Octavia's fault body", fault)
 	}
 	mustDo(loadbalancers.Delete(context.Background(), alice, lb.ID, loadbalancers.DeleteOpts{Cascade: true}).ExtractErr())
+
+	// Quotas (Terraform's openstack_lb_quota_v2): an administrator sets them, the project
+	// reads them, they are the namespace's ResourceQuota, which the API server enforces.
+	alpha := l.proj["alpha"]
+	if q := must(quotas.Get(ctx, alice, alpha).Extract()); q.Loadbalancer != -1 || q.Listener != -1 {
+		t.Fatalf("default quotas: %+v; want -1 (unlimited)", q)
+	}
+	_, err = quotas.Update(ctx, alice, alpha, quotas.UpdateOpts{Loadbalancer: ptr(3)}).Extract()
+	wantCode(t, err, http.StatusForbidden, "a project member setting its own quota")
+	_, err = quotas.Get(ctx, l.lb("bob"), alpha).Extract()
+	wantCode(t, err, http.StatusForbidden, "another project reading alpha's quota")
+	set := must(quotas.Update(ctx, l.lb("ada"), alpha, quotas.UpdateOpts{Loadbalancer: ptr(3), Listener: ptr(10), Healthmonitor: ptr(-1)}).Extract())
+	if set.Loadbalancer != 3 || set.Listener != 10 || set.Healthmonitor != -1 {
+		t.Fatalf("quotas after the update: %+v", set)
+	}
+	if q := must(quotas.Get(ctx, alice, alpha).Extract()); q.Loadbalancer != 3 || q.Listener != 10 {
+		t.Fatalf("alpha reads its quotas as %+v", q)
+	}
+	var rqs corev1.ResourceQuotaList
+	mustDo(l.k8s.List(ctx, &rqs, client.InNamespace("openstack-"+alpha)))
+	if len(rqs.Items) != 1 || rqs.Items[0].Spec.Hard.Name("count/loadbalancers.lb.l4lb.io", resource.DecimalSI).Value() != 3 {
+		t.Fatalf("the namespace's ResourceQuotas: %+v", rqs.Items)
+	}
+	_, err = quotas.Update(ctx, l.lb("ada"), alpha, quotas.UpdateOpts{Member: ptr(5)}).Extract()
+	wantCode(t, err, http.StatusBadRequest, "a member quota (members are not objects l4lb can count)")
+	_, err = l.lb("ada").Delete(ctx, l.url+"/v2.0/lbaas/quotas/"+alpha, &gophercloud.RequestOpts{OkCodes: []int{202}})
+	mustDo(err)
+	if q := must(quotas.Get(ctx, alice, alpha).Extract()); q.Loadbalancer != -1 {
+		t.Fatalf("after the reset: %+v", q)
+	}
 }

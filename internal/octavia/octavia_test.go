@@ -156,6 +156,7 @@ func newLabWith(t *testing.T, providers func(ctrl.Manager, client.ObjectKey) map
 		"alice": {"alpha", "load-balancer_member"},
 		"bob":   {"beta", "member"},
 		"olive": {"alpha", "load-balancer_observer"},
+		"ada":   {"beta", "load-balancer_admin"},
 	} {
 		role := l.role(grant[1])
 		u, err := users.Create(ctx, idc, users.CreateOpts{Name: user + "-" + suffix, DomainID: "default", Password: "pw-" + user}).Extract()

@@ -70,6 +70,11 @@ func (s *Server) Handler() http.Handler {
 	for _, v := range []string{"/v2", "/v2.0"} {
 		base := v + "/lbaas/"
 		api("GET "+base+"providers", s.providers)
+		api("GET "+base+"quotas", s.listQuotas)
+		api("GET "+base+"quotas/{project}", s.getQuota)
+		api("GET "+base+"quotas/{project}/default", s.defaultQuota)
+		api("PUT "+base+"quotas/{project}", s.updateQuota)
+		api("DELETE "+base+"quotas/{project}", s.deleteQuota)
 		api("GET "+base+"flavors", emptyList("flavors"))
 		api("GET "+base+"flavorprofiles", emptyList("flavorprofiles"))
 		api("GET "+base+"availabilityzones", emptyList("availability_zones"))
