@@ -232,6 +232,19 @@ func TestEachIdentityMayDoWhatItNeedsAndNothingMore(t *testing.T) {
 	for carol.List(ctx, &lbv1.VIPPoolList{}) != nil && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
+	// So does its ValidatingAdmissionPolicy plugin: wait until a policy refuses a write, on an
+	// object of its own (a run once saw every policy still unenforced here).
+	if err := admin.Create(ctx, lbOf("team-a", "policy-probe")); err != nil {
+		t.Fatal(err)
+	}
+	for time.Now().Before(deadline) {
+		err := ssa.ApplyStatus(ctx, dataplane, "LoadBalancer", "team-a", "policy-probe", ssa.DataplaneManager,
+			lbv1.LoadBalancerStatus{CommonStatus: lbv1.CommonStatus{Conditions: []metav1.Condition{cond(lbv1.ConditionReady)}}})
+		if apierrors.IsForbidden(err) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	for _, tc := range cases {
 		err := tc.do()
 		switch {
