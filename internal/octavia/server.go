@@ -66,9 +66,10 @@ func (s *Server) Handler() http.Handler {
 	api := func(pattern string, h func(w http.ResponseWriter, r *http.Request, c *caller) error) {
 		mux.HandleFunc(pattern, s.authenticated(h))
 	}
-	// /v2.0 is Octavia's other spelling of /v2; gophercloud uses it.
-	for _, v := range []string{"/v2", "/v2.0"} {
-		base := v + "/lbaas/"
+	// /v2.0 is Octavia's other spelling of /v2; gophercloud uses it. Octavia serves every
+	// collection both under lbaas/ and directly under the version (gophercloud's quotas call
+	// /v2.0/quotas).
+	for _, base := range []string{"/v2/lbaas/", "/v2.0/lbaas/", "/v2/", "/v2.0/"} {
 		api("GET "+base+"providers", s.providers)
 		api("GET "+base+"quotas", s.listQuotas)
 		api("GET "+base+"quotas/{project}", s.getQuota)
