@@ -53,7 +53,6 @@ func Command() func() error {
 	probe := flag.Duration("gossip-probe-interval", nodes.DefaultTiming.Probe, "how often a node probes another; a dead node is declared within about five of these")
 	probeTimeout := flag.Duration("gossip-probe-timeout", nodes.DefaultTiming.ProbeTimeout, "how long a probe waits for its answer (above the LAN's round trip)")
 	suspicion := flag.Int("gossip-suspicion-mult", nodes.DefaultTiming.Suspicion, "a suspected node is declared dead after this many probe intervals (more: fewer false deaths, slower failover)")
-	preemptive := flag.Bool("preemptive", false, "move a VIP back to the node that ranks first for it when that node returns (false: it stays on a healthy holder, as keepalived's nopreempt; a move resets the connections it carries)")
 	witness := flag.String("witness", "", "address whose ARP answer breaks a tie (exactly half of the dataplane nodes in view): empty, the default gateway; \"none\": a tie keeps the VIPs")
 	kernelUDP := flag.Bool("kernel-udp", true, "carry UDP listeners in the kernel (nftables NAT and conntrack, as Octavia uses LVS) where their settings allow; without CAP_NET_ADMIN the proxy carries them")
 	memberCC := flag.String("member-congestion-control", "cubic", "TCP congestion control of connections to members (empty: the host's default); client connections keep the host's")
@@ -102,7 +101,6 @@ func Command() func() error {
 			return err
 		}
 		a.Ownership = own
-		own.Preemptive = *preemptive
 		own.Fitness = func() error { return Fitness(*iface, vips) }
 		table := nat.Optional(*kernelUDP, func() (*nat.Table, error) { return nat.Open("l4lb-"+*node, nat.DefaultTag) }, log)
 		defer nat.CloseLogged(table, log)

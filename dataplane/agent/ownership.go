@@ -46,11 +46,6 @@ type Ownership struct {
 	// Fitness says whether this node may hold VIPs (its interfaces are up, its engine serves);
 	// an unfit node tells the others and leaves the election.
 	Fitness func() error
-	// Preemptive moves a VIP back to the node that ranks first for it as soon as that node is
-	// back (after a hand-over); false, the default, leaves it on a holder that is alive, fit
-	// and not leaving, as Octavia's keepalived runs with nopreempt: a move resets the
-	// connections the holder carries.
-	Preemptive bool
 
 	Recorder events.EventRecorder
 	// Now is the clock of linger and hand-over deadlines (nil: time.Now); tests step it.
@@ -242,7 +237,7 @@ func (o *Ownership) step(ctx context.Context, log interface {
 				continue
 			}
 			k := lb.Namespace + "/" + lb.Name
-			order := o.order(k, &lb, live, view)
+			order := nodes.Ranked(lb.Status.VIPAddress, live, view.Draining)
 			if len(order) > 0 {
 				holders[k] = order[0]
 			}
@@ -287,25 +282,6 @@ func (o *Ownership) step(ctx context.Context, log interface {
 	o.held, o.standby = held, standby
 	o.heldGauge.Set(float64(len(held)))
 	return changed
-}
-
-// order is who holds k's VIP and who stands by: the ranking over the live nodes, with the
-// current holder kept first while it is alive, fit and not leaving (unless Preemptive). The
-// current holder is the one of the previous computation, or, for a node that has made none
-// (it just started), the one the status reports: every node then reaches the same order.
-func (o *Ownership) order(k string, lb *lbv1.LoadBalancer, live []string, view nodes.View) []string {
-	order := nodes.Ranked(lb.Status.VIPAddress, live, view.Draining)
-	if o.Preemptive {
-		return order
-	}
-	cur, known := o.lastHold[k]
-	if !known {
-		cur = lb.Status.Holder
-	}
-	if cur == "" || view.Draining[cur] || !slices.Contains(live, cur) || (len(order) > 0 && order[0] == cur) {
-		return order
-	}
-	return append([]string{cur}, slices.DeleteFunc(order, func(n string) bool { return n == cur })...)
 }
 
 // handingOver reports whether this node, now first for k, must wait before taking it: the

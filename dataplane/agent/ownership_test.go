@@ -150,7 +150,6 @@ func TestTakingAVIPWaitsForItsHolderToLetGo(t *testing.T) {
 			p := &fakePeers{view: view(3, live...)}
 			p.view.Unfit["a"] = true // b holds while a is unfit
 			o := newTestOwnership("a", p, loadBalancers(t, v), c)
-			o.Preemptive = true // a node back moves the VIP to itself (the default keeps it: below)
 			step(o)
 			if o.Held()[k] {
 				t.Fatal("an unfit node holds")
@@ -233,45 +232,5 @@ func TestUnfitUntilJoinedAndFit(t *testing.T) {
 	o.checkFitness(logr.Discard())
 	if !p.meta.Unfit {
 		t.Fatal("a node whose Fitness fails says it is fit")
-	}
-}
-
-// By default a VIP stays on a holder that is alive, fit and not leaving when a better-ranked
-// node comes back (Octavia's keepalived runs nopreempt): a move resets its connections. A node
-// that just started learns the holder from the status.
-func TestAHealthyHolderKeepsItsVIP(t *testing.T) {
-	live := []string{"a", "b", "c"}
-	v := vipRanked(t, live, "a", "b")
-	k := "ns/lb-" + v
-	c := &clock{t: time.Unix(1000, 0)}
-	p := &fakePeers{view: view(3, live...)}
-	p.view.Unfit["a"] = true
-	o := newTestOwnership("a", p, loadBalancers(t, v), c)
-	step(o) // b holds while a is unfit
-	p.view = view(3, live...)
-	for range 3 {
-		step(o)
-		c.advance(time.Second)
-	}
-	if o.Held()[k] || !o.Serving()[k] {
-		t.Fatalf("a node back took the VIP from a healthy holder (held %v), or does not stand by (serving %v)", o.Held(), o.Serving())
-	}
-	p.view = view(3, "a", "c") // the holder dies: the first-ranked takes it
-	step(o)
-	if !o.Held()[k] {
-		t.Fatal("the holder died and the first-ranked node did not take the VIP")
-	}
-
-	// A node that just started, while the status says b holds: it stands by.
-	r := fake.NewClientBuilder().WithScheme(manager.NewScheme()).WithObjects(&lbv1.LoadBalancer{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "lb-" + v},
-		Status:     lbv1.LoadBalancerStatus{VIPAddress: v, Holder: "b"}}).Build()
-	fresh := newTestOwnership("a", &fakePeers{view: view(3, live...)}, r, c)
-	for range 3 {
-		step(fresh)
-		c.advance(time.Second)
-	}
-	if fresh.Held()[k] {
-		t.Fatal("a starting node took the VIP its status says a healthy node holds")
 	}
 }
