@@ -354,6 +354,10 @@ func (o *Ownership) joinLoop(ctx context.Context) {
 			if !o.joined.Load() && (len(missing) == 0 || met == len(missing) || attempts >= 3) {
 				o.joined.Store(true)
 				log.Info("joined the dataplane nodes", "alive", o.Gossip.View().Alive)
+				// Fit at once (not at the next look): an agent restarted alone must hold the
+				// VIPs the kernel carries for it before its first reconcile retires the
+				// kernel's rules.
+				o.checkFitness(ctrl.LoggerFrom(ctx).WithName("vip-ownership"))
 				o.Changed()
 			}
 		}
