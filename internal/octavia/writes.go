@@ -1,8 +1,8 @@
 package octavia
 
 import (
-	"encoding/json"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
