@@ -18,6 +18,8 @@ import (
 type responder struct {
 	ifi        *net.Interface
 	onConflict func(netip.Addr, net.HardwareAddr)
+	// defend announces a VIP again on an interface (announceOnce; tests record instead).
+	defend func(iface string, a netip.Addr) error
 
 	mu       sync.Mutex
 	vips     map[netip.Addr]bool
@@ -27,7 +29,7 @@ type responder struct {
 }
 
 func newResponder(ifi *net.Interface, onConflict func(netip.Addr, net.HardwareAddr)) *responder {
-	return &responder{ifi: ifi, onConflict: onConflict, vips: map[netip.Addr]bool{}, defended: map[netip.Addr]time.Time{}}
+	return &responder{ifi: ifi, onConflict: onConflict, defend: announceOnce, vips: map[netip.Addr]bool{}, defended: map[netip.Addr]time.Time{}}
 }
 
 // defendInterval is RFC 5227's DEFEND_INTERVAL: a node defends an address at most this often,
@@ -48,7 +50,7 @@ func (r *responder) conflict(a netip.Addr, other net.HardwareAddr) {
 		r.onConflict(a, other)
 	}
 	if defend {
-		announceOnce(r.ifi.Name, a)
+		r.defend(r.ifi.Name, a)
 	}
 }
 

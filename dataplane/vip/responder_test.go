@@ -29,15 +29,19 @@ func TestAConflictIsReportedAndDefended(t *testing.T) {
 	r := newResponder(&net.Interface{Name: "l4lb-none"}, func(a netip.Addr, mac net.HardwareAddr) {
 		seen = append(seen, a.String()+" "+mac.String())
 	})
+	// Recorded, not sent: looking an interface up here would also fill the net package's
+	// process-wide zone cache with this namespace's indexes, which the namespace tests of
+	// this package then read (a CI run failed so).
+	defences := 0
+	r.defend = func(string, netip.Addr) error { defences++; return nil }
 	a := netip.MustParseAddr("198.51.100.9")
 	other := net.HardwareAddr{2, 0, 0, 0, 0, 9}
 	r.conflict(a, other)
-	first := r.defended[a]
 	r.conflict(a, other)
 	if len(seen) != 2 || seen[0] != "198.51.100.9 02:00:00:00:00:09" {
 		t.Fatalf("reported: %v", seen)
 	}
-	if first.IsZero() || !r.defended[a].Equal(first) {
-		t.Fatal("defended twice within the defence interval, or never")
+	if defences != 1 {
+		t.Fatalf("defended %d times within the defence interval, want once", defences)
 	}
 }
