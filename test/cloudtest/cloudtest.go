@@ -31,21 +31,29 @@ func Up() (cloudsYAML []byte, down func(), err error) {
 	if os.Geteuid() != 0 {
 		return nil, down, ErrNotRoot
 	}
-	_, file, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(file), "..", "..", "hack", "openstack.sh")
 	started := !answers(KeystoneURL)
-	out, err := exec.Command(script, "up").Output()
+	out, err := exec.Command(script(), "up").Output()
 	if err != nil {
 		return nil, down, fmt.Errorf("hack/openstack.sh up: %v", err)
 	}
 	if started {
-		down = func() { exec.Command(script, "down").Run() }
+		down = func() { exec.Command(script(), "down").Run() }
 	}
 	path := strings.TrimSpace(string(out))
 	stateDir = filepath.Dir(path)
 	cloudsYAML, err = os.ReadFile(path)
 	return cloudsYAML, down, err
 }
+
+// script is hack/openstack.sh, found from this file wherever the test runs.
+func script() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "hack", "openstack.sh")
+}
+
+// Script runs hack/openstack.sh with cmd (stop-neutron, start-neutron, ...), for the tests
+// that make the cloud fail.
+func Script(cmd string) ([]byte, error) { return exec.Command(script(), cmd).CombinedOutput() }
 
 // stateDir is hack/openstack.sh's, where its processes' pid files are.
 var stateDir string

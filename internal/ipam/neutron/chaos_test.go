@@ -3,9 +3,6 @@ package neutron
 import (
 	"context"
 	"math/rand/v2"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +12,7 @@ import (
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/internal/ipam"
+	"github.com/l4lb/l4lb/test/cloudtest"
 )
 
 // leftovers counts this test cluster's ports and floating IPs, tagged or only described.
@@ -71,8 +69,7 @@ func TestKilledMidwayLeaksNothing(t *testing.T) {
 
 func openstackScript(t *testing.T, cmd string) {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	if out, err := exec.Command(filepath.Join(filepath.Dir(file), "..", "..", "hack", "openstack.sh"), cmd).CombinedOutput(); err != nil {
+	if out, err := cloudtest.Script(cmd); err != nil {
 		t.Fatalf("openstack.sh %s: %v\n%s", cmd, err, out)
 	}
 }
