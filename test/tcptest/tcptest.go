@@ -72,8 +72,13 @@ func (b *Backend) listen(addr string) error {
 		return err
 	}
 	b.mu.Lock()
-	b.ln, b.Addr = ln, ln.Addr().(*net.TCPAddr).AddrPort()
+	b.ln = ln
 	b.mu.Unlock()
+	if !b.Addr.IsValid() {
+		// Set once, before the Backend is shared: Relisten uses the same address, and tests
+		// read Addr from other goroutines without a lock.
+		b.Addr = ln.Addr().(*net.TCPAddr).AddrPort()
+	}
 	b.t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
