@@ -131,7 +131,7 @@ func listener(ns, name, lbName string, port int32) *lbv1.Listener {
 
 func pool(ns, name, listenerName string, backends ...*tcptest.Backend) *lbv1.Pool {
 	p := &lbv1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: lbv1.PoolSpec{ListenerRef: lbv1.ObjectReference{Name: listenerName}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin}}
+		Spec: lbv1.PoolSpec{ListenerRef: &lbv1.ObjectReference{Name: listenerName}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin}}
 	for _, b := range backends {
 		p.Spec.Members = append(p.Spec.Members, lbv1.Member{Name: b.Name, Address: "127.0.0.1", ProtocolPort: b.Port()})
 	}

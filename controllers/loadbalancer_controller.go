@@ -378,7 +378,8 @@ func (r *LoadBalancerReconciler) tree(ctx context.Context, lb *lbv1.LoadBalancer
 		}
 	}
 	for _, p := range objs.Pools {
-		if listenerOf[p.Spec.ListenerRef.Name] && p.DeletionTimestamp.IsZero() {
+		// As Octavia's: a pool serving no listener is not part of the load balancer's health.
+		if listenerOf[p.Spec.ListenerName()] && p.DeletionTimestamp.IsZero() {
 			pools = append(pools, p.Status.OperatingStatus)
 		}
 	}

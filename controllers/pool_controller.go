@@ -43,7 +43,7 @@ func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	}
 	st := lbv1.PoolStatus{MemberCount: int32(len(p.Spec.Members))}
 	st.CommonStatus = r.childStatus(&p, "Pool", res, &p.Status.CommonStatus, func(served, _ bool) lbv1.OperatingStatus {
-		if !served {
+		if !served || p.Spec.ListenerRef == nil { // as Octavia's: a pool serving no listener is OFFLINE
 			return lbv1.OperatingOffline
 		}
 		return PoolOperatingStatus(enabled(p.Spec.AdminStateUp), members)

@@ -31,13 +31,25 @@ type PersistenceType string
 
 const PersistenceSourceIP PersistenceType = "SOURCE_IP"
 
-// PoolSpec is Octavia's pool: the members behind one listener and how to choose among them.
+// PoolSpec is Octavia's pool: members and how to choose among them. As in Octavia, a pool
+// belongs to a load balancer and may be the default pool of one of its listeners: the link
+// lives on the pool (listenerRef), so a pool serves at most one listener by construction.
 // +kubebuilder:validation:XValidation:rule="!has(self.members) || self.members.all(a, self.members.exists_one(b, b.address == a.address && b.protocolPort == a.protocolPort))",message="members must have unique address and protocolPort",fieldPath=".members"
+// +kubebuilder:validation:XValidation:rule="has(self.loadBalancerRef) || has(self.listenerRef)",message="a pool names its loadBalancerRef, its listenerRef, or both"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.loadBalancerRef) || has(self.loadBalancerRef)",message="loadBalancerRef cannot be removed",fieldPath=".loadBalancerRef"
 type PoolSpec struct {
-	// listenerRef names the Listener whose traffic this pool receives.
-	// +required
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="listenerRef is immutable"
-	ListenerRef ObjectReference `json:"listenerRef"`
+	// loadBalancerRef names the LoadBalancer this pool belongs to. Optional when listenerRef
+	// is set (the pool then belongs to its listener's load balancer); a pool with no
+	// listenerRef waits on its load balancer, unserved, until a listener takes it.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="loadBalancerRef is immutable"
+	LoadBalancerRef *ObjectReference `json:"loadBalancerRef,omitempty"`
+
+	// listenerRef names the Listener this pool is the default pool of (Octavia's listener
+	// default_pool_id). It may change, or go, to move the pool between listeners of its load
+	// balancer; one listener has one default pool.
+	// +optional
+	ListenerRef *ObjectReference `json:"listenerRef,omitempty"`
 
 	// protocol towards members: TCP, UDP, PROXY or PROXYV2. A TCP listener takes TCP, PROXY
 	// and PROXYV2 pools; a UDP listener takes UDP pools.
@@ -172,10 +184,12 @@ type PoolStatus struct {
 	MemberCount int32 `json:"memberCount,omitempty"`
 }
 
-// Pool is the set of members behind a Listener and the algorithm that balances over them.
+// Pool is a set of members on a LoadBalancer and the algorithm that balances over them; the
+// default pool of at most one of its Listeners.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=lbp,categories=l4lb
+// +kubebuilder:printcolumn:name="LoadBalancer",type=string,JSONPath=`.spec.loadBalancerRef.name`
 // +kubebuilder:printcolumn:name="Listener",type=string,JSONPath=`.spec.listenerRef.name`
 // +kubebuilder:printcolumn:name="Algorithm",type=string,JSONPath=`.spec.lbAlgorithm`
 // +kubebuilder:printcolumn:name="Members",type=integer,JSONPath=`.status.memberCount`
@@ -189,6 +203,14 @@ type Pool struct {
 	Spec PoolSpec `json:"spec"`
 	// +optional
 	Status PoolStatus `json:"status,omitempty"`
+}
+
+// ListenerName is the listener the pool is the default pool of, "" for none.
+func (s *PoolSpec) ListenerName() string {
+	if s.ListenerRef == nil {
+		return ""
+	}
+	return s.ListenerRef.Name
 }
 
 // PoolList is a list of Pools.

@@ -37,13 +37,11 @@ func (a *Agent) report(ctx context.Context, objs model.Objects, res model.Result
 		return err
 	}
 
-	listeners := map[string]bool{}
 	for i := range objs.Listeners {
 		l := &objs.Listeners[i]
 		if l.Spec.LoadBalancerRef.Name != lb.Name || l.Namespace != lb.Namespace || notAccepted(res, "Listener", l) {
 			continue
 		}
-		listeners[l.Name] = true
 		key := l.Namespace + "/" + l.Name
 		c := cond(l, lbv1.ConditionProgrammed, true, lbv1.ReasonProgrammed, "")
 		switch {
@@ -66,7 +64,7 @@ func (a *Agent) report(ctx context.Context, objs model.Objects, res model.Result
 	}
 	for i := range objs.Pools {
 		p := &objs.Pools[i]
-		if p.Namespace != lb.Namespace || !listeners[p.Spec.ListenerRef.Name] || notAccepted(res, "Pool", p) {
+		if p.Namespace != lb.Namespace || model.PoolLoadBalancer(p, objs.Listeners) != lb.Name || notAccepted(res, "Pool", p) {
 			continue
 		}
 		mp := pools[p.Namespace+"/"+p.Name]
@@ -86,7 +84,7 @@ func (a *Agent) report(ctx context.Context, objs model.Objects, res model.Result
 		if m.Namespace != lb.Namespace || notAccepted(res, "HealthMonitor", m) {
 			continue
 		}
-		if _, ok := poolOfListener(objs, m.Spec.PoolRef.Name, m.Namespace, listeners); !ok {
+		if !poolOf(objs, m.Spec.PoolRef.Name, lb) {
 			continue
 		}
 		st := lbv1.HealthMonitorStatus{CommonStatus: lbv1.CommonStatus{Conditions: ssa.Conditions(m.Status.Conditions,
@@ -121,14 +119,15 @@ func (a *Agent) memberStatus(p *model.Pool, m lbv1.Member) lbv1.OperatingStatus 
 	return lbv1.OperatingOffline
 }
 
-func poolOfListener(objs model.Objects, pool, namespace string, listeners map[string]bool) (*lbv1.Pool, bool) {
+// poolOf reports whether the pool named is one of lb's.
+func poolOf(objs model.Objects, pool string, lb *lbv1.LoadBalancer) bool {
 	for i := range objs.Pools {
 		p := &objs.Pools[i]
-		if p.Name == pool && p.Namespace == namespace && listeners[p.Spec.ListenerRef.Name] {
-			return p, true
+		if p.Name == pool && p.Namespace == lb.Namespace {
+			return model.PoolLoadBalancer(p, objs.Listeners) == lb.Name
 		}
 	}
-	return nil, false
+	return false
 }
 
 func notAccepted(res model.Result, kind string, obj client.Object) bool {

@@ -51,7 +51,7 @@ func TestRestartHandOff(t *testing.T) {
 	echo := &lbv1.Listener{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "echo"},
 		Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "lb"}, Protocol: lbv1.ListenerTCP, ProtocolPort: 9000}}
 	echoPool := &lbv1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "echo"},
-		Spec: lbv1.PoolSpec{ListenerRef: lbv1.ObjectReference{Name: "echo"}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin,
+		Spec: lbv1.PoolSpec{ListenerRef: &lbv1.ObjectReference{Name: "echo"}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin,
 			Members: []lbv1.Member{{Name: "m1", Address: "192.0.2.11", ProtocolPort: 9000}}}}
 	for _, o := range []client.Object{echo, echoPool} {
 		if err := l.k8s.Create(l.ctx, o); err != nil {

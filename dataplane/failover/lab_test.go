@@ -147,7 +147,7 @@ func (l *lab) createLB() {
 		&lbv1.Listener{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "l"},
 			Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "lb"}, Protocol: lbv1.ListenerTCP, ProtocolPort: 80}},
 		&lbv1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "p"},
-			Spec: lbv1.PoolSpec{ListenerRef: lbv1.ObjectReference{Name: "l"}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin,
+			Spec: lbv1.PoolSpec{ListenerRef: &lbv1.ObjectReference{Name: "l"}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin,
 				Members: []lbv1.Member{{Name: "m1", Address: "192.0.2.11", ProtocolPort: 8080}, {Name: "m2", Address: "192.0.2.12", ProtocolPort: 8080}}}},
 	}
 	for _, o := range objs {

@@ -23,7 +23,7 @@ func tree(ns string, age int, at netip.AddrPort, members ...lbv1.Member) model.O
 		LoadBalancers: []lbv1.LoadBalancer{{ObjectMeta: meta("lb"), Status: lbv1.LoadBalancerStatus{VIPAddress: at.Addr().String()}}},
 		Listeners: []lbv1.Listener{{ObjectMeta: meta("l"), Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "lb"},
 			Protocol: lbv1.ListenerTCP, ProtocolPort: int32(at.Port())}}},
-		Pools: []lbv1.Pool{{ObjectMeta: meta("p"), Spec: lbv1.PoolSpec{ListenerRef: lbv1.ObjectReference{Name: "l"},
+		Pools: []lbv1.Pool{{ObjectMeta: meta("p"), Spec: lbv1.PoolSpec{ListenerRef: &lbv1.ObjectReference{Name: "l"},
 			Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin, Members: members}}},
 	}
 }

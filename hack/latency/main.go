@@ -134,7 +134,7 @@ func run(ctx context.Context, env *testenv.Env, n int) error {
 			&lbv1.Listener{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: name},
 				Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: name}, Protocol: lbv1.ListenerTCP, ProtocolPort: 80}},
 			&lbv1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: name},
-				Spec: lbv1.PoolSpec{ListenerRef: lbv1.ObjectReference{Name: name}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin,
+				Spec: lbv1.PoolSpec{ListenerRef: &lbv1.ObjectReference{Name: name}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin,
 					Members: []lbv1.Member{{Name: "first", Address: "127.0.0.1", ProtocolPort: first}}}},
 		}
 		for _, o := range objs {

@@ -75,6 +75,9 @@ func Build(objs Objects) Result {
 	ports := map[string]string{}
 	served := map[string]string{} // protocol and VIP:port -> the listener serving it, cluster-wide
 	exists := map[Ref]bool{}
+	for k := range lbs {
+		exists[Ref{"LoadBalancer", lbs[k].Namespace, lbs[k].Name}] = true
+	}
 	for _, l := range listeners {
 		exists[Ref{"Listener", l.Namespace, l.Name}] = true
 	}
@@ -131,19 +134,31 @@ func Build(objs Objects) Result {
 	poolOwner := map[string]string{}
 	for _, p := range pools {
 		ref := Ref{"Pool", p.Namespace, p.Name}
-		lk := key(p.Namespace, p.Spec.ListenerRef.Name)
-		lo, ok := listenerObjs[lk]
-		if !ok {
-			b.missing(ref, exists, Ref{"Listener", p.Namespace, p.Spec.ListenerRef.Name})
-			continue
+		if lbRef := p.Spec.LoadBalancerRef; lbRef != nil {
+			if _, ok := lbs[key(p.Namespace, lbRef.Name)]; !ok {
+				b.missing(ref, exists, Ref{"LoadBalancer", p.Namespace, lbRef.Name})
+				continue
+			}
 		}
-		if !PoolFits(Protocol(lo.Spec.Protocol), PoolProtocol(p.Spec.Protocol)) {
-			b.problem(ref, lbv1.ReasonProtocolMismatch, "a %s pool cannot serve %s Listener %q", p.Spec.Protocol, lo.Spec.Protocol, lo.Name)
-			continue
-		}
-		if other, taken := poolOwner[lk]; taken {
-			b.problem(ref, lbv1.ReasonDuplicate, "Listener %q already has Pool %q", lo.Name, other)
-			continue
+		lk := key(p.Namespace, p.Spec.ListenerName())
+		lo := listenerObjs[lk]
+		if p.Spec.ListenerRef != nil {
+			if lo == nil {
+				b.missing(ref, exists, Ref{"Listener", p.Namespace, p.Spec.ListenerRef.Name})
+				continue
+			}
+			if lbRef := p.Spec.LoadBalancerRef; lbRef != nil && lo.Spec.LoadBalancerRef.Name != lbRef.Name {
+				b.problem(ref, lbv1.ReasonInvalid, "Listener %q is on LoadBalancer %q, not on this pool's %q", lo.Name, lo.Spec.LoadBalancerRef.Name, lbRef.Name)
+				continue
+			}
+			if !PoolFits(Protocol(lo.Spec.Protocol), PoolProtocol(p.Spec.Protocol)) {
+				b.problem(ref, lbv1.ReasonProtocolMismatch, "a %s pool cannot serve %s Listener %q", p.Spec.Protocol, lo.Spec.Protocol, lo.Name)
+				continue
+			}
+			if other, taken := poolOwner[lk]; taken {
+				b.problem(ref, lbv1.ReasonDuplicate, "Listener %q already has Pool %q", lo.Name, other)
+				continue
+			}
 		}
 		mp, refused, err := pool(p, objs.Policy)
 		if err != nil {
@@ -153,8 +168,11 @@ func Build(objs Objects) Result {
 		if len(refused) > 0 {
 			res.Refused[ref] = refused
 		}
-		poolOwner[lk] = p.Name
 		poolByKey[mp.Key] = &mp
+		if lo == nil {
+			continue // on its load balancer, serving no listener yet
+		}
+		poolOwner[lk] = p.Name
 		if l, served := byKey[lk]; served && enabled(p.Spec.AdminStateUp) {
 			l.Pool = &mp
 		}
@@ -195,6 +213,21 @@ func Build(objs Objects) Result {
 	}
 	sort.Slice(res.Model.Listeners, func(i, j int) bool { return res.Model.Listeners[i].Key < res.Model.Listeners[j].Key })
 	return res
+}
+
+// PoolLoadBalancer is the name of the load balancer pool p belongs to: its loadBalancerRef,
+// else its listener's (a pool written before pools named their load balancer); "" when
+// neither is known.
+func PoolLoadBalancer(p *lbv1.Pool, listeners []lbv1.Listener) string {
+	if p.Spec.LoadBalancerRef != nil {
+		return p.Spec.LoadBalancerRef.Name
+	}
+	for i := range listeners {
+		if l := &listeners[i]; l.Namespace == p.Namespace && l.Name == p.Spec.ListenerName() {
+			return l.Spec.LoadBalancerRef.Name
+		}
+	}
+	return ""
 }
 
 // PoolFits is Octavia's listener -> pool protocol compatibility.

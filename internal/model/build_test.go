@@ -24,7 +24,7 @@ func seed() Objects {
 			{ObjectMeta: meta("l80", 1), Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "lb"}, Protocol: "TCP", ProtocolPort: 80}},
 		},
 		Pools: []lbv1.Pool{{ObjectMeta: meta("p80", 2), Spec: lbv1.PoolSpec{
-			ListenerRef: lbv1.ObjectReference{Name: "l80"}, Protocol: "TCP", LBAlgorithm: "ROUND_ROBIN",
+			ListenerRef: &lbv1.ObjectReference{Name: "l80"}, Protocol: "TCP", LBAlgorithm: "ROUND_ROBIN",
 			Members: []lbv1.Member{
 				{Name: "b", Address: "203.0.113.12", ProtocolPort: 8080, MonitorPort: ptr(int32(9000))},
 				{Name: "a", Address: "203.0.113.11", ProtocolPort: 8080, Weight: ptr(int32(3))},
@@ -84,6 +84,13 @@ func TestBuildProblemsLeaveTheRestServing(t *testing.T) {
 			p.ObjectMeta = meta("p2", 9)
 			o.Pools = append(o.Pools, p)
 		}, Ref{"Pool", "ns", "p2"}, lbv1.ReasonDuplicate, 1},
+		{"pool on a load balancer that is not there", func(o *Objects) {
+			o.Pools[0].Spec.LoadBalancerRef = &lbv1.ObjectReference{Name: "nope"}
+		}, Ref{"Pool", "ns", "p80"}, lbv1.ReasonReferenceNotFound, 1},
+		{"pool whose listener is on another load balancer", func(o *Objects) {
+			o.LoadBalancers = append(o.LoadBalancers, lbv1.LoadBalancer{ObjectMeta: meta("lb2", 0)})
+			o.Pools[0].Spec.LoadBalancerRef = &lbv1.ObjectReference{Name: "lb2"}
+		}, Ref{"Pool", "ns", "p80"}, lbv1.ReasonInvalid, 1},
 		{"udp-connect on tcp pool", func(o *Objects) { o.Monitors[0].Spec.Type = "UDP-CONNECT" }, Ref{"HealthMonitor", "ns", "hm"}, lbv1.ReasonProtocolMismatch, 1},
 		{"monitor without pool", func(o *Objects) { o.Monitors[0].Spec.PoolRef.Name = "gone" }, Ref{"HealthMonitor", "ns", "hm"}, lbv1.ReasonReferenceNotFound, 1},
 		{"backwards code range", func(o *Objects) { o.Monitors[0].Spec.ExpectedCodes = "204-200" }, Ref{"HealthMonitor", "ns", "hm"}, lbv1.ReasonInvalid, 1},
@@ -124,6 +131,29 @@ func TestAdminDownPoolAndMonitor(t *testing.T) {
 	o.Pools[0].Spec.AdminStateUp = ptr(false)
 	if l := Build(o).Model.Listeners[0]; l.Pool != nil {
 		t.Fatalf("disabled pool still serves")
+	}
+}
+
+// As in Octavia, a pool belongs to a load balancer and may wait there for a listener: it is
+// accepted, with its monitor, and serves nothing until a listener takes it.
+func TestPoolWithoutListener(t *testing.T) {
+	o := seed()
+	o.Pools[0].Spec.ListenerRef = nil
+	o.Pools[0].Spec.LoadBalancerRef = &lbv1.ObjectReference{Name: "lb"}
+	res := Build(o)
+	if len(res.Problems) != 0 || len(res.Model.Listeners) != 1 || res.Model.Listeners[0].Pool != nil {
+		t.Fatalf("problems %v, listeners %+v", res.Problems, res.Model.Listeners)
+	}
+	if got := PoolLoadBalancer(&o.Pools[0], o.Listeners); got != "lb" {
+		t.Fatalf("the pool's load balancer: %q", got)
+	}
+	o.Pools[0].Spec.ListenerRef = &lbv1.ObjectReference{Name: "l80"}
+	if l := Build(o).Model.Listeners[0]; l.Pool == nil || l.Pool.Monitor == nil {
+		t.Fatalf("a listener taking the pool does not serve it: %+v", l)
+	}
+	o.Pools[0].Spec.LoadBalancerRef = nil // a pool written before pools named their load balancer
+	if got := PoolLoadBalancer(&o.Pools[0], o.Listeners); got != "lb" {
+		t.Fatalf("the load balancer of a pool named by its listener: %q", got)
 	}
 }
 

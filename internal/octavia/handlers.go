@@ -15,7 +15,7 @@ import (
 // refer to each other at package initialisation.
 type writes struct {
 	create func(s *Server, ctx context.Context, c *caller, v *view, obj map[string]any) (client.Object, error)
-	update func(v *view, o client.Object, obj map[string]any) error
+	update func(s *Server, ctx context.Context, v *view, o client.Object, obj map[string]any) error
 	remove func(s *Server, ctx context.Context, v *view, o client.Object, cascade bool) error
 }
 
@@ -79,7 +79,7 @@ func (s *Server) update(k kind) func(http.ResponseWriter, *http.Request, *caller
 		if err != nil {
 			return err
 		}
-		if err := writesOf[k.plural].update(v, o, obj); err != nil {
+		if err := writesOf[k.plural].update(s, r.Context(), v, o, obj); err != nil {
 			return err
 		}
 		if err := s.Client.Update(r.Context(), o); err != nil {

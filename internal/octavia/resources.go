@@ -166,7 +166,7 @@ func poolJSON(v *view, o client.Object) map[string]any {
 	}
 	m["session_persistence"] = sp
 	var ls []*lbv1.Listener
-	if l := v.listenerNamed(p.Namespace, p.Spec.ListenerRef.Name); l != nil {
+	if l := v.listenerNamed(p.Namespace, p.Spec.ListenerName()); l != nil {
 		ls = append(ls, l)
 	}
 	m["listeners"] = ids(ls)

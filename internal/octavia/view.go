@@ -13,6 +13,7 @@ import (
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/internal/load"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // view is the objects a caller may see, read once per request.
@@ -89,7 +90,7 @@ func (v *view) listenersOf(lb *lbv1.LoadBalancer) []*lbv1.Listener {
 
 func (v *view) poolOf(l *lbv1.Listener) *lbv1.Pool {
 	for i := range v.ps {
-		if v.ps[i].Namespace == l.Namespace && v.ps[i].Spec.ListenerRef.Name == l.Name {
+		if v.ps[i].Namespace == l.Namespace && v.ps[i].Spec.ListenerName() == l.Name {
 			return &v.ps[i]
 		}
 	}
@@ -105,12 +106,20 @@ func (v *view) monitorOf(p *lbv1.Pool) *lbv1.HealthMonitor {
 	return nil
 }
 
-// lbOfPool is the load balancer a pool serves through its listener, if any.
-func (v *view) lbOfPool(p *lbv1.Pool) *lbv1.LoadBalancer {
-	if l := v.listenerNamed(p.Namespace, p.Spec.ListenerRef.Name); l != nil {
-		return v.lbNamed(l.Namespace, l.Spec.LoadBalancerRef.Name)
+// poolsOf are the pools of a load balancer, serving a listener or not.
+func (v *view) poolsOf(lb *lbv1.LoadBalancer) []*lbv1.Pool {
+	var out []*lbv1.Pool
+	for i := range v.ps {
+		if v.ps[i].Namespace == lb.Namespace && model.PoolLoadBalancer(&v.ps[i], v.ls) == lb.Name {
+			out = append(out, &v.ps[i])
+		}
 	}
-	return nil
+	return out
+}
+
+// lbOfPool is the load balancer a pool belongs to.
+func (v *view) lbOfPool(p *lbv1.Pool) *lbv1.LoadBalancer {
+	return v.lbNamed(p.Namespace, model.PoolLoadBalancer(p, v.ls))
 }
 
 // memberID is a member's stable ID: its pool's UID and its name, hashed (UUIDv5).

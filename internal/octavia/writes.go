@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 func init() {
@@ -154,7 +155,7 @@ func (s *Server) createLB(ctx context.Context, c *caller, v *view, obj map[strin
 	return lb, nil
 }
 
-func updateLB(v *view, o client.Object, obj map[string]any) error {
+func updateLB(_ *Server, _ context.Context, v *view, o client.Object, obj map[string]any) error {
 	lb := o.(*lbv1.LoadBalancer)
 	in := newInput(obj, lbUpdatable...)
 	setName(lb, in)
@@ -168,12 +169,17 @@ func updateLB(v *view, o client.Object, obj map[string]any) error {
 
 func (s *Server) removeLB(ctx context.Context, v *view, o client.Object, cascade bool) error {
 	lb := o.(*lbv1.LoadBalancer)
-	ls := v.listenersOf(lb)
-	if len(ls) > 0 && !cascade {
+	ls, ps := v.listenersOf(lb), v.poolsOf(lb)
+	if len(ls)+len(ps) > 0 && !cascade {
 		return badRequest("Cannot delete Load Balancer %s - it has children", lb.UID)
 	}
+	for _, p := range ps {
+		if err := s.removePool(ctx, v, p, true); err != nil {
+			return err
+		}
+	}
 	for _, l := range ls {
-		if err := s.removeListener(ctx, v, l, true); err != nil {
+		if err := client.IgnoreNotFound(s.Client.Delete(ctx, l)); err != nil {
 			return err
 		}
 	}
@@ -186,7 +192,10 @@ var listenerUpdatable = []string{"name", "description", "admin_state_up", "tags"
 	"timeout_member_connect", "timeout_member_data", "timeout_tcp_inspect", "allowed_cidrs"}
 
 func (s *Server) createListener(ctx context.Context, c *caller, v *view, obj map[string]any) (client.Object, error) {
-	in := newInput(obj, append(listenerUpdatable, "protocol", "protocol_port", "loadbalancer_id", "project_id", "tenant_id", "default_pool")...)
+	in := newInput(obj, append(listenerUpdatable, "protocol", "protocol_port", "loadbalancer_id", "project_id", "tenant_id", "default_pool", "default_pool_id")...)
+	if in.has("default_pool") && in.has("default_pool_id") {
+		in.fail("Invalid input: default_pool and default_pool_id are exclusive")
+	}
 	lbObj := v.find(loadBalancers, in.str("loadbalancer_id"))
 	if lbObj == nil && s.othersObject(ctx, c, loadBalancers, in.str("loadbalancer_id")) {
 		return nil, forbidden()
@@ -220,11 +229,71 @@ func (s *Server) createListener(ctx context.Context, c *caller, v *view, obj map
 	}
 	l.Namespace = lb.Namespace
 	l.Spec.LoadBalancerRef.Name = lb.Name
+	var pool *lbv1.Pool
+	if id := in.str("default_pool_id"); id != "" {
+		var err error
+		if pool, err = v.defaultPoolFor(l, id); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.make(ctx, l, in.str("name"), "listener"); err != nil {
 		return nil, err
 	}
 	v.ls = append(v.ls, *l)
+	if pool != nil {
+		if err := s.attach(ctx, pool, l); err != nil {
+			if rerr := client.IgnoreNotFound(s.Client.Delete(ctx, l)); rerr != nil { // all or nothing
+				s.Log.Error("removing a half-made listener", "namespace", l.Namespace, "name", l.Name, "err", rerr)
+			}
+			return nil, err
+		}
+	}
 	return l, s.child(ctx, c, v, in.object("default_pool"), "listener_id", l, (*Server).createPool)
+}
+
+// defaultPoolFor checks that the pool with UID id may become l's default pool, as Octavia
+// does: a pool of the same load balancer, of a protocol the listener takes, serving no other
+// listener.
+func (v *view) defaultPoolFor(l *lbv1.Listener, id string) (*lbv1.Pool, error) {
+	o := v.find(pools, id)
+	if o == nil {
+		return nil, notFound(pools.what, id)
+	}
+	p := o.(*lbv1.Pool)
+	if p.Namespace != l.Namespace || model.PoolLoadBalancer(p, v.ls) != l.Spec.LoadBalancerRef.Name {
+		return nil, badRequest("Invalid input: pool %s is not on the listener's load balancer", id)
+	}
+	if !model.PoolFits(model.Protocol(l.Spec.Protocol), model.PoolProtocol(p.Spec.Protocol)) {
+		return nil, badRequest("Validation failure: The pool protocol '%s' is invalid while the listener protocol is '%s'.", p.Spec.Protocol, l.Spec.Protocol)
+	}
+	if other := p.Spec.ListenerName(); other != "" && other != l.Name {
+		if ol := v.listenerNamed(p.Namespace, other); ol != nil {
+			return nil, conflict("Pool %s is already in use by listener %s", id, ol.UID)
+		}
+	}
+	return p, nil
+}
+
+// attach makes p the default pool of l, and detach makes p serve no listener: the link is
+// the pool's listenerRef. The pool keeps its load balancer either way (written down, for a
+// pool that named only its listener).
+func (s *Server) attach(ctx context.Context, p *lbv1.Pool, l *lbv1.Listener) error {
+	return s.changePool(ctx, p, func(p *lbv1.Pool) error {
+		p.Spec.LoadBalancerRef = &lbv1.ObjectReference{Name: l.Spec.LoadBalancerRef.Name}
+		p.Spec.ListenerRef = &lbv1.ObjectReference{Name: l.Name}
+		return nil
+	})
+}
+
+func (s *Server) detach(ctx context.Context, p *lbv1.Pool, l *lbv1.Listener) error {
+	return client.IgnoreNotFound(s.changePool(ctx, p, func(p *lbv1.Pool) error {
+		if p.Spec.ListenerName() != l.Name {
+			return nil
+		}
+		p.Spec.LoadBalancerRef = &lbv1.ObjectReference{Name: l.Spec.LoadBalancerRef.Name}
+		p.Spec.ListenerRef = nil
+		return nil
+	}))
 }
 
 // child creates the object of a fully populated create (a listener's default_pool, a pool's
@@ -263,19 +332,38 @@ func applyListener(in *input, l *lbv1.Listener) error {
 	return in.err
 }
 
-func updateListener(v *view, o client.Object, obj map[string]any) error {
-	return applyListener(newInput(obj, listenerUpdatable...), o.(*lbv1.Listener))
+// updateListener also moves the listener's default pool (default_pool_id; null for none),
+// which is written on the pools.
+func updateListener(s *Server, ctx context.Context, v *view, o client.Object, obj map[string]any) error {
+	l := o.(*lbv1.Listener)
+	in := newInput(obj, append(listenerUpdatable, "default_pool_id")...)
+	if err := applyListener(in, l); err != nil || !in.present("default_pool_id") {
+		return err
+	}
+	var next *lbv1.Pool
+	if id := in.str("default_pool_id"); id != "" {
+		var err error
+		if next, err = v.defaultPoolFor(l, id); err != nil {
+			return err
+		}
+	}
+	if cur := v.poolOf(l); cur != nil && cur != next {
+		if err := s.detach(ctx, cur, l); err != nil {
+			return err
+		}
+	}
+	if next == nil || next.Spec.ListenerName() == l.Name {
+		return nil
+	}
+	return s.attach(ctx, next, l)
 }
 
-func (s *Server) removeListener(ctx context.Context, v *view, o client.Object, cascade bool) error {
+// removeListener deletes a listener; as in Octavia, its default pool stays on the load
+// balancer.
+func (s *Server) removeListener(ctx context.Context, v *view, o client.Object, _ bool) error {
 	l := o.(*lbv1.Listener)
 	if p := v.poolOf(l); p != nil {
-		if !cascade {
-			// Octavia would keep the pool on the load balancer; an l4lb pool belongs to its
-			// listener, so the pool goes first.
-			return conflict("Listener %s has the pool %s: delete the pool first", l.UID, p.UID)
-		}
-		if err := s.removePool(ctx, v, p, true); err != nil {
+		if err := s.detach(ctx, p, l); err != nil {
 			return err
 		}
 	}
@@ -290,15 +378,37 @@ var algorithms = []string{string(lbv1.RoundRobin), string(lbv1.LeastConnections)
 
 func (s *Server) createPool(ctx context.Context, c *caller, v *view, obj map[string]any) (client.Object, error) {
 	in := newInput(obj, append(poolUpdatable, "listener_id", "loadbalancer_id", "protocol", "project_id", "tenant_id", "members", "healthmonitor")...)
-	if in.str("listener_id") == "" {
-		in.fail("Invalid input: l4lb attaches a pool to a listener: listener_id is required")
+	lbID, lID := in.str("loadbalancer_id"), in.str("listener_id")
+	if lbID == "" && lID == "" {
+		in.fail("Invalid input: a pool needs a loadbalancer_id or a listener_id")
 	}
-	lObj := v.find(listeners, in.str("listener_id"))
-	if lObj == nil && s.othersObject(ctx, c, listeners, in.str("listener_id")) {
-		return nil, forbidden()
+	var l *lbv1.Listener
+	var lb *lbv1.LoadBalancer
+	if lID != "" {
+		o := v.find(listeners, lID)
+		if o == nil && s.othersObject(ctx, c, listeners, lID) {
+			return nil, forbidden()
+		}
+		if o == nil {
+			in.fail("Invalid input: listener_id %q is not a listener of this project", lID)
+		} else {
+			l = o.(*lbv1.Listener)
+			lb = v.lbNamed(l.Namespace, l.Spec.LoadBalancerRef.Name)
+		}
 	}
-	if lObj == nil && in.str("listener_id") != "" {
-		in.fail("Invalid input: listener_id %q is not a listener of this project", in.str("listener_id"))
+	if lbID != "" {
+		o := v.find(loadBalancers, lbID)
+		if o == nil && s.othersObject(ctx, c, loadBalancers, lbID) {
+			return nil, forbidden()
+		}
+		switch {
+		case o == nil:
+			in.fail("Invalid input: loadbalancer_id %q is not a load balancer of this project", lbID)
+		case l != nil && (lb == nil || string(lb.UID) != lbID):
+			in.fail("Invalid input: listener %s is not on load balancer %s", lID, lbID)
+		default:
+			lb = o.(*lbv1.LoadBalancer)
+		}
 	}
 	proto := in.str("protocol")
 	p := &lbv1.Pool{Spec: lbv1.PoolSpec{Protocol: lbv1.PoolProtocol(in.oneOf("protocol", "TCP", "UDP", "PROXY", "PROXYV2"))}}
@@ -314,20 +424,23 @@ func (s *Server) createPool(ctx context.Context, c *caller, v *view, obj map[str
 	if in.err != nil {
 		return nil, in.err
 	}
-	l := lObj.(*lbv1.Listener)
-	if lbID := in.str("loadbalancer_id"); lbID != "" {
-		if lb := v.lbNamed(l.Namespace, l.Spec.LoadBalancerRef.Name); lb == nil || string(lb.UID) != lbID {
-			return nil, badRequest("Invalid input: listener %s is not on load balancer %s", l.UID, lbID)
-		}
+	if lb == nil {
+		return nil, badRequest("Invalid input: listener %s has no load balancer", lID)
 	}
-	if _, err := writableProject(c, map[string]any{"project_id": v.projects[l.Namespace]}); err != nil {
+	if _, err := writableProject(c, map[string]any{"project_id": v.projects[lb.Namespace]}); err != nil {
 		return nil, err
 	}
-	if other := v.poolOf(l); other != nil {
-		return nil, conflict("Listener %s already has a default pool (%s)", l.UID, other.UID)
+	p.Namespace = lb.Namespace
+	p.Spec.LoadBalancerRef = &lbv1.ObjectReference{Name: lb.Name}
+	if l != nil {
+		if other := v.poolOf(l); other != nil {
+			return nil, conflict("Listener %s already has a default pool (%s)", l.UID, other.UID)
+		}
+		if !model.PoolFits(model.Protocol(l.Spec.Protocol), model.PoolProtocol(p.Spec.Protocol)) {
+			return nil, badRequest("Validation failure: The pool protocol '%s' is invalid while the listener protocol is '%s'.", p.Spec.Protocol, l.Spec.Protocol)
+		}
+		p.Spec.ListenerRef = &lbv1.ObjectReference{Name: l.Name}
 	}
-	p.Namespace = l.Namespace
-	p.Spec.ListenerRef.Name = l.Name
 	for _, m := range in.objects("members") {
 		mm, err := memberFrom(m, p)
 		if err != nil {
@@ -367,7 +480,7 @@ func applyPool(in *input, p *lbv1.Pool) error {
 	return in.err
 }
 
-func updatePool(v *view, o client.Object, obj map[string]any) error {
+func updatePool(_ *Server, _ context.Context, v *view, o client.Object, obj map[string]any) error {
 	return applyPool(newInput(obj, poolUpdatable...), o.(*lbv1.Pool))
 }
 
@@ -688,7 +801,7 @@ func applyMonitor(in *input, hm *lbv1.HealthMonitor) error {
 	return in.err
 }
 
-func updateMonitor(v *view, o client.Object, obj map[string]any) error {
+func updateMonitor(_ *Server, _ context.Context, v *view, o client.Object, obj map[string]any) error {
 	return applyMonitor(newInput(obj, monitorUpdatable...), o.(*lbv1.HealthMonitor))
 }
 

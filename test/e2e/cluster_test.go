@@ -190,7 +190,7 @@ func TestHelmInstallSeedAndUninstall(t *testing.T) {
 			members = append(members, lbv1.Member{Name: "m3", Address: flask, ProtocolPort: 8080})
 		}
 		must(t, k.c.Create(k.ctx, &lbv1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: app, Name: p},
-			Spec: lbv1.PoolSpec{ListenerRef: lbv1.ObjectReference{Name: l}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin,
+			Spec: lbv1.PoolSpec{ListenerRef: &lbv1.ObjectReference{Name: l}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin,
 				Members: members}}))
 		must(t, k.c.Create(k.ctx, &lbv1.HealthMonitor{ObjectMeta: metav1.ObjectMeta{Namespace: app, Name: "hm-" + p},
 			Spec: lbv1.HealthMonitorSpec{PoolRef: lbv1.ObjectReference{Name: p}, Type: lbv1.MonitorHTTP, URLPath: "/health",
@@ -240,7 +240,7 @@ func TestHelmInstallSeedAndUninstall(t *testing.T) {
 	must(t, k.c.Create(k.ctx, &lbv1.Listener{ObjectMeta: metav1.ObjectMeta{Namespace: app, Name: "listener-udp"},
 		Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "lb-test-1"}, Protocol: lbv1.ListenerUDP, ProtocolPort: 9000}}))
 	must(t, k.c.Create(k.ctx, &lbv1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: app, Name: "pool-udp"},
-		Spec: lbv1.PoolSpec{ListenerRef: lbv1.ObjectReference{Name: "listener-udp"}, Protocol: lbv1.PoolUDP, LBAlgorithm: lbv1.RoundRobin,
+		Spec: lbv1.PoolSpec{ListenerRef: &lbv1.ObjectReference{Name: "listener-udp"}, Protocol: lbv1.PoolUDP, LBAlgorithm: lbv1.RoundRobin,
 			Members: []lbv1.Member{{Name: "m1", Address: ips[0], ProtocolPort: 9000}, {Name: "m2", Address: ips[1], ProtocolPort: 9000}}}}))
 	seen := map[string]int{}
 	for end := time.Now().Add(90 * time.Second); len(seen) < 2; {

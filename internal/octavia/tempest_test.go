@@ -1,0 +1,209 @@
+//go:build conformance
+
+package octavia_test
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/internal/ipam"
+	"github.com/l4lb/l4lb/internal/ipam/neutron"
+	"github.com/l4lb/l4lb/test/lantest"
+	"github.com/l4lb/l4lb/test/testenv"
+)
+
+// TestOctaviaTempest runs Octavia's own API test suite (octavia-tempest-plugin, Debian's
+// package, unchanged) against l4lb's Octavia API registered in the real Keystone's catalog,
+// with its network tests on (test_with_noop = false: each test class makes real Neutron
+// networks and subnets, and the controller real VIP ports on them) and a dataplane agent
+// holding the VIPs in a network namespace, so statuses reach ACTIVE and ONLINE as they do on a
+// cloud. Layer 7 and TLS are switched off in the suite's own feature flags, as docs/octavia-api.md
+// declares them unsupported. `make conformance` runs it; it fails on any failed test.
+//
+// L4LB_TEMPEST_REGEX narrows the tests (a tempest regex); the default is the API tests.
+func TestOctaviaTempest(t *testing.T) {
+	defer catch(t)
+	for _, tool := range []string{"tempest", "openstack"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is missing: make conformance installs octavia-tempest-plugin (Debian)", tool)
+		}
+	}
+	l := newLabWith(t, func(mgr ctrl.Manager, secret client.ObjectKey) map[lbv1.Provider]ipam.Provider {
+		return map[lbv1.Provider]ipam.Provider{
+			lbv1.ProviderStatic:    ipam.NewStatic(nil, mgr.GetClient()),
+			lbv1.ProviderOpenStack: neutron.New(mgr, secret, "openstack", "test-tempest"),
+		}
+	}, "")
+	dir := t.TempDir()
+	clouds := filepath.Join(dir, "clouds.yaml")
+	mustDo(os.WriteFile(clouds, cloudsYAML, 0o600))
+	env := append(os.Environ(), "OS_CLIENT_CONFIG_FILE="+clouds, "OS_CLOUD=l4lb-local")
+
+	// The agent holds the suite's VIPs (on networks it makes, 10.1.1.0/25 by its default) in
+	// a namespace of its own.
+	lan := lantest.NewTopology(t, map[string]string{"n1": "198.51.100.5", "gw": "198.51.100.1"})
+	l.runAgent(lan.Hosts["n1"], "n1", lan.Hosts["gw"].Addr)
+
+	script := exec.Command(filepath.Join(testenv.Root(), "hack", "octavia-catalog.sh"), l.url)
+	script.Env = env
+	if out, err := script.CombinedOutput(); err != nil {
+		t.Fatalf("hack/octavia-catalog.sh: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		cmd := exec.Command("openstack", "service", "delete", "octavia")
+		cmd.Env = env
+		cmd.Run()
+	})
+	// The roles Octavia's deployment guide creates; the suite's dynamic credentials get them.
+	for _, r := range []string{"load-balancer_member", "load-balancer_observer", "load-balancer_global_observer",
+		"load-balancer_admin", "load-balancer_quota_admin", "member", "reader"} {
+		l.role(r)
+	}
+
+	netShow := exec.Command("openstack", "network", "show", "public-net", "-f", "value", "-c", "id")
+	netShow.Env = env
+	public, err := netShow.Output()
+	if err != nil {
+		t.Fatalf("openstack network show public-net: %v", err)
+	}
+
+	work := filepath.Join(dir, "tempest")
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command("tempest", args...)
+		cmd.Dir, cmd.Env = work, env
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	mustDo(os.MkdirAll(work, 0o755))
+	if out, err := run("init", work); err != nil {
+		t.Fatalf("tempest init: %v\n%s", err, out)
+	}
+	conf := fmt.Sprintf(tempestConf, filepath.Join(dir, "tempest.log"), strings.TrimSpace(string(public)))
+	mustDo(os.WriteFile(filepath.Join(work, "etc", "tempest.conf"), []byte(conf), 0o600))
+
+	regex := os.Getenv("L4LB_TEMPEST_REGEX")
+	if regex == "" {
+		regex = `^octavia_tempest_plugin\.tests\.api\.v2\.`
+	}
+	out, runErr := run("run", "--regex", regex, "--concurrency", "2")
+	summary := tempestSummary(out)
+	t.Logf("octavia-tempest-plugin, %s:\n%s", regex, summary.text)
+	if outFile := os.Getenv("L4LB_TEMPEST_OUT"); outFile != "" {
+		mustDo(os.WriteFile(outFile, []byte(out), 0o644))
+	}
+	if summary.ran == 0 {
+		t.Fatalf("tempest ran no test (%v):\n%s", runErr, out)
+	}
+	if summary.failed > 0 {
+		t.Fatalf("%d of %d tests failed:\n%s", summary.failed, summary.ran, strings.Join(summary.failures, "\n"))
+	}
+}
+
+// The suite's configuration: Keystone's administrator for its dynamic credentials (a project
+// and users with Octavia's roles per test class), the live network tests, the statuses polled
+// every second, layer 7 and TLS off.
+const tempestConf = `[DEFAULT]
+log_file = %s
+use_stderr = false
+
+[auth]
+use_dynamic_credentials = true
+admin_username = admin
+admin_password = l4lb-admin
+admin_project_name = admin
+admin_domain_name = Default
+
+[identity]
+uri_v3 = http://127.0.0.1:15000/v3
+auth_version = v3
+region = RegionOne
+disable_ssl_certificate_validation = true
+
+[identity-feature-enabled]
+api_v2 = false
+
+[service_available]
+load_balancer = true
+neutron = true
+nova = true
+glance = true
+cinder = false
+swift = false
+
+[network]
+public_network_id = %s
+project_networks_reachable = false
+
+[network-feature-enabled]
+port_security = false
+
+[load_balancer]
+test_with_noop = false
+provider = l4lb
+enabled_provider_drivers = l4lb:l4lb,amphora:l4lb,octavia:l4lb
+RBAC_test_type = advanced
+build_interval = 1
+build_timeout = 120
+lb_build_interval = 1
+lb_build_timeout = 300
+check_interval = 1
+check_timeout = 60
+test_with_ipv6 = false
+
+[loadbalancer-feature-enabled]
+l7_protocol_enabled = false
+terminated_tls_enabled = false
+health_monitor_enabled = true
+session_persistence_enabled = true
+not_implemented_is_error = true
+`
+
+type summary struct {
+	ran, passed, skipped, failed int
+	failures                     []string
+	text                         string
+}
+
+var (
+	totalsLine  = regexp.MustCompile(`(?m)^\s*-?\s*(Ran|Passed|Skipped|Failed|Expected Fail|Unexpected Success):\s*(\d+)`)
+	failureLine = regexp.MustCompile(`\{\d+\}\s+(\S+)\s+\[[^\]]*\]\s+\.\.\.\s+FAILED`)
+)
+
+// tempestSummary reads the totals and the failed tests' names from tempest's output.
+func tempestSummary(out string) summary {
+	var s summary
+	var text []string
+	for _, m := range totalsLine.FindAllStringSubmatch(out, -1) {
+		n, _ := strconv.Atoi(m[2])
+		switch m[1] {
+		case "Ran":
+			s.ran = n
+		case "Passed":
+			s.passed = n
+		case "Skipped":
+			s.skipped = n
+		case "Failed":
+			s.failed = n
+		}
+		text = append(text, m[0])
+	}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		if m := failureLine.FindStringSubmatch(sc.Text()); m != nil {
+			s.failures = append(s.failures, m[1])
+		}
+	}
+	s.text = strings.Join(text, "\n")
+	return s
+}
