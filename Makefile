@@ -67,6 +67,10 @@ envtest: ## Build (once, cached) a real kube-apiserver and etcd for tests.
 test: envtest $(HELM) ## Run every test against a real API server.
 	hack/test.sh
 
+.PHONY: conformance
+conformance: envtest ## Octavia's own API test suite (octavia-tempest-plugin) against l4lb (as root; not in make test: about N minutes).
+	hack/conformance.sh
+
 .PHONY: soak
 soak: ## The churn soak for SOAK (10m by default) under the race detector; figures in docs/benchmarks.md.
 	L4LB_SOAK_DURATION=$${SOAK:-10m} go test -race -count=1 -timeout 0 -run '^TestChurnSoak$$' -v ./dataplane/proxy/ | grep -E 'soak_test|^(--- |ok|FAIL|PASS)'

@@ -31,6 +31,7 @@ func Command() func() error {
 	cloud := flag.String("openstack-cloud", "openstack", "the cloud of the Secret's clouds.yaml")
 	cloudsFile := flag.String("clouds-yaml", "", "a clouds.yaml file instead of --openstack-secret (outside a cluster)")
 	createNS := flag.Bool("create-namespaces", false, "make a namespace (openstack-<project ID>, labelled "+ProjectLabel+") on a project's first write; false: an administrator labels one per project")
+	keystoneRoles := flag.Bool("keystone-default-roles", false, "also grant Keystone's member and reader roles what load-balancer_member and load-balancer_observer have (Octavia's [oslo_policy] enforce_new_defaults); false: Octavia's default policy, its load-balancer_* roles only")
 	tokenCache := flag.Duration("token-cache", openstack.DefaultTokenCache, "how long a validated Keystone token is trusted")
 	tlsCert := flag.String("tls-cert-file", "", "serve HTTPS with this certificate (PEM, its chain after it), reloaded when the file changes (cert-manager's renewals); empty: plain HTTP, for a TLS-terminating Ingress or mesh in front")
 	tlsKey := flag.String("tls-private-key-file", "", "the private key of --tls-cert-file (PEM)")
@@ -58,7 +59,7 @@ func Command() func() error {
 		if *agentsSecure {
 			agents.Token = bearerToken(cfg)
 		}
-		s := &Server{Client: c, Validate: ks.Validate, CreateNamespaces: *createNS, Stats: agents.Node,
+		s := &Server{Client: c, Validate: ks.Validate, CreateNamespaces: *createNS, KeystoneDefaultRoles: *keystoneRoles, Stats: agents.Node,
 			RequestTimeout: *reqTimeout, Log: slog.Default()}
 		srv := &http.Server{Addr: *addr, Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -154,7 +154,8 @@ func newLabWith(t *testing.T, providers func(ctrl.Manager, client.ObjectKey) map
 	// Octavia's roles, as a cloud with Octavia has them.
 	for user, grant := range map[string][2]string{
 		"alice": {"alpha", "load-balancer_member"},
-		"bob":   {"beta", "member"},
+		"bob":   {"beta", "load-balancer_member"},
+		"mia":   {"beta", "member"},
 		"olive": {"alpha", "load-balancer_observer"},
 		"ada":   {"beta", "load-balancer_admin"},
 	} {
@@ -444,6 +445,14 @@ func TestProjectsAndRoles(t *testing.T) {
 	wantCode(t, err, http.StatusForbidden, "beta adding a listener to alpha's load balancer")
 	_, err = loadbalancers.Create(ctx, bob, loadbalancers.CreateOpts{Name: "sneaky", ProjectID: l.proj["alpha"]}).Extract()
 	wantCode(t, err, http.StatusForbidden, "beta creating in alpha's project")
+
+	// Keystone's own member role is not Octavia's: refused by Octavia's default policy, granted
+	// with Keystone's default roles on (enforce_new_defaults).
+	_, err = loadbalancers.List(l.lb("mia"), nil).AllPages(ctx)
+	wantCode(t, err, http.StatusForbidden, "a Keystone member without Octavia's roles listing")
+	l.api.KeystoneDefaultRoles = true
+	must(loadbalancers.List(l.lb("mia"), nil).AllPages(ctx))
+	l.api.KeystoneDefaultRoles = false
 
 	olive := l.lb("olive")
 	got = must(loadbalancers.ExtractLoadBalancers(must(loadbalancers.List(olive, nil).AllPages(ctx))))

@@ -37,6 +37,10 @@ type Server struct {
 	// CreateNamespaces makes a namespace for a project on its first write; false refuses the
 	// write until an administrator labels one (tenancy.go).
 	CreateNamespaces bool
+	// KeystoneDefaultRoles also grants Keystone's own member and reader roles what
+	// load-balancer_member and load-balancer_observer have, as Octavia's policy does with
+	// [oslo_policy] enforce_new_defaults; false is Octavia's default: only its own roles.
+	KeystoneDefaultRoles bool
 	// Stats reads the figures of the stats calls (AgentMetrics.Node); nil answers them 501.
 	Stats Statistics
 	// RequestTimeout bounds each request's calls to Keystone and to the Kubernetes API, so

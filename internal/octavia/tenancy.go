@@ -26,20 +26,24 @@ type caller struct {
 	admin bool
 	// globalReader: load-balancer_global_observer; every project, read only.
 	globalReader bool
-	// writer: load-balancer_member or member (the newer defaults); reader: those, or
-	// load-balancer_observer or reader. Both in the token's project only.
+	// writer: load-balancer_member; reader: that or load-balancer_observer. Both in the
+	// token's project only. With Keystone's default roles on, member and reader count too.
 	writer, reader bool
 }
 
-func newCaller(id openstack.Identity) *caller {
+func newCaller(id openstack.Identity, keystoneDefaults bool) *caller {
 	has := func(names ...string) bool {
 		return slices.ContainsFunc(id.Roles, func(r string) bool { return slices.Contains(names, r) })
+	}
+	member, observer := []string{"load-balancer_member"}, []string{"load-balancer_observer"}
+	if keystoneDefaults {
+		member, observer = append(member, "member"), append(observer, "reader")
 	}
 	c := &caller{Identity: id}
 	c.admin = has("admin", "load-balancer_admin")
 	c.globalReader = c.admin || has("load-balancer_global_observer")
-	c.writer = c.admin || (id.ProjectID != "" && has("load-balancer_member", "member"))
-	c.reader = c.writer || c.globalReader || (id.ProjectID != "" && has("load-balancer_observer", "reader"))
+	c.writer = c.admin || (id.ProjectID != "" && has(member...))
+	c.reader = c.writer || c.globalReader || (id.ProjectID != "" && has(observer...))
 	return c
 }
 
@@ -70,7 +74,7 @@ func (s *Server) authenticated(h func(w http.ResponseWriter, r *http.Request, c 
 			s.writeError(w, r, &apiError{http.StatusServiceUnavailable, "Keystone cannot validate the token now: " + err.Error()})
 			return
 		}
-		c := newCaller(id)
+		c := newCaller(id, s.KeystoneDefaultRoles)
 		allowed := c.reader
 		if r.Method != http.MethodGet {
 			allowed = c.writer

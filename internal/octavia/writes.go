@@ -465,6 +465,9 @@ func applyPool(in *input, p *lbv1.Pool) error {
 	if a := in.oneOf("lb_algorithm", algorithms...); a != "" {
 		p.Spec.LBAlgorithm = lbv1.LBAlgorithm(a)
 	}
+	if in.present("session_persistence") && !in.has("session_persistence") {
+		p.Spec.SessionPersistence = nil // null: none
+	}
 	if in.has("session_persistence") {
 		sp := newInput(in.object("session_persistence"), "type", "persistence_timeout", "persistence_granularity")
 		t := sp.oneOf("type", "SOURCE_IP")

@@ -179,7 +179,7 @@ func adminIdentity(t *testing.T, ctx context.Context, clouds []byte) *gopherclou
 	return idc
 }
 
-// projectMember makes a Keystone project and a user with its member role, and returns the
+// projectMember makes a Keystone project and a user with Octavia's load-balancer_member role, and returns the
 // load-balancer client that user has at api: a token from the machine's Keystone, requests
 // into the cluster's network (the Service's address).
 func (k *cluster) projectMember(clouds []byte, api string) *gophercloud.ServiceClient {
@@ -192,12 +192,15 @@ func (k *cluster) projectMember(clouds []byte, api string) *gophercloud.ServiceC
 	u, err := users.Create(ctx, idc, users.CreateOpts{Name: name, DomainID: "default", Password: "pw-" + name}).Extract()
 	must(t, err)
 	t.Cleanup(func() { users.Delete(context.Background(), idc, u.ID) })
-	pages, err := roles.List(idc, roles.ListOpts{Name: "member"}).AllPages(ctx)
+	// Octavia's role, as a cloud with Octavia has it (its deployment guide creates it).
+	pages, err := roles.List(idc, roles.ListOpts{Name: "load-balancer_member"}).AllPages(ctx)
 	must(t, err)
 	rs, err := roles.ExtractRoles(pages)
 	must(t, err)
 	if len(rs) == 0 {
-		t.Fatal("Keystone has no member role")
+		r, err := roles.Create(ctx, idc, roles.CreateOpts{Name: "load-balancer_member"}).Extract()
+		must(t, err)
+		rs = append(rs, *r)
 	}
 	must(t, roles.Assign(ctx, idc, rs[0].ID, roles.AssignOpts{UserID: u.ID, ProjectID: pr.ID}).ExtractErr())
 	upc, err := gophercloudos.AuthenticatedClient(ctx, gophercloud.AuthOptions{IdentityEndpoint: cloudtest.KeystoneURL,
