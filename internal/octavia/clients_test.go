@@ -117,6 +117,20 @@ func TestTheCallsClientsMake(t *testing.T) {
 	if _, gone := second["127.0.0.12:8080"]; gone {
 		t.Fatal("a member left out of the batch stayed")
 	}
+	// Renamed and tagged (Terraform's member_v2, the CLI's member set): the same member, by
+	// its ID, with its new name and tags; a batch renaming it keeps the ID too.
+	renamed := must(pools.UpdateMember(ctx, alice, p.ID, kept.ID, pools.UpdateMemberOpts{Name: ptr("node-1-renamed"), Tags: []string{"zone-a"}}).Extract())
+	if renamed.ID != kept.ID {
+		t.Fatalf("a rename changed the member's ID: %s -> %s", kept.ID, renamed.ID)
+	}
+	got1 := must(pools.GetMember(ctx, alice, p.ID, kept.ID).Extract())
+	if got1.Name != "node-1-renamed" || !slices.Equal(got1.Tags, []string{"zone-a"}) || got1.Weight != 7 {
+		t.Fatalf("the renamed member reads back %+v", got1)
+	}
+	batch(pools.BatchUpdateMemberOpts{Address: "127.0.0.11", ProtocolPort: 8080, Name: ptr("node-1"), SubnetID: &subnet})
+	if third := members(); len(third) != 1 || third["127.0.0.11:8080"].ID != kept.ID || third["127.0.0.11:8080"].Name != "node-1" {
+		t.Fatalf("after a batch renaming it back: %+v", third)
+	}
 
 	// A fully populated create that fails part-way leaves nothing behind.
 	_, err = loadbalancers.Create(ctx, alice, loadbalancers.CreateOpts{Name: "half", VipAddress: "198.51.100.31",

@@ -176,8 +176,9 @@ func poolJSON(v *view, o client.Object) map[string]any {
 	}
 	m["loadbalancers"] = ids(lbs)
 	members := []any{}
+	meta := membersMeta(p)
 	for _, mm := range p.Spec.Members {
-		members = append(members, map[string]any{"id": memberID(p, mm.Name)})
+		members = append(members, map[string]any{"id": memberIDOf(p, meta, mm.Name)})
 	}
 	m["members"] = members
 	hm := v.monitorOf(p)
@@ -211,16 +212,21 @@ func memberJSON(v *view, p *lbv1.Pool, mm lbv1.Member) map[string]any {
 	if name == unnamedMember(mm.Address, mm.ProtocolPort) {
 		name = ""
 	}
+	meta := membersMeta(p)
+	tags := meta[mm.Name].Tags
+	if tags == nil {
+		tags = []string{}
+	}
 	var subnet any
 	if mm.SubnetID != "" {
 		subnet = mm.SubnetID
 	}
 	return map[string]any{
-		"id": memberID(p, mm.Name), "name": name, "address": mm.Address, "protocol_port": mm.ProtocolPort,
+		"id": memberIDOf(p, meta, mm.Name), "name": name, "address": mm.Address, "protocol_port": mm.ProtocolPort,
 		"weight": weight, "backup": mm.Backup, "admin_state_up": mm.AdminStateUp == nil || *mm.AdminStateUp,
 		"subnet_id": subnet, "monitor_address": monAddr, "monitor_port": monPort,
 		"provisioning_status": prov, "operating_status": op, "project_id": project, "tenant_id": project,
-		"created_at": p.CreationTimestamp.UTC().Format(timeFormat), "updated_at": nil, "tags": []string{},
+		"created_at": p.CreationTimestamp.UTC().Format(timeFormat), "updated_at": nil, "tags": tags,
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/google/uuid"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -120,15 +119,6 @@ func (v *view) poolsOf(lb *lbv1.LoadBalancer) []*lbv1.Pool {
 // lbOfPool is the load balancer a pool belongs to.
 func (v *view) lbOfPool(p *lbv1.Pool) *lbv1.LoadBalancer {
 	return v.lbNamed(p.Namespace, model.PoolLoadBalancer(p, v.ls))
-}
-
-// memberID is a member's stable ID: its pool's UID and its name, hashed (UUIDv5).
-func memberID(p *lbv1.Pool, name string) string {
-	ns, err := uuid.Parse(string(p.UID))
-	if err != nil {
-		ns = uuid.NameSpaceOID
-	}
-	return uuid.NewSHA1(ns, []byte(name)).String()
 }
 
 // provisioning is o's provisioning_status: its status's, PENDING_CREATE before the first

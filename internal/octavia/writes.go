@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"slices"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -441,13 +439,16 @@ func (s *Server) createPool(ctx context.Context, c *caller, v *view, obj map[str
 		}
 		p.Spec.ListenerRef = &lbv1.ObjectReference{Name: l.Name}
 	}
+	meta := map[string]memberMeta{}
 	for _, m := range in.objects("members") {
 		mm, err := memberFrom(m, p)
 		if err != nil {
 			return nil, err
 		}
 		p.Spec.Members = append(p.Spec.Members, mm)
+		setMemberTags(newInput(m, "tags"), meta, mm.Name)
 	}
+	setMembersMeta(p, meta)
 	if err := s.make(ctx, p, in.str("name"), "pool"); err != nil {
 		return nil, err
 	}
@@ -497,62 +498,6 @@ func (s *Server) removePool(ctx context.Context, v *view, o client.Object, _ boo
 	return client.IgnoreNotFound(s.Client.Delete(ctx, p))
 }
 
-// Members.
-
-var memberUpdatable = []string{"name", "weight", "backup", "admin_state_up", "monitor_address", "monitor_port"}
-
-func memberFrom(obj map[string]any, p *lbv1.Pool) (lbv1.Member, error) {
-	in := newInput(obj, append(memberUpdatable, "address", "protocol_port", "subnet_id", "project_id", "tenant_id")...)
-	m := lbv1.Member{Address: in.str("address")}
-	if m.Address == "" {
-		in.fail("Invalid input: address is required")
-	}
-	port, ok := in.num("protocol_port")
-	if !ok || port < 1 || port > 65535 {
-		in.fail("Invalid input: protocol_port must be 1 to 65535")
-	}
-	m.ProtocolPort = port
-	m.SubnetID = in.str("subnet_id")
-	applyMember(in, &m)
-	if m.Name == "" {
-		m.Name = unnamedMember(m.Address, port)
-	}
-	for _, other := range p.Spec.Members {
-		if other.Address == m.Address && other.ProtocolPort == m.ProtocolPort {
-			return m, conflict("Duplicate member: another member of the pool has address %s and protocol_port %d", m.Address, port)
-		}
-		if other.Name == m.Name {
-			return m, conflict("Duplicate member: another member of the pool is named %s", m.Name)
-		}
-	}
-	return m, in.err
-}
-
-// unnamedMember is the name a member made without one gets in the pool (names identify
-// members there); the API shows it without a name, as it was made.
-func unnamedMember(address string, port int32) string {
-	return fmt.Sprintf("member-%s-%d", address, port)
-}
-
-func applyMember(in *input, m *lbv1.Member) {
-	if in.has("name") {
-		m.Name = in.str("name")
-	}
-	if n, ok := in.num("weight"); ok {
-		m.Weight = &n
-	}
-	if b, ok := in.boolean("backup"); ok {
-		m.Backup = b
-	}
-	in.boolPtr("admin_state_up", &m.AdminStateUp)
-	if in.has("monitor_address") {
-		m.MonitorAddress = in.str("monitor_address")
-	}
-	if n, ok := in.num("monitor_port"); ok {
-		m.MonitorPort = &n
-	}
-}
-
 // changePool applies change to the pool as it is in the API server, again on a conflict.
 func (s *Server) changePool(ctx context.Context, p *lbv1.Pool, change func(p *lbv1.Pool) error) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
@@ -564,161 +509,6 @@ func (s *Server) changePool(ctx context.Context, p *lbv1.Pool, change func(p *lb
 		}
 		return s.Client.Update(ctx, p)
 	})
-}
-
-func (s *Server) createMember(w http.ResponseWriter, r *http.Request, c *caller) error {
-	return s.writeMember(w, r, c, http.StatusCreated, lbv1.ProvisioningPendingCreate, func(p *lbv1.Pool, obj map[string]any) (int, error) {
-		m, err := memberFrom(obj, p)
-		if err != nil {
-			return 0, err
-		}
-		p.Spec.Members = append(p.Spec.Members, m)
-		return len(p.Spec.Members) - 1, nil
-	})
-}
-
-func (s *Server) updateMember(w http.ResponseWriter, r *http.Request, c *caller) error {
-	id := r.PathValue("id")
-	return s.writeMember(w, r, c, http.StatusOK, lbv1.ProvisioningPendingUpdate, func(p *lbv1.Pool, obj map[string]any) (int, error) {
-		i := memberIndex(p, id)
-		if i < 0 {
-			return 0, notFound("Member", id)
-		}
-		in := newInput(obj, slices.DeleteFunc(slices.Clone(memberUpdatable), func(k string) bool { return k == "name" })...)
-		applyMember(in, &p.Spec.Members[i])
-		return i, in.err
-	})
-}
-
-// writeMember changes a member of the path's pool (change returns its index) and answers
-// with it, in the status given.
-func (s *Server) writeMember(w http.ResponseWriter, r *http.Request, c *caller, code int, status lbv1.ProvisioningStatus,
-	change func(p *lbv1.Pool, obj map[string]any) (int, error)) error {
-	obj, err := body(r, "member")
-	if err != nil {
-		return err
-	}
-	v, p, err := s.poolFor(r, c)
-	if err != nil {
-		return err
-	}
-	if _, err := writableProject(c, map[string]any{"project_id": v.projects[p.Namespace]}); err != nil {
-		return err
-	}
-	var m lbv1.Member
-	err = s.changePool(r.Context(), p, func(p *lbv1.Pool) error {
-		i, err := change(p, obj)
-		if err == nil {
-			m = p.Spec.Members[i]
-		}
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	out := memberJSON(v, p, m)
-	out["provisioning_status"] = string(status)
-	writeJSON(w, code, map[string]any{"member": out})
-	return nil
-}
-
-// batchMembers is Octavia's batch member update (PUT /pools/{pool}/members), what
-// cloud-provider-openstack and Terraform's openstack_lb_members_v2 call: the pool's members
-// become the list, matched on address and protocol_port (a match keeps its identity and takes
-// the new settings); members not in the list go, unless ?additive_only=true. One update of the
-// pool, so all or nothing.
-func (s *Server) batchMembers(w http.ResponseWriter, r *http.Request, c *caller) error {
-	var b struct {
-		Members []map[string]any `json:"members"`
-	}
-	if err := json.NewDecoder(r.Body).Decode(&b); err != nil {
-		return badRequest("Invalid input: the body is not a list of members: %v", err)
-	}
-	if b.Members == nil {
-		return badRequest("Invalid input: the body has no \"members\"")
-	}
-	additive := truthy(r.URL.Query().Get("additive_only"))
-	v, p, err := s.poolFor(r, c)
-	if err != nil {
-		return err
-	}
-	if _, err := writableProject(c, map[string]any{"project_id": v.projects[p.Namespace]}); err != nil {
-		return err
-	}
-	err = s.changePool(r.Context(), p, func(p *lbv1.Pool) error {
-		type key struct {
-			addr string
-			port int32
-		}
-		var next []lbv1.Member
-		listed := map[key]bool{}
-		for _, obj := range b.Members {
-			m, err := memberFrom(obj, &lbv1.Pool{})
-			if err != nil {
-				return err
-			}
-			k := key{m.Address, m.ProtocolPort}
-			if listed[k] {
-				return conflict("Duplicate member: address %s and protocol_port %d are listed twice", m.Address, m.ProtocolPort)
-			}
-			listed[k] = true
-			if i := slices.IndexFunc(p.Spec.Members, func(o lbv1.Member) bool { return o.Address == m.Address && o.ProtocolPort == m.ProtocolPort }); i >= 0 {
-				old := p.Spec.Members[i]
-				in := newInput(obj, append(memberUpdatable, "address", "protocol_port", "subnet_id", "project_id", "tenant_id")...)
-				applyMember(in, &old)
-				if in.present("subnet_id") {
-					old.SubnetID = in.str("subnet_id")
-				}
-				if in.present("name") && in.str("name") == "" {
-					old.Name = unnamedMember(old.Address, old.ProtocolPort)
-				}
-				m = old
-			}
-			next = append(next, m)
-		}
-		if additive {
-			for _, o := range p.Spec.Members {
-				if !listed[key{o.Address, o.ProtocolPort}] {
-					next = append(next, o)
-				}
-			}
-		}
-		names := map[string]bool{}
-		for _, m := range next {
-			if names[m.Name] {
-				return conflict("Duplicate member: two members would be named %s", m.Name)
-			}
-			names[m.Name] = true
-		}
-		p.Spec.Members = next
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusAccepted)
-	return nil
-}
-
-func (s *Server) deleteMember(w http.ResponseWriter, r *http.Request, c *caller) error {
-	_, p, err := s.poolFor(r, c)
-	if err != nil {
-		return err
-	}
-	id := r.PathValue("id")
-	err = s.changePool(r.Context(), p, func(p *lbv1.Pool) error {
-		i := memberIndex(p, id)
-		if i < 0 {
-			return notFound("Member", id)
-		}
-		p.Spec.Members = slices.Delete(p.Spec.Members, i, i+1)
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }
 
 // Health monitors.
