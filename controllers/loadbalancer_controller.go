@@ -206,6 +206,7 @@ func ownStatus(lb *lbv1.LoadBalancer) lbv1.LoadBalancerStatus {
 		OperatingStatus: lb.Status.OperatingStatus, ObservedGeneration: lb.Status.ObservedGeneration},
 		Listeners: lb.Status.Listeners}
 	st.VIPAddress, st.VIPPortID = lb.Status.VIPAddress, lb.Status.VIPPortID
+	st.VIPNetworkID, st.VIPSubnetID = lb.Status.VIPNetworkID, lb.Status.VIPSubnetID
 	st.FloatingIPAddress, st.FloatingIPID = lb.Status.FloatingIPAddress, lb.Status.FloatingIPID
 	for _, c := range lb.Status.Conditions {
 		if controllerConditions[c.Type] {
@@ -232,7 +233,8 @@ func replace(conds []metav1.Condition, c metav1.Condition) []metav1.Condition {
 }
 
 func allocationOf(s *lbv1.LoadBalancerStatus) ipam.Allocation {
-	return ipam.Allocation{Address: s.VIPAddress, PortID: s.VIPPortID, FloatingIPAddress: s.FloatingIPAddress, FloatingIPID: s.FloatingIPID}
+	return ipam.Allocation{Address: s.VIPAddress, PortID: s.VIPPortID, NetworkID: s.VIPNetworkID, SubnetID: s.VIPSubnetID,
+		FloatingIPAddress: s.FloatingIPAddress, FloatingIPID: s.FloatingIPID}
 }
 
 // keep is what exists after a failed sync: what the provider still returned, else what the
@@ -245,6 +247,7 @@ func keep(prev, got ipam.Allocation) ipam.Allocation {
 		return b
 	}
 	return ipam.Allocation{Address: pick(got.Address, prev.Address), PortID: pick(got.PortID, prev.PortID),
+		NetworkID: pick(got.NetworkID, prev.NetworkID), SubnetID: pick(got.SubnetID, prev.SubnetID),
 		FloatingIPAddress: pick(got.FloatingIPAddress, prev.FloatingIPAddress), FloatingIPID: pick(got.FloatingIPID, prev.FloatingIPID)}
 }
 
@@ -391,6 +394,7 @@ func (r *LoadBalancerReconciler) tree(ctx context.Context, lb *lbv1.LoadBalancer
 func (r *LoadBalancerReconciler) status(lb *lbv1.LoadBalancer, alloc ipam.Allocation, c allocationConds, syncErr error, listeners, pools []lbv1.OperatingStatus) lbv1.LoadBalancerStatus {
 	st := lbv1.LoadBalancerStatus{}
 	st.VIPAddress, st.VIPPortID = alloc.Address, alloc.PortID
+	st.VIPNetworkID, st.VIPSubnetID = alloc.NetworkID, alloc.SubnetID
 	st.FloatingIPAddress, st.FloatingIPID = alloc.FloatingIPAddress, alloc.FloatingIPID
 	st.Listeners = int32(len(listeners))
 	vipExists := alloc.Address != ""
@@ -421,6 +425,7 @@ func (r *LoadBalancerReconciler) status(lb *lbv1.LoadBalancer, alloc ipam.Alloca
 func statusChanged(cur, next *lbv1.LoadBalancerStatus) bool {
 	return cur.ProvisioningStatus != next.ProvisioningStatus || cur.OperatingStatus != next.OperatingStatus ||
 		cur.ObservedGeneration != next.ObservedGeneration || cur.VIPAddress != next.VIPAddress || cur.VIPPortID != next.VIPPortID ||
+		cur.VIPNetworkID != next.VIPNetworkID || cur.VIPSubnetID != next.VIPSubnetID ||
 		cur.FloatingIPAddress != next.FloatingIPAddress || cur.FloatingIPID != next.FloatingIPID || cur.Listeners != next.Listeners ||
 		ssa.Changed(cur.Conditions, next.Conditions)
 }

@@ -115,6 +115,13 @@ type LoadBalancerStatus struct {
 	// +optional
 	VIPPortID string `json:"vipPortID,omitempty"`
 
+	// vipNetworkID and vipSubnetID are the Neutron network and subnet of that port (spec.vip
+	// may name them by name, or name only one).
+	// +optional
+	VIPNetworkID string `json:"vipNetworkID,omitempty"`
+	// +optional
+	VIPSubnetID string `json:"vipSubnetID,omitempty"`
+
 	// floatingIPAddress is the floating IP associated with the VIP.
 	// +optional
 	FloatingIPAddress string `json:"floatingIPAddress,omitempty"`

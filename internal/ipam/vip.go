@@ -14,6 +14,8 @@ import (
 type Allocation struct {
 	Address           string
 	PortID            string
+	// NetworkID and SubnetID are the Neutron network and subnet of the VIP port.
+	NetworkID, SubnetID string
 	FloatingIPAddress string
 	FloatingIPID      string
 }

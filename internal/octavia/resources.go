@@ -55,6 +55,12 @@ func lbJSON(v *view, o client.Object) map[string]any {
 			port = vip.Port
 		}
 	}
+	if lb.Status.VIPNetworkID != "" {
+		network = lb.Status.VIPNetworkID
+	}
+	if lb.Status.VIPSubnetID != "" {
+		subnet = lb.Status.VIPSubnetID
+	}
 	if lb.Status.VIPPortID != "" {
 		port = lb.Status.VIPPortID
 	}

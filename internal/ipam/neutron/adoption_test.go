@@ -52,6 +52,10 @@ func TestAdoptionIsScoped(t *testing.T) {
 	if err != nil || alloc.PortID != free.ID {
 		t.Fatalf("adopting a free port: %+v, %v", alloc, err)
 	}
+	// Octavia's vip_network_id and vip_subnet_id are the port's, whatever spec.vip named.
+	if alloc.NetworkID != free.NetworkID || len(free.FixedIPs) == 0 || alloc.SubnetID != free.FixedIPs[0].SubnetID {
+		t.Fatalf("the VIP's network and subnet: %q %q; the port's: %q %+v", alloc.NetworkID, alloc.SubnetID, free.NetworkID, free.FixedIPs)
+	}
 	first.Status.VIPPortID = alloc.PortID
 	_, err = p.Allocate(ctx, second)
 	refusedAdoption(t, err, "belongs to another load balancer")

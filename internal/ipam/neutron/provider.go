@@ -181,9 +181,9 @@ func (p *Provider) Allocate(ctx context.Context, lb *lbv1.LoadBalancer) (ipam.Al
 		p.forget(err)
 		return ipam.Allocation{}, err
 	}
-	alloc := ipam.Allocation{PortID: port.ID}
+	alloc := ipam.Allocation{PortID: port.ID, NetworkID: port.NetworkID}
 	if len(port.FixedIPs) > 0 {
-		alloc.Address = port.FixedIPs[0].IPAddress
+		alloc.Address, alloc.SubnetID = port.FixedIPs[0].IPAddress, port.FixedIPs[0].SubnetID
 	}
 	if err := p.ensureAddressPairs(ctx, nc, port.NetworkID, alloc.Address); err != nil {
 		return alloc, err
