@@ -53,7 +53,7 @@ func Command() func() error {
 	probe := flag.Duration("gossip-probe-interval", nodes.DefaultTiming.Probe, "how often a node probes another; a dead node is declared within about five of these")
 	probeTimeout := flag.Duration("gossip-probe-timeout", nodes.DefaultTiming.ProbeTimeout, "how long a probe waits for its answer (above the LAN's round trip)")
 	suspicion := flag.Int("gossip-suspicion-mult", nodes.DefaultTiming.Suspicion, "a suspected node is declared dead after this many probe intervals (more: fewer false deaths, slower failover)")
-	witness := flag.String("witness", "", "address whose ARP answer breaks a tie (exactly half of the dataplane nodes in view): empty, the default gateway; \"none\": a tie keeps the VIPs")
+	witness := flag.String("witness", "", "address a node must reach (its ARP answer) to keep VIPs on a tie (exactly half of the dataplane nodes in view, won by the half holding the tie-break Lease): empty, the default gateway; \"none\": the Lease alone decides")
 	kernelUDP := flag.Bool("kernel-udp", true, "carry UDP listeners in the kernel (nftables NAT and conntrack, as Octavia uses LVS) where their settings allow; without CAP_NET_ADMIN the proxy carries them")
 	memberCC := flag.String("member-congestion-control", "cubic", "TCP congestion control of connections to members (empty: the host's default); client connections keep the host's")
 	drainGrace := flag.Duration("drain-grace", 5*time.Second, "on shutdown, how long to wait for other nodes to take this node's VIPs")

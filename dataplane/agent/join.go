@@ -57,13 +57,14 @@ func Join(mgr ctrl.Manager, m Membership) (*Ownership, *nodes.Gossip, error) {
 	reg := &nodes.Registry{Client: mgr.GetClient(), Namespace: m.LeaseNamespace, Node: node, Address: g.Address(), Renew: m.Renew}
 	own = NewOwnership(node, g, reg, mgr.GetClient(), crmetrics.Registry)
 	own.Recorder = mgr.GetEventRecorder("l4lb-dataplane")
+	own.Tie = &nodes.TieBreak{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: m.LeaseNamespace, Node: node}
 	switch witness {
 	case "none":
 	case "":
 		if gw, iface, err := nodes.DefaultGateway(); err == nil {
 			own.Witness = &nodes.Witness{Addr: gw, Iface: iface, Every: 200 * time.Millisecond, Window: time.Second}
 		} else {
-			log.Info("no witness: without a default gateway, half of the nodes keep their VIPs (docs/architecture.md)")
+			log.Info("no witness: without a default gateway, the tie-break Lease alone decides a tie (docs/architecture.md)")
 		}
 	default:
 		w, err := netip.ParseAddr(witness)

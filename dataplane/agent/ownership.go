@@ -32,8 +32,12 @@ type Ownership struct {
 	Node     string
 	Gossip   Peers
 	Registry *nodes.Registry
-	Witness  *nodes.Witness // nil: a tie keeps the VIPs (docs/architecture.md)
-	Reader   client.Reader
+	// Tie and Witness decide a tie (exactly half of the nodes in view): the half that holds
+	// the tie-break Lease wins, and a node whose witness (the default gateway) does not answer
+	// does not. Both nil: a tie keeps the VIPs (tests only).
+	Tie     *nodes.TieBreak
+	Witness *nodes.Witness
+	Reader  client.Reader
 	// Tick is how often holders are recomputed (deaths are noticed by gossip, not by a tick,
 	// but linger and hand-over deadlines are).
 	Tick time.Duration
@@ -169,6 +173,9 @@ func (o *Ownership) Start(ctx context.Context) error {
 	if o.Witness != nil {
 		go o.Witness.Run(ctx)
 	}
+	if o.Tie != nil {
+		go o.Tie.Run(ctx)
+	}
 	tick := time.NewTicker(o.Tick)
 	defer tick.Stop()
 	fitAt := time.Time{}
@@ -228,7 +235,7 @@ func (o *Ownership) step(ctx context.Context, log interface {
 	held, standby := map[string]string{}, map[string]string{}
 	holders := map[string]string{}
 	view := o.Gossip.View()
-	quorate := o.joined.Load() && view.Quorate(o.witness())
+	quorate := o.joined.Load() && view.Quorate(o.tie)
 	o.quorate.Set(b2f(quorate))
 	if quorate {
 		live := view.Eligible()
@@ -315,11 +322,12 @@ func (o *Ownership) now() time.Time {
 	return time.Now()
 }
 
-func (o *Ownership) witness() func() bool {
-	if o.Witness == nil {
-		return nil
+// tie reports whether this node's half (alive) wins a tie.
+func (o *Ownership) tie(alive []string) bool {
+	if o.Tie != nil && !o.Tie.Won(alive) {
+		return false
 	}
-	return o.Witness.Reachable
+	return o.Witness == nil || o.Witness.Reachable()
 }
 
 // joinLoop meets the peers the API server lists, now and every few seconds, so a node that

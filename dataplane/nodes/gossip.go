@@ -216,14 +216,15 @@ func (v View) Eligible() []string {
 }
 
 // Quorate reports whether this side of a partition may hold VIPs: more than half of the known
-// nodes are alive in its view, or exactly half and the witness answers (two nodes cannot tell
-// a partition from a death otherwise).
-func (v View) Quorate(witness func() bool) bool {
+// nodes are alive in its view, or exactly half and tie says this half wins the tie (two halves
+// cannot tell a partition from a death otherwise; TieBreak lets only one of them win). A nil
+// tie keeps the VIPs on both halves.
+func (v View) Quorate(tie func(alive []string) bool) bool {
 	switch alive := len(v.Alive); {
 	case 2*alive > v.Known:
 		return true
 	case 2*alive == v.Known:
-		return witness == nil || witness()
+		return tie == nil || tie(v.Alive)
 	}
 	return false
 }

@@ -98,41 +98,41 @@ func TestGossipDeathQuorumAndMeta(t *testing.T) {
 	gs[2].Shutdown() // dies without a word
 	waitFor(t, "node-002's death is noticed", func() bool { return len(gs[0].View().Alive) == 2 })
 	v := gs[0].View()
-	if v.Known != 3 || !v.Quorate(func() bool { return false }) {
+	if v.Known != 3 || !v.Quorate(func([]string) bool { return false }) {
 		t.Fatalf("two of three alive: known %d, quorate %v; want 3, true", v.Known, v.Quorate(nil))
 	}
 	gs[1].Shutdown()
 	waitFor(t, "node-001's death is noticed", func() bool { return len(gs[0].View().Alive) == 1 })
-	if v := gs[0].View(); v.Quorate(func() bool { return true }) {
+	if v := gs[0].View(); v.Quorate(func([]string) bool { return true }) {
 		t.Fatal("one of three alive is quorate: a cut-off holder would keep its VIPs")
 	}
 	// The API server says node-002 is gone for good: one of two, the witness decides.
 	gs[0].Forget("node-002")
 	v = gs[0].View()
-	if v.Known != 2 || !v.Quorate(func() bool { return true }) || v.Quorate(func() bool { return false }) {
+	if v.Known != 2 || !v.Quorate(func([]string) bool { return true }) || v.Quorate(func([]string) bool { return false }) {
 		t.Fatalf("one of two known: known %d; the witness must decide", v.Known)
 	}
 }
 
 func TestQuorate(t *testing.T) {
-	yes, no := func() bool { return true }, func() bool { return false }
+	yes, no := func([]string) bool { return true }, func([]string) bool { return false }
 	for _, c := range []struct {
 		alive, known int
-		witness      func() bool
+		tie          func([]string) bool
 		want         bool
 	}{
 		{1, 1, no, true},   // a single node keeps its VIPs
-		{1, 2, yes, true},  // the survivor of two, the gateway answers
-		{1, 2, no, false},  // the one whose link died
-		{1, 2, nil, true},  // no witness: a tie keeps the VIPs
-		{2, 3, no, true},   // the majority
-		{1, 3, yes, false}, // the cut-off holder, whatever the witness says
+		{1, 2, yes, true},  // the survivor of two that won the tie
+		{1, 2, no, false},  // the one that lost it
+		{1, 2, nil, true},  // nothing decides ties: a tie keeps the VIPs
+		{2, 3, no, true},   // the majority, whatever the tie-break says
+		{1, 3, yes, false}, // the cut-off holder, likewise
 		{2, 4, yes, true},
 		{2, 4, no, false},
 	} {
 		v := View{Alive: make([]string, c.alive), Known: c.known}
-		if got := v.Quorate(c.witness); got != c.want {
-			t.Errorf("%d of %d alive (witness %v): quorate %v, want %v", c.alive, c.known, c.witness != nil && c.witness(), got, c.want)
+		if got := v.Quorate(c.tie); got != c.want {
+			t.Errorf("%d of %d alive (tie won %v): quorate %v, want %v", c.alive, c.known, c.tie != nil && c.tie(nil), got, c.want)
 		}
 	}
 }

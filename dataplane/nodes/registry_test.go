@@ -66,11 +66,11 @@ func TestTheListedNodesAreTheQuorumBase(t *testing.T) {
 	}
 	g.SetListed([]string{"node-000", "other-1", "other-2"})
 	v := g.View()
-	if v.Known != 3 || v.Quorate(nil) || v.Quorate(func() bool { return true }) {
+	if v.Known != 3 || v.Quorate(nil) || v.Quorate(func([]string) bool { return true }) {
 		t.Fatalf("alone among three listed nodes: %+v, quorate %v; want known 3 and no quorum", v, v.Quorate(nil))
 	}
 	g.SetListed([]string{"node-000", "other-1"})
-	if v := g.View(); v.Known != 2 || !v.Quorate(func() bool { return true }) || v.Quorate(func() bool { return false }) {
+	if v := g.View(); v.Known != 2 || !v.Quorate(func([]string) bool { return true }) || v.Quorate(func([]string) bool { return false }) {
 		t.Fatalf("one of two listed: %+v; the tie goes to the witness", v)
 	}
 }

@@ -12,12 +12,12 @@ import (
 
 // Allocation is what a provider made for a load balancer.
 type Allocation struct {
-	Address           string
-	PortID            string
+	Address string
+	PortID  string
 	// NetworkID and SubnetID are the Neutron network and subnet of the VIP port.
 	NetworkID, SubnetID string
-	FloatingIPAddress string
-	FloatingIPID      string
+	FloatingIPAddress   string
+	FloatingIPID        string
 }
 
 // Provider allocates and releases VIPs. Both are idempotent: called again for the same load

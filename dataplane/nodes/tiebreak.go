@@ -1,0 +1,202 @@
+package nodes
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/l4lb/l4lb/internal/podowner"
+)
+
+// TieLease is the Lease that decides ties, in the node Leases' namespace.
+const TieLease = "l4lb-tiebreak"
+
+// DefaultTieDuration is how long a tie-break claim lasts unrenewed; the holder renews it every
+// quarter of that and gives it up after two thirds without a renewal.
+const DefaultTieDuration = 6 * time.Second
+
+// TieBreak decides a tie: when exactly half of the listed dataplane nodes are alive in a
+// node's view, the half that holds the tie-break Lease may hold VIPs, and only that half. The
+// API server orders the writes of one Lease, so two halves that both reach it cannot both win
+// (a witness both halves reach, such as the default gateway, would let both hold); a half that
+// cannot reach it does not win. The Lease is read and written only while a tie lasts.
+//
+// Expiry is judged on this node's own clock, from when it last saw the Lease change, never from
+// the time written in it, so clocks that disagree between nodes cannot give two winners:
+// a claim counts for renewDeadline after a renewal was seen, and is taken over only after
+// Duration (> renewDeadline + the poll period) without one.
+type TieBreak struct {
+	Client    client.Client
+	Reader    client.Reader // the API server itself, not a cache: a cached holder may be old
+	Namespace string
+	Node      string
+	Duration  time.Duration
+	Now       func() time.Time // tests; nil: time.Now
+
+	kick chan struct{} // a tie began: contend now, not at the next tick
+
+	mu        sync.Mutex
+	wanted    time.Time // when Won was last asked
+	holder    string    // the Lease's holder as last read
+	seen      string    // holder and renewTime as last read, to notice a renewal
+	changedAt time.Time // when this node last saw the Lease change
+	wroteAt   time.Time // this node's last successful claim
+}
+
+func (t *TieBreak) now() time.Time {
+	if t.Now != nil {
+		return t.Now()
+	}
+	return time.Now()
+}
+
+func (t *TieBreak) duration() time.Duration {
+	if t.Duration > 0 {
+		return t.Duration
+	}
+	return DefaultTieDuration
+}
+
+func (t *TieBreak) renewDeadline() time.Duration { return t.duration() * 2 / 3 }
+
+// Won reports whether the half of the nodes alive in this node's view (alive, this node
+// included) holds the tie-break: this node's own claim, or the claim of a node in its half
+// seen renewed lately. Asking is what keeps Run contending.
+func (t *TieBreak) Won(alive []string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	if now.Sub(t.wanted) >= t.duration()/2 {
+		select { // a tie begins: the survivor of two takes the Lease in one round trip
+		case t.kicks() <- struct{}{}:
+		default:
+		}
+	}
+	t.wanted = now
+	switch {
+	case t.holder == t.Node:
+		return now.Sub(t.wroteAt) < t.renewDeadline()
+	case t.holder != "" && slices.Contains(alive, t.holder):
+		return now.Sub(t.changedAt) < t.renewDeadline()
+	}
+	return false
+}
+
+// Run contends for the Lease while ties last (Won asked in the last two periods), every
+// quarter of Duration, and gives up a claim once a tie is over.
+func (t *TieBreak) Run(ctx context.Context) {
+	tick := time.NewTicker(t.duration() / 4)
+	defer tick.Stop()
+	t.mu.Lock()
+	kick := t.kicks()
+	t.mu.Unlock()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-kick:
+		}
+		t.Step(ctx)
+	}
+}
+
+// kicks is the channel Won wakes Run with; called with t.mu held.
+func (t *TieBreak) kicks() chan struct{} {
+	if t.kick == nil {
+		t.kick = make(chan struct{}, 1)
+	}
+	return t.kick
+}
+
+// Step reads the Lease and claims or renews it when this node may, or releases it when no tie
+// wants it any more.
+func (t *TieBreak) Step(ctx context.Context) {
+	t.mu.Lock()
+	now := t.now()
+	wanted := now.Sub(t.wanted) < t.duration()/2
+	mine := t.holder == t.Node
+	t.mu.Unlock()
+	if !wanted && !mine {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.duration()/4)
+	defer cancel()
+	var l coordinationv1.Lease
+	err := t.Reader.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: TieLease}, &l)
+	if apierrors.IsNotFound(err) {
+		if !wanted {
+			t.observe(nil, now)
+			return
+		}
+		l = coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: t.Namespace, Name: TieLease}}
+		podowner.Set(&l) // goes with the agent's pod that made it (and with the chart)
+		t.claim(&l, now)
+		if t.Client.Create(ctx, &l) == nil {
+			t.wrote(&l, now)
+		}
+		return
+	}
+	if err != nil {
+		return // unreachable: this node's claim, if any, runs out
+	}
+	t.observe(&l, now)
+	t.mu.Lock()
+	holder, idle := t.holder, now.Sub(t.changedAt)
+	t.mu.Unlock()
+	switch {
+	case !wanted && holder == t.Node:
+		// The tie is over: let the Lease go, so the next tie need not wait for it to expire.
+		l.Spec.HolderIdentity = nil
+		if t.Client.Update(ctx, &l) == nil {
+			t.observe(&l, now)
+		}
+	case holder == t.Node || holder == "" || idle >= t.duration():
+		t.claim(&l, now)
+		if t.Client.Update(ctx, &l) == nil {
+			t.wrote(&l, now)
+		}
+	}
+}
+
+func (t *TieBreak) claim(l *coordinationv1.Lease, now time.Time) {
+	secs := int32(t.duration() / time.Second)
+	at := metav1.NewMicroTime(now)
+	node := t.Node
+	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != node {
+		l.Spec.AcquireTime = &at
+	}
+	l.Spec.HolderIdentity, l.Spec.RenewTime, l.Spec.LeaseDurationSeconds = &node, &at, &secs
+}
+
+func (t *TieBreak) wrote(l *coordinationv1.Lease, now time.Time) {
+	t.observe(l, now)
+	t.mu.Lock()
+	t.wroteAt = now
+	t.mu.Unlock()
+}
+
+// observe records the Lease as read (nil: there is none) and when it last changed.
+func (t *TieBreak) observe(l *coordinationv1.Lease, now time.Time) {
+	holder, renewed := "", ""
+	if l != nil {
+		if l.Spec.HolderIdentity != nil {
+			holder = *l.Spec.HolderIdentity
+		}
+		if l.Spec.RenewTime != nil {
+			renewed = l.Spec.RenewTime.UTC().Format(time.RFC3339Nano)
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s := holder + " " + renewed; s != t.seen {
+		t.seen, t.changedAt = s, now
+	}
+	t.holder = holder
+}

@@ -1,0 +1,89 @@
+package nodes
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+)
+
+// TestTieBreakHasOneWinningHalf: two halves of four nodes, both reaching the API server, ask
+// for the tie-break at once: one half wins, the other does not, at every step; when the
+// winner's half goes quiet, the other half takes over only after the winner's claim ran out on
+// every clock; when the tie is over, the Lease is let go.
+func TestTieBreakHasOneWinningHalf(t *testing.T) {
+	scheme := runtime.NewScheme()
+	clientgoscheme.AddToScheme(scheme)
+	c := fake.NewClientBuilder().WithScheme(scheme).Build()
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { return now }
+	tb := map[string]*TieBreak{}
+	for _, n := range []string{"a", "b", "c", "d"} {
+		tb[n] = &TieBreak{Client: c, Reader: c, Namespace: "l4lb-system", Node: n, Now: clock}
+	}
+	left, right := []string{"a", "b"}, []string{"c", "d"}
+	halfOf := map[string][]string{"a": left, "b": left, "c": right, "d": right}
+	ctx := context.Background()
+	winners := func(nodes ...string) map[string]bool {
+		out := map[string]bool{}
+		for _, n := range nodes {
+			if tb[n].Won(halfOf[n]) {
+				out[n] = true
+			}
+		}
+		return out
+	}
+	step := func(nodes ...string) {
+		for _, n := range nodes {
+			tb[n].Step(ctx)
+		}
+	}
+
+	winners("a", "b", "c", "d") // the tie begins: every node asks
+	var won map[string]bool
+	for i := 0; i < 8; i++ {
+		step("a", "c", "b", "d")
+		now = now.Add(DefaultTieDuration / 4)
+		won = winners("a", "b", "c", "d")
+		if (won["a"] || won["b"]) && (won["c"] || won["d"]) {
+			t.Fatalf("step %d: both halves won the tie: %v", i, won)
+		}
+	}
+	if !won["a"] || !won["b"] || won["c"] || won["d"] {
+		t.Fatalf("the first to ask (a) and its half should hold the tie: %v", won)
+	}
+
+	// a's half goes quiet (cut from the API server, or gone): c's half waits out the claim.
+	tookOver := time.Time{}
+	cut := now
+	for i := 0; i < 16 && tookOver.IsZero(); i++ {
+		step("c", "d")
+		now = now.Add(DefaultTieDuration / 4)
+		won = winners("a", "b", "c", "d")
+		if (won["a"] || won["b"]) && (won["c"] || won["d"]) {
+			t.Fatalf("after %v: both halves won the tie: %v", now.Sub(cut), won)
+		}
+		if won["c"] {
+			tookOver = now
+		}
+	}
+	if tookOver.IsZero() {
+		t.Fatal("the other half never took the tie over")
+	}
+	if d := tookOver.Sub(cut); d < DefaultTieDuration {
+		t.Fatalf("taken over %v after the holder went quiet; its claim lasts %v", d, DefaultTieDuration)
+	}
+
+	// The tie is over for c's half (no one asks): c lets the Lease go at its next step.
+	now = now.Add(DefaultTieDuration)
+	step("c")
+	var l coordinationv1.Lease
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "l4lb-system", Name: TieLease}, &l); err != nil || l.Spec.HolderIdentity != nil {
+		t.Fatalf("after the tie the Lease is %+v (%v); want no holder", l.Spec, err)
+	}
+}
