@@ -29,6 +29,11 @@ const (
 	OperatingNoMonitor OperatingStatus = "NO_MONITOR"
 )
 
+// FailoverAnnotation on a LoadBalancer names a node its VIP moves off (Octavia's failover,
+// or `kubectl annotate`): that node ranks last for this VIP, so the next node takes it over
+// with a normal hand-over (the holder lets go first). It stays until the next failover.
+const FailoverAnnotation = "lb.l4lb.io/failover-from"
+
 // ObjectReference names another l4lb object in the same namespace.
 type ObjectReference struct {
 	// name of the referenced object, in this object's namespace.

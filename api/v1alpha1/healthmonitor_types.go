@@ -27,7 +27,6 @@ type HTTPVersion string
 // type), so on other types only those defaults are accepted.
 //
 // HealthMonitorSpec is Octavia's health monitor: one per pool.
-// +kubebuilder:validation:XValidation:rule="duration(self.timeout) < duration(self.delay)",message="timeout must be less than delay",fieldPath=".timeout"
 // +kubebuilder:validation:XValidation:rule="self.type != 'UDP-CONNECT' || duration(self.delay) >= duration('3s')",message="delay must be at least 3s for UDP-CONNECT",fieldPath=".delay"
 // +kubebuilder:validation:XValidation:rule="self.type in ['HTTP', 'HTTPS'] || self.httpMethod == 'GET'",message="httpMethod applies only to HTTP and HTTPS monitors",fieldPath=".httpMethod"
 // +kubebuilder:validation:XValidation:rule="self.type in ['HTTP', 'HTTPS'] || self.urlPath == '/'",message="urlPath applies only to HTTP and HTTPS monitors",fieldPath=".urlPath"
@@ -51,7 +50,8 @@ type HealthMonitorSpec struct {
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('576h')",message="delay must be between 1s and 576h"
 	Delay metav1.Duration `json:"delay"`
 
-	// timeout bounds one check; it must be less than delay.
+	// timeout bounds one check. Octavia accepts one longer than delay (its API tests send
+	// delay 2s, timeout 3s): the next check then waits for the one under way.
 	// +required
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="timeout must be positive"
 	Timeout metav1.Duration `json:"timeout"`

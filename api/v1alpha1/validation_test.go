@@ -202,7 +202,7 @@ func TestInvalidObjectsAreRefusedNamingTheField(t *testing.T) {
 		{"member duplicate name", "Pool", okPool + "members:\n- {name: a, address: 192.0.2.1, protocolPort: 80}\n- {name: a, address: 192.0.2.2, protocolPort: 80}", "spec.members[1]"},
 		{"member duplicate address and port", "Pool", okPool + "members:\n- {name: a, address: 192.0.2.1, protocolPort: 80}\n- {name: b, address: 192.0.2.1, protocolPort: 80}", "spec.members"},
 		{"monitor type enum", "HealthMonitor", "poolRef: {name: p}\ntype: SCTP\ndelay: 10s\ntimeout: 5s\nmaxRetries: 2", "spec.type"},
-		{"monitor timeout not below delay", "HealthMonitor", "poolRef: {name: p}\ntype: TCP\ndelay: 5s\ntimeout: 5s\nmaxRetries: 2", "spec.timeout"},
+		{"monitor timeout zero", "HealthMonitor", "poolRef: {name: p}\ntype: TCP\ndelay: 5s\ntimeout: 0s\nmaxRetries: 2", "spec.timeout"},
 		{"monitor udp-connect delay", "HealthMonitor", "poolRef: {name: p}\ntype: UDP-CONNECT\ndelay: 2s\ntimeout: 1s\nmaxRetries: 2", "spec.delay"},
 		{"monitor max retries zero", "HealthMonitor", "poolRef: {name: p}\ntype: TCP\ndelay: 10s\ntimeout: 5s\nmaxRetries: 0", "spec.maxRetries"},
 		{"monitor max retries eleven", "HealthMonitor", "poolRef: {name: p}\ntype: TCP\ndelay: 10s\ntimeout: 5s\nmaxRetries: 11", "spec.maxRetries"},
@@ -250,6 +250,7 @@ func TestValidObjectsAreAccepted(t *testing.T) {
 		{"same address other port", "Pool", okPool + "members:\n- {name: a, address: 192.0.2.1, protocolPort: 80}\n- {name: b, address: 192.0.2.1, protocolPort: 81}"},
 		{"expected codes list", "HealthMonitor", okMonitor + "expectedCodes: 200,202-204\nhttpVersion: '1.1'\ndomainName: app.example.org\nhttpMethod: HEAD"},
 		{"udp-connect at 3s", "HealthMonitor", "poolRef: {name: p}\ntype: UDP-CONNECT\ndelay: 3s\ntimeout: 2s\nmaxRetries: 1"},
+		{"timeout longer than delay, as Octavia's API tests send", "HealthMonitor", "poolRef: {name: p}\ntype: PING\ndelay: 2s\ntimeout: 3s\nmaxRetries: 4\nmaxRetriesDown: 5"},
 		{"ping monitor", "HealthMonitor", "poolRef: {name: p}\ntype: PING\ndelay: 1s\ntimeout: 500ms\nmaxRetries: 10\nmaxRetriesDown: 1"},
 	}
 	ns := namespace(t)

@@ -244,7 +244,7 @@ func (o *Ownership) step(ctx context.Context, log interface {
 				continue
 			}
 			k := lb.Namespace + "/" + lb.Name
-			order := nodes.Ranked(lb.Status.VIPAddress, live, view.Draining)
+			order := nodes.Ranked(lb.Status.VIPAddress, live, avoiding(view.Draining, lb.Annotations[lbv1.FailoverAnnotation]))
 			if len(order) > 0 {
 				holders[k] = order[0]
 			}
@@ -289,6 +289,21 @@ func (o *Ownership) step(ctx context.Context, log interface {
 	o.held, o.standby = held, standby
 	o.heldGauge.Set(float64(len(held)))
 	return changed
+}
+
+// avoiding is the nodes that rank last for one VIP: the draining ones, and the node a failover
+// moves it off. Only the ranking: a failover's old holder is alive and not leaving, so the new
+// holder waits for it to let go (handingOver).
+func avoiding(draining map[string]bool, failoverFrom string) map[string]bool {
+	if failoverFrom == "" {
+		return draining
+	}
+	out := maps.Clone(draining)
+	if out == nil {
+		out = map[string]bool{}
+	}
+	out[failoverFrom] = true
+	return out
 }
 
 // handingOver reports whether this node, now first for k, must wait before taking it: the

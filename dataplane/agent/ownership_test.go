@@ -180,6 +180,48 @@ func TestTakingAVIPWaitsForItsHolderToLetGo(t *testing.T) {
 	}
 }
 
+// TestFailoverMovesTheVIPWithAHandOver: a failover names the holder; the next node takes the
+// VIP after the holder let go, and the old holder releases it.
+func TestFailoverMovesTheVIPWithAHandOver(t *testing.T) {
+	live := []string{"a", "b", "c"}
+	v := vipRanked(t, live, "a", "b")
+	k := "ns/lb-" + v
+	c := &clock{t: time.Unix(1000, 0)}
+	r := loadBalancers(t, v)
+	a := newTestOwnership("a", &fakePeers{view: view(3, live...)}, r, c)
+	b := newTestOwnership("b", &fakePeers{view: view(3, live...)}, r, c)
+	step(a)
+	step(b)
+	c.advance(a.Handover) // a starting node waits out the node that may hold it
+	step(a)
+	step(b)
+	if !a.Held()[k] || b.Held()[k] {
+		t.Fatalf("before the failover: a holds %v, b holds %v", a.Held(), b.Held())
+	}
+	var lb lbv1.LoadBalancer
+	ctx := context.Background()
+	if err := r.(client.Client).Get(ctx, client.ObjectKey{Namespace: "ns", Name: "lb-" + v}, &lb); err != nil {
+		t.Fatal(err)
+	}
+	lb.Annotations = map[string]string{lbv1.FailoverAnnotation: "a"}
+	if err := r.(client.Client).Update(ctx, &lb); err != nil {
+		t.Fatal(err)
+	}
+	step(b)
+	if b.Held()[k] {
+		t.Fatal("the next node took the VIP before its holder let go")
+	}
+	step(a)
+	if a.Held()[k] {
+		t.Fatal("the holder a failover moves the VIP off still holds it")
+	}
+	c.advance(b.Handover)
+	step(b)
+	if !b.Held()[k] {
+		t.Fatal("the next node did not take the VIP after the hand-over")
+	}
+}
+
 func TestAReleasedVIPLingersThenGoes(t *testing.T) {
 	live := []string{"a", "b", "c"}
 	v := vipRanked(t, live, "a", "b")

@@ -475,8 +475,8 @@ func monitor(m *lbv1.HealthMonitor) (Monitor, error) {
 	switch {
 	case mm.Delay <= 0:
 		return mm, fmt.Errorf("delay must be positive")
-	case mm.Timeout <= 0 || mm.Timeout >= mm.Delay:
-		return mm, fmt.Errorf("timeout must be positive and less than delay")
+	case mm.Timeout <= 0:
+		return mm, fmt.Errorf("timeout must be positive")
 	case mm.Rise < 1 || mm.Rise > 10:
 		return mm, fmt.Errorf("maxRetries %d is not between 1 and 10", mm.Rise)
 	case mm.Fall < 1 || mm.Fall > 10:

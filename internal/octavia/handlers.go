@@ -103,6 +103,28 @@ func (s *Server) delete(k kind) func(http.ResponseWriter, *http.Request, *caller
 	}
 }
 
+// failover is Octavia's load balancer failover, an administrator's call: the VIP moves off
+// the node holding it (lbv1.FailoverAnnotation), the next node taking it after the holder let
+// go. With no holder yet, nothing moves.
+func (s *Server) failover(w http.ResponseWriter, r *http.Request, c *caller) error {
+	_, o, err := s.found(r, c, loadBalancers)
+	if err != nil {
+		return err
+	}
+	if !c.admin {
+		return forbidden()
+	}
+	lb := o.(*lbv1.LoadBalancer)
+	if lb.Status.Holder != "" {
+		annotate(lb, lbv1.FailoverAnnotation, lb.Status.Holder)
+		if err := s.Client.Update(r.Context(), lb); err != nil {
+			return err
+		}
+	}
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
 // found reads the caller's view and the object of kind k the path names in it ({id}, or
 // the wildcard given).
 func (s *Server) found(r *http.Request, c *caller, k kind, wildcard ...string) (*view, client.Object, error) {

@@ -11,6 +11,8 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/loadbalancer/v2/loadbalancers"
 	"github.com/gophercloud/gophercloud/v2/openstack/loadbalancer/v2/monitors"
 	"github.com/gophercloud/gophercloud/v2/openstack/loadbalancer/v2/pools"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 )
 
 // TestPoolsBelongToLoadBalancers drives Octavia's model of pools as Octavia's API tests and
@@ -82,6 +84,20 @@ func TestPoolsBelongToLoadBalancers(t *testing.T) {
 	}
 	if ps := must(pools.ExtractPools(must(pools.List(alice, pools.ListOpts{LoadbalancerID: lb.ID}).AllPages(ctx)))); len(ps) != 2 {
 		t.Fatalf("pools of the load balancer: %d, want 2", len(ps))
+	}
+
+	// Failover, an administrator's call (Octavia's policy): the VIP moves off its holder.
+	_, err = alice.Put(ctx, l.url+"/v2/lbaas/loadbalancers/"+lb.ID+"/failover", nil, nil, &gophercloud.RequestOpts{OkCodes: []int{202}})
+	wantCode(t, err, http.StatusForbidden, "a project member's failover")
+	var obj lbv1.LoadBalancerList
+	mustDo(l.k8s.List(ctx, &obj))
+	if len(obj.Items) != 1 || obj.Items[0].Status.Holder == "" {
+		t.Fatalf("the load balancer's holder before the failover: %+v", obj.Items)
+	}
+	mustDo(loadbalancers.Failover(ctx, l.lb("ada"), lb.ID).ExtractErr())
+	mustDo(l.k8s.List(ctx, &obj))
+	if from := obj.Items[0].Annotations[lbv1.FailoverAnnotation]; from != obj.Items[0].Status.Holder {
+		t.Fatalf("the failover moves the VIP off %q; its holder is %q", from, obj.Items[0].Status.Holder)
 	}
 
 	// Pools are children: the load balancer goes only with cascade, and they go with it.

@@ -232,7 +232,7 @@ func memberJSON(v *view, p *lbv1.Pool, mm lbv1.Member) map[string]any {
 		"weight": weight, "backup": mm.Backup, "admin_state_up": mm.AdminStateUp == nil || *mm.AdminStateUp,
 		"subnet_id": subnet, "monitor_address": monAddr, "monitor_port": monPort,
 		"provisioning_status": prov, "operating_status": op, "project_id": project, "tenant_id": project,
-		"created_at": p.CreationTimestamp.UTC().Format(timeFormat), "updated_at": nil, "tags": tags,
+		"created_at": p.CreationTimestamp.UTC().Format(timeFormat), "updated_at": updatedAt(p), "tags": tags,
 	}
 }
 

@@ -92,6 +92,7 @@ func (s *Server) Handler() http.Handler {
 			api("DELETE "+base+k.plural+"/{id}", s.delete(k))
 		}
 		api("GET "+base+"loadbalancers/{id}/status", s.statusTree)
+		api("PUT "+base+"loadbalancers/{id}/failover", s.failover)
 		api("GET "+base+"loadbalancers/{id}/stats", s.stats(loadBalancers))
 		api("GET "+base+"listeners/{id}/stats", s.stats(listeners))
 		api("GET "+base+"pools/{pool}/members", s.listMembers)
@@ -254,7 +255,7 @@ func baseURL(r *http.Request) string {
 
 func (s *Server) providers(w http.ResponseWriter, r *http.Request, c *caller) error {
 	writeJSON(w, http.StatusOK, map[string]any{"providers": []any{
-		map[string]any{"name": Provider, "description": "l4lb: layer-4 load balancers on Kubernetes"},
+		map[string]any{"name": Provider, "description": "layer-4 load balancers on Kubernetes (l4lb)"},
 	}})
 	return nil
 }

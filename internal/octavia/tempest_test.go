@@ -55,6 +55,7 @@ func TestOctaviaTempest(t *testing.T) {
 	// a namespace of its own.
 	lan := lantest.NewTopology(t, map[string]string{"n1": "198.51.100.5", "gw": "198.51.100.1"})
 	l.runAgent(lan.Hosts["n1"], "n1", lan.Hosts["gw"].Addr)
+	l.readStatsFrom(lan.Hosts["gw"]) // the statistics calls ask the agent's metrics
 
 	script := exec.Command(filepath.Join(testenv.Root(), "hack", "octavia-catalog.sh"), l.url)
 	script.Env = env
@@ -166,7 +167,7 @@ port_security = false
 [load_balancer]
 test_with_noop = false
 provider = l4lb
-enabled_provider_drivers = l4lb:l4lb,amphora:l4lb,octavia:l4lb
+enabled_provider_drivers = l4lb:layer-4 load balancers on Kubernetes (l4lb)
 RBAC_test_type = advanced
 build_interval = 1
 build_timeout = 120
