@@ -64,6 +64,9 @@ func TestPoolsBelongToLoadBalancers(t *testing.T) {
 	udp := must(pools.Create(ctx, alice, pools.CreateOpts{LoadbalancerID: lb.ID, Protocol: pools.ProtocolUDP, LBMethod: pools.LBMethodRoundRobin}).Extract())
 	_, err = listeners.Update(ctx, alice, other.ID, listeners.UpdateOpts{DefaultPoolID: &udp.ID}).Extract()
 	wantCode(t, err, http.StatusBadRequest, "a UDP pool as a TCP listener's default pool")
+	// Allowed CIDRs of the VIP's IP version only, as Octavia checks (its API tests do).
+	_, err = listeners.Update(ctx, alice, other.ID, listeners.UpdateOpts{AllowedCIDRs: &[]string{"192.0.2.0/24", "2001:db8::/32"}}).Extract()
+	wantCode(t, err, http.StatusBadRequest, "an IPv6 allowed CIDR on an IPv4 VIP")
 
 	_, err = alice.Put(ctx, l.url+"/v2.0/lbaas/listeners/"+li.ID, map[string]any{"listener": map[string]any{"default_pool_id": nil}},
 		nil, &gophercloud.RequestOpts{OkCodes: []int{200}})

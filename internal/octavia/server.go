@@ -254,9 +254,11 @@ func baseURL(r *http.Request) string {
 }
 
 func (s *Server) providers(w http.ResponseWriter, r *http.Request, c *caller) error {
-	writeJSON(w, http.StatusOK, map[string]any{"providers": []any{
-		map[string]any{"name": Provider, "description": "layer-4 load balancers on Kubernetes (l4lb)"},
-	}})
+	out, err := page(r, "providers", []map[string]any{{"name": Provider, "description": "layer-4 load balancers on Kubernetes (l4lb)"}})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

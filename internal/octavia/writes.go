@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -220,6 +221,9 @@ func (s *Server) createListener(ctx context.Context, c *caller, v *view, obj map
 	if _, err := writableProject(c, map[string]any{"project_id": v.projects[lb.Namespace]}); err != nil {
 		return nil, err
 	}
+	if err := cidrsFit(lb, l.Spec.AllowedCIDRs); err != nil {
+		return nil, err
+	}
 	for _, other := range v.listenersOf(lb) {
 		if other.Spec.ProtocolPort == port && other.Spec.Protocol == l.Spec.Protocol {
 			return nil, conflict("Another Listener on this Load Balancer is already using protocol %s and protocol_port %d", l.Spec.Protocol, port)
@@ -247,6 +251,25 @@ func (s *Server) createListener(ctx context.Context, c *caller, v *view, obj map
 		}
 	}
 	return l, s.child(ctx, c, v, in.object("default_pool"), "listener_id", l, (*Server).createPool)
+}
+
+// cidrsFit refuses allowed CIDRs of another IP version than the VIP's, as Octavia does (such
+// a CIDR could never match a client of that VIP). A VIP not allocated yet is not checked.
+func cidrsFit(lb *lbv1.LoadBalancer, cidrs []string) error {
+	vip := lb.Status.VIPAddress
+	if vip == "" && lb.Spec.VIP != nil {
+		vip = lb.Spec.VIP.Address
+	}
+	a, err := netip.ParseAddr(vip)
+	if err != nil {
+		return nil
+	}
+	for _, c := range cidrs {
+		if p, err := netip.ParsePrefix(c); err == nil && p.Addr().Is4() != a.Is4() {
+			return badRequest("Validation failure: CIDR %s IP version incompatible with VIP %s IP version.", c, vip)
+		}
+	}
+	return nil
 }
 
 // defaultPoolFor checks that the pool with UID id may become l's default pool, as Octavia
@@ -335,8 +358,16 @@ func applyListener(in *input, l *lbv1.Listener) error {
 func updateListener(s *Server, ctx context.Context, v *view, o client.Object, obj map[string]any) error {
 	l := o.(*lbv1.Listener)
 	in := newInput(obj, append(listenerUpdatable, "default_pool_id")...)
-	if err := applyListener(in, l); err != nil || !in.present("default_pool_id") {
+	if err := applyListener(in, l); err != nil {
 		return err
+	}
+	if lb := v.lbNamed(l.Namespace, l.Spec.LoadBalancerRef.Name); lb != nil && in.has("allowed_cidrs") {
+		if err := cidrsFit(lb, l.Spec.AllowedCIDRs); err != nil {
+			return err
+		}
+	}
+	if !in.present("default_pool_id") {
+		return nil
 	}
 	var next *lbv1.Pool
 	if id := in.str("default_pool_id"); id != "" {
