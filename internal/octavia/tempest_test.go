@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -54,6 +55,11 @@ func TestOctaviaTempest(t *testing.T) {
 	// The agent holds the suite's VIPs (on networks it makes, 10.1.1.0/25 by its default) in
 	// a namespace of its own.
 	lan := lantest.NewTopology(t, map[string]string{"n1": "198.51.100.5", "gw": "198.51.100.1"})
+	// and IPv6 ones: a node answers for a VIP on the interface its route to it leaves by.
+	if err := lantest.WaitLinkLocal(lan.Hosts["n1"].NS, "eth0", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	lantest.Sh(t, "ip", "-n", lan.Hosts["n1"].NS, "-6", "route", "add", "default", "dev", "eth0")
 	l.runAgent(lan.Hosts["n1"], "n1", lan.Hosts["gw"].Addr)
 	l.readStatsFrom(lan.Hosts["gw"]) // the statistics calls ask the agent's metrics
 
@@ -175,7 +181,7 @@ lb_build_interval = 1
 lb_build_timeout = 300
 check_interval = 1
 check_timeout = 60
-test_with_ipv6 = false
+test_with_ipv6 = true
 
 [loadbalancer-feature-enabled]
 l7_protocol_enabled = false
