@@ -58,9 +58,10 @@ func memberIDOf(p *lbv1.Pool, meta map[string]memberMeta, name string) string {
 	return memberID(p, name)
 }
 
-// setMemberTags records the tags in (if it has them) for the member named.
-func setMemberTags(in *input, meta map[string]memberMeta, name string) {
-	if in.present("tags") {
+// setMemberTags records the tags of a member's request object (if it has them) for the
+// member named; the request was checked already (memberFrom, applyMember's input).
+func setMemberTags(obj map[string]any, meta map[string]memberMeta, name string) {
+	if in := newInput(obj, memberUpdatable...); in.present("tags") {
 		m := meta[name]
 		m.Tags = in.strings("tags")
 		meta[name] = m
@@ -138,7 +139,7 @@ func (s *Server) createMember(w http.ResponseWriter, r *http.Request, c *caller)
 		}
 		p.Spec.Members = append(p.Spec.Members, m)
 		meta := membersMeta(p)
-		setMemberTags(newInput(obj, "tags"), meta, m.Name)
+		setMemberTags(obj, meta, m.Name)
 		setMembersMeta(p, meta)
 		return len(p.Spec.Members) - 1, nil
 	})
@@ -168,7 +169,7 @@ func (s *Server) updateMember(w http.ResponseWriter, r *http.Request, c *caller)
 		}
 		meta := membersMeta(p)
 		rename(p, meta, old, m.Name)
-		setMemberTags(in, meta, m.Name)
+		setMemberTags(obj, meta, m.Name)
 		setMembersMeta(p, meta)
 		return i, nil
 	})
@@ -260,7 +261,7 @@ func (s *Server) batchMembers(w http.ResponseWriter, r *http.Request, c *caller)
 				rename(p, meta, p.Spec.Members[i].Name, old.Name)
 				m = old
 			}
-			setMemberTags(newInput(obj, "tags"), meta, m.Name)
+			setMemberTags(obj, meta, m.Name)
 			next = append(next, m)
 		}
 		if additive {

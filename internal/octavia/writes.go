@@ -272,6 +272,14 @@ func cidrsFit(lb *lbv1.LoadBalancer, cidrs []string) error {
 	return nil
 }
 
+// poolFits refuses, in Octavia's words, a pool whose protocol listener l does not take.
+func poolFits(l *lbv1.Listener, p *lbv1.Pool) error {
+	if model.PoolFits(model.Protocol(l.Spec.Protocol), model.PoolProtocol(p.Spec.Protocol)) {
+		return nil
+	}
+	return badRequest("Validation failure: The pool protocol '%s' is invalid while the listener protocol is '%s'.", p.Spec.Protocol, l.Spec.Protocol)
+}
+
 // defaultPoolFor checks that the pool with UID id may become l's default pool, as Octavia
 // does: a pool of the same load balancer, of a protocol the listener takes, serving no other
 // listener.
@@ -284,8 +292,8 @@ func (v *view) defaultPoolFor(l *lbv1.Listener, id string) (*lbv1.Pool, error) {
 	if p.Namespace != l.Namespace || model.PoolLoadBalancer(p, v.ls) != l.Spec.LoadBalancerRef.Name {
 		return nil, badRequest("Invalid input: pool %s is not on the listener's load balancer", id)
 	}
-	if !model.PoolFits(model.Protocol(l.Spec.Protocol), model.PoolProtocol(p.Spec.Protocol)) {
-		return nil, badRequest("Validation failure: The pool protocol '%s' is invalid while the listener protocol is '%s'.", p.Spec.Protocol, l.Spec.Protocol)
+	if err := poolFits(l, p); err != nil {
+		return nil, err
 	}
 	if other := p.Spec.ListenerName(); other != "" && other != l.Name {
 		if ol := v.listenerNamed(p.Namespace, other); ol != nil {
@@ -465,8 +473,8 @@ func (s *Server) createPool(ctx context.Context, c *caller, v *view, obj map[str
 		if other := v.poolOf(l); other != nil {
 			return nil, conflict("Listener %s already has a default pool (%s)", l.UID, other.UID)
 		}
-		if !model.PoolFits(model.Protocol(l.Spec.Protocol), model.PoolProtocol(p.Spec.Protocol)) {
-			return nil, badRequest("Validation failure: The pool protocol '%s' is invalid while the listener protocol is '%s'.", p.Spec.Protocol, l.Spec.Protocol)
+		if err := poolFits(l, p); err != nil {
+			return nil, err
 		}
 		p.Spec.ListenerRef = &lbv1.ObjectReference{Name: l.Name}
 	}
@@ -477,7 +485,7 @@ func (s *Server) createPool(ctx context.Context, c *caller, v *view, obj map[str
 			return nil, err
 		}
 		p.Spec.Members = append(p.Spec.Members, mm)
-		setMemberTags(newInput(m, "tags"), meta, mm.Name)
+		setMemberTags(m, meta, mm.Name)
 	}
 	setMembersMeta(p, meta)
 	if err := s.make(ctx, p, in.str("name"), "pool"); err != nil {
