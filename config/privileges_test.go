@@ -15,12 +15,15 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
@@ -168,6 +171,32 @@ func TestEachIdentityMayDoWhatItNeedsAndNothingMore(t *testing.T) {
 		{"controller", "changes a listener", false, func() error {
 			return manager.Create(ctx, &lbv1.Listener{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "x"},
 				Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "existing"}, Protocol: lbv1.ListenerTCP, ProtocolPort: 80}})
+		}},
+		{"controller", "creates a listener for a Service it serves", true, func() error {
+			l := &lbv1.Listener{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "svc-web-tcp-80",
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: "web", UID: "1", Controller: ptr.To(true)}}},
+				Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "svc-web"}, Protocol: lbv1.ListenerTCP, ProtocolPort: 80}}
+			if err := manager.Create(ctx, l); err != nil {
+				return err
+			}
+			return manager.Delete(ctx, l)
+		}},
+		{"controller", "takes a tenant's load balancer for a Service", false, func() error {
+			lb := fresh(manager)
+			lb.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: "web", UID: "1", Controller: ptr.To(true)}}
+			lb.Spec.Description = "changed by the controller"
+			return manager.Update(ctx, lb)
+		}},
+		{"controller", "deletes a tenant's load balancer", false, func() error { return manager.Delete(ctx, fresh(manager)) }},
+		{"controller", "lists Services and EndpointSlices", true, func() error {
+			if err := manager.List(ctx, &corev1.ServiceList{}); err != nil {
+				return err
+			}
+			return manager.List(ctx, &discoveryv1.EndpointSliceList{})
+		}},
+		{"controller", "changes a Service's spec", false, func() error {
+			return manager.Patch(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "web"}},
+				client.RawPatch(types.MergePatchType, []byte(`{"spec":{"type":"ClusterIP"}}`)))
 		}},
 		{"controller", "reads its credentials Secret", true, func() error {
 			return manager.Get(ctx, client.ObjectKey{Namespace: "l4lb-system", Name: "openstack-credentials"}, &corev1.Secret{})

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/controllers/services"
 	"github.com/l4lb/l4lb/internal/ipam"
 	"github.com/l4lb/l4lb/internal/ipam/neutron"
 	"github.com/l4lb/l4lb/internal/manager"
@@ -34,6 +35,7 @@ func Command() func() error {
 	osSecret := flag.String("openstack-secret", "", "NAMESPACE/NAME of the Secret with OpenStack credentials (clouds.yaml or OS_* keys); enables the openstack provider")
 	osCloud := flag.String("openstack-cloud", "openstack", "cloud of the clouds.yaml to use (the Secret's key \"cloud\" overrides it)")
 	clusterID := flag.String("cluster-id", "kubernetes", "tag that tells this cluster's Neutron resources from other clusters'")
+	serviceDefault := flag.Bool("service-default-class", false, "also serve LoadBalancer Services that name no spec.loadBalancerClass (as the cluster's only load-balancer implementation); Services of class "+services.Class+" are always served")
 	return func() error {
 		var prefixes []netip.Prefix
 		for _, r := range strings.Split(*ranges, ",") {
@@ -75,6 +77,10 @@ func Command() func() error {
 			lbr.Providers[lbv1.ProviderOpenStack] = neutron.New(mgr, client.ObjectKey{Namespace: ns, Name: name}, *osCloud, *clusterID)
 		}
 		if err := Setup(mgr, lbr); err != nil {
+			return err
+		}
+		if err := (&services.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("l4lb-controller"), Watchdog: dog,
+			DefaultClass: *serviceDefault, OpenStack: lbr.DefaultProvider == lbv1.ProviderOpenStack}).SetupWithManager(mgr); err != nil {
 			return err
 		}
 		if *leaderElect {

@@ -24,9 +24,10 @@ import (
 	"github.com/l4lb/l4lb/internal/watchdog"
 )
 
-// The controller writes no spec: it updates a LoadBalancer only for its finalizer (a
-// ValidatingAdmissionPolicy in config/policies refuses any other change it would make), and
-// writes statuses by server-side apply.
+// These reconcilers write no spec: they update a LoadBalancer only for its finalizer, and write
+// statuses by server-side apply. (A ValidatingAdmissionPolicy in config/policies refuses any
+// other change the controller's account would make, but to the objects controllers/services
+// makes for Services.)
 // +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers,verbs=get;list;watch;update
 // +kubebuilder:rbac:groups=lb.l4lb.io,resources=listeners;pools;healthmonitors,verbs=get;list;watch
 // +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers/status;listeners/status;pools/status;healthmonitors/status,verbs=get;patch
@@ -50,9 +51,6 @@ type Base struct {
 
 // watched returns r under the watchdog, if any.
 func (b *Base) watched(name string, r reconcile.Reconciler) reconcile.Reconciler {
-	if b.Watchdog == nil {
-		return r
-	}
 	return b.Watchdog.Wrap(name, r)
 }
 

@@ -9,6 +9,7 @@ import (
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/controllers"
+	"github.com/l4lb/l4lb/controllers/services"
 	"github.com/l4lb/l4lb/dataplane/agent"
 	"github.com/l4lb/l4lb/dataplane/proxy"
 	"github.com/l4lb/l4lb/dataplane/vip"
@@ -25,6 +26,9 @@ type ControlPlane struct {
 	// AgentVIPs makes its VIPs local (nil: listeners bind without owning the address).
 	AgentNode string
 	AgentVIPs *vip.Local
+	// ServiceDefaultClass serves LoadBalancer Services of no class too (the controller's
+	// --service-default-class).
+	ServiceDefaultClass bool
 }
 
 // Run starts the controller (and the agent) until ctx ends. It returns the agent's engine,
@@ -47,6 +51,10 @@ func (e *Env) Run(ctx context.Context, cp ControlPlane) (*proxy.Server, error) {
 	base := controllers.Base{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("l4lb-controller")}
 	lbr := &controllers.LoadBalancerReconciler{Base: base, Providers: providers, DefaultProvider: cp.DefaultProvider}
 	if err := controllers.Setup(mgr, lbr); err != nil {
+		return nil, err
+	}
+	if err := (&services.Reconciler{Client: mgr.GetClient(), Recorder: base.Recorder, DefaultClass: cp.ServiceDefaultClass,
+		OpenStack: cp.DefaultProvider == lbv1.ProviderOpenStack}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	var server *proxy.Server
