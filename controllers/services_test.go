@@ -87,7 +87,7 @@ func TestServiceIsServedByTheObjectsItOwns(t *testing.T) {
 			return err
 		}
 		in := svc.Status.LoadBalancer.Ingress
-		if len(in) != 1 || in[0].IP != addr || ptr.Deref(in[0].IPMode, "") != corev1.LoadBalancerIPModeVIP || len(in[0].Ports) != 2 {
+		if len(in) != 1 || in[0].IP != addr || ptr.Deref(in[0].IPMode, "") != corev1.LoadBalancerIPModeProxy || len(in[0].Ports) != 2 {
 			return fmt.Errorf("ingress %+v", in)
 		}
 		return nil

@@ -258,10 +258,14 @@ func (r *Reconciler) report(ctx context.Context, svc *corev1.Service, objs Objec
 		}
 		ports = append(ports, ps)
 	}
+	// ipMode Proxy: the VIP's traffic goes to the l4lb dataplane, which balances it with the
+	// pool's algorithm, monitor, allowed CIDRs and PROXY protocol. With VIP, kube-proxy takes
+	// packets for the address on every node and DNATs them to the endpoints itself, around
+	// l4lb (and, lagging behind a scale-down, to pods that have gone: refused connections).
 	var ingress []corev1.LoadBalancerIngress
 	for _, ip := range []string{lb.Status.FloatingIPAddress, lb.Status.VIPAddress} {
 		if ip != "" {
-			ingress = append(ingress, corev1.LoadBalancerIngress{IP: ip, IPMode: ptr.To(corev1.LoadBalancerIPModeVIP), Ports: ports})
+			ingress = append(ingress, corev1.LoadBalancerIngress{IP: ip, IPMode: ptr.To(corev1.LoadBalancerIPModeProxy), Ports: ports})
 		}
 	}
 	if equality.Semantic.DeepEqual(ingress, svc.Status.LoadBalancer.Ingress) {

@@ -685,7 +685,8 @@ func dialHTTP(t *testing.T, addr string) *httpConn {
 	return &httpConn{c: c, r: bufio.NewReader(c)}
 }
 
-func (h *httpConn) get(t *testing.T, what string) {
+// get GETs / on the open connection and returns the answer.
+func (h *httpConn) get(t *testing.T, what string) string {
 	t.Helper()
 	h.c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := fmt.Fprintf(h.c, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", vip); err != nil {
@@ -700,6 +701,7 @@ func (h *httpConn) get(t *testing.T, what string) {
 	if err != nil || !strings.HasPrefix(string(b), "Server : ") {
 		t.Fatalf("%s: the open connection answered %q, %v", what, b, err)
 	}
+	return string(b)
 }
 
 // traffic opens a new connection to a URL every 20 ms, whatever became of the last ones.
