@@ -71,6 +71,8 @@ func TestServiceIsServedByTheObjectsItOwns(t *testing.T) {
 		corev1.ServicePort{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt(8080)},
 		corev1.ServicePort{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 80, TargetPort: intstr.FromInt(53)})
 	svc.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+	// l4lb reaches the endpoints themselves: it needs no node ports.
+	svc.Spec.AllocateLoadBalancerNodePorts = ptr.To(false)
 	svc.Spec.LoadBalancerSourceRanges = []string{"198.51.100.0/24"}
 	svc.Annotations[services.AnnotationTimeoutClientData] = "50000"
 	svc.Annotations[services.AnnotationHealthMonitor] = "true"
@@ -94,6 +96,9 @@ func TestServiceIsServedByTheObjectsItOwns(t *testing.T) {
 	})
 	if err := serviceEvent(t, ns, "web", "EnsuredLoadBalancer"); err != nil {
 		t.Fatal(err)
+	}
+	if svc.Spec.Ports[0].NodePort != 0 {
+		t.Fatalf("a node port was allocated: %d", svc.Spec.Ports[0].NodePort)
 	}
 	// The objects it owns, as kubectl get l4lb shows them, Ready.
 	lbName := services.LoadBalancerName("web")
@@ -225,8 +230,12 @@ func TestServicesL4lbDoesNotServe(t *testing.T) {
 	// A name l4lb would use, taken by a load balancer a user wrote: not taken over.
 	taken := service(ns, "taken", addr, port)
 	mine := lb(ns, services.LoadBalancerName("taken"), addr)
-	create(t, mine, other, none, taken)
+	// An address outside every pool the namespace may use: the load balancer's reason, on the
+	// Service.
+	outside := service(ns, "outside", "127.0.31.5", port)
+	create(t, mine, other, none, taken, outside)
 	eventually(t, "a NameTaken event", func() error { return serviceEvent(t, ns, "taken", "NameTaken") })
+	eventually(t, "a NotInPool event", func() error { return serviceEvent(t, ns, "outside", lbv1.ReasonNotInPool) })
 	get(t, mine)
 	if len(mine.OwnerReferences) > 0 || mine.Spec.Description != "" {
 		t.Fatalf("the user's load balancer was changed: %+v", mine.ObjectMeta)
@@ -235,10 +244,10 @@ func TestServicesL4lbDoesNotServe(t *testing.T) {
 	if err := k8s.List(ctx, &lbs, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
-	if len(lbs.Items) != 1 {
-		t.Fatalf("%d load balancers, want only the user's", len(lbs.Items))
+	if len(lbs.Items) != 2 {
+		t.Fatalf("%d load balancers, want the user's and the one of Service outside", len(lbs.Items))
 	}
-	for _, s := range []*corev1.Service{other, none} {
+	for _, s := range []*corev1.Service{other, none, outside} {
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(s), s); err != nil || len(s.Status.LoadBalancer.Ingress) > 0 {
 			t.Fatalf("Service %s: ingress %+v (%v)", s.Name, s.Status.LoadBalancer.Ingress, err)
 		}
