@@ -15,11 +15,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/utils/ptr"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/controllers/services"
 	"github.com/l4lb/l4lb/internal/ipam"
 	"github.com/l4lb/l4lb/internal/ipam/neutron"
 	"github.com/l4lb/l4lb/test/testenv"
@@ -58,7 +60,7 @@ func TestSeedWalkthroughOnOpenStack(t *testing.T) {
 
 	// The agent binds the VIP's listeners without owning the address (IP_FREEBIND): Neutron
 	// here moves no packets, and the test changes no interface of the machine.
-	engine, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "node-1", Providers: func(mgr ctrl.Manager) map[lbv1.Provider]ipam.Provider {
+	engine, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "node-1", DefaultProvider: lbv1.ProviderOpenStack, Providers: func(mgr ctrl.Manager) map[lbv1.Provider]ipam.Provider {
 		return map[lbv1.Provider]ipam.Provider{
 			lbv1.ProviderStatic:    ipam.NewStatic(nil, mgr.GetClient()),
 			lbv1.ProviderOpenStack: neutron.New(mgr, client.ObjectKeyFromObject(secret), "openstack", "test-controller"),
@@ -131,6 +133,47 @@ func TestSeedWalkthroughOnOpenStack(t *testing.T) {
 	}
 	if got, _ := ports.Get(ctx, neutron.Client(), np.ID).Extract(); neutron.HasPair(*got, lb.Status.VIPAddress) {
 		t.Fatal("the node's port keeps the VIP pair")
+	}
+
+	// The same through a Service of type LoadBalancer, written for cloud-provider-openstack:
+	// a Neutron VIP port and a floating IP, both in its status; released when it stops being a
+	// LoadBalancer Service. (This API server has no garbage collector to delete the objects of a
+	// deleted Service; test/e2e deletes one on a real cluster.)
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "seed", Name: "web", Annotations: map[string]string{
+		services.AnnotationSubnetID: "private-subnet", services.AnnotationFloatingNetworkID: "public-net"}},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: ptr.To(services.Class),
+			Ports: []corev1.ServicePort{{Protocol: corev1.ProtocolTCP, Port: 80}}}}
+	if err := k8s.Create(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(60 * time.Second); len(svc.Status.LoadBalancer.Ingress) != 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the Service has no floating IP and VIP: %+v", svc.Status.LoadBalancer)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(svc), svc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fip, vip := svc.Status.LoadBalancer.Ingress[0].IP, svc.Status.LoadBalancer.Ingress[1].IP
+	if got := cli(t, "floating", "ip", "list", "-f", "value", "-c", "Floating IP Address", "-c", "Fixed IP Address"); !strings.Contains(got, fip+" "+vip) {
+		t.Fatalf("the Service's ingress %s, %s is not a floating IP on its VIP in Neutron: %q", fip, vip, got)
+	}
+	svc.Spec.Type, svc.Spec.LoadBalancerClass = corev1.ServiceTypeClusterIP, nil
+	svc.Spec.Ports[0].NodePort = 0
+	if err := k8s.Update(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		got := cli(t, "floating", "ip", "list", "-f", "value", "-c", "Floating IP Address")
+		vipPorts := cli(t, "port", "list", "--fixed-ip", "ip-address="+vip, "-f", "value", "-c", "ID")
+		if !strings.Contains(got, fip) && vipPorts == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the Service stopped being a LoadBalancer: floating IPs %q, VIP ports %q", got, vipPorts)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
