@@ -3,7 +3,6 @@ package services
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -11,8 +10,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
@@ -22,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/controllers/owned"
 	"github.com/l4lb/l4lb/internal/ipam"
 	"github.com/l4lb/l4lb/internal/watchdog"
 )
@@ -64,15 +62,6 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r.Watchdog.Wrap("service", r))
 }
 
-// refusal is a Service that cannot be served as it is: said in an event, never retried until
-// the Service or its objects change.
-type refusal struct {
-	reason string
-	err    error
-}
-
-func (e *refusal) Error() string { return e.err.Error() }
-
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var svc corev1.Service
 	if err := r.Get(ctx, req.NamespacedName, &svc); err != nil {
@@ -86,11 +75,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	objs, err := r.desired(ctx, &svc)
 	if err == nil {
-		err = r.apply(ctx, &svc, objs)
+		err = r.writer().Apply(ctx, &svc, objs)
 	}
-	var ref *refusal
+	var ref *owned.Refusal
 	if errors.As(err, &ref) {
-		r.event(&svc, true, ref.reason, "%v", ref.err)
+		reason := ref.Reason
+		if reason == "Invalid" {
+			reason = "InvalidService"
+		}
+		r.event(&svc, true, reason, "%v", ref.Err)
 		return ctrl.Result{}, nil
 	}
 	if err != nil {
@@ -101,16 +94,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 // desired translates the Service and what it reads.
-func (r *Reconciler) desired(ctx context.Context, svc *corev1.Service) (Objects, error) {
+func (r *Reconciler) desired(ctx context.Context, svc *corev1.Service) (owned.Objects, error) {
 	var slices discoveryv1.EndpointSliceList
 	if err := r.List(ctx, &slices, client.InNamespace(svc.Namespace), client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name}); err != nil {
-		return Objects{}, err
+		return owned.Objects{}, err
 	}
 	in := Input{Service: svc, Slices: slices.Items, OpenStack: r.OpenStack}
 	if r.OpenStack {
 		mine, _, err := ipam.ReadPools(ctx, r.Client, svc.Namespace)
 		if err != nil {
-			return Objects{}, err
+			return owned.Objects{}, err
 		}
 		for _, p := range mine {
 			if len(p.FloatingIPNetworks) > 0 {
@@ -121,94 +114,14 @@ func (r *Reconciler) desired(ctx context.Context, svc *corev1.Service) (Objects,
 	}
 	objs, err := Translate(in)
 	if err != nil {
-		return objs, &refusal{"InvalidService", err}
+		return objs, &owned.Refusal{Reason: "InvalidService", Err: err}
 	}
 	return objs, nil
 }
 
-// kinds are the l4lb kinds made for a Service, in the order they are made (deleted in reverse).
-var kinds = []struct {
-	kind string
-	list func() client.ObjectList
-}{
-	{"LoadBalancer", func() client.ObjectList { return &lbv1.LoadBalancerList{} }},
-	{"Listener", func() client.ObjectList { return &lbv1.ListenerList{} }},
-	{"Pool", func() client.ObjectList { return &lbv1.PoolList{} }},
-	{"HealthMonitor", func() client.ObjectList { return &lbv1.HealthMonitorList{} }},
-}
-
-func (o *Objects) all() []client.Object {
-	out := []client.Object{&o.LoadBalancer}
-	for i := range o.Listeners {
-		out = append(out, &o.Listeners[i])
-	}
-	for i := range o.Pools {
-		out = append(out, &o.Pools[i])
-	}
-	for i := range o.Monitors {
-		out = append(out, &o.Monitors[i])
-	}
-	return out
-}
-
-// apply writes objs, controlled by svc, and deletes the objects svc controls that objs no
-// longer hold (a port removed, a monitor turned off).
-func (r *Reconciler) apply(ctx context.Context, svc *corev1.Service, objs Objects) error {
-	owner := metav1.NewControllerRef(svc, corev1.SchemeGroupVersion.WithKind("Service"))
-	owner.BlockOwnerDeletion = nil // needs update on services/finalizers, which l4lb does not hold
-	want := map[string]bool{}
-	for _, o := range objs.all() {
-		kind := kindOf(o)
-		want[kind+"/"+o.GetName()] = true
-		existing := o.DeepCopyObject().(client.Object)
-		err := r.Get(ctx, client.ObjectKeyFromObject(o), existing)
-		if err == nil && !metav1.IsControlledBy(existing, svc) {
-			return &refusal{"NameTaken", fmt.Errorf("%s %s/%s exists and is not this Service's: l4lb does not take it over", kind, o.GetNamespace(), o.GetName())}
-		}
-		if client.IgnoreNotFound(err) != nil {
-			return err
-		}
-		o.SetOwnerReferences([]metav1.OwnerReference{*owner})
-		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
-		if err != nil {
-			return err
-		}
-		delete(u, "status")
-		obj := &unstructured.Unstructured{Object: u}
-		unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
-		obj.SetGroupVersionKind(lbv1.GroupVersion.WithKind(kind))
-		if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
-			if apierrors.IsInvalid(err) {
-				return &refusal{"InvalidService", fmt.Errorf("%s %s: %w", kind, o.GetName(), err)}
-			}
-			return fmt.Errorf("applying %s %s: %w", kind, o.GetName(), err)
-		}
-	}
-	return r.prune(ctx, svc, want)
-}
-
-// prune deletes the objects svc controls that are not in want (all of them when want is nil).
-func (r *Reconciler) prune(ctx context.Context, svc *corev1.Service, want map[string]bool) error {
-	for i := len(kinds) - 1; i >= 0; i-- {
-		l := kinds[i].list()
-		if err := r.List(ctx, l, client.InNamespace(svc.Namespace), client.MatchingLabels{ServiceLabel: svc.Name}); err != nil {
-			return err
-		}
-		items, err := meta.ExtractList(l)
-		if err != nil {
-			return err
-		}
-		for _, item := range items {
-			o := item.(client.Object)
-			if !metav1.IsControlledBy(o, svc) || want[kinds[i].kind+"/"+o.GetName()] {
-				continue
-			}
-			if err := r.Delete(ctx, o); client.IgnoreNotFound(err) != nil {
-				return err
-			}
-		}
-	}
-	return nil
+// writer applies and prunes the objects of Services.
+func (r *Reconciler) writer() *owned.Writer {
+	return &owned.Writer{Client: r.Client, FieldManager: fieldManager, Label: ServiceLabel, Owner: corev1.SchemeGroupVersion.WithKind("Service")}
 }
 
 // release deletes what l4lb made for a Service it no longer serves (its type or class
@@ -222,7 +135,7 @@ func (r *Reconciler) release(ctx context.Context, svc *corev1.Service) error {
 	if err != nil {
 		return err
 	}
-	if err := r.prune(ctx, svc, nil); err != nil {
+	if err := r.writer().Release(ctx, svc); err != nil {
 		return err
 	}
 	if len(svc.Status.LoadBalancer.Ingress) > 0 {
@@ -238,7 +151,7 @@ func (r *Reconciler) release(ctx context.Context, svc *corev1.Service) error {
 
 // report writes the Service's status: the VIP (and the floating IP) once allocated, with each
 // port's problem, if any.
-func (r *Reconciler) report(ctx context.Context, svc *corev1.Service, objs Objects) error {
+func (r *Reconciler) report(ctx context.Context, svc *corev1.Service, objs owned.Objects) error {
 	var lb lbv1.LoadBalancer
 	if err := r.Get(ctx, client.ObjectKeyFromObject(&objs.LoadBalancer), &lb); err != nil {
 		return client.IgnoreNotFound(err)
@@ -291,17 +204,4 @@ func (r *Reconciler) event(svc *corev1.Service, warning bool, reason, format str
 		typ = corev1.EventTypeWarning
 	}
 	r.Recorder.Eventf(svc, nil, typ, reason, "Reconcile", format, args...)
-}
-
-func kindOf(o client.Object) string {
-	switch o.(type) {
-	case *lbv1.LoadBalancer:
-		return "LoadBalancer"
-	case *lbv1.Listener:
-		return "Listener"
-	case *lbv1.Pool:
-		return "Pool"
-	default:
-		return "HealthMonitor"
-	}
 }

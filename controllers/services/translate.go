@@ -18,6 +18,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/controllers/owned"
 )
 
 const (
@@ -56,14 +57,6 @@ type Input struct {
 	FloatingNetwork string
 }
 
-// Objects are what a Service is served by.
-type Objects struct {
-	LoadBalancer lbv1.LoadBalancer
-	Listeners    []lbv1.Listener
-	Pools        []lbv1.Pool
-	Monitors     []lbv1.HealthMonitor
-}
-
 // LoadBalancerName is the name of the load balancer made for the Service named svc.
 func LoadBalancerName(svc string) string { return namePrefix + svc }
 
@@ -74,22 +67,22 @@ func portName(svc string, p corev1.ServicePort) string {
 
 // Translate makes the objects that serve in.Service. An error names what the Service asks
 // that l4lb cannot serve (an annotation's value, a protocol); nothing is made then.
-func Translate(in Input) (Objects, error) {
+func Translate(in Input) (owned.Objects, error) {
 	svc := in.Service
 	a, err := parseAnnotations(svc.Annotations)
 	if err != nil {
-		return Objects{}, err
+		return owned.Objects{}, err
 	}
 	for _, p := range svc.Spec.Ports {
 		if p.Protocol != corev1.ProtocolTCP && p.Protocol != corev1.ProtocolUDP {
-			return Objects{}, fmt.Errorf("spec.ports[%s]: protocol %s: l4lb serves TCP and UDP", cmp.Or(p.Name, fmt.Sprint(p.Port)), p.Protocol)
+			return owned.Objects{}, fmt.Errorf("spec.ports[%s]: protocol %s: l4lb serves TCP and UDP", cmp.Or(p.Name, fmt.Sprint(p.Port)), p.Protocol)
 		}
 	}
 	meta := func(name string) metav1.ObjectMeta {
-		return metav1.ObjectMeta{Namespace: svc.Namespace, Name: name, Labels: map[string]string{ServiceLabel: svc.Name}}
+		return metav1.ObjectMeta{Namespace: svc.Namespace, Name: name}
 	}
 	lbName := LoadBalancerName(svc.Name)
-	var out Objects
+	var out owned.Objects
 	out.LoadBalancer = lbv1.LoadBalancer{ObjectMeta: meta(lbName),
 		Spec: lbv1.LoadBalancerSpec{Description: "Service " + svc.Namespace + "/" + svc.Name}}
 	lb := &out.LoadBalancer.Spec
@@ -133,7 +126,7 @@ func Translate(in Input) (Objects, error) {
 	}
 	for _, s := range sources {
 		if _, err := netip.ParsePrefix(s); err != nil {
-			return Objects{}, fmt.Errorf("spec.loadBalancerSourceRanges: %q is not a CIDR", s)
+			return owned.Objects{}, fmt.Errorf("spec.loadBalancerSourceRanges: %q is not a CIDR", s)
 		}
 	}
 	for _, p := range svc.Spec.Ports {
@@ -150,7 +143,7 @@ func Translate(in Input) (Objects, error) {
 			ListenerRef:     &lbv1.ObjectReference{Name: name},
 			Protocol:        lbv1.PoolProtocol(p.Protocol),
 			LBAlgorithm:     a.method,
-			Members:         members(in.Slices, p, family),
+			Members:         Members(in.Slices, p, family),
 		}}
 		if p.Protocol == corev1.ProtocolTCP {
 			l.Spec.TimeoutClientData, l.Spec.TimeoutMemberConnect = a.timeoutClientData, a.timeoutMemberConnect
@@ -182,10 +175,10 @@ func Translate(in Input) (Objects, error) {
 	return out, nil
 }
 
-// members are the endpoints of port p in slices of family: ready ones serve; serving ones that
-// are terminating drain (weight 0: no new connections, open ones finish), as Kubernetes
-// defines a terminating endpoint.
-func members(from []discoveryv1.EndpointSlice, p corev1.ServicePort, family discoveryv1.AddressType) []lbv1.Member {
+// Members are the endpoints of a Service's port p in its slices of family: ready ones serve;
+// serving ones that are terminating drain (weight 0: no new connections, open ones finish), as
+// Kubernetes defines a terminating endpoint. Gateway routes' backends are served the same way.
+func Members(from []discoveryv1.EndpointSlice, p corev1.ServicePort, family discoveryv1.AddressType) []lbv1.Member {
 	var out []lbv1.Member
 	seen := map[string]bool{}
 	for _, s := range from {
