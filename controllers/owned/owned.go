@@ -130,7 +130,9 @@ func (w *Writer) Apply(ctx context.Context, owner client.Object, objs Objects) e
 }
 
 // Release deletes everything owner controls.
-func (w *Writer) Release(ctx context.Context, owner client.Object) error { return w.prune(ctx, owner, nil) }
+func (w *Writer) Release(ctx context.Context, owner client.Object) error {
+	return w.prune(ctx, owner, nil)
+}
 
 // prune deletes the objects owner controls that are not in want.
 func (w *Writer) prune(ctx context.Context, owner client.Object, want map[string]bool) error {
