@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/controllers/gateway"
 	"github.com/l4lb/l4lb/controllers/services"
 	"github.com/l4lb/l4lb/internal/ipam"
 	"github.com/l4lb/l4lb/internal/ipam/neutron"
@@ -81,6 +82,9 @@ func Command() func() error {
 		}
 		if err := (&services.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("l4lb-controller"), Watchdog: dog,
 			DefaultClass: *serviceDefault, OpenStack: lbr.DefaultProvider == lbv1.ProviderOpenStack}).SetupWithManager(mgr); err != nil {
+			return err
+		}
+		if err := gateway.Setup(mgr, mgr.GetClient(), mgr.GetEventRecorder("l4lb-controller"), dog); err != nil {
 			return err
 		}
 		if *leaderElect {

@@ -62,7 +62,13 @@ func (c *counting) of(uid types.UID) int {
 
 func TestMain(m *testing.M) {
 	ctrl.SetLogger(logr.Discard())
-	env, err := testenv.Start()
+	// With the Gateway API's CRDs, as a cluster that has them (gateway_test.go).
+	gwCRDs, err := testenv.GatewayAPICRDs()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	env, err := testenv.Start(gwCRDs)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

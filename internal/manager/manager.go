@@ -16,16 +16,22 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 )
 
-// NewScheme knows the built-in kinds and the l4lb kinds.
+// NewScheme knows the built-in kinds, the l4lb kinds and the Gateway API's.
 func NewScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(s); err != nil {
 		panic(err)
 	}
 	if err := lbv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	// The Gateway API's kinds (the cluster's CRDs, when installed: controllers/gateway).
+	if err := gatewayv1.Install(s); err != nil {
 		panic(err)
 	}
 	return s

@@ -9,6 +9,7 @@ import (
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/controllers"
+	"github.com/l4lb/l4lb/controllers/gateway"
 	"github.com/l4lb/l4lb/controllers/services"
 	"github.com/l4lb/l4lb/dataplane/agent"
 	"github.com/l4lb/l4lb/dataplane/proxy"
@@ -55,6 +56,9 @@ func (e *Env) Run(ctx context.Context, cp ControlPlane) (*proxy.Server, error) {
 	}
 	if err := (&services.Reconciler{Client: mgr.GetClient(), Recorder: base.Recorder, DefaultClass: cp.ServiceDefaultClass,
 		OpenStack: cp.DefaultProvider == lbv1.ProviderOpenStack}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := gateway.Setup(mgr, mgr.GetClient(), base.Recorder, nil); err != nil {
 		return nil, err
 	}
 	var server *proxy.Server

@@ -53,14 +53,15 @@ type Env struct {
 	Client client.Client
 }
 
-// Start starts the API server. KUBEBUILDER_ASSETS, when unset, is found (or built once) by
-// hack/envtest-assets.sh, so `go test ./...` works as well as `make test`.
-func Start() (*Env, error) {
+// Start starts the API server with l4lb's CRDs and those in crdDirs. KUBEBUILDER_ASSETS, when
+// unset, is found (or built once) by hack/envtest-assets.sh, so `go test ./...` works as well
+// as `make test`.
+func Start(crdDirs ...string) (*Env, error) {
 	if err := SetAssets(); err != nil {
 		return nil, err
 	}
 	e := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(Root(), "config", "crd", "bases")},
+		CRDDirectoryPaths:     append([]string{filepath.Join(Root(), "config", "crd", "bases")}, crdDirs...),
 		ErrorIfCRDPathMissing: true,
 		Scheme:                manager.NewScheme(),
 	}
@@ -74,6 +75,16 @@ func Start() (*Env, error) {
 		return nil, err
 	}
 	return &Env{env: e, Config: cfg, Client: c}, nil
+}
+
+// GatewayAPICRDs is the folder of the Gateway API's standard CRDs at go.mod's version (a
+// cluster's, not l4lb's: the chart installs none).
+func GatewayAPICRDs() (string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
+	if err != nil {
+		return "", fmt.Errorf("finding the Gateway API module: %w", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard"), nil
 }
 
 // Kubeconfig returns an admin kubeconfig for the API server, reached at server when it is
