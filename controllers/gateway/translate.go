@@ -33,7 +33,9 @@ const namePrefix = "gw-"
 // LoadBalancerName is the name of the load balancer made for the Gateway named gw.
 func LoadBalancerName(gw string) string { return namePrefix + gw }
 
-func listenerName(gw string, l gatewayv1.SectionName) string { return namePrefix + gw + "-" + string(l) }
+func listenerName(gw string, l gatewayv1.SectionName) string {
+	return namePrefix + gw + "-" + string(l)
+}
 
 // Route is a TCPRoute or a UDPRoute, as far as attaching and serving go.
 type Route struct {
