@@ -110,7 +110,7 @@ func orDefault[T ~string](p *T, def T) T {
 }
 
 func (r *Reconciler) writer() *owned.Writer {
-	return &owned.Writer{Client: r.Client, FieldManager: fieldManager, Label: Label, Owner: gatewayv1.GroupVersion.WithKind("Gateway")}
+	return &owned.Writer{Client: r.Client, FieldManager: fieldManager, Label: Label, Owner: schema.GroupVersion(gatewayv1.GroupVersion).WithKind("Gateway")}
 }
 
 // ours reports whether gw's class is served by l4lb.
