@@ -282,6 +282,10 @@ func Translate(in Input) Output {
 	}
 
 	accepted := cond(string(gatewayv1.GatewayConditionAccepted), string(gatewayv1.GatewayReasonAccepted), true, gen, "")
+	// A listener l4lb cannot serve does not refuse its Gateway, even when it has no other (the
+	// specification leaves True or False to the implementation): the Gateway keeps its address
+	// for the listeners it will be given, and the Gateway API's conformance suite needs its
+	// HTTP-only Gateways accepted and programmed before it runs any test.
 	if invalid {
 		accepted = cond(string(gatewayv1.GatewayConditionAccepted), string(gatewayv1.GatewayReasonListenersNotValid), true, gen, "some listeners are not valid: see their conditions")
 	}

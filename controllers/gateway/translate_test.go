@@ -144,6 +144,23 @@ func TestAttachmentRules(t *testing.T) {
 	}
 }
 
+func TestAGatewayWithNoValidListenerKeepsItsAddress(t *testing.T) {
+	out := Translate(Input{Gateway: gw(gatewayv1.Listener{Name: "web", Protocol: gatewayv1.HTTPProtocolType, Port: 80}), VIP: "198.51.100.9"})
+	if c := meta.FindStatusCondition(out.Status.Conditions, "Accepted"); c.Status != metav1.ConditionTrue || c.Reason != "ListenersNotValid" {
+		t.Fatalf("Accepted %+v", c)
+	}
+	if !meta.IsStatusConditionTrue(out.Status.Conditions, "Programmed") || len(out.Status.Addresses) != 1 {
+		t.Fatalf("status %+v", out.Status)
+	}
+	l := out.Status.Listeners[0]
+	if c := meta.FindStatusCondition(l.Conditions, "Accepted"); c.Status != metav1.ConditionFalse || c.Reason != "UnsupportedProtocol" {
+		t.Fatalf("listener Accepted %+v", c)
+	}
+	if l.SupportedKinds == nil || len(l.SupportedKinds) != 0 {
+		t.Fatalf("supportedKinds %v: an empty list, as the suite expects", l.SupportedKinds)
+	}
+}
+
 func TestAddresses(t *testing.T) {
 	g := gw(tcpListener("tcp", 80))
 	g.Spec.Addresses = []gatewayv1.GatewaySpecAddress{{Value: "198.51.100.9"}}
