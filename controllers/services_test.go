@@ -254,6 +254,51 @@ func TestServicesL4lbDoesNotServe(t *testing.T) {
 	}
 }
 
+// Services that say so share one address; a port both ask for serves the older one, and the
+// other Service is told why.
+func TestServicesShareAnAddress(t *testing.T) {
+	ctx := context.Background()
+	ns, addr := setup(t)
+	shared := func(name string, port int32) *corev1.Service {
+		s := service(ns, name, addr, corev1.ServicePort{Protocol: corev1.ProtocolTCP, Port: port})
+		s.Annotations[services.AnnotationSharedAddress] = "front"
+		return s
+	}
+	web, admin := shared("web", 80), shared("admin", 81)
+	create(t, web, admin)
+	for _, s := range []*corev1.Service{web, admin} {
+		eventually(t, s.Name+" at the shared address", func() error {
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(s), s); err != nil {
+				return err
+			}
+			if in := s.Status.LoadBalancer.Ingress; len(in) != 1 || in[0].IP != addr || in[0].Ports[0].Error != nil {
+				return fmt.Errorf("ingress %+v", in)
+			}
+			return nil
+		})
+	}
+	for _, name := range []string{"svc-web-tcp-80", "svc-admin-tcp-81"} {
+		expect(t, &lbv1.Listener{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}, statusOf{prov: lbv1.ProvisioningActive}, lbv1.ConditionAccepted, lbv1.ReasonAccepted)
+	}
+	// A third on port 80: the port is web's; the Service says so, in an event and its status.
+	clash := shared("clash", 80)
+	create(t, clash)
+	eventually(t, "the clash reported", func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(clash), clash); err != nil {
+			return err
+		}
+		if in := clash.Status.LoadBalancer.Ingress; len(in) != 1 || ptr.Deref(in[0].Ports[0].Error, "") != lbv1.ReasonPortConflict {
+			return fmt.Errorf("ingress %+v", in)
+		}
+		return serviceEvent(t, ns, "clash", lbv1.ReasonPortConflict)
+	})
+	expect(t, &lbv1.Listener{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "svc-web-tcp-80"}}, statusOf{prov: lbv1.ProvisioningActive}, lbv1.ConditionAccepted, lbv1.ReasonAccepted)
+	// Without the annotation: refused, as any address already taken.
+	loner := service(ns, "loner", addr, corev1.ServicePort{Protocol: corev1.ProtocolTCP, Port: 82})
+	create(t, loner)
+	eventually(t, "an unshared Service refused the address", func() error { return serviceEvent(t, ns, "loner", lbv1.ReasonAddressInUse) })
+}
+
 func memberNames(p *lbv1.Pool) []string {
 	var out []string
 	for _, m := range p.Spec.Members {

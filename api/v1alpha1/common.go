@@ -34,6 +34,13 @@ const (
 // with a normal hand-over (the holder lets go first). It stays until the next failover.
 const FailoverAnnotation = "lb.l4lb.io/failover-from"
 
+// SharedAddressAnnotation on a LoadBalancer lets its VIP be another load balancer's when both
+// are in one namespace, carry the same value and ask for that address in spec.vip.address
+// (MetalLB's allow-shared-ip; the static provider). Their listeners share the address's ports:
+// one port and protocol serves one listener, the older, and the other is refused with
+// PortConflict.
+const SharedAddressAnnotation = "lb.l4lb.io/allow-shared-ip"
+
 // ObjectReference names another l4lb object in the same namespace.
 type ObjectReference struct {
 	// name of the referenced object, in this object's namespace.

@@ -13,6 +13,15 @@ const (
 	ProviderStatic Provider = "static"
 )
 
+// TrafficPolicy says which members the VIP's holder sends to.
+// +kubebuilder:validation:Enum=Cluster;Local
+type TrafficPolicy string
+
+const (
+	TrafficCluster TrafficPolicy = "Cluster"
+	TrafficLocal   TrafficPolicy = "Local"
+)
+
 // ReclaimPolicy says what happens to a floating IP when its load balancer goes.
 // +kubebuilder:validation:Enum=Delete;Retain
 type ReclaimPolicy string
@@ -51,6 +60,13 @@ type LoadBalancerSpec struct {
 	// floatingIP attaches a floating IP to the VIP port. Absent: no floating IP.
 	// +optional
 	FloatingIP *FloatingIP `json:"floatingIP,omitempty"`
+
+	// trafficPolicy Local holds the VIP only on a node that runs a member (members name their
+	// node in nodeName), and that node sends only to its own members: no second hop, as
+	// Kubernetes' externalTrafficPolicy Local. Cluster (or unset): any node holds it and sends
+	// to every member.
+	// +optional
+	TrafficPolicy TrafficPolicy `json:"trafficPolicy,omitempty"`
 }
 
 // VIP is where a load balancer's virtual IP is allocated.

@@ -148,6 +148,13 @@ type Member struct {
 	// +kubebuilder:validation:MaxLength=255
 	SubnetID string `json:"subnetID,omitempty"`
 
+	// nodeName is the Kubernetes node the member runs on (a Service's endpoint). A load
+	// balancer with trafficPolicy Local is held only by nodes running members, and each sends
+	// only to its own.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	NodeName string `json:"nodeName,omitempty"`
+
 	// monitorAddress is checked instead of address.
 	// +optional
 	// +kubebuilder:validation:MaxLength=45

@@ -21,6 +21,9 @@ const (
 	// deprecated). It is taken from the namespace's VIP pools under the same rules as a
 	// LoadBalancer's spec.vip.address.
 	AnnotationAddresses = "lb.l4lb.io/load-balancer-ips"
+	// AnnotationSharedAddress lets Services of one namespace with the same value share the
+	// address they all ask for (MetalLB's allow-shared-ip), when their ports do not clash.
+	AnnotationSharedAddress = lbv1.SharedAddressAnnotation
 
 	occm                        = "loadbalancer.openstack.org/"
 	AnnotationLBMethod          = occm + "lb-method"
@@ -46,6 +49,7 @@ const (
 // settings are a Service's annotations, parsed.
 type settings struct {
 	addresses                               []string
+	share                                   string
 	method                                  lbv1.LBAlgorithm
 	connectionLimit                         *int32
 	proxyProtocol                           lbv1.PoolProtocol
@@ -108,6 +112,9 @@ func parseAnnotations(an map[string]string) (settings, error) {
 		if len(s.addresses) > 1 {
 			return s, annotationError(AnnotationAddresses, v, "one address (a load balancer has one VIP)")
 		}
+	}
+	if s.share = an[AnnotationSharedAddress]; s.share != "" && len(s.addresses) == 0 {
+		return s, fmt.Errorf("annotation %s: sharing an address takes that address, in %s", AnnotationSharedAddress, AnnotationAddresses)
 	}
 	if v, ok := an[AnnotationLBMethod]; ok {
 		switch m := lbv1.LBAlgorithm(strings.ToUpper(v)); m {

@@ -85,6 +85,9 @@ func Translate(in Input) (owned.Objects, error) {
 	var out owned.Objects
 	out.LoadBalancer = lbv1.LoadBalancer{ObjectMeta: meta(lbName),
 		Spec: lbv1.LoadBalancerSpec{Description: "Service " + svc.Namespace + "/" + svc.Name}}
+	if a.share != "" {
+		out.LoadBalancer.Annotations = map[string]string{lbv1.SharedAddressAnnotation: a.share}
+	}
 	lb := &out.LoadBalancer.Spec
 	vip := lbv1.VIP{Subnet: a.subnet, Network: a.network, Port: a.port}
 	if len(a.addresses) > 0 {
@@ -101,6 +104,10 @@ func Translate(in Input) (owned.Objects, error) {
 		} else if vip.Address == "" {
 			vip.Address = ip
 		}
+	}
+	if svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
+		// No second hop: only nodes running endpoints hold the VIP, each sending to its own.
+		lb.TrafficPolicy = lbv1.TrafficLocal
 	}
 	if vip != (lbv1.VIP{}) {
 		lb.VIP = &vip
@@ -218,7 +225,7 @@ func Members(from []discoveryv1.EndpointSlice, p corev1.ServicePort, family disc
 				continue
 			}
 			seen[name] = true
-			out = append(out, lbv1.Member{Name: name, Address: addr, ProtocolPort: port, Weight: ptr.To(weight)})
+			out = append(out, lbv1.Member{Name: name, Address: addr, ProtocolPort: port, Weight: ptr.To(weight), NodeName: ptr.Deref(e.NodeName, "")})
 		}
 	}
 	// Stable order: a reordered slice is not a change.

@@ -127,6 +127,7 @@ func TestWhatCannotBeServedIsNamed(t *testing.T) {
 		{"address", svc(map[string]string{AnnotationAddresses: "198.51.100.300"}), AnnotationAddresses},
 		{"two addresses", svc(map[string]string{AnnotationAddresses: "198.51.100.3,198.51.100.4"}), AnnotationAddresses},
 		{"sctp", svc(nil, corev1.ServicePort{Name: "s", Protocol: corev1.ProtocolSCTP, Port: 9}), "SCTP"},
+		{"sharing without an address", svc(map[string]string{AnnotationSharedAddress: "k"}), AnnotationAddresses},
 	} {
 		_, err := Translate(Input{Service: c.svc})
 		if err == nil || !strings.Contains(err.Error(), c.wants) {
@@ -137,6 +138,13 @@ func TestWhatCannotBeServedIsNamed(t *testing.T) {
 	s.Spec.LoadBalancerSourceRanges = []string{"10.0.0.0/8", "everyone"}
 	if _, err := Translate(Input{Service: s}); err == nil || !strings.Contains(err.Error(), "loadBalancerSourceRanges") {
 		t.Errorf("a bad source range: %v", err)
+	}
+}
+
+func TestASharedAddressIsMarkedOnTheLoadBalancer(t *testing.T) {
+	got, err := Translate(Input{Service: svc(map[string]string{AnnotationSharedAddress: "web", AnnotationAddresses: "198.51.100.5"})})
+	if err != nil || got.LoadBalancer.Annotations[lbv1.SharedAddressAnnotation] != "web" || got.LoadBalancer.Spec.VIP.Address != "198.51.100.5" {
+		t.Fatalf("%+v, %v", got.LoadBalancer.ObjectMeta, err)
 	}
 }
 
@@ -180,6 +188,13 @@ func TestMembersAreTheReadyEndpointsAndTheTerminatingDrain(t *testing.T) {
 	}
 	if cidrs := got.Listeners[0].Spec.AllowedCIDRs; len(cidrs) != 2 || cidrs[1] != "192.168.0.0/16" {
 		t.Fatalf("source ranges from the annotation: %v", cidrs)
+	}
+	// externalTrafficPolicy Local: the load balancer's, with each member's node.
+	s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	in.Slices[0].Endpoints[0].NodeName = ptr.To("node-b")
+	got, _ = Translate(in)
+	if got.LoadBalancer.Spec.TrafficPolicy != lbv1.TrafficLocal || got.Pools[0].Spec.Members[1].NodeName != "node-b" {
+		t.Fatalf("Local: %s, members %+v", got.LoadBalancer.Spec.TrafficPolicy, got.Pools[0].Spec.Members)
 	}
 	// An IPv6 Service takes the IPv6 slice.
 	s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv6Protocol}

@@ -158,7 +158,7 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 		serving = held
 	}
 	res := model.Build(objs)
-	served := res.Model
+	served := res.Model.LocalTo(a.NodeName)
 	served.Listeners = slices.DeleteFunc(slices.Clone(served.Listeners), func(l model.Listener) bool { return !serving[l.LoadBalancer] })
 	// Listeners are bound (IP_FREEBIND) before the VIP moves here, and stay a little after it
 	// left: no window where a node answers for a VIP but does not listen on it.

@@ -18,6 +18,7 @@ import (
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/dataplane/nodes"
+	"github.com/l4lb/l4lb/internal/model"
 )
 
 // Ownership decides which load balancers this node holds, stands by for, or still lingers on.
@@ -239,18 +240,25 @@ func (o *Ownership) step(ctx context.Context, log interface {
 	o.quorate.Set(b2f(quorate))
 	if quorate {
 		live := view.Eligible()
+		local := o.memberNodes(ctx, lbs.Items)
 		for _, lb := range lbs.Items {
 			if lb.Status.VIPAddress == "" || !lb.DeletionTimestamp.IsZero() {
 				continue
 			}
 			k := lb.Namespace + "/" + lb.Name
-			order := nodes.Ranked(lb.Status.VIPAddress, live, avoiding(view.Draining, lb.Annotations[lbv1.FailoverAnnotation]))
+			eligible := live
+			if lb.Spec.TrafficPolicy == lbv1.TrafficLocal {
+				// Only a node running a member may hold it; with none, nobody answers, as
+				// Kubernetes drops a Local Service's traffic on a node without endpoints.
+				eligible = slices.DeleteFunc(slices.Clone(live), func(n string) bool { return !local[k][n] })
+			}
+			order := nodes.Ranked(lb.Status.VIPAddress, eligible, avoiding(view.Draining, lb.Annotations[lbv1.FailoverAnnotation]))
 			if len(order) > 0 {
 				holders[k] = order[0]
 			}
 			switch {
 			case len(order) > 0 && order[0] == o.Node:
-				if _, had := o.held[k]; !had && o.handingOver(k, lb.Status.VIPAddress, live, view, now) {
+				if _, had := o.held[k]; !had && o.handingOver(k, lb.Status.VIPAddress, eligible, view, now) {
 					standby[k] = lb.Status.VIPAddress // serve it meanwhile
 					continue
 				}
@@ -289,6 +297,20 @@ func (o *Ownership) step(ctx context.Context, log interface {
 	o.held, o.standby = held, standby
 	o.heldGauge.Set(float64(len(held)))
 	return changed
+}
+
+// memberNodes are the nodes of the members of the trafficPolicy Local load balancers among lbs,
+// by load balancer; nil when there is none (nothing else is listed then).
+func (o *Ownership) memberNodes(ctx context.Context, lbs []lbv1.LoadBalancer) map[string]map[string]bool {
+	if !slices.ContainsFunc(lbs, func(lb lbv1.LoadBalancer) bool { return lb.Spec.TrafficPolicy == lbv1.TrafficLocal }) {
+		return nil
+	}
+	var pools lbv1.PoolList
+	var listeners lbv1.ListenerList
+	if o.Reader.List(ctx, &pools) != nil || o.Reader.List(ctx, &listeners) != nil {
+		return nil
+	}
+	return model.MemberNodes(model.Objects{Pools: pools.Items, Listeners: listeners.Items})
 }
 
 // avoiding is the nodes that rank last for one VIP: the draining ones, and the node a failover

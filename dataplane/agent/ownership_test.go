@@ -276,3 +276,54 @@ func TestUnfitUntilJoinedAndFit(t *testing.T) {
 		t.Fatal("a node whose Fitness fails says it is fit")
 	}
 }
+
+// A trafficPolicy Local load balancer is held only by a node running a member: not by the
+// node that ranks first over all the live ones, and by nobody when no member takes traffic.
+func TestALocalVIPIsHeldWhereItsMembersRun(t *testing.T) {
+	live := []string{"a", "b", "c"}
+	v := vipRanked(t, live, "a", "b", "c")
+	lb := &lbv1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "lb"},
+		Spec: lbv1.LoadBalancerSpec{TrafficPolicy: lbv1.TrafficLocal}, Status: lbv1.LoadBalancerStatus{VIPAddress: v}}
+	pool := &lbv1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p"},
+		Spec: lbv1.PoolSpec{LoadBalancerRef: &lbv1.ObjectReference{Name: "lb"}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin,
+			Members: []lbv1.Member{{Name: "m", Address: "10.0.0.1", ProtocolPort: 80, NodeName: "c"},
+				{Name: "drained", Address: "10.0.0.2", ProtocolPort: 80, NodeName: "b", Weight: new(int32)}}}}
+	r := fake.NewClientBuilder().WithScheme(manager.NewScheme()).WithObjects(lb, pool).Build()
+	peers := &fakePeers{view: view(3, live...)}
+	holders := func() []string {
+		var out []string
+		for _, n := range live {
+			c := &clock{t: time.Unix(1000, 0)}
+			o := newTestOwnership(n, peers, r, c)
+			step(o)
+			c.advance(o.Handover) // a starting node waits for the holder it would take from
+			step(o)
+			if o.Held()["ns/lb"] {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	if got := holders(); fmt.Sprint(got) != "[c]" {
+		t.Fatalf("held by %v, want only c, the node of its one member taking traffic", got)
+	}
+	// Cluster: the first ranked, a.
+	lb.Spec.TrafficPolicy = lbv1.TrafficCluster
+	if err := r.(client.Client).Update(context.Background(), lb); err != nil {
+		t.Fatal(err)
+	}
+	if got := holders(); fmt.Sprint(got) != "[a]" {
+		t.Fatalf("Cluster: held by %v, want a", got)
+	}
+	// Local with no member taking traffic: nobody.
+	lb.Spec.TrafficPolicy = lbv1.TrafficLocal
+	pool.Spec.Members = pool.Spec.Members[1:]
+	for _, o := range []client.Object{lb, pool} {
+		if err := r.(client.Client).Update(context.Background(), o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := holders(); len(got) != 0 {
+		t.Fatalf("no member taking traffic: held by %v", got)
+	}
+}

@@ -96,6 +96,10 @@ func TestStaticAllocatesFromTheNamespacesPools(t *testing.T) {
 		}
 		return l
 	}
+	shared := func(l *lbv1.LoadBalancer, key string) *lbv1.LoadBalancer {
+		l.Annotations = map[string]string{lbv1.SharedAddressAnnotation: key}
+		return l
+	}
 	ctx := context.Background()
 	for _, tc := range []struct {
 		lb     *lbv1.LoadBalancer
@@ -111,11 +115,28 @@ func TestStaticAllocatesFromTheNamespacesPools(t *testing.T) {
 		{lb("b", "7", "198.51.100.1"), "", lbv1.ReasonNotInPool}, // a's address
 		{lb("a", "8", "198.51.100.9"), "", lbv1.ReasonNotInPool}, // b's address
 		{lb("b", "9", "198.51.100.9"), "", lbv1.ReasonAddressInUse},
+		// Shared: both ask, with the same key, from one namespace.
+		{shared(lb("b", "10", "198.51.100.10"), "k"), "198.51.100.10", ""},
+		{shared(lb("b", "11", "198.51.100.10"), "k"), "198.51.100.10", ""},
+		{shared(lb("b", "12", "198.51.100.10"), "other"), "", lbv1.ReasonAddressInUse},
+		{lb("b", "13", "198.51.100.10"), "", lbv1.ReasonAddressInUse},
+		{shared(lb("b", "14", "198.51.100.9"), "k"), "", lbv1.ReasonAddressInUse}, // 6 has it unshared
 	} {
 		got, err := s.Allocate(ctx, tc.lb)
 		if got.Address != tc.want || Reason(err, "") != tc.reason {
 			t.Errorf("%s/%s: %q, %v; want %q (%s)", tc.lb.Namespace, tc.lb.Name, got.Address, err, tc.want, tc.reason)
 		}
+	}
+	// The shared address stays while one of its load balancers has it.
+	if err := s.Release(ctx, lb("b", "10", "")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Allocate(ctx, lb("b", "15", "198.51.100.10")); err == nil {
+		t.Fatalf("an address still shared by 11 given to an unshared load balancer: %v", got)
+	}
+	s.Release(ctx, lb("b", "11", ""))
+	if got, err := s.Allocate(ctx, lb("b", "15", "198.51.100.10")); err != nil || got.Address != "198.51.100.10" {
+		t.Fatalf("released by both, not free again: %v, %v", got, err)
 	}
 }
 

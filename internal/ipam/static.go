@@ -15,20 +15,48 @@ import (
 // Static hands out addresses where there is no cloud, from the pools the load balancer's
 // namespace may use: spec.vip.address when it lies in one of them, otherwise the lowest free
 // address of the first auto-assigning pool with one. An address is never given to two load
-// balancers.
+// balancers, unless both ask for it by spec.vip.address from one namespace with the same
+// lbv1.SharedAddressAnnotation.
 type Static struct {
 	ranges []netip.Prefix
 	cache  client.Reader // VIPPools and namespaces; nil: the ranges only
 
 	mu    sync.Mutex
-	owner map[netip.Addr]types.UID
+	owner map[netip.Addr]*holders
 	addr  map[types.UID]netip.Addr
+}
+
+// holders are the load balancers an address is given to: one, or several sharing it.
+type holders struct {
+	uids      map[types.UID]bool
+	namespace string
+	share     string // the sharing key; "" for an address that is not shared
+}
+
+// admits reports whether lb may have the address too.
+func (h *holders) admits(lb *lbv1.LoadBalancer) bool {
+	if h.uids[lb.UID] {
+		return true
+	}
+	key := lb.Annotations[lbv1.SharedAddressAnnotation]
+	return key != "" && key == h.share && lb.Namespace == h.namespace
+}
+
+// give records that lb has address a (which admits it).
+func (s *Static) give(a netip.Addr, lb *lbv1.LoadBalancer) {
+	h := s.owner[a]
+	if h == nil {
+		h = &holders{uids: map[types.UID]bool{}, namespace: lb.Namespace, share: lb.Annotations[lbv1.SharedAddressAnnotation]}
+		s.owner[a] = h
+	}
+	h.uids[lb.UID] = true
+	s.addr[lb.UID] = a
 }
 
 // NewStatic returns a static provider allocating from ranges (CIDRs; may be empty), a pool
 // every namespace may use, and from the VIPPools read through cache (may be nil).
 func NewStatic(ranges []netip.Prefix, cache client.Reader) *Static {
-	return &Static{ranges: ranges, cache: cache, owner: map[netip.Addr]types.UID{}, addr: map[types.UID]netip.Addr{}}
+	return &Static{ranges: ranges, cache: cache, owner: map[netip.Addr]*holders{}, addr: map[types.UID]netip.Addr{}}
 }
 
 // pools returns the pools lb's namespace may use: the ranges, then its VIPPools.
@@ -51,8 +79,8 @@ func (s *Static) Restore(lbs []lbv1.LoadBalancer) {
 	defer s.mu.Unlock()
 	for _, lb := range lbs {
 		if a, err := netip.ParseAddr(lb.Status.VIPAddress); err == nil && lb.Status.VIPPortID == "" {
-			if _, taken := s.owner[a]; !taken {
-				s.owner[a], s.addr[lb.UID] = lb.UID, a
+			if h := s.owner[a]; h == nil || h.admits(&lb) {
+				s.give(a, &lb)
 			}
 		}
 	}
@@ -76,10 +104,10 @@ func (s *Static) Allocate(ctx context.Context, lb *lbv1.LoadBalancer) (Allocatio
 		if !inPools(pools, a) {
 			return Allocation{}, &Error{Reason: lbv1.ReasonNotInPool, Err: fmt.Errorf("spec.vip.address %s is in no VIP pool namespace %s may use (pools: %s)", a, lb.Namespace, names(pools))}
 		}
-		if other, taken := s.owner[a]; taken && other != lb.UID {
-			return Allocation{}, &Error{Reason: lbv1.ReasonAddressInUse, Err: fmt.Errorf("%s is already the VIP of another load balancer", a)}
+		if h := s.owner[a]; h != nil && !h.admits(lb) {
+			return Allocation{}, &Error{Reason: lbv1.ReasonAddressInUse, Err: fmt.Errorf("%s is already the VIP of another load balancer (sharing it takes the same %s annotation on both, in one namespace)", a, lbv1.SharedAddressAnnotation)}
 		}
-		s.owner[a], s.addr[lb.UID] = lb.UID, a
+		s.give(a, lb)
 		return Allocation{Address: a.String()}, nil
 	}
 	auto := 0
@@ -96,7 +124,7 @@ func (s *Static) Allocate(ctx context.Context, lb *lbv1.LoadBalancer) (Allocatio
 			}
 			for ; r.Contains(a); a = a.Next() {
 				if _, taken := s.owner[a]; !taken {
-					s.owner[a], s.addr[lb.UID] = lb.UID, a
+					s.give(a, lb)
 					return Allocation{Address: a.String()}, nil
 				}
 			}
@@ -123,7 +151,12 @@ func (s *Static) Release(_ context.Context, lb *lbv1.LoadBalancer) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if a, ok := s.addr[lb.UID]; ok {
-		delete(s.owner, a)
+		if h := s.owner[a]; h != nil {
+			delete(h.uids, lb.UID)
+			if len(h.uids) == 0 {
+				delete(s.owner, a)
+			}
+		}
 		delete(s.addr, lb.UID)
 	}
 	return nil

@@ -103,6 +103,7 @@ func Build(objs Objects) Result {
 			continue
 		}
 		ml.LoadBalancer = key(lb.Namespace, lb.Name)
+		ml.Local = lb.Spec.TrafficPolicy == lbv1.TrafficLocal
 		listenerObjs[ml.Key] = l
 		if !enabled(lb.Spec.AdminStateUp) || !enabled(l.Spec.AdminStateUp) {
 			continue
@@ -228,6 +229,31 @@ func PoolLoadBalancer(p *lbv1.Pool, listeners []lbv1.Listener) string {
 		}
 	}
 	return ""
+}
+
+// MemberNodes are, by load balancer (namespace/name), the nodes its pools' members run on
+// (their nodeName) among members that take traffic: where a trafficPolicy Local load balancer
+// may be held.
+func MemberNodes(objs Objects) map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	for i := range objs.Pools {
+		p := &objs.Pools[i]
+		lb := PoolLoadBalancer(p, objs.Listeners)
+		if lb == "" {
+			continue
+		}
+		for _, m := range p.Spec.Members {
+			if m.NodeName == "" || !enabled(m.AdminStateUp) || (m.Weight != nil && *m.Weight == 0) {
+				continue
+			}
+			k := key(p.Namespace, lb)
+			if out[k] == nil {
+				out[k] = map[string]bool{}
+			}
+			out[k][m.NodeName] = true
+		}
+	}
+	return out
 }
 
 // PoolFits is Octavia's listener -> pool protocol compatibility.
@@ -386,6 +412,7 @@ func pool(p *lbv1.Pool, policy Policy) (Pool, []RefusedMember, error) {
 			Weight:       1,
 			Backup:       m.Backup,
 			AdminStateUp: enabled(m.AdminStateUp),
+			Node:         m.NodeName,
 		}
 		if m.Weight != nil {
 			mm.Weight = int(*m.Weight)

@@ -196,3 +196,34 @@ func TestIncumbentKeepsItsPortWithinTheSameSecond(t *testing.T) {
 		t.Fatalf("the newcomer took the port: %v", res.Problems)
 	}
 }
+
+// trafficPolicy Local: each node serves only its own members; MemberNodes says where they run.
+func TestLocalTrafficStaysOnTheNode(t *testing.T) {
+	objs := seed()
+	objs.Pools[0].Spec.Members[0].NodeName = "n1"
+	objs.Pools[0].Spec.Members[1].NodeName = "n2"
+	res := Build(objs)
+	if got := len(res.Model.LocalTo("n1").Listeners[0].Pool.Members); got != 2 {
+		t.Fatalf("Cluster: %d members on n1, want both", got)
+	}
+	objs.LoadBalancers[0].Spec.TrafficPolicy = lbv1.TrafficLocal
+	res = Build(objs)
+	on1 := res.Model.LocalTo("n1")
+	if ms := on1.Listeners[0].Pool.Members; len(ms) != 1 || ms[0].Name != "b" {
+		t.Fatalf("Local on n1: members %+v, want b alone", ms)
+	}
+	if len(res.Model.Listeners[0].Pool.Members) != 2 {
+		t.Fatal("LocalTo changed the model it was given")
+	}
+	if ms := res.Model.LocalTo("n3").Listeners[0].Pool.Members; len(ms) != 0 {
+		t.Fatalf("Local on a node without members: %+v", ms)
+	}
+	nodes := MemberNodes(objs)
+	if len(nodes["ns/lb"]) != 2 || !nodes["ns/lb"]["n1"] || !nodes["ns/lb"]["n2"] {
+		t.Fatalf("member nodes %v", nodes)
+	}
+	objs.Pools[0].Spec.Members[1].Weight = ptr(int32(0)) // draining: takes no new traffic
+	if nodes := MemberNodes(objs); len(nodes["ns/lb"]) != 1 {
+		t.Fatalf("a draining member's node counted: %v", nodes)
+	}
+}

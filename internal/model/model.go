@@ -6,6 +6,7 @@ package model
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
@@ -46,6 +47,9 @@ type Listener struct {
 
 	// Pool is nil when no usable pool is attached: connections are then refused.
 	Pool *Pool
+	// Local: its load balancer's trafficPolicy is Local; a node serves only its own members
+	// (LocalTo).
+	Local bool
 }
 
 // Allowed reports whether a client address may connect.
@@ -112,6 +116,24 @@ type Member struct {
 	AdminStateUp bool
 	// MonitorAddress is where checks go: monitorAddress/monitorPort or Address.
 	MonitorAddress netip.AddrPort
+	// Node is the node the member runs on, when known.
+	Node string
+}
+
+// LocalTo is m as node serves it: the pools of Local listeners keep only node's members.
+func (m Model) LocalTo(node string) Model {
+	out := m
+	out.Listeners = slices.Clone(m.Listeners)
+	for i := range out.Listeners {
+		l := &out.Listeners[i]
+		if !l.Local || l.Pool == nil {
+			continue
+		}
+		p := *l.Pool
+		p.Members = slices.DeleteFunc(slices.Clone(p.Members), func(mm Member) bool { return mm.Node != node })
+		l.Pool = &p
+	}
+	return out
 }
 
 // MonitorType is how members are checked.

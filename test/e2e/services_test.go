@@ -130,6 +130,21 @@ func TestServiceTypeLoadBalancer(t *testing.T) {
 	until("a client outside loadBalancerSourceRanges", func(got map[string]int) bool { return len(got) == 0 })
 	patch(`{"spec":{"loadBalancerSourceRanges":["198.51.100.0/24"]}}`)
 	until("a client inside loadBalancerSourceRanges", func(got map[string]int) bool { return len(got) == 3 })
+	// externalTrafficPolicy Local: held by the node running the pods (the EndpointSlices name
+	// it), which sends to its own pods: here, every pod.
+	patch(`{"spec":{"externalTrafficPolicy":"Local"}}`)
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var lb lbv1.LoadBalancer
+		must(t, k.c.Get(k.ctx, client.ObjectKey{Namespace: ns, Name: services.LoadBalancerName("echo")}, &lb))
+		if lb.Spec.TrafficPolicy == lbv1.TrafficLocal {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("externalTrafficPolicy Local did not reach the load balancer: %+v", lb.Spec)
+		}
+	}
+	until("externalTrafficPolicy Local", func(got map[string]int) bool { return len(got) == 3 })
+	patch(`{"spec":{"externalTrafficPolicy":"Cluster"}}`)
 
 	// Scaled up and down under traffic (a new connection every 20 ms): no connection refused
 	// or failed, and the open connections to the pod that stays keep working.
