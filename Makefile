@@ -68,7 +68,7 @@ test: envtest $(HELM) ## Run every test against a real API server.
 	hack/test.sh
 
 .PHONY: conformance
-conformance: envtest ## Octavia's own API test suite (octavia-tempest-plugin) against l4lb (as root; not in make test: about N minutes).
+conformance: envtest ## Octavia's own API test suite (octavia-tempest-plugin) against l4lb (as root; not in make test: about 15 minutes).
 	hack/conformance.sh
 
 .PHONY: soak

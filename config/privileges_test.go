@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/internal/manager"
@@ -197,6 +198,27 @@ func TestEachIdentityMayDoWhatItNeedsAndNothingMore(t *testing.T) {
 		{"controller", "changes a Service's spec", false, func() error {
 			return manager.Patch(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "web"}},
 				client.RawPatch(types.MergePatchType, []byte(`{"spec":{"type":"ClusterIP"}}`)))
+		}},
+		{"controller", "lists Gateways and their routes", true, func() error {
+			for _, l := range []client.ObjectList{&gatewayv1.GatewayList{}, &gatewayv1.TCPRouteList{}, &gatewayv1.UDPRouteList{}, &gatewayv1.ReferenceGrantList{}} {
+				if err := manager.List(ctx, l); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{"controller", "changes a Gateway's spec", false, func() error {
+			return manager.Patch(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "edge"}},
+				client.RawPatch(types.MergePatchType, []byte(`{"spec":{"gatewayClassName":"other"}}`)))
+		}},
+		{"controller", "creates a pool for a Gateway it serves", true, func() error {
+			p := &lbv1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "gw-edge-tcp",
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "gateway.networking.k8s.io/v1", Kind: "Gateway", Name: "edge", UID: "2", Controller: ptr.To(true)}}},
+				Spec: lbv1.PoolSpec{LoadBalancerRef: &lbv1.ObjectReference{Name: "gw-edge"}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin}}
+			if err := manager.Create(ctx, p); err != nil {
+				return err
+			}
+			return manager.Delete(ctx, p)
 		}},
 		{"controller", "reads its credentials Secret", true, func() error {
 			return manager.Get(ctx, client.ObjectKey{Namespace: "l4lb-system", Name: "openstack-credentials"}, &corev1.Secret{})
