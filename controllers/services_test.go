@@ -94,9 +94,8 @@ func TestServiceIsServedByTheObjectsItOwns(t *testing.T) {
 		}
 		return nil
 	})
-	if err := serviceEvent(t, ns, "web", "EnsuredLoadBalancer"); err != nil {
-		t.Fatal(err)
-	}
+	// Events are written in the background: eventually.
+	eventually(t, "an EnsuredLoadBalancer event", func() error { return serviceEvent(t, ns, "web", "EnsuredLoadBalancer") })
 	if svc.Spec.Ports[0].NodePort != 0 {
 		t.Fatalf("a node port was allocated: %d", svc.Spec.Ports[0].NodePort)
 	}

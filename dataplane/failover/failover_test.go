@@ -17,6 +17,7 @@ import (
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/test/lantest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 const backendEnv = "L4LB_FAILOVER_BACKEND"
@@ -429,4 +430,83 @@ func (l *clientLoop) stop() (ok, refused, cut int) {
 		}
 	}
 	return ok, refused, cut
+}
+
+// TestLocalTrafficPolicy: a load balancer with trafficPolicy Local (a Service's
+// externalTrafficPolicy Local) is held by a node running one of its members, and that node
+// sends only to its own: three agents as processes, the members labelled with their nodes.
+func TestLocalTrafficPolicy(t *testing.T) {
+	l := newLab(t, 3)
+	for _, n := range []string{"n1", "n2", "n3"} {
+		l.start(n)
+	}
+	l.createLB()
+	setNodes := func(m1, m2 string) {
+		t.Helper()
+		var lb lbv1.LoadBalancer
+		var p lbv1.Pool
+		if err := l.k8s.Get(l.ctx, client.ObjectKey{Namespace: "app", Name: "lb"}, &lb); err != nil {
+			t.Fatal(err)
+		}
+		if lb.Spec.TrafficPolicy != lbv1.TrafficLocal {
+			lb.Spec.TrafficPolicy = lbv1.TrafficLocal
+			if err := l.k8s.Update(l.ctx, &lb); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := l.k8s.Get(l.ctx, client.ObjectKey{Namespace: "app", Name: "p"}, &p); err != nil {
+			t.Fatal(err)
+		}
+		p.Spec.Members[0].NodeName, p.Spec.Members[1].NodeName = m1, m2
+		if err := l.k8s.Update(l.ctx, &p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// answers waits until exactly holder answers ARP and the client gets only want.
+	answers := func(what, holder string, want ...string) {
+		t.Helper()
+		end := time.Now().Add(30 * time.Second)
+		for {
+			seen := map[string]int{}
+			for range 8 {
+				if s, err := l.cl.Fetch(l.target, time.Second); err == nil {
+					seen[s]++
+				}
+			}
+			macs := l.answering()
+			ok := len(macs) == 1 && l.nodeOf(macs[0]) == holder && len(seen) == len(want)
+			for _, w := range want {
+				ok = ok && seen[w] > 0
+			}
+			if ok {
+				t.Logf("%s: %s holds, answers %v", what, holder, seen)
+				return
+			}
+			if time.Now().After(end) {
+				l.dumpLogs()
+				var nodes []string
+				for _, m := range macs {
+					nodes = append(nodes, l.nodeOf(m))
+				}
+				t.Fatalf("%s: ARP answered by %v, connections answered by %v; want %s alone, answered by %v", what, nodes, seen, holder, want)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	setNodes("n3", "n3")
+	answers("both members on n3", "n3", "m1", "m2")
+	setNodes("n2", "n2")
+	answers("both members moved to n2", "n2", "m1", "m2")
+	// One member on each of n1 and n3: whichever holds sends to its own member only.
+	setNodes("n1", "n3")
+	macs := l.answering()
+	for end := time.Now().Add(30 * time.Second); len(macs) != 1 || l.nodeOf(macs[0]) == "n2"; macs = l.answering() {
+		if time.Now().After(end) {
+			t.Fatalf("the VIP is not held by n1 or n3: %v", macs)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	holder := l.nodeOf(macs[0])
+	mine := map[string]string{"n1": "m1", "n3": "m2"}[holder]
+	answers("one member on n1, one on n3", holder, mine)
 }

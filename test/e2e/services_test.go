@@ -50,7 +50,7 @@ func TestServiceTypeLoadBalancer(t *testing.T) {
 	must(t, k.c.Create(k.ctx, &lbv1.VIPPool{ObjectMeta: metav1.ObjectMeta{Name: ns},
 		Spec: lbv1.VIPPoolSpec{Addresses: []string{serviceVIP + "/32"}, Namespaces: []string{ns}}}))
 
-	kubectl("create", "deployment", "echo", "--image="+seedImage, "--replicas=3", "--", "/seedapp", "-p", "8080")
+	kubectl("create", "deployment", "echo", "--image="+seedImage, "--replicas=3", "--", "/seedapp", "-p", "8080", "-u", "9000")
 	kubectl("patch", "deployment/echo", "--type=json", "-p",
 		`[{"op":"add","path":"/spec/template/spec/containers/0/readinessProbe","value":{"httpGet":{"path":"/health","port":8080},"periodSeconds":1}}]`)
 	kubectl("rollout", "status", "deployment/echo", "--timeout=3m")
@@ -105,6 +105,22 @@ func TestServiceTypeLoadBalancer(t *testing.T) {
 		}
 	}
 	every("3 replicas")
+
+	// TCP and UDP on the same port number, one Service: both served.
+	kubectl("patch", "service", "echo", "--type=json", "-p", `[{"op":"replace","path":"/spec/ports","value":[`+
+		`{"name":"tcp","protocol":"TCP","port":80,"targetPort":8080},{"name":"udp","protocol":"UDP","port":80,"targetPort":9000}]}]`)
+	udp := map[string]int{}
+	for end := time.Now().Add(30 * time.Second); len(udp) < 3; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(end) {
+			k.logs()
+			t.Fatalf("UDP port 80 of the Service: answers %v, want all 3 pods", udp)
+		}
+		if s, err := askUDP(serviceVIP + ":80"); err == nil {
+			host, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimSpace(s), "Server : "), " @ ")
+			udp[host]++
+		}
+	}
+	every("TCP beside UDP on port 80")
 
 	// What Service users set. sessionAffinity ClientIP keeps this client on one pod;
 	// loadBalancerSourceRanges refuses a client outside them.
