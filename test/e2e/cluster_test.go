@@ -319,10 +319,17 @@ func (k *cluster) install(values ...string) {
 	args := []string{"install", "l4lb", "charts/l4lb", "--namespace", "l4lb-system", "--create-namespace",
 		"--set", "image.repository=l4lb.local/l4lb", "--set", "image.tag=e2e", "--set", "image.pullPolicy=Never"}
 	k.helm(append(append(args, values...), "--wait", "--timeout", "3m")...)
-	t.Cleanup(func() { // after a failure: the next test on this cluster starts clean
+	t.Cleanup(func() { // the next test on this cluster starts clean, without the namespace
 		cmd := exec.Command(filepath.Join(testenv.Root(), "bin", "helm"), "uninstall", "l4lb", "--namespace", "l4lb-system", "--ignore-not-found", "--wait")
 		cmd.Env = append(os.Environ(), "KUBECONFIG="+k.kubeconfig)
 		cmd.Run()
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "l4lb-system"}}
+		k.c.Delete(context.Background(), ns)
+		for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+			if err := k.c.Get(context.Background(), client.ObjectKeyFromObject(ns), ns); err != nil {
+				break
+			}
+		}
 	})
 	// helm --wait counts a DaemonSet ready within its maxUnavailable: wait for all of it.
 	end := time.Now().Add(2 * time.Minute)
