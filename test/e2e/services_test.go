@@ -52,7 +52,10 @@ func TestServiceTypeLoadBalancer(t *testing.T) {
 
 	kubectl("create", "deployment", "echo", "--image="+seedImage, "--replicas=3", "--", "/seedapp", "-p", "8080", "-u", "9000")
 	kubectl("patch", "deployment/echo", "--type=json", "-p",
-		`[{"op":"add","path":"/spec/template/spec/containers/0/readinessProbe","value":{"httpGet":{"path":"/health","port":8080},"periodSeconds":1}}]`)
+		`[{"op":"add","path":"/spec/template/spec/containers/0/readinessProbe","value":{"httpGet":{"path":"/health","port":8080},"periodSeconds":1}},`+
+			// As apps behind any load balancer do: keep serving a moment after being told to
+			// stop, while the endpoint drains (the seed's app exits at once on SIGTERM).
+			`{"op":"add","path":"/spec/template/spec/containers/0/lifecycle","value":{"preStop":{"sleep":{"seconds":2}}}}]`)
 	kubectl("rollout", "status", "deployment/echo", "--timeout=3m")
 	pods := func() []string {
 		var list corev1.PodList
