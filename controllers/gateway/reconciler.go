@@ -289,32 +289,31 @@ func (r *Reconciler) routeStatuses(ctx context.Context, gw *gatewayv1.Gateway, p
 		}
 		return out
 	}
+	// One write per route whose entries changed, whatever its kind.
+	update := func(kind string, rt client.Object, parents *[]gatewayv1.RouteParentStatus) error {
+		next := merge(kind+"/"+rt.GetNamespace()+"/"+rt.GetName(), rt.GetNamespace(), *parents)
+		if sameParents(next, *parents) {
+			return nil
+		}
+		*parents = next
+		return r.Status().Update(ctx, rt)
+	}
 	var tcp gatewayv1.TCPRouteList
+	var udp gatewayv1.UDPRouteList
 	if err := r.List(ctx, &tcp); err != nil {
 		return err
 	}
-	for i := range tcp.Items {
-		rt := &tcp.Items[i]
-		next := merge("TCPRoute/"+rt.Namespace+"/"+rt.Name, rt.Namespace, rt.Status.Parents)
-		if !sameParents(next, rt.Status.Parents) {
-			rt.Status.Parents = next
-			if err := r.Status().Update(ctx, rt); err != nil {
-				return err
-			}
-		}
-	}
-	var udp gatewayv1.UDPRouteList
 	if err := r.List(ctx, &udp); err != nil {
 		return err
 	}
+	for i := range tcp.Items {
+		if err := update("TCPRoute", &tcp.Items[i], &tcp.Items[i].Status.Parents); err != nil {
+			return err
+		}
+	}
 	for i := range udp.Items {
-		rt := &udp.Items[i]
-		next := merge("UDPRoute/"+rt.Namespace+"/"+rt.Name, rt.Namespace, rt.Status.Parents)
-		if !sameParents(next, rt.Status.Parents) {
-			rt.Status.Parents = next
-			if err := r.Status().Update(ctx, rt); err != nil {
-				return err
-			}
+		if err := update("UDPRoute", &udp.Items[i], &udp.Items[i].Status.Parents); err != nil {
+			return err
 		}
 	}
 	log.FromContext(ctx).V(1).Info("routes updated", "gateway", gw.Name)
