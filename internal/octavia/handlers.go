@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
@@ -79,10 +80,13 @@ func (s *Server) update(k kind) func(http.ResponseWriter, *http.Request, *caller
 		if err != nil {
 			return err
 		}
-		if err := writesOf[k.plural].update(s, r.Context(), v, o, obj); err != nil {
-			return err
-		}
-		if err := s.Client.Update(r.Context(), o); err != nil {
+		// The controller writes the same objects (finalizers, annotations, status), so a
+		// client's update can meet a newer version than the one read: Octavia has no such
+		// conflict to report, the change is applied again to the newer version.
+		err = s.retryOnConflict(r.Context(), o, func() error {
+			return writesOf[k.plural].update(s, r.Context(), v, o, obj)
+		})
+		if err != nil {
 			return err
 		}
 		return s.answer(w, r, c, k, o, http.StatusOK)
@@ -116,8 +120,11 @@ func (s *Server) failover(w http.ResponseWriter, r *http.Request, c *caller) err
 	}
 	lb := o.(*lbv1.LoadBalancer)
 	if lb.Status.Holder != "" {
-		annotate(lb, lbv1.FailoverAnnotation, lb.Status.Holder)
-		if err := s.Client.Update(r.Context(), lb); err != nil {
+		err := s.retryOnConflict(r.Context(), lb, func() error {
+			annotate(lb, lbv1.FailoverAnnotation, lb.Status.Holder)
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 	}
@@ -224,4 +231,22 @@ func orEmpty(l []any) []any {
 		return []any{}
 	}
 	return l
+}
+
+// retryOnConflict applies change to o and updates it; on a conflict it reads o again and
+// starts over.
+func (s *Server) retryOnConflict(ctx context.Context, o client.Object, change func() error) error {
+	first := true
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if !first {
+			if err := s.Client.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
+				return err
+			}
+		}
+		first = false
+		if err := change(); err != nil {
+			return err
+		}
+		return s.Client.Update(ctx, o)
+	})
 }

@@ -9,7 +9,6 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
@@ -537,17 +536,9 @@ func (s *Server) removePool(ctx context.Context, v *view, o client.Object, _ boo
 	return client.IgnoreNotFound(s.Client.Delete(ctx, p))
 }
 
-// changePool applies change to the pool as it is in the API server, again on a conflict.
+// changePool applies change to the pool, again to its newer version on a conflict.
 func (s *Server) changePool(ctx context.Context, p *lbv1.Pool, change func(p *lbv1.Pool) error) error {
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		if err := s.Client.Get(ctx, client.ObjectKeyFromObject(p), p); err != nil {
-			return err
-		}
-		if err := change(p); err != nil {
-			return err
-		}
-		return s.Client.Update(ctx, p)
-	})
+	return s.retryOnConflict(ctx, p, func() error { return change(p) })
 }
 
 // Health monitors.
