@@ -41,6 +41,14 @@ const FailoverAnnotation = "lb.l4lb.io/failover-from"
 // PortConflict.
 const SharedAddressAnnotation = "lb.l4lb.io/allow-shared-ip"
 
+// ProjectLabel marks the namespace that holds a Keystone project's load balancers: its value
+// is the project's ID. One namespace per project; an administrator labels it, or the Octavia
+// API creates openstack-<project ID> on the project's first write. The OpenStack provider
+// makes the VIP ports of the namespace's load balancers in that project, as Octavia makes
+// them in the load balancer's, so that the project's users see and use them (security
+// groups, floating IPs).
+const ProjectLabel = "lb.l4lb.io/openstack-project"
+
 // ObjectReference names another l4lb object in the same namespace.
 type ObjectReference struct {
 	// name of the referenced object, in this object's namespace.

@@ -31,9 +31,9 @@ type HTTPVersion string
 // +kubebuilder:validation:XValidation:rule="self.type in ['HTTP', 'HTTPS'] || self.httpMethod == 'GET'",message="httpMethod applies only to HTTP and HTTPS monitors",fieldPath=".httpMethod"
 // +kubebuilder:validation:XValidation:rule="self.type in ['HTTP', 'HTTPS'] || self.urlPath == '/'",message="urlPath applies only to HTTP and HTTPS monitors",fieldPath=".urlPath"
 // +kubebuilder:validation:XValidation:rule="self.type in ['HTTP', 'HTTPS'] || self.expectedCodes == '200'",message="expectedCodes applies only to HTTP and HTTPS monitors",fieldPath=".expectedCodes"
-// +kubebuilder:validation:XValidation:rule="self.type in ['HTTP', 'HTTPS'] || self.httpVersion == '1.0'",message="httpVersion applies only to HTTP and HTTPS monitors",fieldPath=".httpVersion"
+// +kubebuilder:validation:XValidation:rule="self.type in ['HTTP', 'HTTPS'] || !has(self.httpVersion) || self.httpVersion == '1.0'",message="httpVersion applies only to HTTP and HTTPS monitors",fieldPath=".httpVersion"
 // +kubebuilder:validation:XValidation:rule="self.type in ['HTTP', 'HTTPS'] || !has(self.domainName)",message="domainName applies only to HTTP and HTTPS monitors",fieldPath=".domainName"
-// +kubebuilder:validation:XValidation:rule="!has(self.domainName) || self.httpVersion == '1.1'",message="domainName needs httpVersion 1.1",fieldPath=".domainName"
+// +kubebuilder:validation:XValidation:rule="!has(self.domainName) || (has(self.httpVersion) && self.httpVersion == '1.1')",message="domainName needs httpVersion 1.1",fieldPath=".domainName"
 type HealthMonitorSpec struct {
 	// poolRef names the Pool whose members this monitor checks.
 	// +required
@@ -89,9 +89,9 @@ type HealthMonitorSpec struct {
 	// +kubebuilder:validation:Pattern=`^[1-5][0-9]{2}(-[1-5][0-9]{2})?(,[1-5][0-9]{2}(-[1-5][0-9]{2})?)*$`
 	ExpectedCodes string `json:"expectedCodes,omitempty"`
 
-	// httpVersion of HTTP and HTTPS checks: 1.0 or 1.1.
+	// httpVersion of HTTP and HTTPS checks: 1.0 or 1.1; unset is 1.0 (and reads back unset
+	// through the Octavia API, as Octavia's null does: Terraform plans a change otherwise).
 	// +optional
-	// +kubebuilder:default="1.0"
 	HTTPVersion HTTPVersion `json:"httpVersion,omitempty"`
 
 	// domainName is sent as the Host header; needs httpVersion 1.1.

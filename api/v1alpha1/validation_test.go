@@ -139,7 +139,7 @@ func TestSamplesApplyAndDefaultsLand(t *testing.T) {
 				t.Fatal(err)
 			}
 			if hm.Spec.MaxRetriesDown != 3 || hm.Spec.ExpectedCodes != "200" || hm.Spec.HTTPMethod != "GET" ||
-				hm.Spec.HTTPVersion != "1.0" || hm.Spec.URLPath != "/health" || hm.Spec.Delay.Duration != 60*time.Second {
+				hm.Spec.HTTPVersion != "" /* unset: 1.0 */ || hm.Spec.URLPath != "/health" || hm.Spec.Delay.Duration != 60*time.Second {
 				t.Errorf("monitor defaults did not land: %+v", hm.Spec)
 			}
 			var lb lbv1.LoadBalancer

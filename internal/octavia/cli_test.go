@@ -146,6 +146,12 @@ func TestSeedWithTheOpenstackCLI(t *testing.T) {
 	// Octavia's statistics: what the agent holding the VIP counted of that traffic, read by
 	// the API from the agent's metrics with the chart's service account.
 	l.readStatsFrom(lan.Hosts["client"])
+	// Octavia's amphorae: the node holding the VIP is the MASTER.
+	// (The CLI prints the columns in its own order.)
+	if out := cli("loadbalancer", "amphora", "list", "--loadbalancer", cli("loadbalancer", "show", "lb_test_1", "-f", "value", "-c", "id"),
+		"-f", "value", "-c", "role", "-c", "status", "-c", "lb_network_ip", "-c", "ha_ip"); out != "ALLOCATED MASTER 192.0.2.5 "+vipAddr {
+		t.Fatalf("amphora list --loadbalancer lb_test_1:\n%s", out)
+	}
 	stat := func(args ...string) map[string]int {
 		var out map[string]int
 		mustDo(json.Unmarshal([]byte(cli(append(args, "-f", "json")...)), &out))
@@ -330,5 +336,175 @@ func (l *lab) readStatsFrom(h *lantest.Host) {
 		Token:    func() (string, error) { return tr.Status.Token, nil },
 		HTTP: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dial,
 			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}}
-	l.api.Stats = agents.Node
+	l.api.Stats, l.api.Agents = agents.Node, agents.Nodes
+}
+
+// TestCLICalls runs the openstack CLI calls (Debian's python3-octaviaclient) that did not do
+// what they do against Octavia, as the cloud's administrator against l4lb's Octavia API in
+// Keystone's catalog, and checks what each prints: unset of a name and a description, lists
+// filtered by admin state, by load balancer and by tag, set --tag, failover, amphora, quota,
+// flavor and availability zone calls.
+func TestCLICalls(t *testing.T) {
+	defer catch(t)
+	if _, err := exec.LookPath("openstack"); err != nil {
+		t.Fatal("the openstack CLI is missing: hack/openstack.sh up installs python3-openstackclient and python3-octaviaclient")
+	}
+	l, env, _ := cloudLab(t)
+	cli := func(args ...string) string {
+		ctx, cancel := context.WithTimeout(l.ctx, 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "openstack", args...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("openstack %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	show := func(args ...string) map[string]any {
+		var out map[string]any
+		mustDo(json.Unmarshal([]byte(cli(append(args, "-f", "json")...)), &out))
+		return out
+	}
+	waitActive := func(name string) {
+		for end := time.Now().Add(time.Minute); ; time.Sleep(500 * time.Millisecond) {
+			if s := show("loadbalancer", "show", name)["provisioning_status"]; s == "ACTIVE" {
+				return
+			}
+			if time.Now().After(end) {
+				t.Fatalf("%s is not ACTIVE a minute on", name)
+			}
+		}
+	}
+
+	subnet := cli("subnet", "show", "private-subnet", "-f", "value", "-c", "id")
+	for _, name := range []string{"cli_a", "cli_b"} {
+		cli("loadbalancer", "create", "--vip-subnet-id", subnet, "--name", name, "--description", "made by the CLI", "--wait")
+		cli("loadbalancer", "listener", "create", "--name", name+"_80", "--protocol", "TCP", "--protocol-port", "80", "--wait", name)
+		cli("loadbalancer", "pool", "create", "--name", name+"_pool", "--loadbalancer", name, "--protocol", "TCP", "--lb-algorithm", "ROUND_ROBIN", "--wait")
+	}
+	t.Cleanup(func() {
+		for _, name := range []string{"cli_a", "cli_b", "renamed"} {
+			cmd := exec.Command("openstack", "loadbalancer", "delete", "--cascade", name)
+			cmd.Env = env
+			cmd.Run()
+		}
+	})
+
+	// unset: the value goes (Octavia stores null, the CLI prints it empty).
+	cli("loadbalancer", "unset", "--description", "cli_a")
+	if d := show("loadbalancer", "show", "cli_a")["description"]; d != nil && d != "" {
+		t.Fatalf("description after unset --description: %q", d)
+	}
+	id := show("loadbalancer", "show", "cli_b")["id"].(string)
+	cli("loadbalancer", "unset", "--name", id)
+	if n := show("loadbalancer", "show", id)["name"]; n != nil && n != "" {
+		t.Fatalf("name after unset --name: %q", n)
+	}
+	cli("loadbalancer", "set", "--name", "cli_b", id)
+	waitActive("cli_b")
+
+	// Lists filtered by admin state, load balancer, tag.
+	if out := cli("loadbalancer", "list", "--enable", "-f", "value", "-c", "name"); out != "cli_a\ncli_b" && out != "cli_b\ncli_a" {
+		t.Fatalf("loadbalancer list --enable:\n%s", out)
+	}
+	if out := cli("loadbalancer", "list", "--disable", "-f", "value", "-c", "name"); out != "" {
+		t.Fatalf("loadbalancer list --disable:\n%s", out)
+	}
+	if out := cli("loadbalancer", "listener", "list", "--loadbalancer", "cli_a", "-f", "value", "-c", "name"); out != "cli_a_80" {
+		t.Fatalf("listener list --loadbalancer cli_a:\n%s", out)
+	}
+	if out := cli("loadbalancer", "pool", "list", "--loadbalancer", "cli_b", "-f", "value", "-c", "name"); out != "cli_b_pool" {
+		t.Fatalf("pool list --loadbalancer cli_b:\n%s", out)
+	}
+	cli("loadbalancer", "set", "--tag", "blue", "--tag", "green", "cli_a")
+	waitActive("cli_a")
+	if tags := fmt.Sprint(show("loadbalancer", "show", "cli_a")["tags"]); !strings.Contains(tags, "blue") || !strings.Contains(tags, "green") {
+		t.Fatalf("tags after set --tag blue --tag green: %s", tags)
+	}
+	if out := cli("loadbalancer", "list", "--tags", "blue", "-f", "value", "-c", "name"); out != "cli_a" {
+		t.Fatalf("loadbalancer list --tags blue:\n%s", out)
+	}
+	if out := cli("loadbalancer", "list", "--not-tags", "blue", "-f", "value", "-c", "name"); out != "cli_b" {
+		t.Fatalf("loadbalancer list --not-tags blue:\n%s", out)
+	}
+
+	// The rest of the surface: answered in Octavia's shape.
+	cli("loadbalancer", "failover", "cli_a")
+	// Amphorae: n1's agent holds the VIPs; a second node's agent (its pod, as the kubelet
+	// reports it) stands by.
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "l4lb-system", Name: "l4lb-dataplane-n2",
+		Labels: map[string]string{"app.kubernetes.io/instance": "l4lb", "app.kubernetes.io/component": "dataplane"}},
+		Spec: corev1.PodSpec{NodeName: "n2", HostNetwork: true, Containers: []corev1.Container{{Name: "dataplane", Image: "l4lb"}}}}
+	mustDo(l.k8s.Create(l.ctx, pod))
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "198.51.100.9"}
+	mustDo(l.k8s.Status().Update(l.ctx, pod))
+	lbA := show("loadbalancer", "show", "cli_b")["id"].(string)
+	if out := cli("loadbalancer", "amphora", "list", "--loadbalancer", lbA, "-f", "value", "-c", "role", "-c", "lb_network_ip"); out != "MASTER 198.51.100.5\nBACKUP 198.51.100.9" {
+		t.Fatalf("amphora list --loadbalancer cli_b:\n%s", out)
+	}
+	if out := cli("loadbalancer", "amphora", "list", "-f", "value", "-c", "id"); len(strings.Fields(out)) != 4 {
+		t.Fatalf("amphora list (two load balancers, two nodes):\n%s", out)
+	}
+	backup := strings.Fields(cli("loadbalancer", "amphora", "list", "--loadbalancer", lbA, "-f", "value", "-c", "id"))[1]
+	if a := show("loadbalancer", "amphora", "show", backup); a["loadbalancer_id"] != lbA || a["compute_id"] != "n2" || a["status"] != "READY" || a["role"] != "BACKUP" {
+		t.Fatalf("amphora show %s: %v", backup, a)
+	}
+	project := cli("project", "show", "admin", "-f", "value", "-c", "id")
+	cli("loadbalancer", "quota", "set", "--loadbalancer", "7", project)
+	if q := show("loadbalancer", "quota", "show", project); fmt.Sprint(q["load_balancer"]) != "7" {
+		t.Fatalf("quota show after quota set --loadbalancer 7: %v", q)
+	}
+	cli("loadbalancer", "quota", "reset", project)
+	if out := cli("loadbalancer", "flavor", "list", "-f", "value"); out != "" {
+		t.Fatalf("flavor list: %q", out)
+	}
+	if out := cli("loadbalancer", "availabilityzone", "list", "-f", "value"); out != "" {
+		t.Fatalf("availabilityzone list: %q", out)
+	}
+}
+
+// cloudLab is the lab with the OpenStack provider (VIP ports in the real Neutron), a dataplane
+// agent holding the VIPs in a network namespace, l4lb's Octavia API registered in Keystone's
+// catalog as the load-balancer service, and the roles Octavia's deployment guide creates. It
+// returns the environment of a client of the cloud's administrator (OS_CLOUD) and a
+// directory for the test.
+func cloudLab(t *testing.T) (*lab, []string, string) {
+	l := newLabWith(t, func(mgr ctrl.Manager, secret client.ObjectKey) map[lbv1.Provider]ipam.Provider {
+		return map[lbv1.Provider]ipam.Provider{
+			lbv1.ProviderStatic:    ipam.NewStatic(nil, mgr.GetClient()),
+			lbv1.ProviderOpenStack: neutron.New(mgr, secret, "openstack", "test-conformance"),
+		}
+	}, "")
+	dir := t.TempDir()
+	clouds := filepath.Join(dir, "clouds.yaml")
+	mustDo(os.WriteFile(clouds, cloudsYAML, 0o600))
+	env := append(os.Environ(), "OS_CLIENT_CONFIG_FILE="+clouds, "OS_CLOUD=l4lb-local")
+
+	// The agent holds the VIPs (on the networks the clients make, or the seed's) in a
+	// namespace of its own.
+	lan := lantest.NewTopology(t, map[string]string{"n1": "198.51.100.5", "gw": "198.51.100.1"})
+	// and IPv6 ones: a node answers for a VIP on the interface its route to it leaves by.
+	if err := lantest.WaitLinkLocal(lan.Hosts["n1"].NS, "eth0", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	lantest.Sh(t, "ip", "-n", lan.Hosts["n1"].NS, "-6", "route", "add", "default", "dev", "eth0")
+	l.runAgent(lan.Hosts["n1"], "n1", lan.Hosts["gw"].Addr)
+	l.readStatsFrom(lan.Hosts["gw"]) // the statistics calls ask the agent's metrics
+
+	script := exec.Command(filepath.Join(testenv.Root(), "hack", "octavia-catalog.sh"), l.url)
+	script.Env = env
+	if out, err := script.CombinedOutput(); err != nil {
+		t.Fatalf("hack/octavia-catalog.sh: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		cmd := exec.Command("openstack", "service", "delete", "octavia")
+		cmd.Env = env
+		cmd.Run()
+	})
+	for _, r := range []string{"load-balancer_member", "load-balancer_observer", "load-balancer_global_observer",
+		"load-balancer_admin", "load-balancer_quota_admin", "member", "reader"} {
+		l.role(r)
+	}
+	return l, env, dir
 }

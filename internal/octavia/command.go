@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/internal/manager"
 	"github.com/l4lb/l4lb/internal/openstack"
 )
@@ -30,7 +31,7 @@ func Command() func() error {
 	secret := flag.String("openstack-secret", "", "NAMESPACE/NAME of the Secret with the service's OpenStack credentials (clouds.yaml or OS_* keys), used to validate users' tokens")
 	cloud := flag.String("openstack-cloud", "openstack", "the cloud of the Secret's clouds.yaml")
 	cloudsFile := flag.String("clouds-yaml", "", "a clouds.yaml file instead of --openstack-secret (outside a cluster)")
-	createNS := flag.Bool("create-namespaces", false, "make a namespace (openstack-<project ID>, labelled "+ProjectLabel+") on a project's first write; false: an administrator labels one per project")
+	createNS := flag.Bool("create-namespaces", false, "make a namespace (openstack-<project ID>, labelled "+lbv1.ProjectLabel+") on a project's first write; false: an administrator labels one per project")
 	keystoneRoles := flag.Bool("keystone-default-roles", false, "also grant Keystone's member and reader roles what load-balancer_member and load-balancer_observer have (Octavia's [oslo_policy] enforce_new_defaults); false: Octavia's default policy, its load-balancer_* roles only")
 	tokenCache := flag.Duration("token-cache", openstack.DefaultTokenCache, "how long a validated Keystone token is trusted")
 	tlsCert := flag.String("tls-cert-file", "", "serve HTTPS with this certificate (PEM, its chain after it), reloaded when the file changes (cert-manager's renewals); empty: plain HTTP, for a TLS-terminating Ingress or mesh in front")
@@ -59,7 +60,7 @@ func Command() func() error {
 		if *agentsSecure {
 			agents.Token = bearerToken(cfg)
 		}
-		s := &Server{Client: c, Validate: ks.Validate, CreateNamespaces: *createNS, KeystoneDefaultRoles: *keystoneRoles, Stats: agents.Node,
+		s := &Server{Client: c, Validate: ks.Validate, CreateNamespaces: *createNS, KeystoneDefaultRoles: *keystoneRoles, Stats: agents.Node, Agents: agents.Nodes,
 			RequestTimeout: *reqTimeout, Log: slog.Default()}
 		srv := &http.Server{Addr: *addr, Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -8,6 +8,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 )
 
 // Octavia's quotas are a project namespace's ResourceQuota named quotaName, counting the l4lb
@@ -46,7 +48,7 @@ func quotaJSON(project string, rq *corev1.ResourceQuota) map[string]any {
 // quotaOf reads a project's ResourceQuota (nil when it has none, or no namespace yet).
 func (s *Server) quotaOf(r *http.Request, project string) (*corev1.ResourceQuota, string, error) {
 	var nss corev1.NamespaceList
-	if err := s.Client.List(r.Context(), &nss, client.MatchingLabels{ProjectLabel: project}); err != nil {
+	if err := s.Client.List(r.Context(), &nss, client.MatchingLabels{lbv1.ProjectLabel: project}); err != nil {
 		return nil, "", err
 	}
 	if len(nss.Items) == 0 {

@@ -43,6 +43,9 @@ type Server struct {
 	KeystoneDefaultRoles bool
 	// Stats reads the figures of the stats calls (AgentMetrics.Node); nil answers them 501.
 	Stats Statistics
+	// Agents lists the nodes that stand by for every VIP (AgentMetrics.Nodes), the BACKUP
+	// amphorae; nil lists only the holders.
+	Agents Agents
 	// RequestTimeout bounds each request's calls to Keystone and to the Kubernetes API, so
 	// that one of them stalled answers 503 instead of holding the client (DefaultRequestTimeout
 	// when zero).
@@ -101,6 +104,10 @@ func (s *Server) Handler() http.Handler {
 		api("PUT "+base+"pools/{pool}/members", s.batchMembers)
 		api("PUT "+base+"pools/{pool}/members/{id}", s.updateMember)
 		api("DELETE "+base+"pools/{pool}/members/{id}", s.deleteMember)
+	}
+	for _, base := range []string{"/v2/octavia/", "/v2.0/octavia/"} {
+		api("GET "+base+"amphorae", s.listAmphorae)
+		api("GET "+base+"amphorae/{id}", s.getAmphora)
 	}
 	return mux
 }

@@ -12,16 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
-
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/internal/ipam"
-	"github.com/l4lb/l4lb/internal/ipam/neutron"
-	"github.com/l4lb/l4lb/test/lantest"
-	"github.com/l4lb/l4lb/test/testenv"
 )
 
 // TestOctaviaTempest runs Octavia's own API test suite (octavia-tempest-plugin, Debian's
@@ -41,44 +31,7 @@ func TestOctaviaTempest(t *testing.T) {
 			t.Fatalf("%s is missing: make conformance installs octavia-tempest-plugin (Debian)", tool)
 		}
 	}
-	l := newLabWith(t, func(mgr ctrl.Manager, secret client.ObjectKey) map[lbv1.Provider]ipam.Provider {
-		return map[lbv1.Provider]ipam.Provider{
-			lbv1.ProviderStatic:    ipam.NewStatic(nil, mgr.GetClient()),
-			lbv1.ProviderOpenStack: neutron.New(mgr, secret, "openstack", "test-tempest"),
-		}
-	}, "")
-	dir := t.TempDir()
-	clouds := filepath.Join(dir, "clouds.yaml")
-	mustDo(os.WriteFile(clouds, cloudsYAML, 0o600))
-	env := append(os.Environ(), "OS_CLIENT_CONFIG_FILE="+clouds, "OS_CLOUD=l4lb-local")
-
-	// The agent holds the suite's VIPs (on networks it makes, 10.1.1.0/25 by its default) in
-	// a namespace of its own.
-	lan := lantest.NewTopology(t, map[string]string{"n1": "198.51.100.5", "gw": "198.51.100.1"})
-	// and IPv6 ones: a node answers for a VIP on the interface its route to it leaves by.
-	if err := lantest.WaitLinkLocal(lan.Hosts["n1"].NS, "eth0", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	lantest.Sh(t, "ip", "-n", lan.Hosts["n1"].NS, "-6", "route", "add", "default", "dev", "eth0")
-	l.runAgent(lan.Hosts["n1"], "n1", lan.Hosts["gw"].Addr)
-	l.readStatsFrom(lan.Hosts["gw"]) // the statistics calls ask the agent's metrics
-
-	script := exec.Command(filepath.Join(testenv.Root(), "hack", "octavia-catalog.sh"), l.url)
-	script.Env = env
-	if out, err := script.CombinedOutput(); err != nil {
-		t.Fatalf("hack/octavia-catalog.sh: %v\n%s", err, out)
-	}
-	t.Cleanup(func() {
-		cmd := exec.Command("openstack", "service", "delete", "octavia")
-		cmd.Env = env
-		cmd.Run()
-	})
-	// The roles Octavia's deployment guide creates; the suite's dynamic credentials get them.
-	for _, r := range []string{"load-balancer_member", "load-balancer_observer", "load-balancer_global_observer",
-		"load-balancer_admin", "load-balancer_quota_admin", "member", "reader"} {
-		l.role(r)
-	}
-
+	_, env, dir := cloudLab(t)
 	netShow := exec.Command("openstack", "network", "show", "public-net", "-f", "value", "-c", "id")
 	netShow.Env = env
 	public, err := netShow.Output()

@@ -11,13 +11,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/internal/openstack"
 )
-
-// ProjectLabel marks the namespace that holds a Keystone project's load balancers: its value
-// is the project's ID. One namespace per project; an administrator labels it, or the server
-// creates openstack-<project ID> on the project's first write (--octavia-create-namespaces).
-const ProjectLabel = "lb.l4lb.io/openstack-project"
 
 // caller is who makes a request, and what Octavia's default policy lets them do.
 type caller struct {
@@ -110,9 +106,9 @@ func (r *recorder) WriteHeader(code int) {
 // projects maps the namespaces the caller may see to their projects.
 func (s *Server) projects(ctx context.Context, c *caller) (map[string]string, error) {
 	var nss corev1.NamespaceList
-	opts := []client.ListOption{client.HasLabels{ProjectLabel}}
+	opts := []client.ListOption{client.HasLabels{lbv1.ProjectLabel}}
 	if !c.globalReader {
-		opts = []client.ListOption{client.MatchingLabels{ProjectLabel: c.ProjectID}}
+		opts = []client.ListOption{client.MatchingLabels{lbv1.ProjectLabel: c.ProjectID}}
 	}
 	if err := s.Client.List(ctx, &nss, opts...); err != nil {
 		return nil, err
@@ -120,7 +116,7 @@ func (s *Server) projects(ctx context.Context, c *caller) (map[string]string, er
 	out := map[string]string{}
 	for _, ns := range nss.Items {
 		if ns.DeletionTimestamp.IsZero() {
-			out[ns.Name] = ns.Labels[ProjectLabel]
+			out[ns.Name] = ns.Labels[lbv1.ProjectLabel]
 		}
 	}
 	return out, nil
@@ -133,7 +129,7 @@ func (s *Server) namespaceFor(ctx context.Context, project string) (string, erro
 		return "", badRequest("the token is not scoped to a project")
 	}
 	var nss corev1.NamespaceList
-	if err := s.Client.List(ctx, &nss, client.MatchingLabels{ProjectLabel: project}); err != nil {
+	if err := s.Client.List(ctx, &nss, client.MatchingLabels{lbv1.ProjectLabel: project}); err != nil {
 		return "", err
 	}
 	for _, ns := range nss.Items {
@@ -142,9 +138,9 @@ func (s *Server) namespaceFor(ctx context.Context, project string) (string, erro
 		}
 	}
 	if !s.CreateNamespaces {
-		return "", &apiError{http.StatusForbidden, "project " + project + " has no namespace for its load balancers: an administrator labels one " + ProjectLabel + "=" + project}
+		return "", &apiError{http.StatusForbidden, "project " + project + " has no namespace for its load balancers: an administrator labels one " + lbv1.ProjectLabel + "=" + project}
 	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "openstack-" + project, Labels: map[string]string{ProjectLabel: project}}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "openstack-" + project, Labels: map[string]string{lbv1.ProjectLabel: project}}}
 	if err := s.Client.Create(ctx, ns); err != nil {
 		return "", err
 	}

@@ -38,6 +38,11 @@ type Provider struct {
 	// Pools reads the VIP pools a namespace may use, and every pool of the cluster; nil
 	// leaves subnets and floating IP networks ungoverned.
 	Pools func(ctx context.Context, namespace string) ([]ipam.Pool, []lbv1.VIPPool, error)
+	// Project reads the Keystone project a namespace holds (lbv1.ProjectLabel), "" for none:
+	// the VIP ports of its load balancers are made in that project, as Octavia makes them in
+	// the load balancer's, so that its users can read them and point floating IPs at them.
+	// Nil, or none: the project of the credentials.
+	Project func(ctx context.Context, namespace string) (string, error)
 
 	mu  sync.Mutex
 	net *gophercloud.ServiceClient
@@ -295,12 +300,17 @@ func (p *Provider) ensurePort(ctx context.Context, nc *gophercloud.ServiceClient
 	if err := p.permit(ctx, lb, "subnet", field, subnet.ID, subnet.Name); err != nil {
 		return nil, err
 	}
-	subnetID := subnet.ID
-	fixed := ports.IP{SubnetID: subnetID, IPAddress: spec.Address}
+	project := ""
+	if p.Project != nil {
+		if project, err = p.Project(ctx, lb.Namespace); err != nil {
+			return nil, &ipam.Error{Reason: lbv1.ReasonProviderUnavailable, Err: fmt.Errorf("reading namespace %s: %w", lb.Namespace, err)}
+		}
+	}
+	fixed := ports.IP{SubnetID: subnet.ID, IPAddress: spec.Address}
 	up := true
 	port, err := ports.Create(ctx, nc, ports.CreateOpts{
 		Name: portName(lb), Description: description(lb), NetworkID: netID, AdminStateUp: &up,
-		FixedIPs: []ports.IP{fixed}, DeviceOwner: deviceOwner,
+		FixedIPs: []ports.IP{fixed}, DeviceOwner: deviceOwner, ProjectID: project,
 	}).Extract()
 	if err != nil {
 		return nil, classify("creating the VIP port", err)

@@ -38,6 +38,11 @@ func New(mgr ctrl.Manager, secret client.ObjectKey, cloud, clusterID string) *Pr
 		Pools: func(ctx context.Context, namespace string) ([]ipam.Pool, []lbv1.VIPPool, error) {
 			return ipam.ReadPools(ctx, mgr.GetClient(), namespace)
 		},
+		Project: func(ctx context.Context, namespace string) (string, error) {
+			var ns corev1.Namespace
+			err := mgr.GetClient().Get(ctx, client.ObjectKey{Name: namespace}, &ns)
+			return ns.Labels[lbv1.ProjectLabel], err
+		},
 		Record: func(lb *lbv1.LoadBalancer, warning bool, reason, msg string) {
 			typ := "Normal"
 			if warning {
