@@ -41,7 +41,9 @@ fmt: ## gofmt every Go file.
 verify: manifests generate $(STATICCHECK) ## Fail when generated files, formatting, vet, lint or go.mod are not current.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: run make fmt"; exit 1; }
 	go vet ./...
+	go vet -tags conformance ./...  # the field's clients (make conformance) compile too
 	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags conformance ./...
 	go mod tidy
 	@git diff --exit-code -- . || { echo "generated files or go.mod are stale: run make manifests generate, go mod tidy, and commit"; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- config charts api)" || { git status --porcelain -- config charts api; echo "untracked generated files"; exit 1; }
@@ -68,7 +70,7 @@ test: envtest $(HELM) ## Run every test against a real API server.
 	hack/test.sh
 
 .PHONY: conformance
-conformance: envtest ## Octavia's own API test suite (octavia-tempest-plugin) against l4lb (as root; not in make test: about 15 minutes).
+conformance: envtest ## The field's clients against l4lb: Octavia's API test suite, cloud-provider-openstack (as root; not in make test: about 40 minutes, 20 more the first time).
 	hack/conformance.sh
 
 .PHONY: soak

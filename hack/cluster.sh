@@ -7,6 +7,8 @@
 # machine's interfaces.
 #
 #   hack/cluster.sh up      build what is missing, start, wait for the node to be Ready
+#   hack/cluster.sh build   only build the Kubernetes commands (make test does it early, in the
+#                           background, while the tests before the cluster's run)
 #   hack/cluster.sh down    stop every process, unmount, delete the namespace and cgroups
 #   hack/cluster.sh load F  import an image archive (make image) into the node's containerd
 #   hack/cluster.sh env     print the variables tests use (KUBECONFIG, the namespace, ...)
@@ -277,6 +279,7 @@ down() {
 
 case "${1:-}" in
   up) up ;;
+  build) build_k8s ;;
   down) down ;;
   load) load "$2" ;;
   env) echo "KUBECONFIG=$state/kubeconfig L4LB_CLUSTER_NS=$ns L4LB_CLUSTER_NODE=$node L4LB_CLUSTER_NODE_IP=$node_ip" ;;

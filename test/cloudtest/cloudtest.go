@@ -21,6 +21,9 @@ import (
 // KeystoneURL is where hack/openstack.sh serves Keystone.
 const KeystoneURL = "http://127.0.0.1:15000/v3"
 
+// NeutronURL is where hack/openstack.sh serves Neutron.
+const NeutronURL = "http://127.0.0.1:19696"
+
 // ErrNotRoot is Up's answer without root.
 var ErrNotRoot = errors.New("the local Keystone and Neutron (hack/openstack.sh) need root: run make test as root")
 

@@ -54,37 +54,7 @@ func TestOctaviaAPIOnTheCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(down)
-	// Keystone listens on this machine's loopback; the pods reach the machine at 198.51.100.1,
-	// a region of the catalog of its own (as a site with its own endpoints would be).
-	keystone, err := url.Parse(cloudtest.KeystoneURL)
-	must(t, err)
-	lantest.Relay(t, "198.51.100.1:15000", keystone.Host)
-	podClouds := bytes.ReplaceAll(k.clusterRegion(clouds, "http://198.51.100.1:15000/v3/"), []byte(keystone.Host), []byte("198.51.100.1:15000"))
-	must(t, k.c.Create(k.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "l4lb-system"}}))
-	t.Cleanup(func() {
-		k.c.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "l4lb-system"}})
-	})
-	must(t, k.c.Create(k.ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "l4lb-system", Name: "openstack-credentials"},
-		Data: map[string][]byte{"clouds.yaml": podClouds, "cloud": []byte("l4lb-local")}}))
-	k.install("--set", "octaviaAPI.enabled=true", "--set", "octaviaAPI.createNamespaces=true",
-		"--set", "controller.openstack.secretName=openstack-credentials", "--set", "controller.openstack.cloud=l4lb-local")
-	t.Cleanup(func() {
-		k.c.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "l4lb-system"}})
-	})
-	for end := time.Now().Add(2 * time.Minute); ; time.Sleep(time.Second) {
-		var dep appsv1.Deployment
-		must(t, k.c.Get(k.ctx, client.ObjectKey{Namespace: "l4lb-system", Name: "l4lb-octavia-api"}, &dep))
-		if dep.Status.ReadyReplicas == *dep.Spec.Replicas {
-			break
-		}
-		if time.Now().After(end) {
-			k.logs()
-			t.Fatalf("the Octavia API is not ready: %d/%d", dep.Status.ReadyReplicas, *dep.Spec.Replicas)
-		}
-	}
-	var svc corev1.Service
-	must(t, k.c.Get(k.ctx, client.ObjectKey{Namespace: "l4lb-system", Name: "l4lb-octavia-api"}, &svc))
-	api := "http://" + net.JoinHostPort(svc.Spec.ClusterIP, "9876") + "/"
+	api := k.octaviaAPI(clouds)
 
 	must(t, k.c.Create(k.ctx, &lbv1.VIPPool{ObjectMeta: metav1.ObjectMeta{Name: "octavia"},
 		Spec: lbv1.VIPPoolSpec{Addresses: []string{octaviaVIP + "/32"}}}))
@@ -145,27 +115,78 @@ func TestOctaviaAPIOnTheCluster(t *testing.T) {
 	k.noForbidden()
 }
 
-// clusterRegion adds a region to Keystone's catalog whose identity endpoint is url, and
-// returns clouds for it.
-func (k *cluster) clusterRegion(clouds []byte, url string) []byte {
+// clusterRegion is the catalog region of the cluster's own (as a site with its own endpoints
+// would have): its pods reach the machine's Keystone and Neutron at 198.51.100.1, through
+// relays to the machine's loopback.
+const clusterRegion = "l4lb-cluster"
+
+// octaviaAPI installs the chart with its Octavia API on and the OpenStack provider, with
+// credentials for the cluster's region, registers the API's Service as that region's
+// load-balancer endpoint, and returns its URL (reachable in the cluster's network).
+func (k *cluster) octaviaAPI(clouds []byte) string {
+	t := k.t
+	keystone, err := url.Parse(cloudtest.KeystoneURL)
+	must(t, err)
+	neutron, err := url.Parse(cloudtest.NeutronURL)
+	must(t, err)
+	lantest.Relay(t, "198.51.100.1:"+keystone.Port(), keystone.Host)
+	lantest.Relay(t, "198.51.100.1:"+neutron.Port(), neutron.Host)
+	k.endpoint(clouds, "identity", "http://198.51.100.1:"+keystone.Port()+"/v3/")
+	k.endpoint(clouds, "network", "http://198.51.100.1:"+neutron.Port()+"/")
+	podClouds := bytes.Replace(clouds, []byte("region_name: RegionOne"), []byte("region_name: "+clusterRegion), 1)
+	podClouds = bytes.ReplaceAll(podClouds, []byte(keystone.Host), []byte("198.51.100.1:"+keystone.Port()))
+	must(t, k.c.Create(k.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "l4lb-system"}}))
+	t.Cleanup(func() {
+		k.c.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "l4lb-system"}})
+	})
+	must(t, k.c.Create(k.ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "l4lb-system", Name: "openstack-credentials"},
+		Data: map[string][]byte{"clouds.yaml": podClouds, "cloud": []byte("l4lb-local")}}))
+	k.install("--set", "octaviaAPI.enabled=true", "--set", "octaviaAPI.createNamespaces=true",
+		"--set", "controller.openstack.secretName=openstack-credentials", "--set", "controller.openstack.cloud=l4lb-local")
+	for end := time.Now().Add(2 * time.Minute); ; time.Sleep(time.Second) {
+		var dep appsv1.Deployment
+		must(t, k.c.Get(k.ctx, client.ObjectKey{Namespace: "l4lb-system", Name: "l4lb-octavia-api"}, &dep))
+		if dep.Status.ReadyReplicas == *dep.Spec.Replicas {
+			break
+		}
+		if time.Now().After(end) {
+			k.logs()
+			t.Fatalf("the Octavia API is not ready: %d/%d", dep.Status.ReadyReplicas, *dep.Spec.Replicas)
+		}
+	}
+	var svc corev1.Service
+	must(t, k.c.Get(k.ctx, client.ObjectKey{Namespace: "l4lb-system", Name: "l4lb-octavia-api"}, &svc))
+	api := "http://" + net.JoinHostPort(svc.Spec.ClusterIP, "9876") + "/"
+	k.endpoint(clouds, "load-balancer", api)
+	return api
+}
+
+// endpoint registers url as the public endpoint of the catalog's service of type kind in the
+// cluster's region (making the region, and the service when Keystone has none of that type),
+// until the test ends.
+func (k *cluster) endpoint(clouds []byte, kind, url string) {
 	t, ctx := k.t, k.ctx
 	idc := adminIdentity(t, ctx, clouds)
-	const region = "l4lb-cluster"
-	if _, err := regions.Create(ctx, idc, regions.CreateOpts{ID: region}).Extract(); err != nil && !gophercloud.ResponseCodeIs(err, http.StatusConflict) {
+	if _, err := regions.Create(ctx, idc, regions.CreateOpts{ID: clusterRegion}).Extract(); err != nil && !gophercloud.ResponseCodeIs(err, http.StatusConflict) {
 		t.Fatal(err)
 	}
-	pages, err := services.List(idc, services.ListOpts{ServiceType: "identity"}).AllPages(ctx)
+	pages, err := services.List(idc, services.ListOpts{ServiceType: kind}).AllPages(ctx)
 	must(t, err)
 	svcs, err := services.ExtractServices(pages)
 	must(t, err)
-	if len(svcs) != 1 {
-		t.Fatalf("%d identity services in Keystone's catalog", len(svcs))
+	if len(svcs) == 0 {
+		s, err := services.Create(ctx, idc, services.CreateOpts{Type: kind, Extra: map[string]any{"name": "octavia"}}).Extract()
+		must(t, err)
+		t.Cleanup(func() { services.Delete(context.Background(), idc, s.ID) })
+		svcs = append(svcs, *s)
 	}
-	ep, err := endpoints.Create(ctx, idc, endpoints.CreateOpts{Availability: gophercloud.AvailabilityPublic, Name: "keystone",
-		Region: region, URL: url, ServiceID: svcs[0].ID}).Extract()
+	if len(svcs) != 1 {
+		t.Fatalf("%d %s services in Keystone's catalog", len(svcs), kind)
+	}
+	ep, err := endpoints.Create(ctx, idc, endpoints.CreateOpts{Availability: gophercloud.AvailabilityPublic, Name: kind,
+		Region: clusterRegion, URL: url, ServiceID: svcs[0].ID}).Extract()
 	must(t, err)
 	t.Cleanup(func() { endpoints.Delete(context.Background(), idc, ep.ID) })
-	return bytes.Replace(clouds, []byte("region_name: RegionOne"), []byte("region_name: "+region), 1)
 }
 
 // adminIdentity is Keystone's identity API as the cloud's administrator of clouds.
@@ -184,27 +205,9 @@ func adminIdentity(t *testing.T, ctx context.Context, clouds []byte) *gopherclou
 // into the cluster's network (the Service's address).
 func (k *cluster) projectMember(clouds []byte, api string) *gophercloud.ServiceClient {
 	t, ctx := k.t, k.ctx
-	idc := adminIdentity(t, ctx, clouds)
-	name := fmt.Sprintf("e2e-%d", os.Getpid())
-	pr, err := projects.Create(ctx, idc, projects.CreateOpts{Name: name, DomainID: "default"}).Extract()
-	must(t, err)
-	t.Cleanup(func() { projects.Delete(context.Background(), idc, pr.ID) })
-	u, err := users.Create(ctx, idc, users.CreateOpts{Name: name, DomainID: "default", Password: "pw-" + name}).Extract()
-	must(t, err)
-	t.Cleanup(func() { users.Delete(context.Background(), idc, u.ID) })
-	// Octavia's role, as a cloud with Octavia has it (its deployment guide creates it).
-	pages, err := roles.List(idc, roles.ListOpts{Name: "load-balancer_member"}).AllPages(ctx)
-	must(t, err)
-	rs, err := roles.ExtractRoles(pages)
-	must(t, err)
-	if len(rs) == 0 {
-		r, err := roles.Create(ctx, idc, roles.CreateOpts{Name: "load-balancer_member"}).Extract()
-		must(t, err)
-		rs = append(rs, *r)
-	}
-	must(t, roles.Assign(ctx, idc, rs[0].ID, roles.AssignOpts{UserID: u.ID, ProjectID: pr.ID}).ExtractErr())
+	u := k.projectUser(clouds, "load-balancer_member")
 	upc, err := gophercloudos.AuthenticatedClient(ctx, gophercloud.AuthOptions{IdentityEndpoint: cloudtest.KeystoneURL,
-		UserID: u.ID, Password: "pw-" + name, Scope: &gophercloud.AuthScope{ProjectID: pr.ID}})
+		UserID: u.user, Password: u.password, Scope: &gophercloud.AuthScope{ProjectID: u.project}})
 	must(t, err)
 	// Keystone is on this machine's loopback; everything else in the cluster's network.
 	upc.HTTPClient = http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
@@ -219,6 +222,37 @@ func (k *cluster) projectMember(clouds []byte, api string) *gophercloud.ServiceC
 			return c, err
 		}}}
 	return &gophercloud.ServiceClient{ProviderClient: upc, Endpoint: api, ResourceBase: api + "v2/"}
+}
+
+// projectUser is a Keystone project, and a user with roles in it, for the test's time.
+type projectUser struct{ project, user, password string }
+
+// projectUser makes a project and a user with roles (made when Keystone has none of that
+// name, as a cloud with Octavia has its load-balancer_* roles: its deployment guide creates
+// them).
+func (k *cluster) projectUser(clouds []byte, roleNames ...string) projectUser {
+	t, ctx := k.t, k.ctx
+	idc := adminIdentity(t, ctx, clouds)
+	name := fmt.Sprintf("e2e-%s-%d", strings.ToLower(t.Name()), os.Getpid())
+	pr, err := projects.Create(ctx, idc, projects.CreateOpts{Name: name, DomainID: "default"}).Extract()
+	must(t, err)
+	t.Cleanup(func() { projects.Delete(context.Background(), idc, pr.ID) })
+	u, err := users.Create(ctx, idc, users.CreateOpts{Name: name, DomainID: "default", Password: "pw-" + name}).Extract()
+	must(t, err)
+	t.Cleanup(func() { users.Delete(context.Background(), idc, u.ID) })
+	for _, role := range roleNames {
+		pages, err := roles.List(idc, roles.ListOpts{Name: role}).AllPages(ctx)
+		must(t, err)
+		rs, err := roles.ExtractRoles(pages)
+		must(t, err)
+		if len(rs) == 0 {
+			r, err := roles.Create(ctx, idc, roles.CreateOpts{Name: role}).Extract()
+			must(t, err)
+			rs = append(rs, *r)
+		}
+		must(t, roles.Assign(ctx, idc, rs[0].ID, roles.AssignOpts{UserID: u.ID, ProjectID: pr.ID}).ExtractErr())
+	}
+	return projectUser{project: pr.ID, user: u.ID, password: "pw-" + name}
 }
 
 // waitLB waits until the load balancer is ACTIVE (and has operating status op, when given).
