@@ -77,7 +77,9 @@ func TestCloudProviderOpenStack(t *testing.T) {
 	router := routerNamed(t, nc, "router-1")
 	_, err = routers.AddInterface(ctx, nc, router, routers.AddInterfaceOpts{SubnetID: sub.ID}).Extract()
 	must(t, err)
-	t.Cleanup(func() { routers.RemoveInterface(context.Background(), nc, router, routers.RemoveInterfaceOpts{SubnetID: sub.ID}) })
+	t.Cleanup(func() {
+		routers.RemoveInterface(context.Background(), nc, router, routers.RemoveInterfaceOpts{SubnetID: sub.ID})
+	})
 	u := k.projectUser(clouds, "member", "load-balancer_member")
 
 	// OCCM, as its manifests run it: in the node's network (host network), with its
