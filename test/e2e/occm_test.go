@@ -138,6 +138,7 @@ floating-network-id = %s
 		t.Fatalf("web's address %s is not from the subnet's pool %s-%s", addr, occmPoolStart, occmPoolEnd)
 	}
 	k.servesBoth("http://"+addr+"/", 2)
+	t.Logf("web: %s from the subnet's pool, both pods answer through it", addr)
 
 	lb, l, p, hm := k.occmObjects(addr, 80)
 	if lb.Status.VIPSubnetID != sub.ID || lb.Status.VIPPortID == "" {
@@ -160,11 +161,12 @@ floating-network-id = %s
 	}
 
 	// A node joins and leaves: OCCM updates the members with the batch call.
-	extra := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "occm-extra"}}
+	// Registered with its address, as a kubelet registers its node (the service controller
+	// syncs on a node's arrival, not on an address change).
+	extra := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "occm-extra"},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.51.100.3"}}}}
 	must(t, k.c.Create(ctx, extra))
 	t.Cleanup(func() { k.c.Delete(context.Background(), extra) })
-	extra.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.51.100.3"}}
-	must(t, k.c.Status().Update(ctx, extra))
 	k.waitMembers(addr, 80, []string{fmt.Sprintf("198.51.100.2:%d", nodePort), fmt.Sprintf("198.51.100.3:%d", nodePort)})
 	must(t, k.c.Delete(ctx, extra))
 	k.waitMembers(addr, 80, []string{fmt.Sprintf("198.51.100.2:%d", nodePort)})
@@ -173,6 +175,7 @@ floating-network-id = %s
 		t.Fatal("no batch member update (PUT /pools/{id}/members, 202) in the Octavia API's log")
 	}
 	k.servesBoth("http://"+addr+"/", 2)
+	t.Log("a node added and removed: members followed, through the batch call")
 
 	// loadBalancerSourceRanges: another client's range only, then this machine's.
 	k.sourceRanges(ns, "web", "203.0.113.99/32")
@@ -185,6 +188,7 @@ floating-network-id = %s
 	k.sourceRanges(ns, "web", "198.51.100.1/32")
 	k.waitCIDRs(addr, 80, []string{"198.51.100.1/32"})
 	k.servesBoth("http://"+addr+"/", 2)
+	t.Log("loadBalancerSourceRanges: another range refused this client, its own range admitted it")
 
 	// A Service with a floating IP (OCCM's default): its address is the floating IP, which
 	// points at the VIP's port. Neutron here moves no packets: traffic goes to the VIP.
@@ -221,6 +225,7 @@ floating-network-id = %s
 	if n := len(k.l4lbLoadBalancers()); n != 2 {
 		t.Fatalf("%d l4lb load balancers for three Services, two sharing one", n)
 	}
+	t.Logf("public: floating IP %s on the VIP %s's port; public-alt shares its load balancer", fipAddr, publicLB.Status.VIPAddress)
 
 	// Deleting the Services leaves nothing.
 	k.deleteServices(ns)
@@ -241,6 +246,7 @@ floating-network-id = %s
 			t.Fatalf("3 minutes after the Services' deletion: %d l4lb load balancers, ports %v on the LAN, %d floating IPs", len(lbs), left, len(fips))
 		}
 	}
+	t.Log("the Services deleted: no l4lb load balancer, VIP port or floating IP left")
 	if errs := klogErrors(occmLog()); len(errs) > 0 {
 		t.Fatalf("OCCM logged errors:\n%s", strings.Join(errs, "\n"))
 	}
