@@ -70,7 +70,7 @@ test: envtest $(HELM) ## Run every test against a real API server.
 	hack/test.sh
 
 .PHONY: conformance
-conformance: envtest ## The field's clients against l4lb: Octavia's API test suite, cloud-provider-openstack (as root; not in make test: about 40 minutes, 20 more the first time).
+conformance: envtest ## The field's clients against l4lb: Octavia's API test suite, cloud-provider-openstack, Terraform (as root; not in make test: about 25 minutes, and 20 more the first time, building the clients).
 	hack/conformance.sh
 
 .PHONY: soak
