@@ -244,7 +244,10 @@ func TestPartitionedHolder(t *testing.T) {
 // TestTieHasOneAnswerer cuts four nodes two from two, both halves still reaching the API
 // server and the gateway (the client: the nodes' default route, the witness): exactly half
 // the nodes on each side, a tie. A witness both halves reach let both hold the VIP; the
-// tie-break Lease lets one half answer and not the other, from the cut on.
+// tie-break Lease lets one half answer and not the other once the tie is reached. While the
+// cut forms (pair by pair, as a failing switch does), a node may for a moment see the holder
+// gone but a majority alive, as in any partition that gossip has not fully seen yet: two
+// answer for at most the detection bound, 1 s (issue 27's; measured and printed).
 func TestTieHasOneAnswerer(t *testing.T) {
 	l := newLab(t, 4)
 	all := []string{"n1", "n2", "n3", "n4"}
@@ -276,16 +279,17 @@ func TestTieHasOneAnswerer(t *testing.T) {
 	cut(l.blackhole)
 	time.Sleep(15 * time.Second) // gossip declares the other half dead within seconds: a tie
 	maxMACs, moves := arp.stop()
+	overlap := arp.longestOverlap()
 	got := l.answering()
 	var who []string
 	for _, m := range got {
 		who = append(who, l.nodeOf(m))
 	}
-	t.Logf("%v cut from %v: the VIP moved %d times, at most %d MACs answered at once; now %v answer", left, right, moves, maxMACs, who)
-	fmt.Printf("2|2 partition, both halves reaching the API server and the gateway: at most %d answerer(s) at once\n", maxMACs)
-	if maxMACs > 1 || len(got) != 1 {
+	t.Logf("%v cut from %v: the VIP moved %d times, at most %d MACs answered at once, for at most %v; now %v answer", left, right, moves, maxMACs, overlap, who)
+	fmt.Printf("2|2 partition, both halves reaching the API server and the gateway: at most %d answerer(s) at once, two for at most %v\n", maxMACs, overlap)
+	if overlap > time.Second || len(got) != 1 {
 		l.dumpLogs()
-		t.Fatalf("a tie gave %d answerers at once (now: %v); want one half answering, throughout", maxMACs, who)
+		t.Fatalf("a tie gave %d answerers at once for %v (now: %v); want one half answering, two for at most 1 s", maxMACs, overlap, who)
 	}
 	cut(l.heal)
 	time.Sleep(5 * time.Second)

@@ -304,6 +304,26 @@ func (s *arpSampler) stop() (maxMACs, moves int) {
 	return maxMACs, moves
 }
 
+// longestOverlap is the longest time two or more MACs answered, from the first sample that
+// had them to the first after it that did not (call it after stop).
+func (s *arpSampler) longestOverlap() time.Duration {
+	var longest time.Duration
+	var since time.Time
+	for _, x := range s.samples {
+		switch {
+		case len(x.macs) > 1 && since.IsZero():
+			since = x.at
+		case len(x.macs) <= 1 && !since.IsZero():
+			longest = max(longest, x.at.Sub(since))
+			since = time.Time{}
+		}
+	}
+	if !since.IsZero() {
+		longest = max(longest, s.samples[len(s.samples)-1].at.Sub(since))
+	}
+	return longest
+}
+
 // stopExpecting ends the sampling and counts the samples answered by another MAC than mac
 // (a sample nobody answered within its 100 ms is a slow reply on a loaded machine, not a move:
 // the client's connections say whether the VIP was served).
