@@ -66,10 +66,10 @@ YAML
   served plain TCP 26000 TCP 16000
   served proxied TCP 26001 PROXYV2 16000 "timeoutClientData: 30s, timeoutMemberData: 30s, timeoutMemberConnect: 2s, timeoutTCPInspect: 1s"
 } >"$work/l4lb.yaml"
-# This l4lb proxies UDP itself (--kernel-udp=false): the kernel path's NAT chains would turn
-# conntrack on for every connection of the TCP scenarios, direct and HAProxy included. The
-# kernel path gets an l4lb of its own for the UDP scenarios, below.
-GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/l4lb.yaml" --kernel-udp=false --metrics-bind-address 0 2>"$work/l4lb.log" & l4lb_pid=$!; pids+=($l4lb_pid)
+# This l4lb proxies TCP and UDP itself (--kernel-tcp=false --kernel-udp=false): the kernel
+# path's NAT chains would turn conntrack on for every connection of the TCP scenarios, direct
+# and HAProxy included. The kernel path gets an l4lb of its own, with the defaults, below.
+GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/l4lb.yaml" --kernel-tcp=false --kernel-udp=false --metrics-bind-address 0 2>"$work/l4lb.log" & l4lb_pid=$!; pids+=($l4lb_pid)
 
 cat >"$work/haproxy.cfg" <<CFG
 global
@@ -172,8 +172,14 @@ done
 # echo server included, since the kernel path runs in the kernel on their behalf; from
 # /proc/stat, in clock ticks of 10 ms).
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
-# As root, l4lb hands UDP listeners to the kernel (nftables NAT, as Octavia hands UDP to LVS).
-{ sed -n '1,/^---$/p' "$work/l4lb.yaml" | sed '$d'; served udp UDP 17003 UDP 17000; } >"$work/l4lb-udp.yaml"
+# As root, l4lb with its defaults hands TCP and UDP listeners to the kernel (nftables NAT and
+# conntrack, as Octavia hands UDP to LVS).
+{
+  sed -n '1,/^---$/p' "$work/l4lb.yaml" | sed '$d'
+  served udp UDP 17003 UDP 17000
+  served khttp TCP 29080 TCP 18080
+  served kbulk TCP 29201 TCP 15201
+} >"$work/l4lb-udp.yaml"
 GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/l4lb-udp.yaml" --metrics-bind-address 0 2>"$work/l4lb-udp.log" & pids+=($!)
 sleep 1
 udprun() { # key port
@@ -192,8 +198,29 @@ for _ in $(seq "$ROUNDS"); do
     done
   done
 done
+# TCP through the kernel path, beside the same paths as above, now all with conntrack on (the
+# kernel path's NAT chains turn it on for the whole host): direct, l4lb's proxy, HAProxy, and
+# the machine's CPU per request (client and server included, as the kernel path runs on
+# their behalf).
+declare -A kport_http=([direct]=18080 [kernel]=29080 [proxy]=28080 [haproxy]=38080)
+declare -A kport_bulk=([direct]=15201 [kernel]=29201 [proxy]=25201 [haproxy]=35201)
+kpaths=(direct kernel proxy haproxy)
+for _ in $(seq "$ROUNDS"); do
+  for p in "${kpaths[@]}"; do add "kbulk1_$p" "$(iperf "${kport_bulk[$p]}" 1)"; done
+  for p in "${kpaths[@]}"; do add "kbulk8_$p" "$(iperf "${kport_bulk[$p]}" 8)"; done
+  for p in "${kpaths[@]}"; do
+    t0=$(busy)
+    read -r a b c <<<"$(wrkrun 64 -H 'Connection: close' "http://127.0.0.1:${kport_http[$p]}/")"
+    add "kcps_$p" "$a"; add "kcps99_$p" "$c"
+    add "kcpscpu_$p" "$(python3 -c "print(($(busy) - $t0) * 10000 / ($a * $DUR))")"
+  done
+  for p in "${kpaths[@]}"; do
+    read -r a b c <<<"$(wrkrun 64 "http://127.0.0.1:${kport_http[$p]}/")"
+    add "kka_$p" "$a"
+  done
+done
 for k in "${!r[@]}"; do
-  [[ $k == udp* ]] && r[$k]=$(python3 -c 'import statistics,sys; v=statistics.median(map(float,sys.argv[1:])); print(("%.2f" if v<100 else "%.0f") % v)' ${r[$k]})
+  [[ $k == udp* || $k == k* ]] && r[$k]=$(python3 -c 'import statistics,sys; v=statistics.median(map(float,sys.argv[1:])); print(("%.2f" if v<100 else "%.0f") % v)' ${r[$k]})
 done
 
 ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
@@ -221,7 +248,7 @@ echo "| 128 KiB writes, 1 stream (Gbit/s) | plain pool | PROXYV2 pool, all four 
 echo "|---|---|---|---|"
 echo "| l4lb | ${r[d8_plain]} | ${r[d8_proxied]} | $(ratio ${r[d8_proxied]} ${r[d8_plain]}) |"
 echo
-grep -q 'UDP listeners go through the proxy' "$work/l4lb-udp.log" && echo "(not root: nftables could not be programmed, so the kernel-path column is l4lb's proxy too)"
+grep -q 'every listener goes through the proxy' "$work/l4lb-udp.log" && echo "(not root: nftables could not be programmed, so the kernel-path columns are l4lb's proxy too)"
 echo "| UDP, echoes/s | naive Go relay | l4lb (kernel path) | l4lb / naive | l4lb's proxy (--kernel-udp=false) | proxy / naive | machine CPU µs per echo: naive | l4lb | proxy |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for flows in 1 100 1000; do
@@ -229,4 +256,14 @@ for flows in 1 100 1000; do
     k=${flows}_$size
     echo "| $flows flows, $size B | ${r[udp_naive_$k]} | ${r[udp_l4lb_$k]} | $(ratio ${r[udp_l4lb_$k]} ${r[udp_naive_$k]}) | ${r[udp_proxy_$k]} | $(ratio ${r[udp_proxy_$k]} ${r[udp_naive_$k]}) | ${r[udpcpu_naive_$k]} | ${r[udpcpu_l4lb_$k]} | ${r[udpcpu_proxy_$k]} |"
   done
+done
+echo
+echo "TCP through the kernel path (l4lb's defaults), every path with conntrack on:"
+echo
+echo "| scenario | direct | l4lb kernel path | l4lb proxy | HAProxy 2.6 | kernel / HAProxy | kernel / direct | proxy / HAProxy |"
+echo "|---|---|---|---|---|---|---|---|"
+for row in "bulk TCP, 1 stream (Gbit/s):kbulk1" "bulk TCP, 8 streams (Gbit/s):kbulk8" "short connections (req/s, 64 concurrent):kcps" \
+  "short connections p99 (ms, 64 concurrent):kcps99" "machine CPU µs per short connection:kcpscpu" "keep-alive requests (req/s, 64 concurrent):kka"; do
+  name=${row%%:*} k=${row##*:}
+  echo "| $name | ${r[${k}_direct]} | ${r[${k}_kernel]} | ${r[${k}_proxy]} | ${r[${k}_haproxy]} | $(ratio ${r[${k}_kernel]} ${r[${k}_haproxy]}) | $(ratio ${r[${k}_kernel]} ${r[${k}_direct]}) | $(ratio ${r[${k}_proxy]} ${r[${k}_haproxy]}) |"
 done

@@ -84,7 +84,21 @@ type ListenerSpec struct {
 // ListenerStatus is what the operator and the dataplane report.
 type ListenerStatus struct {
 	CommonStatus `json:",inline"`
+	// DataPath is what carries the listener's traffic on the node holding its VIP: Kernel
+	// (nftables NAT and conntrack: each connection set up once, end to end) or Proxy (the
+	// dataplane's proxy, for settings the kernel cannot honour: docs/architecture.md).
+	// +optional
+	DataPath DataPath `json:"dataPath,omitempty"`
 }
+
+// DataPath is what carries a listener's traffic.
+// +kubebuilder:validation:Enum=Kernel;Proxy
+type DataPath string
+
+const (
+	DataPathKernel DataPath = "Kernel"
+	DataPathProxy  DataPath = "Proxy"
+)
 
 // Listener accepts TCP or UDP on a port of a LoadBalancer's VIP and hands connections to the
 // Pool that names it.
@@ -96,6 +110,7 @@ type ListenerStatus struct {
 // +kubebuilder:printcolumn:name="Port",type=integer,JSONPath=`.spec.protocolPort`
 // +kubebuilder:printcolumn:name="Provisioning",type=string,JSONPath=`.status.provisioningStatus`
 // +kubebuilder:printcolumn:name="Operating",type=string,JSONPath=`.status.operatingStatus`
+// +kubebuilder:printcolumn:name="Path",type=string,JSONPath=`.status.dataPath`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Listener struct {
 	metav1.TypeMeta   `json:",inline"`

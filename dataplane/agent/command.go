@@ -55,6 +55,7 @@ func Command() func() error {
 	suspicion := flag.Int("gossip-suspicion-mult", nodes.DefaultTiming.Suspicion, "a suspected node is declared dead after this many probe intervals (more: fewer false deaths, slower failover)")
 	witness := flag.String("witness", "", "address a node must reach (its ARP answer) to keep VIPs on a tie (exactly half of the dataplane nodes in view, won by the half holding the tie-break Lease): empty, the default gateway; \"none\": the Lease alone decides")
 	kernelUDP := flag.Bool("kernel-udp", true, "carry UDP listeners in the kernel (nftables NAT and conntrack, as Octavia uses LVS) where their settings allow; without CAP_NET_ADMIN the proxy carries them")
+	kernelTCP := flag.Bool("kernel-tcp", true, "carry TCP listeners in the kernel (nftables NAT and conntrack: each connection set up once, end to end) where their settings allow (docs/architecture.md says which keep a listener on the proxy); without CAP_NET_ADMIN the proxy carries them")
 	memberCC := flag.String("member-congestion-control", "cubic", "TCP congestion control of connections to members (empty: the host's default); client connections keep the host's")
 	drainGrace := flag.Duration("drain-grace", 5*time.Second, "on shutdown, how long to wait for other nodes to take this node's VIPs")
 	handOff := flag.Bool("restart-handoff", true, "on shutdown with no other node to take the VIPs, when the DaemonSet will start another agent here (an upgrade, a deleted pod): the kernel carries the listeners meanwhile (false: they stop with the agent)")
@@ -63,7 +64,7 @@ func Command() func() error {
 		if *config != "" {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return standalone.Run(ctx, standalone.Options{Path: *config, MetricsAddr: *metrics, Pprof: *pprof, KernelUDP: *kernelUDP, MemberCongestion: *memberCC})
+			return standalone.Run(ctx, standalone.Options{Path: *config, MetricsAddr: *metrics, Pprof: *pprof, KernelUDP: *kernelUDP, KernelTCP: *kernelTCP, MemberCongestion: *memberCC})
 		}
 		log := slog.Default()
 		mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
@@ -102,9 +103,10 @@ func Command() func() error {
 		}
 		a.Ownership = own
 		own.Fitness = func() error { return Fitness(*iface, vips) }
-		table := nat.Optional(*kernelUDP, func() (*nat.Table, error) { return nat.Open("l4lb-"+*node, nat.DefaultTag) }, log)
-		defer nat.CloseLogged(table, log)
-		a.Server = proxy.New(proxy.Options{Registerer: crmetrics.Registry, OnHealth: a.OnHealth, NAT: table, MemberCongestion: *memberCC})
+		table := nat.Optional(*kernelUDP || *kernelTCP, func() (*nat.Table, error) { return nat.Open("l4lb-"+*node, nat.DefaultTag) }, log)
+		// Handed off, the kernel's connections carry on through the restart.
+		defer func() { nat.CloseLogged(table, a.HandedOff(), log) }()
+		a.Server = proxy.New(proxy.Options{Registerer: crmetrics.Registry, OnHealth: a.OnHealth, NAT: table, KernelUDP: *kernelUDP, KernelTCP: *kernelTCP, MemberCongestion: *memberCC})
 		defer a.Server.Close()
 		dog := watchdog.New(time.Minute)
 		a.Watchdog = dog

@@ -51,6 +51,12 @@ func (a *Agent) report(ctx context.Context, objs model.Objects, res model.Result
 			c = cond(l, lbv1.ConditionProgrammed, false, lbv1.ReasonPending, "not served yet")
 		}
 		st := lbv1.ListenerStatus{CommonStatus: lbv1.CommonStatus{Conditions: ssa.Conditions(l.Status.Conditions, c)}}
+		if servedListeners[key] != nil && failed[key] == nil {
+			st.DataPath = lbv1.DataPathProxy
+			if a.Server.InKernel(key) {
+				st.DataPath = lbv1.DataPathKernel
+			}
+		}
 		if err := a.apply(ctx, "Listener", l, st); err != nil {
 			return err
 		}

@@ -59,7 +59,19 @@ func TestRestartHandOff(t *testing.T) {
 		}
 	}
 	l.waitServed("start")
+	// With the defaults the kernel carries this listener (its settings allow it, the node
+	// forwards): a connection through it is the kernel's, not the agent's.
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		err := l.k8s.Get(l.ctx, client.ObjectKeyFromObject(echo), echo)
+		if err == nil && echo.Status.DataPath == lbv1.DataPathKernel {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the echo listener's data path: %q, %v; want Kernel", echo.Status.DataPath, err)
+		}
+	}
 	long := l.dialEcho()
+	kept := l.dialEcho()
 
 	traffic := newClientLoop(l.cl, l.target)
 	time.Sleep(300 * time.Millisecond)
@@ -91,6 +103,9 @@ func TestRestartHandOff(t *testing.T) {
 	}
 
 	l.waitLog("n1", "took the listeners over from the kernel", 30*time.Second)
+	// A connection the kernel path carried goes on through the restart and the take-over.
+	kept.roundTrip(t, "after the restart")
+	kept.c.Close()
 	// The new agent serves: a member taken out gets no more new connections (the kernel's
 	// table, had it stayed, would keep sending it its share).
 	var p lbv1.Pool

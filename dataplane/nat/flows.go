@@ -11,6 +11,12 @@ import (
 
 // What the kernel counts of the table's flows, read and ended through conntrack.
 
+// Conntrack's TCP states of a connection that has ended (TCP_CONNTRACK_TIME_WAIT, _CLOSE).
+const (
+	tcpTimeWait = 7
+	tcpClose    = 8
+)
+
 // Stats are the table's counters.
 type Stats struct {
 	// Members holds each listener's members' counts, by listener key then member key.
@@ -36,13 +42,13 @@ func (t *Table) Stats() (Stats, error) {
 			}
 		}
 	}
-	active, err := t.openFlows()
+	active, err := t.openFlows(true)
 	if err != nil {
 		return Stats{}, err
 	}
 	payload := func(name string, header uint64) uint64 {
 		c := values[name]
-		if c == nil {
+		if c == nil || c.Bytes < c.Packets*header { // TCP's header is an estimate
 			return 0
 		}
 		return c.Bytes - c.Packets*header
@@ -61,16 +67,17 @@ func (t *Table) Stats() (Stats, error) {
 			flows = c.Packets
 		}
 		st.Members[l][k[len(l)+1:]] = Counts{
-			BytesIn: payload(chain("i", id), t.headers[id]), BytesOut: payload(chain("o", id), t.headers[id]),
+			BytesIn: payload(chain("i", id), t.flowsOf[id].header), BytesOut: payload(chain("o", id), t.flowsOf[id].header),
 			Flows: flows, Active: active[t.tag|id],
 		}
 	}
 	return st, nil
 }
 
-// openFlows counts the table's conntrack flows by mark. The kernel filters by the table's tag,
-// so a node's other flows (all of kube-proxy's, say) are not sent over.
-func (t *Table) openFlows() (map[uint32]int, error) {
+// openFlows counts the table's conntrack flows by mark, without the ended TCP connections
+// conntrack still remembers if active. The kernel filters by the table's tag, so a node's
+// other flows (all of kube-proxy's, say) are not sent over.
+func (t *Table) openFlows(active bool) (map[uint32]int, error) {
 	c, err := conntrack.Dial(nil)
 	if err != nil {
 		return nil, fmt.Errorf("conntrack: %w", err)
@@ -82,6 +89,9 @@ func (t *Table) openFlows() (map[uint32]int, error) {
 	}
 	n := map[uint32]int{}
 	for _, f := range flows {
+		if tcp := f.ProtoInfo.TCP; active && tcp != nil && (tcp.State == tcpTimeWait || tcp.State == tcpClose) {
+			continue // ended, conntrack only remembers it a while
+		}
 		n[f.Mark]++
 	}
 	return n, nil

@@ -53,10 +53,10 @@ func Retire(name string) error {
 	return nil
 }
 
-// FlowsOf counts the conntrack flows started by the table whose tag is tag.
+// FlowsOf counts the open conntrack flows started by the table whose tag is tag.
 func FlowsOf(tag uint8) (int, error) {
 	t := &Table{tag: uint32(tag) << 24}
-	n, err := t.openFlows()
+	n, err := t.openFlows(true)
 	total := 0
 	for _, k := range n {
 		total += k

@@ -1,8 +1,9 @@
-// Package nat carries UDP listeners in the kernel: nftables rules pick a member for the first
-// datagram of a flow and DNAT it, and conntrack carries the rest of the flow both ways, as
-// Octavia's amphorae hand UDP listeners to LVS rather than to HAProxy. No datagram crosses
-// into user space, so a flow costs what the kernel's forwarding costs. While an agent
-// restarts, its TCP listeners are carried the same way (handoff.go).
+// Package nat carries listeners in the kernel: nftables rules pick a member for the first
+// packet of a flow (a UDP datagram, a TCP SYN) and DNAT it, and conntrack carries the rest of
+// the flow both ways, as Octavia's amphorae hand UDP listeners to LVS rather than to HAProxy.
+// No byte crosses into user space and a TCP connection is set up once, end to end, so a flow
+// costs what the kernel's forwarding costs. While an agent restarts, the listeners its proxy
+// carried are handed to the kernel the same way (handoff.go).
 //
 // Everything lives in one table of its own (inet family). Only the first packet of a flow
 // walks the NAT chains; later packets only hit the counting chain, one map lookup each.
@@ -55,7 +56,7 @@ const connlimitOver = 1
 // whichever node holds the VIP.
 const hashSeed = 0x4c344c42
 
-// Listener is a listener for the kernel to carry: UDP, or TCP during a hand-off.
+// Listener is a listener for the kernel to carry, UDP or TCP.
 type Listener struct {
 	Key string
 	// Protocol is model.UDP (also when empty) or model.TCP.
@@ -64,11 +65,14 @@ type Listener struct {
 	AllowedCIDRs []netip.Prefix
 	// ConnectionLimit caps the listener's flows; more are dropped (0: no cap).
 	ConnectionLimit int
-	// Timeout ends a UDP flow idle this long (timeoutClientData); TCP flows keep conntrack's
-	// timeouts, which follow the connection's state.
-	Timeout   time.Duration
-	Algorithm model.Algorithm
-	Members   []Member
+	// Timeout ends a flow idle this long (the listener's data timeouts): a UDP flow in any
+	// state, a TCP connection once established (0: conntrack's own timeouts).
+	Timeout time.Duration
+	// ConnectTimeout ends a TCP connection whose member has not answered its SYN for this
+	// long (timeoutMemberConnect), so the client's next SYN picks again (0: conntrack's).
+	ConnectTimeout time.Duration
+	Algorithm      model.Algorithm
+	Members        []Member
 }
 
 // Member is one back-end of a listener.
@@ -79,16 +83,24 @@ type Member struct {
 	// Weight is the member's share of new flows; 0 gives it none, and its flows continue
 	// (draining, or a backup while primaries serve).
 	Weight int
-	// Down ends the member's flows at once (failed monitor or adminStateUp false), so the
-	// clients' next datagrams pick another member, as the proxy moves its sessions.
+	// Down takes no new flow (failed monitor or adminStateUp false). A UDP member's flows
+	// end at once, so the clients' next datagrams pick another member, as the proxy moves its
+	// sessions; TCP connections continue, as HAProxy keeps a session on a server marked down.
 	Down bool
 }
 
 // Eligible reports whether the kernel can carry l with every setting honoured; when it cannot
 // (LEAST_CONNECTIONS needs connection counts at the moment of choice, session persistence a
-// table with its own timeout), the proxy carries it.
+// table with its own timeout, the PROXY protocol and timeoutTCPInspect the connection's
+// bytes), the proxy carries it.
 func Eligible(l model.Listener) bool {
-	if l.Protocol != model.UDP {
+	switch l.Protocol {
+	case model.UDP:
+	case model.TCP:
+		if l.TimeoutTCPInspect > 0 || (l.Pool != nil && l.Pool.Protocol != model.PoolTCP) {
+			return false
+		}
+	default:
 		return false
 	}
 	if l.ConnectionLimit == 0 {
@@ -143,12 +155,20 @@ func forwarding(v6 bool) bool {
 	return err == nil && len(b) > 0 && b[0] == '1'
 }
 
-// Counts are a member's traffic through the kernel. Bytes are datagram payloads, as the
-// proxy counts them.
+// Counts are a member's traffic through the kernel. Bytes are payloads, as the proxy counts
+// them: exact for datagrams; for TCP, packets less their headers, taken as 32 bytes of TCP
+// header (Linux sends timestamps) over the IP header, so a few bytes off per connection.
 type Counts struct {
 	BytesIn, BytesOut uint64 // from clients to the member, and back
 	Flows             uint64 // flows started
 	Active            int    // flows open now
+}
+
+// flowKind is what a member's flows are: their protocol, and the header bytes each of their
+// packets carries besides the payload.
+type flowKind struct {
+	protocol model.Protocol
+	header   uint64
 }
 
 // DefaultTag marks the agent's flows ('L').
@@ -177,7 +197,7 @@ type Table struct {
 	memberIDs   map[string]uint32 // by listener key and member key
 	nextID      uint32
 	fresh       map[uint32]bool     // ids given in this Apply: their counters are made
-	headers     map[uint32]uint64   // by member id: IP and UDP header bytes of its datagrams
+	flowsOf     map[uint32]flowKind // by member id: what its flows are
 	carried     map[string]*carried // by listener key; nil before the first Apply
 	building    *carried            // the listener being built: it owns what is added
 	counted     string              // the counted map's name ("": none)
@@ -205,7 +225,7 @@ func Open(name string, tag uint8) (*Table, error) {
 		return nil, err
 	}
 	t := &Table{tag: uint32(tag) << 24, conn: conn, table: &nftables.Table{Name: name, Family: nftables.TableFamilyINet},
-		listenerIDs: map[string]uint32{}, memberIDs: map[string]uint32{}, nextID: 1, headers: map[uint32]uint64{}}
+		listenerIDs: map[string]uint32{}, memberIDs: map[string]uint32{}, nextID: 1, flowsOf: map[uint32]flowKind{}}
 	// A table left by an agent that died is replaced whole: its ids mean nothing to us.
 	conn.AddTable(t.table)
 	conn.DelTable(t.table)
@@ -223,7 +243,7 @@ func Open(name string, tag uint8) (*Table, error) {
 	}
 	// Flows of an earlier run keep their members (conntrack holds them); new ids start
 	// after theirs so the two are never counted or ended together.
-	open, err := t.openFlows()
+	open, err := t.openFlows(false)
 	if err != nil {
 		return nil, err
 	}
@@ -257,15 +277,25 @@ func (t *Table) Name() string { return t.table.Name }
 // Close removes the table and ends the flows it started. (Flows cannot outlive it reliably:
 // the kernel drops NAT translations when the last NAT chain of a namespace goes, as ours is
 // on a node without kube-proxy.) Nothing is programmed after Close, not even by Repair.
-func (t *Table) Close() error {
+func (t *Table) Close() error { return t.close(false) }
+
+// Leave removes the table as Close does, but leaves the flows it started to conntrack, for
+// an agent that handed its listeners to the kernel (handoff.go): its TCP connections keep
+// their members while the hand-off table's NAT chains, then the next agent's, keep the
+// kernel translating.
+func (t *Table) Leave() error { return t.close(true) }
+
+func (t *Table) close(keepFlows bool) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.closed = true
 	t.conn.AddTable(t.table) // so that deleting it cannot fail
 	t.conn.DelTable(t.table)
 	err := t.conn.Flush()
-	// Every flow of the tag: also those of removed members, still draining.
-	err = errors.Join(err, t.endFlows(map[uint32]bool{0: true}, markMask))
+	if !keepFlows {
+		// Every flow of the tag: also those of removed members, still draining.
+		err = errors.Join(err, t.endFlows(map[uint32]bool{0: true}, markMask))
+	}
 	if t.claim != nil {
 		t.claim.Close() // the tag is free for the next instance
 	}
@@ -357,7 +387,7 @@ func (t *Table) apply(ls []Listener) error {
 type books struct {
 	listenerIDs, memberIDs map[string]uint32
 	nextID                 uint32
-	headers                map[uint32]uint64
+	flowsOf                map[uint32]flowKind
 	carried                map[string]*carried
 	counted                string
 	retired                carried
@@ -365,12 +395,12 @@ type books struct {
 }
 
 func (t *Table) books() books {
-	return books{maps.Clone(t.listenerIDs), maps.Clone(t.memberIDs), t.nextID, maps.Clone(t.headers),
+	return books{maps.Clone(t.listenerIDs), maps.Clone(t.memberIDs), t.nextID, maps.Clone(t.flowsOf),
 		maps.Clone(t.carried), t.counted, t.retired, t.hooked}
 }
 
 func (t *Table) restore(b books) {
-	t.listenerIDs, t.memberIDs, t.nextID, t.headers = b.listenerIDs, b.memberIDs, b.nextID, b.headers
+	t.listenerIDs, t.memberIDs, t.nextID, t.flowsOf = b.listenerIDs, b.memberIDs, b.nextID, b.flowsOf
 	t.carried, t.counted, t.retired, t.hooked = b.carried, b.counted, b.retired, b.hooked
 	t.building = nil
 }
@@ -496,9 +526,11 @@ func (t *Table) program(ls []Listener) (map[uint32]bool, error) {
 			if !build {
 				continue
 			}
-			t.addMember(m, mid)
+			t.addMember(l, m, mid)
 			if m.Down {
-				end[mid] = true
+				if l.Protocol != model.TCP {
+					end[mid] = true
+				}
 			} else if m.Weight > 0 {
 				serving = append(serving, m)
 				ids = append(ids, mid)
@@ -539,7 +571,9 @@ func (t *Table) program(ls []Listener) (map[uint32]bool, error) {
 			for _, p := range []string{"i", "o", "n"} { // once the retired chains naming them are gone
 				t.retired.counters = append(t.retired.counters, chain(p, id))
 			}
-			if _, listenerKept := keptListeners[listenerOf(k)]; !listenerKept {
+			// A removed UDP listener's flows end; a TCP connection goes on to its end, as
+			// the proxy's connections outlive their listener.
+			if _, listenerKept := keptListeners[listenerOf(k)]; !listenerKept && t.flowsOf[id].protocol != model.TCP {
 				end[id] = true
 			}
 		}
@@ -567,7 +601,7 @@ func (t *Table) program(ls []Listener) (map[uint32]bool, error) {
 	for _, id := range keptMembers {
 		kept[id] = true
 	}
-	maps.DeleteFunc(t.headers, func(id uint32, _ uint64) bool { return !kept[id] })
+	maps.DeleteFunc(t.flowsOf, func(id uint32, _ flowKind) bool { return !kept[id] })
 	return end, nil
 }
 

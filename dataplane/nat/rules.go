@@ -83,14 +83,12 @@ func (t *Table) addListener(l Listener, lid uint32) {
 	}
 	gen := t.building.gen
 	timeout := built("t", lid, gen)
-	timed := l.Timeout > 0 && l.proto() == unix.IPPROTO_UDP
+	policy := timeouts(l)
+	timed := len(policy) > 0
 	if timed {
-		name := timeout
-		secs := uint32(max(1, l.Timeout/time.Second))
-		c.AddObj(&nftables.NamedObj{Table: t.table, Name: name, Type: nftables.ObjTypeCtTimeout, Obj: &expr.CtTimeout{
-			L3Proto: uint16(fam), L4Proto: unix.IPPROTO_UDP,
-			Policy: expr.CtStatePolicyTimeout{expr.CtStateUDPUNREPLIED: secs, expr.CtStateUDPREPLIED: secs}}})
-		t.building.timeouts = append(t.building.timeouts, name)
+		c.AddObj(&nftables.NamedObj{Table: t.table, Name: timeout, Type: nftables.ObjTypeCtTimeout, Obj: &expr.CtTimeout{
+			L3Proto: uint16(fam), L4Proto: uint8(l.proto()), Policy: policy}})
+		t.building.timeouts = append(t.building.timeouts, timeout)
 	}
 	lc := t.addChain(built("l", lid, gen))
 	if timed {
@@ -118,10 +116,31 @@ func (t *Table) addListener(l Listener, lid uint32) {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()},
 			&expr.Verdict{Kind: expr.VerdictGoto, Chain: sc})
 	}
-	t.rule(lc, refused(lid)...)
+	t.rule(lc, refused(l, lid)...)
 	if refuse != nil && refuse(l) {
 		t.rule(lc, &expr.Verdict{Kind: expr.VerdictJump, Chain: "missing"})
 	}
+}
+
+// timeouts is the conntrack timeout policy of l's flows: the states it sets (the others keep
+// conntrack's defaults), or none.
+func timeouts(l Listener) expr.CtStatePolicyTimeout {
+	secs := func(d time.Duration) uint32 { return uint32(max(1, d/time.Second)) }
+	p := expr.CtStatePolicyTimeout{}
+	if l.proto() == unix.IPPROTO_UDP {
+		if l.Timeout > 0 {
+			p[expr.CtStateUDPUNREPLIED], p[expr.CtStateUDPREPLIED] = secs(l.Timeout), secs(l.Timeout)
+		}
+		return p
+	}
+	if l.Timeout > 0 {
+		p[expr.CtStateTCPESTABLISHED] = secs(l.Timeout)
+	}
+	if l.ConnectTimeout > 0 {
+		// SYN_SENT2 is a simultaneous open: the same wait for the member.
+		p[expr.CtStateTCPSYNSENT], p[expr.CtStateTCPSYNSENT2] = secs(l.ConnectTimeout), secs(l.ConnectTimeout)
+	}
+	return p
 }
 
 // refuse makes the kernel refuse the listeners it picks, by a jump to a chain that does not
@@ -143,9 +162,14 @@ func prefixMask(bits, n int) []byte {
 	return m
 }
 
-// refused counts a refused datagram on the listener's errors and drops it.
-func refused(lid uint32) []expr.Any {
-	return []expr.Any{&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: chain("e", lid)}, &expr.Verdict{Kind: expr.VerdictDrop}}
+// refused counts a refused flow on the listener's errors and ends it: a datagram is dropped,
+// a SYN answered with a reset, so the client hears at once, as from the proxy.
+func refused(l Listener, lid uint32) []expr.Any {
+	e := []expr.Any{&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: chain("e", lid)}}
+	if l.proto() == unix.IPPROTO_TCP {
+		return append(e, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})
+	}
+	return append(e, &expr.Verdict{Kind: expr.VerdictDrop})
 }
 
 // addSelection fills s<lid>: the connection limit, then the algorithm's map over the serving
@@ -154,10 +178,10 @@ func (t *Table) addSelection(l Listener, lid uint32, serving []Member, ids []uin
 	gen := t.building.gen
 	sc := &nftables.Chain{Name: built("s", lid, gen), Table: t.table}
 	if l.ConnectionLimit > 0 {
-		t.rule(sc, append([]expr.Any{&expr.Connlimit{Count: uint32(l.ConnectionLimit), Flags: connlimitOver}}, refused(lid)...)...)
+		t.rule(sc, append([]expr.Any{&expr.Connlimit{Count: uint32(l.ConnectionLimit), Flags: connlimitOver}}, refused(l, lid)...)...)
 	}
 	if len(serving) == 0 {
-		t.rule(sc, refused(lid)...)
+		t.rule(sc, refused(l, lid)...)
 		return nil
 	}
 	bm := make([]balancer.Member, len(serving))
@@ -222,12 +246,13 @@ func (t *Table) addMap(name string, key nftables.SetDatatype, elems []nftables.S
 
 // addMember adds m<mid>, which marks, counts and translates a member's new flows, and
 // c<mid>, which counts their bytes.
-func (t *Table) addMember(m Member, mid uint32) {
+func (t *Table) addMember(l Listener, m Member, mid uint32) {
 	c := t.conn
-	t.headers[mid] = 8 + 20
+	ip := uint64(20)
 	if m.Address.Addr().Unmap().Is6() {
-		t.headers[mid] = 8 + 40
+		ip = 40
 	}
+	t.flowsOf[mid] = flowKind{protocol: l.Protocol, header: ip + transportHeader(l.Protocol)}
 	if t.fresh[mid] {
 		for _, p := range []string{"i", "o", "n"} {
 			c.AddObj(counter(t.table, chain(p, mid)))
@@ -253,6 +278,16 @@ func (t *Table) addMember(m Member, mid uint32) {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(dir)}},
 			&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: name})
 	}
+}
+
+// transportHeader is the bytes of a protocol's header in each packet: UDP's 8; TCP's 20 and
+// the 12 of the timestamps option Linux sends on every segment (an estimate: a SYN carries
+// more options, a peer without timestamps fewer).
+func transportHeader(p model.Protocol) uint64 {
+	if p == model.TCP {
+		return 32
+	}
+	return 8
 }
 
 func (t *Table) markIsOurs() []expr.Any {

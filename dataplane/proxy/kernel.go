@@ -21,11 +21,21 @@ type kernelTable interface {
 	Stats() (nat.Stats, error)
 }
 
-// byKernel reports whether the kernel carries l (Options.NAT set, every setting of l
-// honoured there, and not refused by the kernel as l is now); the loops carry the rest.
+// byKernel reports whether the kernel carries l (Options.NAT set and l's protocol named,
+// every setting of l honoured there, and not refused by the kernel as l is now); the loops
+// carry the rest.
 func (s *Server) byKernel(l model.Listener) bool {
 	_, refused := s.refused[l.Key]
-	return s.nat != nil && nat.Eligible(l) && !refused
+	wanted := (l.Protocol == model.UDP && s.opts.KernelUDP) || (l.Protocol == model.TCP && s.opts.KernelTCP)
+	return s.nat != nil && wanted && nat.Eligible(l) && !refused
+}
+
+// InKernel reports whether the kernel carries the listener key now (else the proxy does).
+func (s *Server) InKernel(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.kernel[key]
+	return ok
 }
 
 // programKernel gives the kernel its listeners, and the loops those it refuses (a module
@@ -42,7 +52,7 @@ func (s *Server) programKernel() map[string]error {
 	case errors.As(err, &refused):
 		failed = s.toLoops(refused)
 	default: // the kernel runs what it ran before
-		s.log.Error("cannot program the kernel's UDP listeners", "err", err)
+		s.log.Error("cannot program the kernel's listeners", "err", err)
 		for key := range s.kernel {
 			failed[key] = err
 		}
@@ -62,8 +72,12 @@ func (s *Server) toLoops(refused *nat.RefusedError) map[string]error {
 		delete(s.kernel, key)
 		s.refused[key] = l
 		s.metrics.inKernel.WithLabelValues(key).Set(0)
-		s.log.Error("the kernel refuses a UDP listener: the proxy carries it until its settings change", "listener", key, "err", kerr)
-		if err := s.applyUDP(l, s.pools); err != nil {
+		s.log.Error("the kernel refuses a listener: the proxy carries it until its settings change", "listener", key, "err", kerr)
+		apply := s.applyUDP
+		if l.Protocol == model.TCP {
+			apply = s.applyTCP
+		}
+		if err := apply(l, s.pools); err != nil {
 			failed[key] = err
 			s.log.Error("cannot serve listener", "listener", key, "address", l.Address, "err", err)
 		}
@@ -92,6 +106,16 @@ func (s *Server) applyKernel() error {
 func natListener(l model.Listener, p *pool) nat.Listener {
 	kl := nat.Listener{Key: l.Key, Protocol: l.Protocol, Address: l.Address, AllowedCIDRs: l.AllowedCIDRs,
 		ConnectionLimit: l.ConnectionLimit, Timeout: l.TimeoutClientData}
+	if l.Protocol == model.TCP {
+		// One conntrack entry stands for both of the proxy's connections: it idles out after
+		// the shorter of their timeouts, as the proxy closes on the first to run out.
+		kl.ConnectTimeout = l.TimeoutMemberConnect
+		for _, d := range []time.Duration{l.TimeoutClientData, l.TimeoutMemberData} {
+			if d > 0 && (kl.Timeout == 0 || d < kl.Timeout) {
+				kl.Timeout = d
+			}
+		}
+	}
 	if p == nil {
 		return kl
 	}
@@ -163,9 +187,9 @@ func (s *Server) kernelStats() {
 			s.toLoops(notTaken)
 			s.mu.Unlock()
 		} else if err != nil {
-			s.log.Error("cannot repair the kernel's UDP listeners", "err", err)
+			s.log.Error("cannot repair the kernel's listeners", "err", err)
 		} else if repaired {
-			s.log.Warn("the kernel's UDP listeners had lost rules (nftables flushed from outside?): programmed again")
+			s.log.Warn("the kernel's listeners had lost rules (nftables flushed from outside?): programmed again")
 		}
 		st, err := s.nat.Stats()
 		if err != nil {

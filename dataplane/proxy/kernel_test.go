@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"errors"
+	"io"
+	"net"
 	"net/netip"
 	"slices"
 	"testing"
@@ -17,7 +19,7 @@ import (
 
 // kernelOptions gives a server the kernel path, in an nftables table of the test's own.
 func kernelOptions(t *testing.T, reg prometheus.Registerer) Options {
-	return Options{NAT: udptest.KernelTable(t, 0x4e), Registerer: reg}
+	return Options{NAT: udptest.KernelTable(t, 0x4e), KernelUDP: true, Registerer: reg}
 }
 
 // kernelListener is udpListenerModel on a port held for the test: the kernel binds nothing.
@@ -211,5 +213,54 @@ func TestAListenerTheKernelRefusesIsServedByTheProxy(t *testing.T) {
 	apply()
 	if _, ok := s.kernel[b.Key]; !ok || s.udp[b.Key] != nil {
 		t.Fatal("the refused listener did not go to the kernel when its settings changed")
+	}
+}
+
+// A TCP connection the kernel carries ends once idle for the shorter data timeout (whole
+// seconds: conntrack's unit); until then it goes on, through a change of its member's
+// weight and health, as the proxy's do.
+func TestKernelTCPConnectionsIdleOutAndOutliveTheirMemberGoingDown(t *testing.T) {
+	e := echo(t, 0, nil)
+	l := listenerModel(t, model.RoundRobin, mem("e", e, 1))
+	l.TimeoutClientData, l.TimeoutMemberData = time.Hour, time.Second
+	s := path{"kernel", true}.serve(t, Options{}, l)
+	roundTrip := func(c net.Conn) error {
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(c, make([]byte, 4))
+		return err
+	}
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", l.Address.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if err := roundTrip(c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := dial()
+	l.Pool.Members[0].AdminStateUp = false
+	if failed := s.Apply(model.Model{Listeners: []model.Listener{l}}); len(failed) > 0 {
+		t.Fatal(failed)
+	}
+	for range 3 {
+		time.Sleep(300 * time.Millisecond)
+		if err := roundTrip(c); err != nil {
+			t.Fatalf("an open connection ended when its member was disabled: %v", err)
+		}
+	}
+	l.Pool.Members[0].AdminStateUp = true
+	if failed := s.Apply(model.Model{Listeners: []model.Listener{l}}); len(failed) > 0 {
+		t.Fatal(failed)
+	}
+	c = dial()
+	time.Sleep(2500 * time.Millisecond)
+	if err := roundTrip(c); err == nil {
+		t.Fatal("a connection idle past timeoutMemberData (1 s) still carried bytes")
 	}
 }

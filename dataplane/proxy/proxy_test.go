@@ -25,6 +25,7 @@ import (
 
 	"github.com/l4lb/l4lb/dataplane/health"
 	"github.com/l4lb/l4lb/internal/model"
+	"github.com/l4lb/l4lb/test/udptest"
 )
 
 func freePort(t *testing.T) netip.AddrPort {
@@ -48,6 +49,39 @@ func listenerModel(t *testing.T, alg model.Algorithm, members ...model.Member) m
 
 func mem(name string, b *tcptest.Backend, weight int) model.Member {
 	return model.Member{Name: name, Address: b.Addr, MonitorAddress: b.Addr, Weight: weight, AdminStateUp: true}
+}
+
+// path is what carries a test's TCP listeners: the proxy, or the kernel (package nat).
+type path struct {
+	name   string
+	kernel bool
+}
+
+// onBothPaths runs test on the proxy and on the kernel path: a TCP listener whose settings
+// the kernel honours must behave the same on both.
+func onBothPaths(t *testing.T, test func(t *testing.T, p path)) {
+	for _, p := range []path{{"proxy", false}, {"kernel", true}} {
+		t.Run(p.name, func(t *testing.T) { test(t, p) })
+	}
+}
+
+// serve serves ls with o on the path, and fails unless the path carries them.
+func (p path) serve(t *testing.T, o Options, ls ...model.Listener) *Server {
+	t.Helper()
+	if p.kernel {
+		o.NAT, o.KernelTCP = udptest.KernelTable(t, 0x4f), true
+	}
+	s := New(o)
+	t.Cleanup(s.Close)
+	if failed := s.Apply(model.Model{Listeners: ls}); len(failed) > 0 {
+		t.Fatal(failed)
+	}
+	for _, l := range ls {
+		if s.InKernel(l.Key) != p.kernel {
+			t.Fatalf("%s: carried by the kernel: %v, want %v", l.Key, !p.kernel, p.kernel)
+		}
+	}
+	return s
 }
 
 func serve(t *testing.T, ls ...model.Listener) *Server {
@@ -97,36 +131,40 @@ func answers(t *testing.T, addr netip.AddrPort, n int) []string {
 }
 
 func TestRoundRobinAlternates(t *testing.T) {
-	a, b := tcptest.Named(t, "a"), tcptest.Named(t, "b")
-	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), mem("b", b, 1))
-	serve(t, l)
-	got := answers(t, l.Address, 6)
-	for i := 1; i < len(got); i++ {
-		if got[i] == got[i-1] {
-			t.Fatalf("answers do not alternate: %v", got)
+	onBothPaths(t, func(t *testing.T, p path) {
+		a, b := tcptest.Named(t, "a"), tcptest.Named(t, "b")
+		l := listenerModel(t, model.RoundRobin, mem("a", a, 1), mem("b", b, 1))
+		p.serve(t, Options{}, l)
+		got := answers(t, l.Address, 6)
+		for i := 1; i < len(got); i++ {
+			if got[i] == got[i-1] {
+				t.Fatalf("answers do not alternate: %v", got)
+			}
 		}
-	}
+	})
 }
 
 func TestWeightsAndDrain(t *testing.T) {
-	a, b := tcptest.Named(t, "a"), tcptest.Named(t, "b")
-	l := listenerModel(t, model.RoundRobin, mem("a", a, 3), mem("b", b, 1))
-	s := serve(t, l)
-	count := map[string]int{}
-	for _, g := range answers(t, l.Address, 40) {
-		count[g]++
-	}
-	if count["a"] != 30 || count["b"] != 10 {
-		t.Fatalf("weights 3:1 gave %v", count)
-	}
-	// weight 0 drains: no new connections.
-	l.Pool.Members[0].Weight = 0
-	s.Apply(model.Model{Listeners: []model.Listener{l}})
-	for _, g := range answers(t, l.Address, 5) {
-		if g != "b" {
-			t.Fatalf("drained member got a new connection")
+	onBothPaths(t, func(t *testing.T, p path) {
+		a, b := tcptest.Named(t, "a"), tcptest.Named(t, "b")
+		l := listenerModel(t, model.RoundRobin, mem("a", a, 3), mem("b", b, 1))
+		s := p.serve(t, Options{}, l)
+		count := map[string]int{}
+		for _, g := range answers(t, l.Address, 40) {
+			count[g]++
 		}
-	}
+		if count["a"] != 30 || count["b"] != 10 {
+			t.Fatalf("weights 3:1 gave %v", count)
+		}
+		// weight 0 drains: no new connections.
+		l.Pool.Members[0].Weight = 0
+		s.Apply(model.Model{Listeners: []model.Listener{l}})
+		for _, g := range answers(t, l.Address, 5) {
+			if g != "b" {
+				t.Fatalf("drained member got a new connection")
+			}
+		}
+	})
 }
 
 // SOURCE_IP persistence keeps a client on its member, where round robin would alternate: a
@@ -180,11 +218,15 @@ func TestSessionPersistenceKeepsAClientOnItsMember(t *testing.T) {
 }
 
 func TestBackupTakesOverAndReturns(t *testing.T) {
+	onBothPaths(t, func(t *testing.T, p path) { backupTakesOverAndReturns(t, p) })
+}
+
+func backupTakesOverAndReturns(t *testing.T, p path) {
 	a, b := tcptest.Named(t, "primary"), tcptest.Named(t, "backup")
 	bm := mem("b", b, 1)
 	bm.Backup = true
 	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), bm)
-	s := serve(t, l)
+	s := p.serve(t, Options{}, l)
 	for _, g := range answers(t, l.Address, 4) {
 		if g != "primary" {
 			t.Fatalf("backup served while the primary is up: %v", g)
@@ -205,13 +247,15 @@ func TestBackupTakesOverAndReturns(t *testing.T) {
 }
 
 func TestHealthMonitorRoutesAroundAStoppedMember(t *testing.T) {
+	onBothPaths(t, healthMonitorRoutesAroundAStoppedMember)
+}
+
+func healthMonitorRoutesAroundAStoppedMember(t *testing.T, p path) {
 	a, b := tcptest.Named(t, "a"), tcptest.Named(t, "b")
 	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), mem("b", b, 1))
 	l.Pool.Monitor = &model.Monitor{Type: model.MonitorTCP, Delay: 30 * time.Millisecond, Timeout: 20 * time.Millisecond, Rise: 2, Fall: 2}
 	events := make(chan bool, 10)
-	s := New(Options{OnHealth: func(e health.Event) { events <- e.Up }})
-	t.Cleanup(s.Close)
-	s.Apply(model.Model{Listeners: []model.Listener{l}})
+	s := p.serve(t, Options{OnHealth: func(e health.Event) { events <- e.Up }}, l)
 
 	a.Stop()
 	if up := waitEvent(t, events); up {
@@ -272,11 +316,15 @@ func holder(t *testing.T) (*tcptest.Backend, chan struct{}) {
 }
 
 func TestConnectionLimitRefusesAtOnce(t *testing.T) {
+	onBothPaths(t, connectionLimitRefusesAtOnce)
+}
+
+func connectionLimitRefusesAtOnce(t *testing.T, p path) {
 	h, release := holder(t)
 	defer close(release)
 	l := listenerModel(t, model.RoundRobin, mem("h", h, 1))
 	l.ConnectionLimit = 2
-	serve(t, l)
+	p.serve(t, Options{}, l)
 	var open []net.Conn
 	for range 2 {
 		c, err := net.Dial("tcp", l.Address.String())
@@ -305,10 +353,14 @@ func isReset(err error) bool {
 }
 
 func TestAllowedCIDRsRefuseOtherSources(t *testing.T) {
+	onBothPaths(t, allowedCIDRsRefuseOtherSources)
+}
+
+func allowedCIDRsRefuseOtherSources(t *testing.T, p path) {
 	a := tcptest.Named(t, "a")
 	l := listenerModel(t, model.RoundRobin, mem("a", a, 1))
 	l.AllowedCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
-	serve(t, l)
+	p.serve(t, Options{}, l)
 	if g := answers(t, l.Address, 1)[0]; g != "a" {
 		t.Fatalf("allowed source got %q", g)
 	}
@@ -698,14 +750,13 @@ func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 
 // The byte counters follow a connection while it is open, not only once it ends.
 func TestMetricsFollowAnOpenConnection(t *testing.T) {
+	onBothPaths(t, metricsFollowAnOpenConnection)
+}
+
+func metricsFollowAnOpenConnection(t *testing.T, p path) {
 	e := echo(t, 0, nil)
 	l := listenerModel(t, model.RoundRobin, mem("e", e, 1))
-	reg := prometheus.NewRegistry()
-	s := New(Options{Registerer: reg})
-	if failed := s.Apply(model.Model{Listeners: []model.Listener{l}}); len(failed) > 0 {
-		t.Fatal(failed)
-	}
-	t.Cleanup(s.Close)
+	s := p.serve(t, Options{Registerer: prometheus.NewRegistry()}, l)
 	c, err := net.Dial("tcp", l.Address.String())
 	if err != nil {
 		t.Fatal(err)

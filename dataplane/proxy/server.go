@@ -33,9 +33,11 @@ type Options struct {
 	// OnHealth is told of every member health transition (the agent reports them).
 	OnHealth func(health.Event)
 	Logger   *slog.Logger
-	// NAT, when set, carries the UDP listeners it can honour in the kernel (package nat);
-	// the Server keeps it programmed with members and health. The caller closes it.
-	NAT *nat.Table
+	// NAT, when set, carries in the kernel (package nat) the listeners of the protocols
+	// KernelUDP and KernelTCP name whose settings it can honour; the Server keeps it
+	// programmed with members and health. The caller closes it.
+	NAT                  *nat.Table
+	KernelUDP, KernelTCP bool
 	// MemberCongestion is the TCP congestion control of connections to members ("cubic",
 	// say); empty keeps the host's default. Client connections always keep the host's.
 	MemberCongestion string
@@ -52,7 +54,7 @@ type Server struct {
 	tcp     map[string]*tcpListener
 	udp     map[string]*udpListener
 	nat     kernelTable               // Options.NAT, or nil
-	kernel  map[string]model.Listener // UDP listeners the kernel carries
+	kernel  map[string]model.Listener // listeners the kernel carries
 	refused map[string]model.Listener // by the kernel, as they were: the loops carry them
 	pools   map[string]*pool
 	members map[string]*member // by pool key, name and address
@@ -172,7 +174,7 @@ func (s *Server) Apply(m model.Model) map[string]error {
 	for _, l := range m.Listeners {
 		var err error
 		switch {
-		case l.Protocol == model.UDP && s.byKernel(l):
+		case s.byKernel(l):
 			kernel[l.Key] = l
 			continue
 		case l.Protocol == model.TCP:
@@ -191,9 +193,11 @@ func (s *Server) Apply(m model.Model) map[string]error {
 	}
 	for k, l := range s.tcp {
 		if !want[k] {
-			l.close()
+			l.close() // its connections go on to their end
 			delete(s.tcp, k)
-			s.metrics.forgetListener(k)
+			if _, moved := kernel[k]; !moved {
+				s.metrics.forgetListener(k)
+			}
 		}
 	}
 	for k, l := range s.udp {

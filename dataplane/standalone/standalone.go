@@ -36,6 +36,7 @@ type Options struct {
 	MetricsAddr      string // "0": none
 	Pprof            bool
 	KernelUDP        bool
+	KernelTCP        bool
 	MemberCongestion string
 }
 
@@ -43,16 +44,16 @@ type Options struct {
 // controller; each load balancer needs spec.vip.address. The file is reloaded on SIGHUP and
 // when it changes, and a bad edit keeps the last good configuration serving.
 func Run(ctx context.Context, o Options) error {
-	path, metricsAddr, withPprof, kernelUDP, memberCC := o.Path, o.MetricsAddr, o.Pprof, o.KernelUDP, o.MemberCongestion
+	path, metricsAddr, withPprof, memberCC := o.Path, o.MetricsAddr, o.Pprof, o.MemberCongestion
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Several standalone instances may share a host: each claims a table of its own.
-	table := nat.Optional(kernelUDP, func() (*nat.Table, error) {
+	table := nat.Optional(o.KernelUDP || o.KernelTCP, func() (*nat.Table, error) {
 		return nat.OpenClaimed(standaloneLocks, "l4lb-standalone", standaloneFirstTag)
 	}, log)
-	defer nat.CloseLogged(table, log)
-	srv := proxy.New(proxy.Options{Registerer: reg, Logger: log, NAT: table, MemberCongestion: memberCC})
+	defer nat.CloseLogged(table, false, log)
+	srv := proxy.New(proxy.Options{Registerer: reg, Logger: log, NAT: table, KernelUDP: o.KernelUDP, KernelTCP: o.KernelTCP, MemberCongestion: memberCC})
 	defer srv.Close()
 	if metricsAddr != "0" {
 		mux := http.NewServeMux()
