@@ -78,8 +78,9 @@ soak: ## The churn soak for SOAK (10m by default) under the race detector; figur
 	L4LB_SOAK_DURATION=$${SOAK:-10m} go test -race -count=1 -timeout 0 -run '^TestChurnSoak$$' -v ./dataplane/proxy/ | grep -E 'soak_test|^(--- |ok|FAIL|PASS)'
 
 .PHONY: bench
-bench: ## l4lb against HAProxy 2.6 and a direct path on loopback, printed as ratios (as root).
+bench: ## l4lb against HAProxy 2.6 and a direct path, on loopback and on network-namespace hosts, printed as ratios (as root).
 	hack/bench.sh
+	hack/bench-kernel.sh
 	go run ./hack/latency
 	go run ./hack/latency -openstack
 	go run ./hack/latency -octavia

@@ -9,6 +9,9 @@
 #   occm     cloud-provider-openstack's controller manager (built unchanged from the Go module
 #            proxy) serving Services of type LoadBalancer on the project's cluster
 #            (hack/cluster.sh) through l4lb's Octavia API.
+#   reference  the openstack CLI's calls against l4lb and against the real Octavia (Debian's
+#            packages, no-op drivers: hack/octavia-reference.sh), outputs compared field by
+#            field.
 #
 #   make conformance                       all of them
 #   hack/conformance.sh occm               one
@@ -24,7 +27,7 @@ OCCM_VERSION=v1.34.1
 TOFU_VERSION=v1.10.6
 TF_OPENSTACK_VERSION=v3.4.0
 runs=("$@")
-((${#runs[@]})) || runs=(tempest terraform occm)
+((${#runs[@]})) || runs=(tempest terraform occm reference)
 
 # build MODULE VERSION PACKAGE NAME: a command of a released module, built unchanged inside
 # the module's own directory (its go.mod and go.sum, as its release was built), once, as
@@ -71,14 +74,21 @@ run_occm() {
   hack/cluster.sh down
 }
 
+run_reference() {
+  hack/octavia-reference.sh up
+  go test -tags conformance -count=1 -timeout 30m -run '^TestCLIOutputsAsOctavias$' -v ./internal/octavia/ 2>&1 |
+    grep -vE '^time=|octavia API (write|read)'
+  hack/octavia-reference.sh down
+}
+
 KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)
 export KUBEBUILDER_ASSETS
 hack/openstack.sh up >/dev/null
-trap 'hack/cluster.sh down >/dev/null 2>&1; hack/openstack.sh down >/dev/null 2>&1' EXIT
+trap 'hack/cluster.sh down >/dev/null 2>&1; hack/octavia-reference.sh down >/dev/null 2>&1; hack/openstack.sh down >/dev/null 2>&1' EXIT
 for r in "${runs[@]}"; do
   case $r in
-  tempest | terraform | occm) ;;
-  *) echo "conformance.sh: no run named $r (tempest, terraform, occm)" >&2; exit 2 ;;
+  tempest | terraform | occm | reference) ;;
+  *) echo "conformance.sh: no run named $r (tempest, terraform, occm, reference)" >&2; exit 2 ;;
   esac
   echo "== conformance: $r"
   cd "$root"

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# make bench, the kernel path: TCP through l4lb's kernel path (its defaults) against a direct
+# path, l4lb's proxy (--kernel-tcp=false) and HAProxy 2.6, on network-namespace hosts as a
+# network has them: a client host, a node holding the VIP (forwarding, as Kubernetes nodes
+# do) and a member host, each its own namespace, joined by veth pairs; the direct path is the
+# client to the member through the node, routed. Every path crosses the node, so conntrack
+# is on for all. Printed as ratios from one run, with the CPU the whole machine spent per
+# short connection beside (client and member included: the kernel path runs on their
+# behalf). As root; nothing is left on the machine's root namespace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GOTOOLCHAIN=local
+# shellcheck source=hack/lib/bench.sh
+source hack/lib/bench.sh
+DUR=${DUR:-5} ROUNDS=${ROUNDS:-3}
+[[ $(id -u) == 0 ]] || { echo "bench-kernel.sh: needs root (network namespaces, nftables)" >&2; exit 1; }
+need=()
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v iperf3 >/dev/null || need+=(iperf3)
+command -v wrk >/dev/null || need+=(wrk)
+if ((${#need[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Addresses inside the namespaces only (none joins the root namespace).
+c=l4lb-bench-client n=l4lb-bench-node m=l4lb-bench-member
+VIP=10.99.9.1 MEMBER=10.99.2.2
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  for ns in $c $n $m; do ip netns del "$ns" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+go build -o "$work/l4lb" . && go build -o "$work/bench" ./hack/bench
+
+for ns in $c $n $m; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+ip link add eth0 netns $c type veth peer name eth0 netns $n
+ip link add eth1 netns $n type veth peer name eth0 netns $m
+ip -n $c addr add 10.99.1.2/24 dev eth0; ip -n $c link set eth0 up; ip -n $c route add default via 10.99.1.1
+ip -n $n addr add 10.99.1.1/24 dev eth0; ip -n $n link set eth0 up
+ip -n $n addr add 10.99.2.1/24 dev eth1; ip -n $n link set eth1 up
+ip -n $m addr add $MEMBER/24 dev eth0; ip -n $m link set eth0 up; ip -n $m route add default via 10.99.2.1
+ip -n $n addr add $VIP/32 dev lo
+ip netns exec $n sysctl -qw net.ipv4.ip_forward=1
+# inns runs a command in a namespace; started in the background (&), its $! is the command's
+# own process (exec), so cleanup can stop it.
+inns() { local ns=$1; shift; exec ip netns exec "$ns" "$@"; }
+
+# The member: an HTTP server and an iperf3 server.
+(inns $m "$work/bench" http-server $MEMBER:18080) & pids+=($!)
+(inns $m iperf3 -s -B $MEMBER -p 15201 >/dev/null 2>&1) & pids+=($!)
+
+# lb NAME PORT-HTTP PORT-BULK: a load balancer on the VIP with an HTTP and a bulk listener.
+lb() {
+  cat <<YAML
+apiVersion: lb.l4lb.io/v1alpha1
+kind: LoadBalancer
+metadata: {name: $1}
+spec: {provider: static, vip: {address: $VIP}}
+YAML
+  for l in "http $2 18080" "bulk $3 15201"; do
+    read -r name port member <<<"$l"
+    cat <<YAML
+---
+apiVersion: lb.l4lb.io/v1alpha1
+kind: Listener
+metadata: {name: $1-$name}
+spec: {loadBalancerRef: {name: $1}, protocol: TCP, protocolPort: $port}
+---
+apiVersion: lb.l4lb.io/v1alpha1
+kind: Pool
+metadata: {name: $1-$name}
+spec: {listenerRef: {name: $1-$name}, protocol: TCP, lbAlgorithm: ROUND_ROBIN, members: [{name: a, address: $MEMBER, protocolPort: $member}]}
+YAML
+  done
+}
+lb kernel 29080 29201 >"$work/kernel.yaml"
+lb proxy 28080 28201 >"$work/proxy.yaml"
+# The kernel path is l4lb's default; the proxy is the same binary with --kernel-tcp=false.
+(inns $n env GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/kernel.yaml" --metrics-bind-address 0 2>"$work/kernel.log") & pids+=($!)
+(inns $n env GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/proxy.yaml" --kernel-tcp=false --metrics-bind-address 0 2>"$work/proxy.log") & pids+=($!)
+cat >"$work/haproxy.cfg" <<CFG
+global
+  nbthread 2
+  maxconn 9000
+defaults
+  mode tcp
+  timeout client 50s
+  timeout server 50s
+  timeout connect 5s
+  maxconn 9000
+frontend http
+  bind $VIP:38080
+  default_backend http
+backend http
+  balance roundrobin
+  server a $MEMBER:18080
+frontend bulk
+  bind $VIP:38201
+  default_backend bulk
+backend bulk
+  server a $MEMBER:15201
+CFG
+(inns $n haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1) & pids+=($!)
+sleep 2
+grep -q 'every listener goes through the proxy' "$work/kernel.log" && { echo "bench-kernel.sh: nftables cannot be programmed here" >&2; exit 1; }
+
+declare -A host=([direct]=$MEMBER [kernel]=$VIP [proxy]=$VIP [haproxy]=$VIP)
+declare -A http=([direct]=18080 [kernel]=29080 [proxy]=28080 [haproxy]=38080)
+declare -A bulk=([direct]=15201 [kernel]=29201 [proxy]=28201 [haproxy]=38201)
+paths=(direct kernel proxy haproxy)
+declare -A r
+add() { r[$1]="${r[$1]:-} $2"; }
+iperf() { # path streams -> Gbit/s
+  (inns $c iperf3 -c "${host[$1]}" -p "${bulk[$1]}" -P "$2" -t "$DUR" -J 2>/dev/null) |
+    python3 -c 'import json,sys; print("%.1f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+}
+wrkrun() { # path extra-args -> "rps p50ms p99ms"
+  local p=$1; shift
+  (inns $c wrk -t2 -c64 -d"${DUR}s" --latency "$@" "http://${host[$p]}:${http[$p]}/" 2>/dev/null) | wrk_summary
+}
+for _ in $(seq "$ROUNDS"); do
+  for p in "${paths[@]}"; do add "bulk1_$p" "$(iperf "$p" 1)"; done
+  for p in "${paths[@]}"; do add "bulk8_$p" "$(iperf "$p" 8)"; done
+  for p in "${paths[@]}"; do
+    t0=$(busy)
+    read -r a _ b <<<"$(wrkrun "$p" -H 'Connection: close')"
+    add "cps_$p" "$a"; add "cps99_$p" "$b"
+    add "cpscpu_$p" "$(python3 -c "print(($(busy) - $t0) * 10000 / ($a * $DUR))")"
+  done
+  for p in "${paths[@]}"; do
+    read -r a _ _ <<<"$(wrkrun "$p")"
+    add "ka_$p" "$a"
+  done
+done
+for k in "${!r[@]}"; do r[$k]=$(median ${r[$k]}); done
+
+echo "Host: Linux $(uname -r), $(nproc) cores; client, node and member are network namespaces; $ROUNDS rounds of ${DUR} s, medians."
+echo
+echo "| TCP | direct | l4lb kernel path | l4lb proxy | HAProxy 2.6 | kernel / direct | kernel / HAProxy | proxy / HAProxy |"
+echo "|---|---|---|---|---|---|---|---|"
+for row in "bulk, 1 stream (Gbit/s):bulk1" "bulk, 8 streams (Gbit/s):bulk8" "short connections (req/s, 64 concurrent):cps" \
+  "short connections p99 (ms, 64 concurrent):cps99" "machine CPU µs per short connection:cpscpu" "keep-alive requests (req/s, 64 concurrent):ka"; do
+  name=${row%%:*} k=${row##*:}
+  echo "| $name | ${r[${k}_direct]} | ${r[${k}_kernel]} | ${r[${k}_proxy]} | ${r[${k}_haproxy]} | $(ratio "${r[${k}_kernel]}" "${r[${k}_direct]}") | $(ratio "${r[${k}_kernel]}" "${r[${k}_haproxy]}") | $(ratio "${r[${k}_proxy]}" "${r[${k}_haproxy]}") |"
+done
