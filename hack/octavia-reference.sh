@@ -56,17 +56,18 @@ up() {
   chown mysql "$state/mysql"
   mariadb-install-db --user=mysql --datadir="$state/mysql" --auth-root-authentication-method=normal >"$state/mariadb-install.log" 2>&1
   nohup mariadbd --user=mysql --datadir="$state/mysql" --port=$DB_PORT --bind-address=127.0.0.1 \
-    --socket="$state/mysql.sock" --pid-file="$state/mysql/pid" >"$state/mariadb.log" 2>&1 &
+    --socket="$state/mysql/mysql.sock" --pid-file="$state/mysql/pid" >"$state/mariadb.log" 2>&1 &
   echo $! >"$state/mariadb.pid"
   wait_port $DB_PORT mariadb
-  mariadb --socket="$state/mysql.sock" -u root -e "CREATE DATABASE octavia; CREATE USER 'octavia'@'127.0.0.1' IDENTIFIED BY 'octavia-db'; GRANT ALL ON octavia.* TO 'octavia'@'127.0.0.1';"
+  mariadb --socket="$state/mysql/mysql.sock" -u root -e "CREATE DATABASE octavia; CREATE USER 'octavia'@'127.0.0.1' IDENTIFIED BY 'octavia-db'; GRANT ALL ON octavia.* TO 'octavia'@'127.0.0.1';"
 
   log "RabbitMQ on 127.0.0.1:$MQ_PORT"
   export RABBITMQ_NODENAME=l4lbref@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=$MQ_PORT \
     RABBITMQ_DIST_PORT=$((MQ_PORT + 20000)) RABBITMQ_MNESIA_BASE=$state/rabbit/mnesia RABBITMQ_LOG_BASE=$state/rabbit/log \
     RABBITMQ_ENABLED_PLUGINS_FILE=$state/rabbit/enabled_plugins RABBITMQ_PID_FILE=$state/rabbit/pid HOME=$state/rabbit
   echo '[].' >"$state/rabbit/enabled_plugins"
-  nohup rabbitmq-server >"$state/rabbitmq.log" 2>&1 &
+  chown -R rabbitmq "$state/rabbit" # Debian's rabbitmq-server runs as rabbitmq
+  (cd "$state/rabbit" && exec nohup rabbitmq-server >"$state/rabbitmq.log" 2>&1) &
   echo $! >"$state/rabbitmq.pid"
   wait_port $MQ_PORT rabbitmq
 
@@ -75,7 +76,19 @@ up() {
   openstack region show $REGION >/dev/null 2>&1 || os region create $REGION
   openstack user show octavia >/dev/null 2>&1 || os user create --domain default --password octavia-pass octavia
   os role add --project service --user octavia admin
+  # The CLI looks names up in Neutron and Keystone in the region it calls: the same ones there.
+  for svc in "network http://127.0.0.1:19696" "identity http://127.0.0.1:15000/v3/"; do
+    read -r type url <<<"$svc"
+    if [[ -z $(openstack endpoint list --service "$type" --region $REGION -f value -c ID) ]]; then
+      for iface in public internal admin; do os endpoint create --region $REGION "$type" "$iface" "$url"; done
+    fi
+  done
 
+  # The amphora flows make certificates even with no-op drivers: a CA of our own.
+  mkdir -p "$state/certs"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$state/certs/ca.key" -out "$state/certs/ca.pem" \
+    -subj /CN=l4lb-octavia-reference -days 30 >/dev/null 2>&1
+  cat "$state/certs/ca.pem" "$state/certs/ca.key" >"$state/certs/client.pem"
   cat >"$state/octavia.conf" <<CONF
 [DEFAULT]
 transport_url = rabbit://guest:guest@127.0.0.1:$MQ_PORT/
@@ -113,10 +126,20 @@ volume_driver = volume_noop_driver
 image_driver = image_noop_driver
 loadbalancer_topology = SINGLE
 workers = 1
+client_ca = $state/certs/ca.pem
+[certificates]
+cert_generator = local_cert_generator
+ca_certificate = $state/certs/ca.pem
+ca_private_key = $state/certs/ca.key
+[haproxy_amphora]
+client_cert = $state/certs/client.pem
+server_ca = $state/certs/ca.pem
 [task_flow]
 jobboard_enabled = False
 [oslo_concurrency]
 lock_path = $state/lock
+[oslo_messaging]
+topic = octavia_prov
 CONF
   log "Octavia's database, API on 127.0.0.1:$API_PORT, worker"
   octavia-db-manage --config-file "$state/octavia.conf" upgrade head >"$state/octavia-db.log" 2>&1

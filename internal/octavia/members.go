@@ -63,7 +63,7 @@ func memberIDOf(p *lbv1.Pool, meta map[string]memberMeta, name string) string {
 func setMemberTags(obj map[string]any, meta map[string]memberMeta, name string) {
 	if in := newInput(obj, memberUpdatable...); in.present("tags") {
 		m := meta[name]
-		m.Tags = in.strings("tags")
+		m.Tags = tagSet(in.strings("tags"))
 		meta[name] = m
 	}
 }

@@ -69,11 +69,11 @@ func lbJSON(v *view, o client.Object) map[string]any {
 		address = lb.Status.VIPAddress
 	}
 	ls := v.listenersOf(lb)
-	var ps []*lbv1.Pool
-	for _, l := range ls {
-		if p := v.poolOf(l); p != nil {
-			ps = append(ps, p)
-		}
+	ps := v.poolsOf(lb) // served by a listener or not, as Octavia lists them
+	if m["provisioning_status"] == string(lbv1.ProvisioningActive) && v.childPending(ls, ps) {
+		// Octavia locks a load balancer (PENDING_UPDATE) while a change below it is being
+		// made, and clients wait on the load balancer alone (`--wait`, OCCM, Terraform).
+		m["provisioning_status"] = string(lbv1.ProvisioningPendingUpdate)
 	}
 	m["vip_address"] = address
 	m["vip_port_id"] = port
@@ -84,6 +84,7 @@ func lbJSON(v *view, o client.Object) map[string]any {
 		m["provider"] = p
 	}
 	unimplemented(m, "vip_qos_policy_id", "flavor_id", "availability_zone")
+	m["additional_vips"] = []any{} // Octavia's since API 2.26; l4lb has one VIP per load balancer
 	m["listeners"] = ids(ls)
 	m["pools"] = ids(ps)
 	return m
@@ -187,8 +188,9 @@ func poolJSON(v *view, o client.Object) map[string]any {
 		members = append(members, map[string]any{"id": memberIDOf(p, meta, mm.Name)})
 	}
 	m["members"] = members
-	hm := v.monitorOf(p)
-	m["healthmonitor_id"] = idOrNil(hm, hm != nil)
+	if hm := v.monitorOf(p); hm != nil {
+		m["healthmonitor_id"] = string(hm.GetUID()) // absent, not null, without one: as Octavia's
+	}
 	m["tls_enabled"] = false
 	unimplemented(m, "tls_container_ref", "ca_tls_container_ref", "crl_container_ref", "tls_ciphers", "tls_versions", "alpn_protocols")
 	return m

@@ -116,6 +116,28 @@ func (v *view) poolsOf(lb *lbv1.LoadBalancer) []*lbv1.Pool {
 	return out
 }
 
+// childPending reports whether a listener, pool or monitor of a load balancer is not yet
+// what was last asked of it (PENDING_*).
+func (v *view) childPending(ls []*lbv1.Listener, ps []*lbv1.Pool) bool {
+	pending := func(o client.Object, st lbv1.CommonStatus) bool {
+		return strings.HasPrefix(provisioning(o, st), "PENDING_")
+	}
+	for _, l := range ls {
+		if pending(l, l.Status.CommonStatus) {
+			return true
+		}
+	}
+	for _, p := range ps {
+		if pending(p, p.Status.CommonStatus) {
+			return true
+		}
+		if hm := v.monitorOf(p); hm != nil && pending(hm, hm.Status.CommonStatus) {
+			return true
+		}
+	}
+	return false
+}
+
 // lbOfPool is the load balancer a pool belongs to.
 func (v *view) lbOfPool(p *lbv1.Pool) *lbv1.LoadBalancer {
 	return v.lbNamed(p.Namespace, model.PoolLoadBalancer(p, v.ls))

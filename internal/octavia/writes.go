@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -56,7 +57,7 @@ func setTags(o client.Object, in *input) {
 	if !in.present("tags") {
 		return
 	}
-	tags := in.strings("tags")
+	tags := tagSet(in.strings("tags"))
 	if len(tags) == 0 {
 		annotate(o, TagsAnnotation, "")
 		return
@@ -87,6 +88,11 @@ const TagsAnnotation = "lb.l4lb.io/octavia-tags"
 const ProviderAnnotation = "lb.l4lb.io/octavia-provider"
 
 // tagsOf reads an object's tags.
+// tagSet is tags as Octavia keeps them: a set (a row per tag), read back in order.
+func tagSet(tags []string) []string {
+	return slices.Compact(slices.Sorted(slices.Values(tags)))
+}
+
 func tagsOf(o client.Object) []string {
 	tags := []string{}
 	if s := o.GetAnnotations()[TagsAnnotation]; s != "" {
