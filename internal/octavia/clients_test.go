@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -183,11 +184,37 @@ func TestTheCallsClientsMake(t *testing.T) {
 	if len(rqs.Items) != 1 || rqs.Items[0].Spec.Hard.Name("count/loadbalancers.lb.l4lb.io", resource.DecimalSI).Value() != 3 {
 		t.Fatalf("the namespace's ResourceQuotas: %+v", rqs.Items)
 	}
-	_, err = quotas.Update(ctx, l.lb("ada"), alpha, quotas.UpdateOpts{Member: ptr(5)}).Extract()
-	wantCode(t, err, http.StatusBadRequest, "a member quota (members are not objects l4lb can count)")
+	// Members live inside pools, where no ResourceQuota counts them: their quota is the API's
+	// to enforce, as Octavia enforces its quotas, on every call that adds members.
+	if q := must(quotas.Update(ctx, l.lb("ada"), alpha, quotas.UpdateOpts{Member: ptr(2)}).Extract()); q.Member != 2 || q.Loadbalancer != 3 {
+		t.Fatalf("quotas after setting the member quota: %+v", q)
+	}
+	qlb := must(loadbalancers.Create(ctx, alice, loadbalancers.CreateOpts{VipAddress: "198.51.100.32"}).Extract())
+	member := func(last int) pools.CreateMemberOpts {
+		return pools.CreateMemberOpts{Address: fmt.Sprintf("127.0.0.%d", last), ProtocolPort: 80}
+	}
+	qp := must(pools.Create(ctx, alice, pools.CreateOpts{LoadbalancerID: qlb.ID, Protocol: pools.ProtocolTCP,
+		LBMethod: pools.LBMethodRoundRobin, Members: []pools.CreateMemberOpts{member(21)}}).Extract())
+	must(pools.CreateMember(ctx, alice, qp.ID, member(22)).Extract())
+	_, err = pools.CreateMember(ctx, alice, qp.ID, member(23)).Extract()
+	wantCode(t, err, http.StatusForbidden, "a third member over a member quota of 2")
+	if !strings.Contains(err.Error(), "Quota has been met") {
+		t.Fatalf("the member quota's 403 does not say so: %v", err)
+	}
+	three := []pools.BatchUpdateMemberOpts{{Address: "127.0.0.21", ProtocolPort: 80}, {Address: "127.0.0.22", ProtocolPort: 80}, {Address: "127.0.0.23", ProtocolPort: 80}}
+	wantCode(t, pools.BatchUpdateMembers(ctx, alice, qp.ID, three).Err, http.StatusForbidden, "a batch of three members over a member quota of 2")
+	_, err = pools.Create(ctx, alice, pools.CreateOpts{LoadbalancerID: qlb.ID, Protocol: pools.ProtocolUDP,
+		LBMethod: pools.LBMethodRoundRobin, Members: []pools.CreateMemberOpts{member(24)}}).Extract()
+	wantCode(t, err, http.StatusForbidden, "a new pool with a member over a member quota of 2")
+	mustDo(pools.BatchUpdateMembers(ctx, alice, qp.ID, three[1:]).Err) // two: within it
+	if ms := must(pools.ExtractMembers(must(pools.ListMembers(alice, qp.ID, nil).AllPages(ctx)))); len(ms) != 2 {
+		t.Fatalf("members after the refusals and a batch of two: %+v", ms)
+	}
 	_, err = l.lb("ada").Delete(ctx, l.url+"/v2.0/lbaas/quotas/"+alpha, &gophercloud.RequestOpts{OkCodes: []int{202}})
 	mustDo(err)
-	if q := must(quotas.Get(ctx, alice, alpha).Extract()); q.Loadbalancer != -1 {
+	if q := must(quotas.Get(ctx, alice, alpha).Extract()); q.Loadbalancer != -1 || q.Member != -1 {
 		t.Fatalf("after the reset: %+v", q)
 	}
+	must(pools.CreateMember(ctx, alice, qp.ID, member(24)).Extract()) // no quota: taken
+	mustDo(loadbalancers.Delete(context.Background(), alice, qlb.ID, loadbalancers.DeleteOpts{Cascade: true}).ExtractErr())
 }

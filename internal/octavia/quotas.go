@@ -1,7 +1,10 @@
 package octavia
 
 import (
+	"context"
+	"fmt"
 	"net/http"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -15,10 +18,15 @@ import (
 // Octavia's quotas are a project namespace's ResourceQuota named quotaName, counting the l4lb
 // objects (count/loadbalancers.lb.l4lb.io and so on), which the API server enforces on every
 // create, through this API or kubectl alike. -1 is Octavia's "unlimited": no count in the
-// quota. Members live inside their pool, so no ResourceQuota counts them: member is always -1,
-// and setting it is refused.
+// quota. Members live inside their pool, so no ResourceQuota counts them: their quota is an
+// annotation of the same ResourceQuota, enforced by this API on every change that adds
+// members (as Octavia enforces its quotas in its API); kubectl users are not Octavia's.
 
-const quotaName = "octavia"
+const (
+	quotaName = "octavia"
+	// MemberQuotaAnnotation on a project's ResourceQuota is its member quota.
+	MemberQuotaAnnotation = "lb.l4lb.io/octavia-member-quota"
+)
 
 // quotaResources maps Octavia's quota fields to the counts a ResourceQuota keeps.
 var quotaResources = map[string]corev1.ResourceName{
@@ -30,7 +38,7 @@ var quotaResources = map[string]corev1.ResourceName{
 
 // quotaJSON is a project's quotas as Octavia shows them.
 func quotaJSON(project string, rq *corev1.ResourceQuota) map[string]any {
-	q := map[string]any{"project_id": project, "member": -1, "l7policy": -1, "l7rule": -1}
+	q := map[string]any{"project_id": project, "member": memberQuota(rq), "l7policy": -1, "l7rule": -1}
 	for field, res := range quotaResources {
 		q[field] = -1
 		if rq != nil {
@@ -43,6 +51,52 @@ func quotaJSON(project string, rq *corev1.ResourceQuota) map[string]any {
 	q["loadbalancer"] = q["load_balancer"]
 	q["healthmonitor"] = q["health_monitor"]
 	return q
+}
+
+// memberQuota is the member quota a ResourceQuota carries (-1: none).
+func memberQuota(rq *corev1.ResourceQuota) int {
+	if rq == nil {
+		return -1
+	}
+	n, err := strconv.Atoi(rq.Annotations[MemberQuotaAnnotation])
+	if err != nil || n < 0 {
+		return -1
+	}
+	return n
+}
+
+// checkMemberQuota refuses a change that leaves the namespace's pools with more members than
+// its member quota, as Octavia answers: 403, Quota has been met. p is the pool as it will be.
+func (s *Server) checkMemberQuota(ctx context.Context, p *lbv1.Pool, added int) error {
+	if added <= 0 {
+		return nil
+	}
+	var rq corev1.ResourceQuota
+	err := s.Client.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: quotaName}, &rq)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	limit := memberQuota(&rq)
+	if limit < 0 {
+		return nil
+	}
+	var ps lbv1.PoolList
+	if err := s.Client.List(ctx, &ps, client.InNamespace(p.Namespace)); err != nil {
+		return err
+	}
+	n := len(p.Spec.Members)
+	for _, other := range ps.Items {
+		if other.Name != p.Name || p.Name == "" {
+			n += len(other.Spec.Members)
+		}
+	}
+	if n > limit {
+		return &apiError{http.StatusForbidden, fmt.Sprintf("Quota has been met: the project's member quota is %d", limit)}
+	}
+	return nil
 }
 
 // quotaOf reads a project's ResourceQuota (nil when it has none, or no namespace yet).
@@ -129,7 +183,7 @@ func (s *Server) updateQuota(w http.ResponseWriter, r *http.Request, c *caller) 
 			obj[old[1]] = obj[old[0]]
 		}
 	}
-	for _, f := range []string{"member", "l7policy", "l7rule"} {
+	for _, f := range []string{"l7policy", "l7rule"} {
 		if n, ok := in.num(f); ok && n != -1 {
 			in.fail("Invalid input: l4lb cannot count %s objects; %s takes -1 (unlimited) only", f, f)
 		}
@@ -156,6 +210,16 @@ func (s *Server) updateQuota(w http.ResponseWriter, r *http.Request, c *caller) 
 			delete(rq.Spec.Hard, res)
 		default:
 			rq.Spec.Hard[res] = *resource.NewQuantity(int64(n), resource.DecimalSI)
+		}
+	}
+	if n, ok := in.num("member"); ok {
+		switch {
+		case n < -1:
+			in.fail("Invalid input: member must be -1 (unlimited) or more")
+		case n == -1:
+			delete(rq.Annotations, MemberQuotaAnnotation)
+		default:
+			metav1.SetMetaDataAnnotation(&rq.ObjectMeta, MemberQuotaAnnotation, strconv.Itoa(int(n)))
 		}
 	}
 	if in.err != nil {

@@ -493,6 +493,9 @@ func (s *Server) createPool(ctx context.Context, c *caller, v *view, obj map[str
 		setMemberTags(m, meta, mm.Name)
 	}
 	setMembersMeta(p, meta)
+	if err := s.checkMemberQuota(ctx, p, len(p.Spec.Members)); err != nil {
+		return nil, err
+	}
 	if err := s.make(ctx, p, in.str("name"), "pool"); err != nil {
 		return nil, err
 	}
@@ -544,7 +547,13 @@ func (s *Server) removePool(ctx context.Context, v *view, o client.Object, _ boo
 
 // changePool applies change to the pool, again to its newer version on a conflict.
 func (s *Server) changePool(ctx context.Context, p *lbv1.Pool, change func(p *lbv1.Pool) error) error {
-	return s.retryOnConflict(ctx, p, func() error { return change(p) })
+	return s.retryOnConflict(ctx, p, func() error {
+		before := len(p.Spec.Members)
+		if err := change(p); err != nil {
+			return err
+		}
+		return s.checkMemberQuota(ctx, p, len(p.Spec.Members)-before)
+	})
 }
 
 // Health monitors.
