@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"errors"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/l4lb/l4lb/dataplane/nat"
 	"github.com/l4lb/l4lb/internal/model"
@@ -165,6 +168,31 @@ func (s *Server) HandOffListeners(keep func(model.Listener) bool) []nat.Listener
 	}
 	slices.SortFunc(ls, func(a, b nat.Listener) int { return strings.Compare(a.Key, b.Key) })
 	return ls
+}
+
+// registerConntrack adds the conntrack table's use to the metrics, read at each scrape: the
+// kernel path's flows live there, and a full table drops every new flow of the node.
+func registerConntrack(reg prometheus.Registerer, log *slog.Logger) {
+	read := func(pick func(nat.Conntrack) uint64) func() float64 {
+		return func() float64 {
+			c, err := nat.ReadConntrack()
+			if err != nil {
+				log.Warn("cannot read the conntrack table's use", "err", err)
+				return 0
+			}
+			return float64(pick(c))
+		}
+	}
+	opts := func(name, help string) prometheus.GaugeOpts {
+		return prometheus.GaugeOpts{Namespace: "l4lb", Name: name, Help: help}
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(opts("conntrack_entries", "Entries in the node's connection-tracking table, where the kernel path's flows live."),
+			read(func(c nat.Conntrack) uint64 { return c.Entries })),
+		prometheus.NewGaugeFunc(opts("conntrack_max", "Size of the node's connection-tracking table (net.netfilter.nf_conntrack_max)."),
+			read(func(c nat.Conntrack) uint64 { return c.Max })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts(opts("conntrack_drops_total", "Packets the node's conntrack dropped: table full (drop, early_drop) or insert failed.")),
+			read(func(c nat.Conntrack) uint64 { return c.Drops })))
 }
 
 // kernelStats adds the kernel's counters to the metrics until the server closes, and puts

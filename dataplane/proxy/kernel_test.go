@@ -91,7 +91,8 @@ func TestKernelFlowsFollowTheirMemberThroughChanges(t *testing.T) {
 func TestKernelTrafficShowsInTheMetrics(t *testing.T) {
 	a := udptest.Echo(t, "a")
 	l := kernelListener(t, map[string]netip.AddrPort{"a": a})
-	s := New(kernelOptions(t, prometheus.NewRegistry()))
+	reg := prometheus.NewRegistry()
+	s := New(kernelOptions(t, reg))
 	if failed := s.Apply(model.Model{Listeners: []model.Listener{l}}); len(failed) > 0 {
 		t.Fatal(failed)
 	}
@@ -118,6 +119,25 @@ func TestKernelTrafficShowsInTheMetrics(t *testing.T) {
 		if got != want {
 			t.Errorf("%s: %v, want %v", name, got, want)
 		}
+	}
+	// The conntrack table the flow lives in: its size and use (at least this flow).
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]float64{}
+	for _, f := range families {
+		if m := f.GetMetric(); len(m) == 1 && m[0].GetGauge() != nil {
+			seen[f.GetName()] = m[0].GetGauge().GetValue()
+		} else if len(m) == 1 && m[0].GetCounter() != nil {
+			seen[f.GetName()] = m[0].GetCounter().GetValue()
+		}
+	}
+	if seen["l4lb_conntrack_entries"] < 1 || seen["l4lb_conntrack_max"] < seen["l4lb_conntrack_entries"] {
+		t.Errorf("conntrack metrics: %v; want at least this flow, within the table's size", seen)
+	}
+	if _, ok := seen["l4lb_conntrack_drops_total"]; !ok {
+		t.Errorf("no l4lb_conntrack_drops_total in %v", seen)
 	}
 }
 

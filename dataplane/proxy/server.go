@@ -95,6 +95,9 @@ func newServer(opts Options, table kernelTable) *Server {
 	s.health = health.NewManager(s.onHealth)
 	if table != nil {
 		go s.kernelStats()
+		if opts.Registerer != nil {
+			registerConntrack(opts.Registerer, s.log)
+		}
 	}
 	return s
 }
