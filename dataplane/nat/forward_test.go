@@ -123,3 +123,33 @@ func TestAListenerThatAdmitsNothingStaysOnTheProxy(t *testing.T) {
 		t.Fatal("a plain UDP listener is not eligible")
 	}
 }
+
+// A member on one of the node's own addresses (a NodePort, as cloud-provider-openstack makes
+// members of nodes) is left to the proxy: kube-proxy's translation of that address would never
+// run after this table's.
+func TestAMemberOnTheNodesOwnAddressStaysOnTheProxy(t *testing.T) {
+	var own netip.Addr
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && !p.Addr().IsLoopback() && p.Addr().Is4() {
+			own = p.Addr()
+			break
+		}
+	}
+	if !own.IsValid() {
+		t.Fatal("this host has no address but loopback to try")
+	}
+	l := model.Listener{Key: "ns/l", Protocol: model.TCP, ConnectionLimit: model.DefaultConnectionLimit,
+		Pool: &model.Pool{Key: "ns/p", Protocol: model.PoolTCP, Algorithm: model.RoundRobin,
+			Members: []model.Member{{Name: "node", Address: netip.AddrPortFrom(own, 30080), Weight: 1, AdminStateUp: true}}}}
+	if nat.Eligible(l) {
+		t.Fatalf("a listener whose member is the node's own %v is carried by the kernel", own)
+	}
+	l.Pool.Members[0].Address = netip.MustParseAddrPort("127.0.0.1:30080")
+	if !nat.Eligible(l) {
+		t.Fatal("a listener whose member is on loopback is not carried by the kernel")
+	}
+}

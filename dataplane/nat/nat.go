@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"reflect"
@@ -123,16 +124,26 @@ func Eligible(l model.Listener) bool {
 }
 
 // Reaches reports whether the kernel can take l's flows to its members: members elsewhere
-// are reached by forwarding, which a node without it would drop.
+// are reached by forwarding, which a node without it would drop; and a member on one of the
+// node's own addresses (a NodePort, as cloud-provider-openstack makes members of nodes) is
+// left to the proxy, since kube-proxy's own translation of that address would never run: a
+// connection is translated once per hook, and this table's translation would come first.
 func Reaches(l model.Listener) bool {
 	if l.Pool == nil {
 		return true
 	}
 	forwards := map[bool]bool{} // by IPv6, read once
+	var own map[netip.Addr]bool
 	for _, m := range l.Pool.Members {
 		a := m.Address.Addr().Unmap()
 		if a.IsLoopback() {
 			continue
+		}
+		if own == nil {
+			own = localAddresses()
+		}
+		if own[a] {
+			return false
 		}
 		on, read := forwards[a.Is6()]
 		if !read {
@@ -144,6 +155,32 @@ func Reaches(l model.Listener) bool {
 		}
 	}
 	return true
+}
+
+// localAddresses are the addresses of this network namespace's interfaces, read at most
+// once a second (an Apply asks for every listener).
+func localAddresses() map[netip.Addr]bool {
+	local.mu.Lock()
+	defer local.mu.Unlock()
+	if time.Since(local.read) < time.Second {
+		return local.addrs
+	}
+	out := map[netip.Addr]bool{}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				out[p.Addr().Unmap()] = true
+			}
+		}
+	}
+	local.addrs, local.read = out, time.Now()
+	return out
+}
+
+var local struct {
+	mu    sync.Mutex
+	read  time.Time
+	addrs map[netip.Addr]bool
 }
 
 func forwarding(v6 bool) bool {
