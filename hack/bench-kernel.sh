@@ -82,16 +82,9 @@ lb proxy 28080 28201 >"$work/proxy.yaml"
 # The kernel path is l4lb's default; the proxy is the same binary with --kernel-tcp=false.
 (inns $n env GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/kernel.yaml" --metrics-bind-address 0 2>"$work/kernel.log") & pids+=($!)
 (inns $n env GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/proxy.yaml" --kernel-tcp=false --metrics-bind-address 0 2>"$work/proxy.log") & pids+=($!)
-cat >"$work/haproxy.cfg" <<CFG
-global
-  nbthread 2
-  maxconn 9000
-defaults
-  mode tcp
-  timeout client 50s
-  timeout server 50s
-  timeout connect 5s
-  maxconn 9000
+{
+  haproxy_common
+  cat <<CFG
 frontend http
   bind $VIP:38080
   default_backend http
@@ -104,6 +97,7 @@ frontend bulk
 backend bulk
   server a $MEMBER:15201
 CFG
+} >"$work/haproxy.cfg"
 (inns $n haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1) & pids+=($!)
 sleep 2
 grep -q 'every listener goes through the proxy' "$work/kernel.log" && { echo "bench-kernel.sh: nftables cannot be programmed here" >&2; exit 1; }

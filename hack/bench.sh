@@ -73,16 +73,9 @@ YAML
 # and HAProxy included. The kernel path gets an l4lb of its own, with the defaults, below.
 GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/l4lb.yaml" --kernel-tcp=false --kernel-udp=false --metrics-bind-address 0 2>"$work/l4lb.log" & l4lb_pid=$!; pids+=($l4lb_pid)
 
-cat >"$work/haproxy.cfg" <<CFG
-global
-  nbthread 2
-  maxconn 9000
-defaults
-  mode tcp
-  timeout client 50s
-  timeout server 50s
-  timeout connect 5s
-  maxconn 9000
+{
+  haproxy_common
+  cat <<CFG
 frontend http
   bind 127.0.0.1:38080
   default_backend http
@@ -96,6 +89,7 @@ backend bulk
   server a 127.0.0.1:15201
 $(for i in {1..8}; do printf 'frontend bulk%s\n  bind 127.0.0.1:3521%s\n  default_backend bulk%s\nbackend bulk%s\n  server a 127.0.0.1:1521%s\n' "$i" "$i" "$i" "$i" "$i"; done)
 CFG
+} >"$work/haproxy.cfg"
 haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & haproxy_pid=$!; pids+=($haproxy_pid)
 sleep 1
 

@@ -89,6 +89,14 @@ up() {
   openssl req -x509 -newkey rsa:2048 -nodes -keyout "$state/certs/ca.key" -out "$state/certs/ca.pem" \
     -subj /CN=l4lb-octavia-reference -days 30 >/dev/null 2>&1
   cat "$state/certs/ca.pem" "$state/certs/ca.key" >"$state/certs/client.pem"
+  # Octavia's own user, for checking tokens and for calling other services.
+  service_user="auth_url = http://127.0.0.1:15000
+auth_type = password
+project_domain_name = Default
+user_domain_name = Default
+project_name = service
+username = octavia
+password = octavia-pass"
   cat >"$state/octavia.conf" <<CONF
 [DEFAULT]
 transport_url = rabbit://guest:guest@127.0.0.1:$MQ_PORT/
@@ -103,21 +111,9 @@ default_provider_driver = amphora
 connection = mysql+pymysql://octavia:octavia-db@127.0.0.1:$DB_PORT/octavia
 [keystone_authtoken]
 www_authenticate_uri = http://127.0.0.1:15000
-auth_url = http://127.0.0.1:15000
-auth_type = password
-project_domain_name = Default
-user_domain_name = Default
-project_name = service
-username = octavia
-password = octavia-pass
+$service_user
 [service_auth]
-auth_url = http://127.0.0.1:15000
-auth_type = password
-project_domain_name = Default
-user_domain_name = Default
-project_name = service
-username = octavia
-password = octavia-pass
+$service_user
 [controller_worker]
 amphora_driver = amphora_noop_driver
 compute_driver = compute_noop_driver

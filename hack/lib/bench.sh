@@ -24,3 +24,19 @@ ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
 
 # busy prints the CPU time the whole machine has spent, in clock ticks (10 ms).
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
+
+# haproxy_common prints HAProxy's settings both benchmarks give it: l4lb's threads (2) and
+# Octavia's default timeouts, so the peer runs as l4lb does.
+haproxy_common() {
+  cat <<'CFG'
+global
+  nbthread 2
+  maxconn 9000
+defaults
+  mode tcp
+  timeout client 50s
+  timeout server 50s
+  timeout connect 5s
+  maxconn 9000
+CFG
+}
