@@ -66,8 +66,11 @@ envtest: ## Build (once, cached) a real kube-apiserver and etcd for tests.
 	@hack/envtest-assets.sh >/dev/null
 
 .PHONY: test
-test: envtest $(HELM) ## Run every test against a real API server.
+test: ## Run every test against a real API server (building it, Helm and the cluster's commands while the first tests run).
 	hack/test.sh
+
+.PHONY: helm
+helm: $(HELM) ## Build (once) the Helm the tests and the cluster use.
 
 .PHONY: conformance
 conformance: envtest ## The field's clients against l4lb: Octavia's API test suite, cloud-provider-openstack, Terraform (as root; not in make test: about 25 minutes, and 20 more the first time, building the clients).

@@ -55,12 +55,11 @@ build_k8s() {
   local want=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
   local todo=()
   mkdir -p "$bin"
-  # kube-apiserver is the one hack/envtest-assets.sh built for the same version, with the same
-  # flags (hack/lib/k8s-build.sh): copied, not built twice.
-  local envtest_apiserver
-  for envtest_apiserver in "$cache"/envtest/k8s-"${k8s_version}"-*/kube-apiserver; do
-    [[ -x "$bin/kube-apiserver" || ! -x "$envtest_apiserver" ]] || cp "$envtest_apiserver" "$bin/kube-apiserver"
-  done
+  # kube-apiserver is the one hack/envtest-assets.sh builds for the same version, with the same
+  # flags (hack/lib/k8s-build.sh): copied, not built twice (this waits while it is built).
+  if [[ ! -x "$bin/kube-apiserver" ]]; then
+    cp "$("$root/hack/envtest-assets.sh")/kube-apiserver" "$bin/kube-apiserver"
+  fi
   for c in "${want[@]}"; do [[ -x "$bin/$c" ]] || todo+=("$c"); done
   ((${#todo[@]})) || return 0
   exec 8>"$bin.lock"

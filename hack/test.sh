@@ -5,26 +5,65 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local
-KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)
-export KUBEBUILDER_ASSETS
+# On a fresh machine most of this script's time is building: the kube-apiserver and etcd of
+# envtest (about 13 minutes), Helm, the cluster's Kubernetes commands. They build in the
+# background while the tests that need none of them run (they wait on sockets, Keystone and
+# Neutron more than they compute); the tests that need an API server run once it is built.
+assets_log=$(mktemp)
+(hack/envtest-assets.sh && make -s helm) >"$assets_log" 2>&1 &
+assets=$!
+trap 'kill $assets 2>/dev/null' EXIT
 if [[ $(id -u) == 0 ]]; then
-  # The cluster's Kubernetes commands take about 15 minutes to build on a fresh machine: built
-  # now, at the lowest priority, they use what the tests below leave of the CPU (those wait on
-  # Keystone, Neutron and timers more than they compute), instead of adding that time after.
+  # The cluster's commands are not needed before the end: at the lowest priority they use only
+  # what the tests leave of the CPU. They share envtest's kube-apiserver, and wait for it: the
+  # head start lets the build above take its lock at full priority.
   build_log=$(mktemp)
-  nice -n 19 hack/cluster.sh build >"$build_log" 2>&1 &
+  (sleep 5; exec nice -n 19 hack/cluster.sh build) >"$build_log" 2>&1 &
   cluster_build=$!
   # The real Keystone and Neutron, started once for every package that needs them (each
   # would otherwise start and stop its own: test/cloudtest leaves a running cloud up).
   hack/openstack.sh up >/dev/null
-  trap 'kill $cluster_build 2>/dev/null; hack/openstack.sh down >/dev/null 2>&1' EXIT
+  trap 'kill $cluster_build $assets 2>/dev/null; hack/openstack.sh down >/dev/null 2>&1' EXIT
 fi
+
+# Which tests need an API server: those in files importing test/testenv or envtest (all of a
+# package's, when such a file holds helpers rather than tests, or a TestMain). A package with
+# none runs first; a package with some runs its other tests first (the OpenStack provider's,
+# which need only the cloud) and those last. A test misplaced by this rule still runs:
+# test/testenv waits for the build (hack/envtest-assets.sh holds a lock while it builds).
+first=() last=() split=()
+for pkg in $(go list ./... | grep -v /test/e2e); do
+  dir=.${pkg#github.com/l4lb/l4lb}
+  tests=("$dir"/*_test.go)
+  [[ -e ${tests[0]} ]] || continue
+  env=$(grep -l -E '"(github.com/l4lb/l4lb/test/testenv|sigs.k8s.io/controller-runtime/pkg/envtest)"' "${tests[@]}" || true)
+  names=$(grep -ho '^func Test[A-Za-z0-9_]*' $env /dev/null | cut -c6- | paste -sd'|')
+  if [[ -z $env ]]; then
+    first+=("$pkg")
+  elif [[ -n $names && ! $names =~ (^|\|)TestMain($|\|) && $(wc -w <<<"$env") -lt ${#tests[@]} ]]; then
+    split+=("$pkg" "$names")
+  else
+    last+=("$pkg")
+  fi
+done
+
 # -p 1: packages that start an API server or load the network must not share 2 cores at once.
 # test/e2e runs last, on a real cluster.
-go test -p 1 -count=1 -timeout 30m -skip 'TestChurnSoak' "$@" $(go list ./... | grep -v /test/e2e)
+gotest() { go test -p 1 -count=1 -timeout 30m "$@"; }
+gotest -skip TestChurnSoak "$@" "${first[@]}"
 # The churn soak (a short run; make soak runs it for minutes) and the engine's concurrency
 # under the race detector.
 go test -race -count=1 -timeout 10m "$@" ./dataplane/proxy/ ./dataplane/health/
+for ((i = 0; i < ${#split[@]}; i += 2)); do
+  gotest -skip "^(${split[i+1]})\$" "$@" "${split[i]}"
+done
+wait $assets || { cat "$assets_log"; echo "building kube-apiserver, etcd or Helm failed" >&2; exit 1; }
+KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)
+export KUBEBUILDER_ASSETS
+for ((i = 0; i < ${#split[@]}; i += 2)); do
+  gotest -run "^(${split[i+1]})\$" "$@" "${split[i]}"
+done
+gotest "$@" "${last[@]}"
 
 if [[ $(id -u) == 0 ]]; then
   echo "== l4lb installed with Helm on a real single-node cluster (hack/cluster.sh), as pods"

@@ -96,7 +96,7 @@ func TestGatewayAPIConformance(t *testing.T) {
 	// module's, at go.mod's version, under the tags its manifests name), and CoreDNS for the UDP
 	// tests (from the module proxy, at the version its manifests name).
 	echo := filepath.Join(k.dir, "echo-basic")
-	run(t, []string{"CGO_ENABLED=0"}, "go", "build", "-ldflags=-s -w", "-o", echo, "sigs.k8s.io/gateway-api/conformance/echo-basic")
+	run(t, []string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", echo, "sigs.k8s.io/gateway-api/conformance/echo-basic")
 	k.pack(echo, "/echo-basic", "65532:65532", suiteImages(t, "registry.k8s.io/gateway-api/echo-basic:")...)
 	// CoreDNS binds port 53 with the capability its pod adds, which only root's processes get.
 	coredns := suiteImages(t, "registry.k8s.io/coredns/coredns:")
