@@ -59,6 +59,7 @@ func Command() func() error {
 	memberCC := flag.String("member-congestion-control", "cubic", "TCP congestion control of connections to members (empty: the host's default); client connections keep the host's")
 	drainGrace := flag.Duration("drain-grace", 5*time.Second, "on shutdown, how long to wait for other nodes to take this node's VIPs")
 	handOff := flag.Bool("restart-handoff", true, "on shutdown with no other node to take the VIPs, when the DaemonSet will start another agent here (an upgrade, a deleted pod): the kernel carries the listeners meanwhile (false: they stop with the agent)")
+	handOffLimit := flag.Duration("restart-handoff-limit", 2*time.Minute, "after a restart hand-off, how long the kernel carries the listeners and answers for the VIPs at most, waiting for the next agent (the members' health is frozen meanwhile); then it stops by itself and another node may take them")
 	drainConns := flag.Duration("drain-connections", 20*time.Second, "on shutdown with no other node to take the VIPs, while the kernel carries the listeners until the next agent: how long proxied connections have to finish (keep it under the pod's termination grace)")
 	return func() error {
 		if *config != "" {
@@ -134,7 +135,7 @@ func Command() func() error {
 		defer close(stopRefresh)
 		go vips.RefreshLoop(stopRefresh)
 		go vips.RepairLoop(stopRefresh, time.Second, log.Warn)
-		stopping := Stopping{Agent: a, Grace: *drainGrace, Drain: *drainConns, Log: log}
+		stopping := Stopping{Agent: a, Grace: *drainGrace, Drain: *drainConns, Limit: *handOffLimit, Log: log}
 		if *handOff {
 			stopping.Restarts = RestartsHere(mgr.GetAPIReader(), log)
 		}

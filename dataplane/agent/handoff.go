@@ -23,6 +23,10 @@ import (
 // on the node, answered by the kernel; the connections it proxies finish before it exits.
 // The next agent adopts the VIPs, binds its listeners, answers for the VIPs and retires the
 // table; connections the kernel started stay with their members (conntrack holds them).
+// The kernel carries them for a limited time (Stopping.Limit): the members' health is frozen
+// meanwhile, and no agent runs here to see another node take the VIPs; if no agent has taken
+// over by then (it crash-loops, its image cannot be pulled), the kernel stops answering and
+// starting flows for them by itself, and any other node may take them.
 const (
 	HandOffTable = "l4lb-handoff"
 	// HandOffTag marks the flows the hand-off table starts ('H'), apart from the UDP table's.
@@ -39,6 +43,9 @@ type Stopping struct {
 	Grace time.Duration
 	// Drain bounds the wait for proxied connections to finish after a hand-off.
 	Drain time.Duration
+	// Limit bounds how long the kernel carries the listeners and answers for the VIPs after a
+	// hand-off, with no agent to take them over.
+	Limit time.Duration
 	// Restarts says whether another agent will start on this node (the pod's DaemonSet
 	// stays). Nil: never, so the VIPs go with the agent.
 	Restarts func(context.Context) bool
@@ -74,7 +81,7 @@ func (s Stopping) Context() context.Context {
 			return true
 		}
 		if (own == nil || own.Alone()) && s.Restarts != nil && s.Restarts(ctx) {
-			n, err := s.Agent.HandOff()
+			n, err := s.Agent.HandOff(s.Limit)
 			switch {
 			case err != nil:
 				s.Log.Error("cannot hand the listeners to the kernel: they stop with the agent", "err", err)
@@ -101,9 +108,10 @@ func (s Stopping) Context() context.Context {
 }
 
 // HandOff gives the kernel the listeners of the VIPs this node holds and leaves the VIPs to
-// it; from here on the agent changes nothing. It returns how many listeners the kernel took:
-// with none to take, nothing is handed off and the agent stops as it would otherwise.
-func (a *Agent) HandOff() (int, error) {
+// it, for limit at most; from here on the agent changes nothing. It returns how many listeners
+// the kernel took: with none to take, nothing is handed off and the agent stops as it would
+// otherwise.
+func (a *Agent) HandOff(limit time.Duration) (int, error) {
 	a.reconciling.Lock() // a reconcile under way finishes first; none starts after
 	defer a.reconciling.Unlock()
 	held := a.VIPs.Held()
@@ -116,10 +124,11 @@ func (a *Agent) HandOff() (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	t.Expire(limit)
 	if err := t.Apply(ls); err != nil {
 		return 0, err
 	}
-	return len(ls), a.VIPs.Release()
+	return len(ls), a.VIPs.Release(limit)
 }
 
 // HandedOff reports whether the agent gave its listeners to the kernel (HandOff).

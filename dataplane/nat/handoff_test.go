@@ -55,7 +55,10 @@ func (tc *tcpClient) line(t *testing.T) string {
 
 func (tc *tcpClient) echo(t *testing.T, msg string) {
 	t.Helper()
-	fmt.Fprintln(tc.c, msg)
+	tc.c.SetDeadline(time.Now().Add(2 * time.Second)) // the last one may have passed
+	if _, err := fmt.Fprintln(tc.c, msg); err != nil {
+		t.Fatal(err)
+	}
 	if got := tc.line(t); got != msg {
 		t.Fatalf("echo %q: %q", msg, got)
 	}
@@ -100,4 +103,26 @@ func TestTCPHandOffAndRetire(t *testing.T) {
 	if ok, err := nat.Exists(tb.Name()); err != nil || !ok {
 		t.Fatalf("the retired table is gone (%v, %v): it must stay hooked while its flows last", ok, err)
 	}
+}
+
+// A hand-off table has an end: past its limit (Expire) the kernel sends new connections to
+// the listener's own address again (no agent has taken over: nothing listens there, so they
+// are refused), while the connections it started go on with their members.
+func TestAHandOffTableEndsByItself(t *testing.T) {
+	tb := udptest.KernelTable(t, 0x4e)
+	agent := namedTCP(t, "agent") // stands for whatever the address reaches without the table
+	const limit = 2 * time.Second
+	tb.Expire(limit)
+	start := time.Now()
+	apply(t, tb, nat.Listener{Key: "ns/l", Protocol: model.TCP, Address: agent, Algorithm: model.RoundRobin,
+		Members: []nat.Member{{Key: "a", Address: namedTCP(t, "a"), Weight: 1}}})
+	carried, who := dial(t, agent)
+	if who != "a" {
+		t.Fatalf("during the hand-off a new connection was greeted by %q, want the member", who)
+	}
+	time.Sleep(time.Until(start.Add(limit + 500*time.Millisecond)))
+	if _, who := dial(t, agent); who != "agent" {
+		t.Fatalf("past the limit a new connection was greeted by %q: the table still starts flows", who)
+	}
+	carried.echo(t, "still the member's")
 }

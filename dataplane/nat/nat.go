@@ -243,6 +243,8 @@ type Table struct {
 	last        []Listener          // what the last Apply was given
 	closed      bool                // Close was called: nothing is programmed any more
 	claim       *os.File            // the lock that holds the tag (OpenClaimed), or nil
+	expire      time.Duration       // Expire's; 0: never
+	until       *nftables.Set       // the set whose one element times out at the end (Expire)
 }
 
 const (
@@ -288,6 +290,32 @@ func Open(name string, tag uint8) (*Table, error) {
 		t.nextID = max(t.nextID, mark&^markMask+1)
 	}
 	return t, nil
+}
+
+// Expire makes the table start flows for d from its first Apply, and no more after that
+// (the flows it started go on): the kernel ends it by itself, with no process left to. Set
+// before the first Apply. A hand-off table uses it: if no agent comes to take it over, the
+// node stops answering for the listeners rather than serve frozen members forever.
+func (t *Table) Expire(d time.Duration) { t.expire = d }
+
+// addExpiry makes the set whose one element times out at the end (once), and the rules that
+// send a new flow past the listeners when it is gone (first in the NAT chains, which only a
+// flow's first packet walks).
+func (t *Table) addExpiry(c *nftables.Conn) error {
+	one := binaryutil.NativeEndian.PutUint32(1)
+	if t.until == nil {
+		set := &nftables.Set{Table: t.table, Name: "until", KeyType: nftables.TypeMark, HasTimeout: true}
+		if err := c.AddSet(set, []nftables.SetElement{{Key: one, Timeout: t.expire}}); err != nil {
+			return err
+		}
+		t.until = set
+	}
+	for _, b := range []int{natPre, natOut} {
+		t.rule(t.base[b], &expr.Immediate{Register: 1, Data: one},
+			&expr.Lookup{SourceRegister: 1, SetName: t.until.Name, SetID: t.until.ID, Invert: true},
+			&expr.Verdict{Kind: expr.VerdictReturn})
+	}
+	return nil
 }
 
 // bigBuffers lets a whole Apply go in one transaction, as nft does: the kernel takes a batch
@@ -526,6 +554,11 @@ func (t *Table) program(ls []Listener) (map[uint32]bool, error) {
 		}
 	}
 
+	if hooked && t.expire > 0 {
+		if err := t.addExpiry(c); err != nil {
+			return nil, err
+		}
+	}
 	keptListeners, keptMembers := map[string]uint32{}, map[string]uint32{}
 	end := map[uint32]bool{}
 	rebuilt := map[string]*carried{}

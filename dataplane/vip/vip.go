@@ -42,6 +42,10 @@ const DefaultRefresh = 30 * time.Second
 // guardTable names the nftables table that keeps the kernel from answering ARP for VIPs.
 const guardTable = "l4lb-arp"
 
+// unguardedLimit is how long an agent leaves the kernel answering for a VIP it finds outside
+// the guard at its start, as if handed to it.
+const unguardedLimit = 30 * time.Second
+
 // Config says where VIPs live and where they are announced.
 type Config struct {
 	// Interface carries the addresses (DefaultInterface unless told otherwise); only the
@@ -64,17 +68,18 @@ type Local struct {
 	guard *guard // nil when nothing is announced
 
 	mu         sync.Mutex
-	added      map[netip.Addr]bool   // addresses on cfg.Interface that are the agent's
-	handedOff  map[netip.Addr]bool   // adopted from an agent that left them to the kernel (Release)
-	answered   map[netip.Addr]string // VIPs answered for, and on which interface
+	added      map[netip.Addr]bool      // addresses on cfg.Interface that are the agent's
+	handedOff  map[netip.Addr]time.Time // adopted from an agent that left them to the kernel (Release), until when
+	answered   map[netip.Addr]string    // VIPs answered for, and on which interface
 	responders map[string]*responder
+	released   bool // Release was called: the guard stays, to end the hand-off in its time
 }
 
 // New prepares the VIP interface and adopts the addresses a previous agent left on it: they
 // stay until the first Sync says which are wanted. The kernel stays silent for those of an
 // agent that died; for those an agent released (Release), it answers until this one does.
 func New(cfg Config) (*Local, error) {
-	l := &Local{cfg: cfg, added: map[netip.Addr]bool{}, handedOff: map[netip.Addr]bool{},
+	l := &Local{cfg: cfg, added: map[netip.Addr]bool{}, handedOff: map[netip.Addr]time.Time{},
 		answered: map[netip.Addr]string{}, responders: map[string]*responder{}}
 	link, err := netlink.LinkByName(cfg.Interface)
 	if err != nil {
@@ -90,16 +95,23 @@ func New(cfg Config) (*Local, error) {
 		}
 	}
 	if cfg.Announce != NoAnnounce {
-		guarded := guardedNow(guardTable)
-		var adopted []netip.Addr
+		// What the kernel still answers for keeps the time it has left: an agent that
+		// crash-loops must not extend the hand-off of the one before it.
+		handed, guarded, left := handedNow(guardTable), guardedNow(guardTable), map[netip.Addr]time.Duration{}
+		now := time.Now()
 		for a := range l.added {
-			if a.Is4() && !guarded[a] {
-				l.handedOff[a] = true
-				continue
+			d, ok := handed[a]
+			if !ok && a.Is4() && !guarded[a] {
+				// Released by an agent of an older version (which took it out of the guard),
+				// or the guard was flushed: the kernel answers for it already.
+				d, ok = unguardedLimit, true
 			}
-			adopted = append(adopted, a)
+			if ok && d > 0 {
+				l.handedOff[a] = now.Add(d)
+				left[a] = d
+			}
 		}
-		g, err := openGuard(guardTable, adopted)
+		g, err := openGuard(guardTable, slices.Collect(maps.Keys(l.added)), left)
 		if err != nil {
 			return nil, fmt.Errorf("keeping the kernel from answering ARP for VIPs: %w", err)
 		}
@@ -160,10 +172,10 @@ func (l *Local) Sync(addrs, answer map[netip.Addr]bool) map[netip.Addr]error {
 				errs[a] = err
 			}
 		}
-		if l.handedOff[a] && l.answered[a] != "" && l.guard != nil {
+		if _, handed := l.handedOff[a]; handed && l.answered[a] != "" && l.guard != nil {
 			// Answered by this agent now: the kernel goes silent again (a crash from here
 			// must leave the address unanswered, as any other).
-			if err := l.guard.add(a); err != nil {
+			if err := l.guard.take(a); err != nil {
 				errs[a] = err
 				continue
 			}
@@ -203,11 +215,12 @@ func (l *Local) HandedOff() []netip.Addr {
 }
 
 // Release leaves the VIPs to the kernel while the agent restarts: the addresses stay, the
-// agent stops answering for them and the kernel answers instead (they leave the guard), and
-// Close leaves them be. The next agent adopts them (New) and answers in its turn. IPv6 VIPs
-// go unanswered meanwhile (the kernel answers solicitations only for the interface's own
+// agent stops answering for them and the kernel answers instead, for limit at most (the guard
+// lets them through until then), and Close leaves them be. The next agent adopts them (New)
+// and answers in its turn; with none by then, the kernel goes silent for them by itself. IPv6
+// VIPs go unanswered meanwhile (the kernel answers solicitations only for the interface's own
 // addresses): neighbours keep what they have cached.
-func (l *Local) Release() error {
+func (l *Local) Release(limit time.Duration) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for a, iface := range l.answered {
@@ -216,10 +229,11 @@ func (l *Local) Release() error {
 	var err error
 	for a := range l.added {
 		if l.guard != nil {
-			err = errors.Join(err, l.guard.remove(a))
+			err = errors.Join(err, l.guard.hand(a, limit))
 		}
 		delete(l.added, a)
 	}
+	l.released = true
 	return err
 }
 
@@ -232,10 +246,13 @@ func (l *Local) remove(a netip.Addr) error {
 		return err
 	}
 	delete(l.added, a)
-	delete(l.handedOff, a)
 	if l.guard != nil {
+		if _, handed := l.handedOff[a]; handed {
+			l.guard.take(a)
+		}
 		l.guard.remove(a)
 	}
+	delete(l.handedOff, a)
 	return nil
 }
 
@@ -311,14 +328,25 @@ func (l *Local) RepairGuard() (bool, error) {
 	}
 	want := map[netip.Addr]bool{}
 	for a := range l.added {
-		if a.Is4() && !l.handedOff[a] {
+		if a.Is4() {
 			want[a] = true
 		}
 	}
-	if maps.Equal(guardedNow(guardTable), want) && l.guard.intact() {
+	// The kernel's own count of what it still lets through is the truth; only what it lost
+	// is put back, with the time it had left.
+	left, handedOK := map[netip.Addr]time.Duration{}, true
+	now, handed := time.Now(), handedNow(guardTable)
+	for a, until := range l.handedOff {
+		if d := until.Sub(now); d > 0 && a.Is4() {
+			left[a] = d
+			_, in := handed[a]
+			handedOK = handedOK && (in || d < time.Second)
+		}
+	}
+	if maps.Equal(guardedNow(guardTable), want) && handedOK && l.guard.intact() {
 		return false, nil
 	}
-	g, err := openGuard(guardTable, slices.Collect(maps.Keys(want)))
+	g, err := openGuard(guardTable, slices.Collect(maps.Keys(want)), left)
 	if err != nil {
 		return false, err
 	}
@@ -370,7 +398,7 @@ func (l *Local) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var err error
-	if l.guard != nil && len(l.added) == 0 {
+	if l.guard != nil && len(l.added) == 0 && !l.released {
 		err = l.guard.close()
 	}
 	return err

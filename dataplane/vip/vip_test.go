@@ -194,7 +194,7 @@ func TestReleasedVIPAnsweredUntilAdopted(t *testing.T) {
 		if errs := l.Sync(map[netip.Addr]bool{vip: true}, map[netip.Addr]bool{vip: true}); len(errs) > 0 {
 			return fmt.Errorf("%v", errs)
 		}
-		if err := l.Release(); err != nil {
+		if err := l.Release(time.Minute); err != nil {
 			return err
 		}
 		return l.Close()
@@ -237,6 +237,69 @@ func TestReleasedVIPAnsweredUntilAdopted(t *testing.T) {
 		t.Fatalf("after the next agent died the kernel answers for the VIP again: %v", got)
 	}
 	lantest.In(a, func() error { next.Sync(nil, nil); return next.Close() })
+}
+
+// A hand-off has an end: with no agent to answer for a released VIP within the limit, the
+// kernel goes silent for it by itself (another node may take it), and an agent that starts
+// meanwhile and dies before answering (a crash loop) does not extend it.
+func TestAHandOffEndsByItself(t *testing.T) {
+	a, b := lan(t)
+	vip := netip.MustParseAddr("198.51.100.101")
+	const limit = 2 * time.Second
+	var released time.Time
+	if err := lantest.In(a, func() error {
+		l, err := New(Config{Interface: "lo"})
+		if err != nil {
+			return err
+		}
+		if errs := l.Sync(map[netip.Addr]bool{vip: true}, map[netip.Addr]bool{vip: true}); len(errs) > 0 {
+			return fmt.Errorf("%v", errs)
+		}
+		if err := l.Release(limit); err != nil {
+			return err
+		}
+		released = time.Now()
+		return l.Close()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := whoHas(t, b, vip); len(got) != 1 {
+		t.Fatalf("a released VIP is answered by %v, want the kernel alone", got)
+	}
+	// The next agent starts and dies before it answers.
+	if err := lantest.In(a, func() error {
+		next, err := New(Config{Interface: "lo"})
+		if err != nil {
+			return err
+		}
+		if got := next.HandedOff(); len(got) != 1 {
+			return fmt.Errorf("the next agent finds %v handed off, want %s", got, vip)
+		}
+		for _, r := range next.responders {
+			r.close()
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(released.Add(limit + 500*time.Millisecond)))
+	if got := whoHas(t, b, vip); len(got) != 0 {
+		t.Fatalf("%v after the release, past its limit (%v), the VIP is still answered by %v", time.Since(released).Round(time.Millisecond), limit, got)
+	}
+	// Whoever comes next finds nothing handed off: it decides afresh, and cleans up.
+	if err := lantest.In(a, func() error {
+		next, err := New(Config{Interface: "lo"})
+		if err != nil {
+			return err
+		}
+		if got := next.HandedOff(); len(got) != 0 {
+			return fmt.Errorf("past the limit, an agent finds %v handed off, want none", got)
+		}
+		next.Sync(nil, nil)
+		return next.Close()
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // `nft flush ruleset` (Debian's stock /etc/nftables.conf begins with it) removes the guard:
