@@ -61,7 +61,11 @@ func Command() func() error {
 	handOff := flag.Bool("restart-handoff", true, "on shutdown with no other node to take the VIPs, when the DaemonSet will start another agent here (an upgrade, a deleted pod): the kernel carries the listeners meanwhile (false: they stop with the agent)")
 	handOffLimit := flag.Duration("restart-handoff-limit", 2*time.Minute, "after a restart hand-off, how long the kernel carries the listeners and answers for the VIPs at most, waiting for the next agent (the members' health is frozen meanwhile); then it stops by itself and another node may take them")
 	drainConns := flag.Duration("drain-connections", 20*time.Second, "on shutdown with no other node to take the VIPs, while the kernel carries the listeners until the next agent: how long proxied connections have to finish (keep it under the pod's termination grace)")
+	cleanup := flag.Bool("cleanup", false, "remove what agents leave on this node (the VIPs on --vip-interface, l4lb's nftables tables) and exit: after an uninstall whose agents were killed before they could clean up (as kube-proxy --cleanup). Connections the kernel carries for l4lb end")
 	return func() error {
+		if *cleanup {
+			return Cleanup(*iface)
+		}
 		if *config != "" {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -134,7 +138,9 @@ func Command() func() error {
 		stopRefresh := make(chan struct{})
 		defer close(stopRefresh)
 		go vips.RefreshLoop(stopRefresh)
-		go vips.RepairLoop(stopRefresh, time.Second, log.Warn)
+		// Every 250 ms: while the guard is gone (nft flush ruleset), the kernel of a standby,
+		// which has the VIP local, answers beside the holder; two answerers must not last 1 s.
+		go vips.RepairLoop(stopRefresh, 250*time.Millisecond, log.Warn)
 		stopping := Stopping{Agent: a, Grace: *drainGrace, Drain: *drainConns, Limit: *handOffLimit, Log: log}
 		if *handOff {
 			stopping.Restarts = RestartsHere(mgr.GetAPIReader(), log)

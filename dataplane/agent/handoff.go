@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 
 	"log/slog"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/l4lb/l4lb/dataplane/nat"
+	"github.com/l4lb/l4lb/dataplane/vip"
 	"github.com/l4lb/l4lb/internal/model"
 )
 
@@ -167,3 +169,14 @@ func removeWhenIdle(log logr.Logger) {
 		log.Error(err, "removing the retired hand-off table")
 	}
 }
+
+// Cleanup removes what agents leave on the node when they cannot stop cleanly (SIGKILL, a
+// node drained by force during an uninstall): the VIPs on iface and l4lb's nftables tables.
+// A next agent would adopt or remove them itself; this is for a node none will run on again.
+func Cleanup(iface string) error {
+	return errors.Join(vip.Clean(iface), nat.RemoveAll(TablePrefix))
+}
+
+// TablePrefix begins the name of every nftables table an agent makes (its kernel path's, the
+// hand-off's, the ARP guard's).
+const TablePrefix = "l4lb-"

@@ -50,6 +50,7 @@ type agentProc struct {
 	cmd  *exec.Cmd
 	fwd  *lantest.Forwarder
 	log  string
+	args []string // flags beyond the defaults (restartWith)
 }
 
 func newLab(t *testing.T, n int) *lab {
@@ -121,7 +122,7 @@ func (l *lab) start(node string, env ...string) {
 	kcPath := filepath.Join(l.t.TempDir(), node+".kubeconfig")
 	os.WriteFile(kcPath, kc, 0o600)
 	logf, _ := os.OpenFile(a.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	a.cmd = exec.Command("ip", "netns", "exec", h.NS, l.bin, "dataplane", "--kubeconfig", kcPath, "--metrics-bind-address", "0")
+	a.cmd = exec.Command("ip", append([]string{"netns", "exec", h.NS, l.bin, "dataplane", "--kubeconfig", kcPath, "--metrics-bind-address", "0"}, a.args...)...)
 	a.cmd.Env = append(os.Environ(), "NODE_NAME="+node, "HOST_IP="+h.Addr, "POD_NAMESPACE=l4lb-system")
 	a.cmd.Env = append(a.cmd.Env, env...)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
@@ -335,6 +336,23 @@ func (s *arpSampler) stopExpecting(mac string) (samples, off int) {
 		}
 	}
 	return len(s.samples), off
+}
+
+// longestSilence is the longest time nobody answered, from the first sample without an answer
+// to the first after it with one (call it after stop).
+func (s *arpSampler) longestSilence() time.Duration {
+	var longest time.Duration
+	var since time.Time
+	for _, x := range s.samples {
+		switch {
+		case len(x.macs) == 0 && since.IsZero():
+			since = x.at
+		case len(x.macs) > 0 && !since.IsZero():
+			longest = max(longest, x.at.Sub(since))
+			since = time.Time{}
+		}
+	}
+	return longest
 }
 
 // overlap is how long two or more MACs answered (each sample counts until the next).

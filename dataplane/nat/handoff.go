@@ -2,6 +2,7 @@ package nat
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/google/nftables"
 )
@@ -62,6 +63,28 @@ func FlowsOf(tag uint8) (int, error) {
 		total += k
 	}
 	return total, err
+}
+
+// RemoveAll deletes every table of the inet and arp families whose name begins with prefix,
+// in one transaction. The flows they started lose their translations.
+func RemoveAll(prefix string) error {
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	ts, err := c.ListTables()
+	if err != nil {
+		return err
+	}
+	for _, t := range ts {
+		if strings.HasPrefix(t.Name, prefix) && (t.Family == nftables.TableFamilyINet || t.Family == nftables.TableFamilyARP) {
+			c.DelTable(t)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("removing the nftables tables %s*: %w", prefix, err)
+	}
+	return nil
 }
 
 // Remove deletes the table name if it is there. The flows it started are left to conntrack.

@@ -472,6 +472,28 @@ func (l *Local) marked(x netlink.Addr) bool {
 	return ones == 128 && x.Flags&unix.IFA_F_NOPREFIXROUTE != 0
 }
 
+// Clean removes the addresses agents added to iface, for a node no agent will run on again (an
+// uninstall whose agents were killed); the ARP guard, an l4lb- table, goes with nat.RemoveAll.
+func Clean(iface string) error {
+	l := &Local{cfg: Config{Interface: iface}}
+	link, err := netlink.LinkByName(iface)
+	if err != nil {
+		return fmt.Errorf("VIP interface %q: %w", iface, err)
+	}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return err
+	}
+	for _, x := range addrs {
+		if l.marked(x) {
+			if err := netlink.AddrDel(link, &x); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+				return fmt.Errorf("removing %s from %s: %w", x.IP, iface, err)
+			}
+		}
+	}
+	return nil // the guard is an l4lb- table: nat.RemoveAll takes it
+}
+
 // Loopback makes VIPs local on lo and never announces them: for a host whose clients are
 // local (the tests' control plane, the latency benchmark).
 func Loopback() *Local {
