@@ -10,6 +10,7 @@ import (
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ndp"
+	"golang.org/x/net/ipv6"
 )
 
 // responder answers, on one interface, the neighbours' ARP requests and neighbour
@@ -60,7 +61,7 @@ func (r *responder) answer(a netip.Addr) error {
 	defer r.mu.Unlock()
 	if is6(a) {
 		if r.ndp == nil {
-			c, _, err := ndp.Listen(r.ifi, ndp.LinkLocal)
+			c, err := listenNDP(r.ifi)
 			if err != nil {
 				return err
 			}
@@ -137,14 +138,36 @@ func (r *responder) serveARP(c *arp.Client) {
 	}
 }
 
+// listenNDP opens the socket neighbour solicitations for VIPs arrive on: bound to no address,
+// so it also gets those sent to a VIP itself (a neighbour confirming an entry it has, RFC 4861
+// neighbour unreachability detection), which a socket bound to the link-local address never
+// sees and the kernel does not answer for an address of another interface. Solicitations only.
+func listenNDP(ifi *net.Interface) (*ndp.Conn, error) {
+	c, _, err := ndp.Listen(ifi, ndp.Unspecified)
+	if err != nil {
+		return nil, err
+	}
+	var f ipv6.ICMPFilter
+	f.SetAll(true)
+	f.Accept(ipv6.ICMPTypeNeighborSolicitation)
+	if err := errors.Join(c.SetICMPFilter(&f), c.SetControlMessage(ipv6.FlagInterface, true)); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
 func (r *responder) serveNDP(c *ndp.Conn) {
 	for {
-		m, _, from, err := c.ReadFrom()
+		m, cm, from, err := c.ReadFrom()
 		if err != nil {
 			if r.closed(err, func() bool { return r.ndp != c }) {
 				return
 			}
 			continue
+		}
+		if cm == nil || cm.IfIndex != r.ifi.Index {
+			continue // the socket hears every interface: answer on ours only
 		}
 		ns, ok := m.(*ndp.NeighborSolicitation)
 		if !ok || !r.answers(ns.TargetAddress) {

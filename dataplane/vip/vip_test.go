@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -350,5 +351,67 @@ func TestTheGuardComesBackAfterAFlush(t *testing.T) {
 	}
 	if got := whoHas(t, b, vip); len(got) != 0 {
 		t.Fatalf("after the repair the kernel still answers for the VIP: %v", got)
+	}
+}
+
+// A neighbour that already knows the VIP's MAC checks it is still there with a unicast
+// solicitation to the VIP itself (neighbour unreachability detection, RFC 4861 7.3): the agent
+// answers it, so the neighbour's entry goes back to REACHABLE instead of cycling to FAILED
+// and back through a multicast solicitation every time.
+func TestUnicastSolicitationsAnswered(t *testing.T) {
+	a, b := lan(t)
+	vip6 := netip.MustParseAddr("2001:db8::100")
+	var l *Local
+	if err := lantest.In(a, func() (err error) {
+		if l, err = New(Config{Interface: "lo", Announce: "eth0"}); err != nil {
+			return err
+		}
+		if errs := l.Sync(map[netip.Addr]bool{vip6: true}, map[netip.Addr]bool{vip6: true}); len(errs) > 0 {
+			return fmt.Errorf("%v", errs)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lantest.In(a, func() error { l.Sync(nil, nil); return l.Close() }) })
+	var mac string
+	if err := lantest.In(a, func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		mac = ifi.HardwareAddr.String()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sh := func(args ...string) string {
+		out, err := exec.Command("ip", append([]string{"netns", "exec", b}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	// b's entry is stale, as after a while of no confirmation; the next packet to the VIP
+	// makes b probe it by unicast, after delay_first_probe_time (1 s here, 5 by default).
+	sh("sysctl", "-qw", "net.ipv6.neigh.eth0.delay_first_probe_time=1")
+	sh("ip", "-6", "neigh", "replace", vip6.String(), "lladdr", mac, "dev", "eth0", "nud", "stale")
+	if err := lantest.In(b, func() error { // any packet to the VIP will do
+		c, err := net.Dial("udp", netip.AddrPortFrom(vip6, 9).String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("x"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var state string
+	for end := time.Now().Add(6 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		state = sh("ip", "-6", "neigh", "show", vip6.String(), "dev", "eth0")
+		if strings.Contains(state, "REACHABLE") || strings.Contains(state, "FAILED") {
+			break
+		}
+	}
+	if !strings.Contains(state, "REACHABLE") {
+		t.Fatalf("after unicast probes for the VIP the neighbour's entry is %q, want REACHABLE (the agent answers them)", strings.TrimSpace(state))
 	}
 }
