@@ -87,10 +87,15 @@ func Command() func() error {
 		conflicts := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "l4lb", Name: "vip_conflicts_total",
 			Help: "ARP from another MAC claiming a VIP this node answers for: two answerers."}, []string{"vip"})
 		crmetrics.Registry.MustRegister(conflicts)
+		var settle vip.ConflictFunc // the VIP election's rule, once it runs
 		vips, err := vip.New(vip.Config{Interface: *iface, Announce: *announce, Refresh: *refresh,
-			OnConflict: func(a netip.Addr, other net.HardwareAddr) {
+			OnConflict: func(a netip.Addr, own, other net.HardwareAddr) bool {
 				conflicts.WithLabelValues(a.String()).Inc()
-				log.Warn("another MAC claims a VIP this node answers for; announcing it again", "vip", a, "mac", other)
+				if settle == nil {
+					log.Warn("another MAC claims a VIP this node answers for; announcing it again", "vip", a, "mac", other)
+					return false
+				}
+				return settle(a, own, other)
 			}})
 		if err != nil {
 			return err
@@ -107,6 +112,8 @@ func Command() func() error {
 			return err
 		}
 		a.Ownership = own
+		conflictLog := ctrl.Log.WithName("vip-ownership")
+		settle = func(a netip.Addr, mine, other net.HardwareAddr) bool { return own.Conflict(a, mine, other, conflictLog) }
 		own.Fitness = func() error { return Fitness(*iface, vips) }
 		table := nat.Optional(*kernelUDP || *kernelTCP, func() (*nat.Table, error) { return nat.Open("l4lb-"+*node, nat.DefaultTag) }, log)
 		// Handed off, the kernel's connections carry on through the restart.

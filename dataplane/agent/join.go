@@ -46,6 +46,7 @@ func Join(mgr ctrl.Manager, m Membership) (*Ownership, *nodes.Gossip, error) {
 	var own *Ownership
 	g, err := nodes.StartGossip(nodes.GossipConfig{Node: node, Address: addr, Port: m.Port, Key: key, Timing: m.Timing, Log: log,
 		StartUnfit: true, // until it has joined and its engine runs (Ownership.checkFitness)
+		MACs:       nodes.LocalMACs(),
 		OnChange: func() {
 			if own != nil {
 				own.Changed()

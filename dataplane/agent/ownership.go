@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"maps"
+	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -65,6 +68,7 @@ type Ownership struct {
 	lingering map[string]lingered
 	pending   map[string]handover // hand-overs waiting
 	lastHold  map[string]string   // key -> holder in the previous computation
+	yielded   map[string]time.Time // VIP -> until when this node leaves it to another (Conflict)
 
 	heldGauge          prometheus.Gauge
 	quorate            prometheus.Gauge
@@ -98,7 +102,7 @@ func NewOwnership(node string, g Peers, reg *nodes.Registry, r client.Reader, pr
 	o := &Ownership{Node: node, Gossip: g, Registry: reg, Reader: r, Tick: 50 * time.Millisecond,
 		Handover: 300 * time.Millisecond, Linger: 2 * time.Second,
 		held: map[string]string{}, standby: map[string]string{}, lingering: map[string]lingered{},
-		pending: map[string]handover{}, lastHold: map[string]string{},
+		pending: map[string]handover{}, lastHold: map[string]string{}, yielded: map[string]time.Time{},
 		heldGauge: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "l4lb", Name: "vips_held", Help: "VIPs this node holds."}),
 		quorate:   prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "l4lb", Name: "quorate", Help: "1 when this node's side of the dataplane may hold VIPs (a majority, or half and the witness)."}),
 		acquired:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "l4lb", Name: "vip_acquisitions_total", Help: "VIPs this node took."}),
@@ -257,6 +261,11 @@ func (o *Ownership) step(ctx context.Context, log interface {
 				holders[k] = order[0]
 			}
 			switch {
+			case len(order) > 0 && order[0] == o.Node && now.Before(o.yielded[lb.Status.VIPAddress]):
+				standby[k] = lb.Status.VIPAddress // another node answers for it: serve, do not answer
+				if _, had := o.held[k]; had {
+					o.event(ctx, k, "VIPConflict", "node %s saw another l4lb node answer for the VIP and yields it (the lower MAC keeps it)")
+				}
 			case len(order) > 0 && order[0] == o.Node:
 				if _, had := o.held[k]; !had && o.handingOver(k, lb.Status.VIPAddress, eligible, view, now) {
 					standby[k] = lb.Status.VIPAddress // serve it meanwhile
@@ -269,6 +278,7 @@ func (o *Ownership) step(ctx context.Context, log interface {
 		}
 	}
 	o.lastHold = holders
+	maps.DeleteFunc(o.yielded, func(_ string, until time.Time) bool { return !now.Before(until) })
 	maps.DeleteFunc(o.pending, func(k string, _ handover) bool { _, ok := standby[k]; return !ok || holders[k] != o.Node })
 
 	changed := !maps.Equal(held, o.held) || !maps.Equal(standby, o.standby)
@@ -349,6 +359,37 @@ func (o *Ownership) handingOver(k, vip string, live []string, view nodes.View, n
 		return false
 	}
 	o.pending[k] = handover{from: prev, since: now}
+	return true
+}
+
+// yieldFor is how long a node that yielded a VIP in a conflict leaves it (RFC 5227's
+// DEFEND_INTERVAL): if the nodes still disagree after it, the conflict comes back and is
+// settled the same way.
+const yieldFor = 10 * time.Second
+
+// Conflict settles another MAC's ARP claim for a VIP this node answers for with own (the
+// responder calls it): when the other MAC is another l4lb node's (its gossip Meta says so),
+// the lower MAC keeps the VIP and the other yields it for yieldFor, so two nodes whose views
+// disagree (an asymmetric partition) stop answering together within a round trip of ARP,
+// by a rule both apply alike. A MAC no l4lb node has is a stranger: the VIP is defended
+// (RFC 5227). It reports whether this node yields.
+func (o *Ownership) Conflict(vip netip.Addr, own, other net.HardwareAddr, log logr.Logger) bool {
+	node := o.Gossip.View().NodeWithMAC(other)
+	if node == "" || node == o.Node {
+		log.Info("a device that is not an l4lb node claims a VIP this node answers for: defending it", "vip", vip, "mac", other)
+		return false
+	}
+	if bytes.Compare(other, own) > 0 {
+		log.Info("another l4lb node answers for a VIP this node holds: keeping it (the lower MAC)", "vip", vip, "node", node, "mac", other)
+		return false
+	}
+	log.Info("another l4lb node answers for a VIP this node holds: yielding it (the lower MAC keeps it)", "vip", vip, "node", node, "mac", other, "for", yieldFor)
+	o.mu.Lock()
+	o.yielded[vip.String()] = o.now().Add(yieldFor)
+	o.mu.Unlock()
+	if o.trigger != nil {
+		o.trigger()
+	}
 	return true
 }
 

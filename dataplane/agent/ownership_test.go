@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -325,5 +327,50 @@ func TestALocalVIPIsHeldWhereItsMembersRun(t *testing.T) {
 	}
 	if got := holders(); len(got) != 0 {
 		t.Fatalf("no member taking traffic: held by %v", got)
+	}
+}
+
+// Two l4lb nodes that both hold a VIP (their views disagree: an asymmetric partition) settle
+// it on the wire: the node with the higher MAC yields it when it hears the other's ARP, for
+// yieldFor, and the lower keeps it; a stranger's claim is defended, never yielded to.
+func TestAConflictIsSettledByTheLowerMAC(t *testing.T) {
+	macA, macB := net.HardwareAddr{2, 0, 0, 0, 0, 1}, net.HardwareAddr{2, 0, 0, 0, 0, 2}
+	// Each sees the other dead but a third node alive: both quorate, both first for v.
+	v := vipRanked(t, []string{"a", "b", "c"}, "a", "b")
+	r := loadBalancers(t, v)
+	c := &clock{t: time.Unix(1000, 0)}
+	macs := map[string]string{"a": string(macA), "b": string(macB)}
+	va, vb := view(3, "a", "c"), view(3, "b", "c")
+	va.MACs, vb.MACs = macs, macs
+	a := newTestOwnership("a", &fakePeers{view: va}, r, c)
+	b := newTestOwnership("b", &fakePeers{view: vb}, r, c)
+	for range 10 { // past any hand-over wait
+		step(a)
+		step(b)
+		c.advance(100 * time.Millisecond)
+	}
+	k := "ns/lb-" + v
+	if !a.Held()[k] || !b.Held()[k] {
+		t.Fatalf("the test needs both to hold %s: a %v, b %v", k, a.Held(), b.Held())
+	}
+	vip := netip.MustParseAddr(v)
+	if a.Conflict(vip, macA, macB, logr.Discard()) {
+		t.Fatal("a, the lower MAC, yielded")
+	}
+	if !b.Conflict(vip, macB, macA, logr.Discard()) {
+		t.Fatal("b, the higher MAC, did not yield")
+	}
+	step(a)
+	step(b)
+	if !a.Held()[k] || b.Held()[k] || !b.Serving()[k] {
+		t.Fatalf("after the conflict a holds %v, b holds %v and serves %v; want a alone holding, b serving", a.Held(), b.Held(), b.Serving())
+	}
+	c.advance(yieldFor)
+	step(b)
+	if !b.Held()[k] {
+		t.Fatalf("after %v b, still first in its own view, does not take %s back: %v", yieldFor, k, b.Held())
+	}
+	if a.Conflict(vip, macA, net.HardwareAddr{2, 0, 0, 0, 0, 0}, logr.Discard()) {
+		t.Fatal("a yielded to a MAC no l4lb node has")
 	}
 }

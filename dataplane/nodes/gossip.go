@@ -39,6 +39,9 @@ const DefaultPort = 7946
 type Meta struct {
 	Draining bool // leaving: hands its VIPs over
 	Unfit    bool // its VIP interface is down or its engine stopped serving: holds nothing
+	// MACs are the node's hardware addresses, 6 bytes each (a string, so Metas compare): an
+	// ARP claim for a VIP from one of them is another l4lb node's, not a stranger's.
+	MACs string
 }
 
 func (m Meta) encode() []byte {
@@ -49,14 +52,38 @@ func (m Meta) encode() []byte {
 	if m.Unfit {
 		b |= 2
 	}
-	return []byte{b}
+	return append([]byte{b}, m.MACs...)
 }
 
 func decodeMeta(b []byte) Meta {
 	if len(b) == 0 {
 		return Meta{}
 	}
-	return Meta{Draining: b[0]&1 != 0, Unfit: b[0]&2 != 0}
+	m := Meta{Draining: b[0]&1 != 0, Unfit: b[0]&2 != 0}
+	if macs := b[1:]; len(macs)%6 == 0 {
+		m.MACs = string(macs)
+	}
+	return m
+}
+
+// maxMACs bounds what Meta carries well within memberlist's 512 bytes of node metadata.
+const maxMACs = 16
+
+// LocalMACs are this host's Ethernet hardware addresses (loopback aside), for Meta.MACs.
+func LocalMACs() string {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return ""
+	}
+	var s strings.Builder
+	n := 0
+	for _, ifi := range ifs {
+		if len(ifi.HardwareAddr) == 6 && ifi.Flags&net.FlagLoopback == 0 && n < maxMACs {
+			s.Write(ifi.HardwareAddr)
+			n++
+		}
+	}
+	return s.String()
 }
 
 // GossipConfig is what a node needs to join the others.
@@ -77,6 +104,8 @@ type GossipConfig struct {
 	// StartUnfit makes the node tell the others it is unfit from its first message, until
 	// SetMeta says otherwise: a starting agent must not draw VIPs before it can hold them.
 	StartUnfit bool
+	// MACs are what the node's Meta says its hardware addresses are (LocalMACs).
+	MACs string
 }
 
 // Gossip is this node's membership in the dataplane nodes' gossip.
@@ -98,7 +127,7 @@ type Gossip struct {
 // StartGossip starts gossiping on the configured address; Join adds the others.
 func StartGossip(c GossipConfig) (*Gossip, error) {
 	g := &Gossip{node: c.Node, onChange: c.OnChange, known: map[string]bool{c.Node: true}}
-	g.meta.Store(Meta{Unfit: c.StartUnfit})
+	g.meta.Store(Meta{Unfit: c.StartUnfit, MACs: c.MACs})
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = c.Node
 	mc.BindAddr = c.Address
@@ -207,7 +236,20 @@ type View struct {
 	Alive    []string // sorted, this node included
 	Draining map[string]bool
 	Unfit    map[string]bool
-	Known    int // nodes seen alive that have not left: what a majority is counted against
+	Known    int               // nodes seen alive that have not left: what a majority is counted against
+	MACs     map[string]string // the hardware addresses each alive node gave (Meta.MACs)
+}
+
+// NodeWithMAC is the alive node that gave mac as one of its own, or "".
+func (v View) NodeWithMAC(mac net.HardwareAddr) string {
+	for n, macs := range v.MACs {
+		for i := 0; i+6 <= len(macs); i += 6 {
+			if macs[i:i+6] == string(mac) {
+				return n
+			}
+		}
+	}
+	return ""
 }
 
 // Eligible are the alive nodes that may hold VIPs.
@@ -231,7 +273,7 @@ func (v View) Quorate(tie func(alive []string) bool) bool {
 
 // View returns the membership now.
 func (g *Gossip) View() View {
-	v := View{Draining: map[string]bool{}, Unfit: map[string]bool{}}
+	v := View{Draining: map[string]bool{}, Unfit: map[string]bool{}, MACs: map[string]string{}}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, n := range g.ml.Members() {
@@ -246,6 +288,9 @@ func (g *Gossip) View() View {
 		}
 		if m.Unfit {
 			v.Unfit[n.Name] = true
+		}
+		if m.MACs != "" {
+			v.MACs[n.Name] = m.MACs
 		}
 	}
 	slices.Sort(v.Alive)

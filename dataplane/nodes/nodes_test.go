@@ -2,6 +2,7 @@ package nodes
 
 import (
 	"fmt"
+	"net"
 	"testing"
 )
 
@@ -43,5 +44,23 @@ func TestHolderSkipsDrainingNodesUnlessAlone(t *testing.T) {
 		if h := Holder(vip, nil, nil); h != "" {
 			t.Fatalf("no node, yet holder %q", h)
 		}
+	}
+}
+
+// A node's hardware addresses travel in its Meta, so another node can tell an l4lb node's ARP
+// claim from a stranger's; an older node's one-byte Meta still decodes.
+func TestMetaCarriesTheNodesMACs(t *testing.T) {
+	a := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	b := net.HardwareAddr{2, 0, 0, 0, 0, 2}
+	m := Meta{Unfit: true, MACs: string(a) + string(b)}
+	if got := decodeMeta(m.encode()); got != m {
+		t.Fatalf("decoded %+v, want %+v", got, m)
+	}
+	if got := decodeMeta([]byte{1}); got != (Meta{Draining: true}) {
+		t.Fatalf("an older node's Meta decoded as %+v", got)
+	}
+	v := View{MACs: map[string]string{"n1": m.MACs}}
+	if v.NodeWithMAC(b) != "n1" || v.NodeWithMAC(net.HardwareAddr{2, 0, 0, 0, 0, 3}) != "" {
+		t.Fatalf("NodeWithMAC: %q for n1's, %q for a stranger's", v.NodeWithMAC(b), v.NodeWithMAC(net.HardwareAddr{2, 0, 0, 0, 0, 3}))
 	}
 }

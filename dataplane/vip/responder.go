@@ -18,7 +18,7 @@ import (
 // not to (guard), so when the agent dies nobody on this node answers any more.
 type responder struct {
 	ifi        *net.Interface
-	onConflict func(netip.Addr, net.HardwareAddr)
+	onConflict ConflictFunc
 	// defend announces a VIP again on an interface (announceOnce; tests record instead).
 	defend func(iface string, a netip.Addr) error
 
@@ -29,7 +29,7 @@ type responder struct {
 	ndp      *ndp.Conn
 }
 
-func newResponder(ifi *net.Interface, onConflict func(netip.Addr, net.HardwareAddr)) *responder {
+func newResponder(ifi *net.Interface, onConflict ConflictFunc) *responder {
 	return &responder{ifi: ifi, onConflict: onConflict, defend: announceOnce, vips: map[netip.Addr]bool{}, defended: map[netip.Addr]time.Time{}}
 }
 
@@ -38,18 +38,18 @@ func newResponder(ifi *net.Interface, onConflict func(netip.Addr, net.HardwareAd
 const defendInterval = 10 * time.Second
 
 // conflict handles an ARP from another MAC that claims a VIP this node answers for: it is
-// reported, and the VIP announced again (at most once per defendInterval) so neighbours
-// point back here while the nodes settle who holds it.
+// reported, and unless the report says this node yields, the VIP is announced again (at most
+// once per defendInterval) so neighbours point back here while the nodes settle who holds it.
 func (r *responder) conflict(a netip.Addr, other net.HardwareAddr) {
+	if r.onConflict != nil && r.onConflict(a, r.ifi.HardwareAddr, other) {
+		return
+	}
 	r.mu.Lock()
 	defend := time.Since(r.defended[a]) > defendInterval
 	if defend {
 		r.defended[a] = time.Now()
 	}
 	r.mu.Unlock()
-	if r.onConflict != nil {
-		r.onConflict(a, other)
-	}
 	if defend {
 		r.defend(r.ifi.Name, a)
 	}

@@ -26,8 +26,10 @@ func TestMalformedFramesDoNotPause(t *testing.T) {
 // defendInterval.
 func TestAConflictIsReportedAndDefended(t *testing.T) {
 	var seen []string
-	r := newResponder(&net.Interface{Name: "l4lb-none"}, func(a netip.Addr, mac net.HardwareAddr) {
+	yield := false
+	r := newResponder(&net.Interface{Name: "l4lb-none"}, func(a netip.Addr, _, mac net.HardwareAddr) bool {
 		seen = append(seen, a.String()+" "+mac.String())
+		return yield
 	})
 	// Recorded, not sent: looking an interface up here would also fill the net package's
 	// process-wide zone cache with this namespace's indexes, which the namespace tests of
@@ -43,5 +45,12 @@ func TestAConflictIsReportedAndDefended(t *testing.T) {
 	}
 	if defences != 1 {
 		t.Fatalf("defended %d times within the defence interval, want once", defences)
+	}
+	// A node that yields does not defend.
+	yield = true
+	b := netip.MustParseAddr("198.51.100.10")
+	r.conflict(b, other)
+	if defences != 1 || len(seen) != 3 {
+		t.Fatalf("after yielding: %d defences, %d reports; want no new defence, one new report", defences, len(seen))
 	}
 }

@@ -59,8 +59,12 @@ type Config struct {
 	// OnConflict, when set, hears of another MAC claiming a VIP this node answers for (an ARP
 	// from it with the VIP as sender): two answerers, which the node defends against by
 	// announcing itself again (RFC 5227), and which the caller counts and reports.
-	OnConflict func(vip netip.Addr, other net.HardwareAddr)
+	OnConflict ConflictFunc
 }
+
+// ConflictFunc hears of another MAC (other) claiming vip, which this node answers for with own:
+// it returns true when this node yields (the caller lets the VIP go), false when it defends.
+type ConflictFunc func(vip netip.Addr, own, other net.HardwareAddr) (yield bool)
 
 // Local makes VIPs local and answers for them.
 type Local struct {
