@@ -113,7 +113,9 @@ func Command() func() error {
 		}
 		a.Ownership = own
 		conflictLog := ctrl.Log.WithName("vip-ownership")
-		settle = func(a netip.Addr, mine, other net.HardwareAddr) bool { return own.Conflict(a, mine, other, conflictLog) }
+		settle = func(a netip.Addr, mine, other net.HardwareAddr) bool {
+			return own.Conflict(a, mine, other, conflictLog)
+		}
 		own.Fitness = func() error { return Fitness(*iface, vips) }
 		table := nat.Optional(*kernelUDP || *kernelTCP, func() (*nat.Table, error) { return nat.Open("l4lb-"+*node, nat.DefaultTag) }, log)
 		// Handed off, the kernel's connections carry on through the restart.

@@ -66,8 +66,8 @@ type Ownership struct {
 	held      map[string]string // key -> VIP
 	standby   map[string]string
 	lingering map[string]lingered
-	pending   map[string]handover // hand-overs waiting
-	lastHold  map[string]string   // key -> holder in the previous computation
+	pending   map[string]handover  // hand-overs waiting
+	lastHold  map[string]string    // key -> holder in the previous computation
 	yielded   map[string]time.Time // VIP -> until when this node leaves it to another (Conflict)
 
 	heldGauge          prometheus.Gauge
