@@ -9,14 +9,15 @@ export GOTOOLCHAIN=local
 # envtest (about 13 minutes), Helm, the cluster's Kubernetes commands. They build in the
 # background while the tests that need none of them run (they wait on sockets, Keystone and
 # Neutron more than they compute); the tests that need an API server run once it is built.
+# Niced, so the tests running meanwhile get the CPU when they want it (some count time).
 assets_log=$(mktemp)
-(hack/envtest-assets.sh && make -s helm) >"$assets_log" 2>&1 &
+(exec nice -n 10 bash -c 'hack/envtest-assets.sh && make -s helm') >"$assets_log" 2>&1 &
 assets=$!
 trap 'kill $assets 2>/dev/null' EXIT
 if [[ $(id -u) == 0 ]]; then
   # The cluster's commands are not needed before the end: at the lowest priority they use only
   # what the tests leave of the CPU. They share envtest's kube-apiserver, and wait for it: the
-  # head start lets the build above take its lock at full priority.
+  # head start lets the build above take its lock first.
   build_log=$(mktemp)
   (sleep 5; exec nice -n 19 hack/cluster.sh build) >"$build_log" 2>&1 &
   cluster_build=$!
@@ -37,7 +38,7 @@ for pkg in $(go list ./... | grep -v /test/e2e); do
   tests=("$dir"/*_test.go)
   [[ -e ${tests[0]} ]] || continue
   env=$(grep -l -E '"(github.com/l4lb/l4lb/test/testenv|sigs.k8s.io/controller-runtime/pkg/envtest)"' "${tests[@]}" || true)
-  names=$(grep -ho '^func Test[A-Za-z0-9_]*' $env /dev/null | cut -c6- | paste -sd'|')
+  names=$(grep -ho '^func Test[A-Za-z0-9_]*' $env /dev/null | cut -c6- | paste -sd'|' || true)
   if [[ -z $env ]]; then
     first+=("$pkg")
   elif [[ -n $names && ! $names =~ (^|\|)TestMain($|\|) && $(wc -w <<<"$env") -lt ${#tests[@]} ]]; then
