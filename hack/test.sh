@@ -49,12 +49,14 @@ for pkg in $(go list ./... | grep -v /test/e2e); do
 done
 
 # -p 1: packages that start an API server or load the network must not share 2 cores at once.
-# test/e2e runs last, on a real cluster.
-gotest() { go test -p 1 -count=1 -timeout 30m "$@"; }
+# test/e2e runs last, on a real cluster. A failing package does not stop the run: every test
+# runs, so one run shows every failure; the script fails at its end.
+failed=()
+gotest() { go test -p 1 -count=1 -timeout 30m "$@" || failed+=("go test (its FAIL lines above)"); }
 gotest -skip TestChurnSoak "$@" "${first[@]}"
 # The churn soak (a short run; make soak runs it for minutes) and the engine's concurrency
 # under the race detector.
-go test -race -count=1 -timeout 10m "$@" ./dataplane/proxy/ ./dataplane/health/
+go test -race -count=1 -timeout 10m "$@" ./dataplane/proxy/ ./dataplane/health/ || failed+=(race)
 for ((i = 0; i < ${#split[@]}; i += 2)); do
   gotest -skip "^(${split[i+1]})\$" "$@" "${split[i]}"
 done
@@ -72,7 +74,7 @@ if [[ $(id -u) == 0 ]]; then
   hack/cluster.sh down >/dev/null 2>&1 || true
   trap 'hack/cluster.sh down >/dev/null 2>&1; hack/openstack.sh down >/dev/null 2>&1' EXIT
   hack/cluster.sh up
-  env $(hack/cluster.sh env | sed 's/KUBECONFIG=/L4LB_CLUSTER_KUBECONFIG=/') go test -count=1 -timeout 20m -v "$@" ./test/e2e/ 2>&1 | grep -E '^(=== RUN|--- |    |ok|FAIL|PASS)'
+  env $(hack/cluster.sh env | sed 's/KUBECONFIG=/L4LB_CLUSTER_KUBECONFIG=/') go test -count=1 -timeout 20m -v "$@" ./test/e2e/ 2>&1 | grep -E '^(=== RUN|--- |    |ok|FAIL|PASS)' || failed+=(test/e2e)
   hack/cluster.sh down
   hack/openstack.sh down >/dev/null 2>&1
   trap - EXIT
@@ -83,4 +85,8 @@ if [[ $(id -u) == 0 ]]; then
   echo "make demo: OK"
 else
   echo "skipping make demo: it listens on ports 80 and 443 and installs python3-flask, so it needs root"
+fi
+if ((${#failed[@]})); then
+  printf 'FAILED: %s\n' "${failed[@]}" >&2
+  exit 1
 fi
