@@ -80,6 +80,11 @@ conformance: envtest ## The field's clients against l4lb: Octavia's API test sui
 soak: ## The churn soak for SOAK (10m by default) under the race detector; figures in docs/benchmarks.md.
 	L4LB_SOAK_DURATION=$${SOAK:-10m} go test -race -count=1 -timeout 0 -run '^TestChurnSoak$$' -v ./dataplane/proxy/ | grep -E 'soak_test|^(--- |ok|FAIL|PASS)'
 
+.PHONY: partitions
+partitions: envtest ## Issue 27's partition matrix, each fault held 60 s, then the randomized split-brain run for SOAK (10m by default), as root; figures in docs/benchmarks.md.
+	L4LB_PARTITION_HOLD=60s go test -count=1 -timeout 0 -run '^TestPartitionMatrix' -v ./dataplane/failover/ | grep -E '^(matrix|--- |ok|FAIL|PASS)|_test.go'
+	L4LB_SPLITBRAIN_SOAK=$${SOAK:-10m} go test -count=1 -timeout 0 -run '^TestSplitBrainSoak$$' -v ./dataplane/failover/ | grep -E '^(split|--- |ok|FAIL|PASS)|_test.go'
+
 .PHONY: bench
 bench: ## l4lb against HAProxy 2.6 and a direct path, on loopback and on network-namespace hosts, printed as ratios (as root).
 	hack/bench.sh

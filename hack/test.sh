@@ -66,7 +66,7 @@ export KUBEBUILDER_ASSETS
 for ((i = 0; i < ${#split[@]}; i += 2)); do
   gotest -run "^(${split[i+1]})\$" "$@" "${split[i]}"
 done
-gotest "$@" "${last[@]}"
+gotest -skip TestSplitBrainSoak "$@" "${last[@]}"
 
 if [[ $(id -u) == 0 ]]; then
   echo "== l4lb installed with Helm on a real single-node cluster (hack/cluster.sh), as pods"
