@@ -127,14 +127,7 @@ func (l *lab) blockGossip(node string) func() {
 
 // flushRuleset does what Debian's stock /etc/nftables.conf does first, in node's namespace.
 func (l *lab) flushRuleset(node string) {
-	if err := l.tp.Hosts[node].In(func() error {
-		c, err := nftables.New()
-		if err != nil {
-			return err
-		}
-		c.FlushRuleset()
-		return c.Flush()
-	}); err != nil {
+	if err := lantest.FlushRuleset(l.tp.Hosts[node].NS); err != nil {
 		l.t.Fatal(err)
 	}
 }
@@ -144,6 +137,19 @@ func (l *lab) restartWith(node string, args ...string) {
 	l.kill(node)
 	l.agents[node].args = args
 	l.start(node)
+}
+
+// servingLab is a lab of n nodes, their agents started, serving the load balancer.
+func servingLab(t *testing.T, n int) (*lab, []string) {
+	l := newLab(t, n)
+	var all []string
+	for i := 1; i <= n; i++ {
+		all = append(all, fmt.Sprintf("n%d", i))
+		l.start(all[i-1])
+	}
+	l.createLB()
+	l.waitServed("start")
+	return l, all
 }
 
 // runMatrix runs each case on the lab in turn, the lab healed and settled between them.
@@ -190,13 +196,7 @@ func runMatrix(t *testing.T, l *lab, all []string, cases []matrixCase) {
 
 // TestPartitionMatrixThreeNodes: the faults of one node among three.
 func TestPartitionMatrixThreeNodes(t *testing.T) {
-	l := newLab(t, 3)
-	all := []string{"n1", "n2", "n3"}
-	for _, n := range all {
-		l.start(n)
-	}
-	l.createLB()
-	l.waitServed("start")
+	l, all := servingLab(t, 3)
 	keyFile := filepath.Join(t.TempDir(), "other.key")
 	if err := os.WriteFile(keyFile, []byte(strings.Repeat("k", 32)), 0o600); err != nil {
 		t.Fatal(err)
@@ -256,13 +256,7 @@ func TestPartitionMatrixThreeNodes(t *testing.T) {
 // TestPartitionMatrixTies: exactly half the nodes on each side, won by one half only.
 func TestPartitionMatrixTies(t *testing.T) {
 	t.Run("2|2", func(t *testing.T) {
-		l := newLab(t, 4)
-		all := []string{"n1", "n2", "n3", "n4"}
-		for _, n := range all {
-			l.start(n)
-		}
-		l.createLB()
-		l.waitServed("start")
+		l, all := servingLab(t, 4)
 		halves := func(h string, o []string) ([]string, []string) { return []string{h, o[0]}, o[1:] }
 		runMatrix(t, l, all, []matrixCase{
 			{"2|2, both halves reaching the API server and the gateway", func(l *lab, h string, o []string) ([]string, func()) {
@@ -278,13 +272,7 @@ func TestPartitionMatrixTies(t *testing.T) {
 		})
 	})
 	t.Run("1|1", func(t *testing.T) {
-		l := newLab(t, 2)
-		all := []string{"n1", "n2"}
-		for _, n := range all {
-			l.start(n)
-		}
-		l.createLB()
-		l.waitServed("start")
+		l, all := servingLab(t, 2)
 		runMatrix(t, l, all, []matrixCase{
 			{"1|1, a shared gateway, both reaching the API server", func(l *lab, h string, o []string) ([]string, func()) {
 				return all, l.cutBetween([]string{h}, o)
@@ -297,10 +285,7 @@ func TestPartitionMatrixTies(t *testing.T) {
 // were killed) leaves the VIP on lo and its nftables tables; `l4lb dataplane --cleanup`, run
 // on the node, leaves none.
 func TestCleanupAfterSIGKILL(t *testing.T) {
-	l := newLab(t, 1)
-	l.start("n1")
-	l.createLB()
-	l.waitServed("start")
+	l, _ := servingLab(t, 1)
 	h := l.tp.Hosts["n1"]
 	left := func() (tables []string, vip bool) {
 		h.In(func() error {
@@ -348,13 +333,7 @@ func TestSplitBrainSoak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := newLab(t, 4)
-	all := []string{"n1", "n2", "n3", "n4"}
-	for _, n := range all {
-		l.start(n)
-	}
-	l.createLB()
-	l.waitServed("start")
+	l, all := servingLab(t, 4)
 	seed := time.Now().UnixNano()
 	rng := rand.New(rand.NewPCG(uint64(seed), 27))
 	t.Logf("seed %d", seed)

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/nftables"
 	"github.com/l4lb/l4lb/test/lantest"
 	"github.com/mdlayher/ndp"
 )
@@ -323,14 +322,7 @@ func TestTheGuardComesBackAfterAFlush(t *testing.T) {
 	if got := whoHas(t, b, vip); len(got) != 0 {
 		t.Fatalf("a guarded, lingering VIP is answered by %v", got)
 	}
-	if err := lantest.In(a, func() error { // what `nft flush ruleset` sends
-		c, err := nftables.New()
-		if err != nil {
-			return err
-		}
-		c.FlushRuleset()
-		return c.Flush()
-	}); err != nil {
+	if err := lantest.FlushRuleset(a); err != nil {
 		t.Fatalf("flushing the ruleset: %v", err)
 	}
 	if got := whoHas(t, b, vip); len(got) != 1 {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/mdlayher/arp"
 	"github.com/vishvananda/netns"
 )
@@ -86,4 +87,17 @@ func WaitLinkLocal(ns, iface string, limit time.Duration) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// FlushRuleset does in ns what `nft flush ruleset` does (Debian's stock /etc/nftables.conf
+// begins with it): every nftables table goes.
+func FlushRuleset(ns string) error {
+	return In(ns, func() error {
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		c.FlushRuleset()
+		return c.Flush()
+	})
 }
