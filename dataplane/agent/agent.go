@@ -164,6 +164,15 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 	// left: no window where a node answers for a VIP but does not listen on it.
 	failed := a.Server.Apply(served)
 	vipErrs := a.syncVIPs(objs, held, lingering)
+	if a.Ownership != nil && a.VIPs != nil {
+		// What this node answers for now, once it does (or no longer does): the others take
+		// a VIP only when no node says it answers for it.
+		var answered []string
+		for addr := range a.VIPs.Answered() {
+			answered = append(answered, addr.String())
+		}
+		a.Ownership.Gossip.SetClaim(answered)
+	}
 	a.takeOver(ctrl.LoggerFrom(ctx))
 	a.reports.post(snapshot{objs: objs, res: res, served: served, failed: failed, vipErrs: vipErrs, held: held})
 	if len(vipErrs) > 0 {

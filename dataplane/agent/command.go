@@ -54,6 +54,7 @@ func Command() func() error {
 	probeTimeout := flag.Duration("gossip-probe-timeout", nodes.DefaultTiming.ProbeTimeout, "how long a probe waits for its answer (above the LAN's round trip)")
 	suspicion := flag.Int("gossip-suspicion-mult", nodes.DefaultTiming.Suspicion, "a suspected node is declared dead after this many probe intervals (more: fewer false deaths, slower failover)")
 	witness := flag.String("witness", "", "address a node must reach (its ARP answer) to keep VIPs on a tie (exactly half of the dataplane nodes in view, won by the half holding the tie-break Lease): empty, the default gateway; \"none\": the Lease alone decides")
+	preemptive := flag.Bool("preemptive-failback", false, "move a VIP back to the first node of its ranking when that node comes back (keepalived without nopreempt); by default a VIP stays on a healthy holder, so its connections are not reset by a failback")
 	kernelUDP := flag.Bool("kernel-udp", true, "carry UDP listeners in the kernel (nftables NAT and conntrack, as Octavia uses LVS) where their settings allow; without CAP_NET_ADMIN the proxy carries them")
 	kernelTCP := flag.Bool("kernel-tcp", true, "carry TCP listeners in the kernel (nftables NAT and conntrack: each connection set up once, end to end) where their settings allow (docs/architecture.md says which keep a listener on the proxy); without CAP_NET_ADMIN the proxy carries them")
 	memberCC := flag.String("member-congestion-control", "cubic", "TCP congestion control of connections to members (empty: the host's default); client connections keep the host's")
@@ -117,6 +118,7 @@ func Command() func() error {
 			return own.Conflict(a, mine, other, conflictLog)
 		}
 		own.Fitness = func() error { return Fitness(*iface, vips) }
+		own.Preemptive = *preemptive
 		table := nat.Optional(*kernelUDP || *kernelTCP, func() (*nat.Table, error) { return nat.Open("l4lb-"+*node, nat.DefaultTag) }, log)
 		// Handed off, the kernel's connections carry on through the restart.
 		defer func() { nat.CloseLogged(table, a.HandedOff(), log) }()

@@ -28,10 +28,14 @@ import (
 //
 // Who is alive comes from gossip alone, so the API server being slow, stopped or restarting
 // moves nothing; the objects come from the informer cache, which keeps its last state. For
-// each VIP the live nodes are ranked the same way on every node (nodes.Ranked): the first
-// holds it (answers ARP for it, reports its status), the second stands by (serves its
-// listeners and probes its members, so it takes over with fresh health). A node that is not
-// quorate (nodes.View.Quorate) holds nothing.
+// each VIP the live nodes are ranked the same way on every node (nodes.Ranked). A VIP stays
+// with the node that holds it (answers ARP for it, reports its status) while that node may
+// hold it: a better-ranked node that comes back does not take it (no failback that would
+// reset its connections; Preemptive restores that). A VIP nobody holds goes to the first in
+// the ranking, once no other alive node says it answers for it (nodes.View.Claims: a hand-over
+// is acknowledged by the old holder's claim, not timed). The first other node in the ranking
+// stands by (serves its listeners and probes its members, so it takes over with fresh health).
+// A node that is not quorate (nodes.View.Quorate) holds nothing.
 type Ownership struct {
 	Node     string
 	Gossip   Peers
@@ -45,9 +49,10 @@ type Ownership struct {
 	// Tick is how often holders are recomputed (deaths are noticed by gossip, not by a tick,
 	// but linger and hand-over deadlines are).
 	Tick time.Duration
-	// Handover delays taking a VIP from a node that is alive and still holds it (this node
-	// came back and ranks first): the other lets go first, so two nodes never answer at once.
-	Handover time.Duration
+	// Preemptive moves a VIP back to the first node of its ranking whenever that node can hold
+	// it (the old behaviour, keepalived without nopreempt): the holder lets it go, and the
+	// first takes it once the holder's claim says so.
+	Preemptive bool
 	// Linger keeps a VIP that was let go local, unanswered, so connections already on their
 	// way (neighbours that have not heard the new holder yet) still land and are served.
 	Linger time.Duration
@@ -66,9 +71,8 @@ type Ownership struct {
 	held      map[string]string // key -> VIP
 	standby   map[string]string
 	lingering map[string]lingered
-	pending   map[string]handover  // hand-overs waiting
-	lastHold  map[string]string    // key -> holder in the previous computation
 	yielded   map[string]time.Time // VIP -> until when this node leaves it to another (Conflict)
+	leaving   map[string]time.Time // node -> since when it is unfit or draining
 
 	heldGauge          prometheus.Gauge
 	quorate            prometheus.Gauge
@@ -84,12 +88,7 @@ type Peers interface {
 	Join(addresses []string) (int, error)
 	Forget(node string)
 	SetListed(nodes []string)
-}
-
-// handover is a VIP this node ranks first for, waiting for the node that held it to let go.
-type handover struct {
-	from  string
-	since time.Time
+	SetClaim(vips []string)
 }
 
 type lingered struct {
@@ -100,9 +99,9 @@ type lingered struct {
 // NewOwnership registers the VIP ownership metrics with reg.
 func NewOwnership(node string, g Peers, reg *nodes.Registry, r client.Reader, pr prometheus.Registerer) *Ownership {
 	o := &Ownership{Node: node, Gossip: g, Registry: reg, Reader: r, Tick: 50 * time.Millisecond,
-		Handover: 300 * time.Millisecond, Linger: 2 * time.Second,
-		held: map[string]string{}, standby: map[string]string{}, lingering: map[string]lingered{},
-		pending: map[string]handover{}, lastHold: map[string]string{}, yielded: map[string]time.Time{},
+		Linger: 2 * time.Second,
+		held:   map[string]string{}, standby: map[string]string{}, lingering: map[string]lingered{},
+		yielded: map[string]time.Time{}, leaving: map[string]time.Time{},
 		heldGauge: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "l4lb", Name: "vips_held", Help: "VIPs this node holds."}),
 		quorate:   prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "l4lb", Name: "quorate", Help: "1 when this node's side of the dataplane may hold VIPs (a majority, or half and the witness)."}),
 		acquired:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "l4lb", Name: "vip_acquisitions_total", Help: "VIPs this node took."}),
@@ -238,8 +237,8 @@ func (o *Ownership) step(ctx context.Context, log interface {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	held, standby := map[string]string{}, map[string]string{}
-	holders := map[string]string{}
 	view := o.Gossip.View()
+	o.trackLeaving(view, now)
 	quorate := o.joined.Load() && view.Quorate(o.tie)
 	o.quorate.Set(b2f(quorate))
 	if quorate {
@@ -249,37 +248,31 @@ func (o *Ownership) step(ctx context.Context, log interface {
 			if lb.Status.VIPAddress == "" || !lb.DeletionTimestamp.IsZero() {
 				continue
 			}
-			k := lb.Namespace + "/" + lb.Name
+			k, vip := lb.Namespace+"/"+lb.Name, lb.Status.VIPAddress
 			eligible := live
 			if lb.Spec.TrafficPolicy == lbv1.TrafficLocal {
 				// Only a node running a member may hold it; with none, nobody answers, as
 				// Kubernetes drops a Local Service's traffic on a node without endpoints.
 				eligible = slices.DeleteFunc(slices.Clone(live), func(n string) bool { return !local[k][n] })
 			}
-			order := nodes.Ranked(lb.Status.VIPAddress, eligible, avoiding(view.Draining, lb.Annotations[lbv1.FailoverAnnotation]))
-			if len(order) > 0 {
-				holders[k] = order[0]
-			}
-			switch {
-			case len(order) > 0 && order[0] == o.Node && now.Before(o.yielded[lb.Status.VIPAddress]):
-				standby[k] = lb.Status.VIPAddress // another node answers for it: serve, do not answer
+			avoid := avoiding(view.Draining, lb.Annotations[lbv1.FailoverAnnotation])
+			order := nodes.Ranked(vip, eligible, avoid)
+			switch holder := o.holder(k, vip, order, eligible, avoid, view, now); {
+			case holder == o.Node && now.Before(o.yielded[vip]):
+				standby[k] = vip // another node answers for it: serve, do not answer
 				if _, had := o.held[k]; had {
 					o.event(ctx, k, "VIPConflict", "node %s saw another l4lb node answer for the VIP and yields it (the lower MAC keeps it)")
 				}
-			case len(order) > 0 && order[0] == o.Node:
-				if _, had := o.held[k]; !had && o.handingOver(k, lb.Status.VIPAddress, eligible, view, now) {
-					standby[k] = lb.Status.VIPAddress // serve it meanwhile
-					continue
-				}
-				held[k] = lb.Status.VIPAddress
-			case len(order) > 1 && order[1] == o.Node:
-				standby[k] = lb.Status.VIPAddress
+			case holder == o.Node:
+				held[k] = vip
+			case holder == "" && len(order) > 0 && order[0] == o.Node:
+				standby[k] = vip // first, waiting for the VIP to be let go: serve it meanwhile
+			case next(order, holder) == o.Node:
+				standby[k] = vip
 			}
 		}
 	}
-	o.lastHold = holders
 	maps.DeleteFunc(o.yielded, func(_ string, until time.Time) bool { return !now.Before(until) })
-	maps.DeleteFunc(o.pending, func(k string, _ handover) bool { _, ok := standby[k]; return !ok || holders[k] != o.Node })
 
 	changed := !maps.Equal(held, o.held) || !maps.Equal(standby, o.standby)
 	for k, v := range held {
@@ -338,28 +331,67 @@ func avoiding(draining map[string]bool, failoverFrom string) map[string]bool {
 	return out
 }
 
-// handingOver reports whether this node, now first for k, must wait before taking it: the
-// node that held it in the previous computation is still alive, fit and not leaving, so it
-// lets go first (it computes the same). Called with o.mu held.
-//
-// The wait is remembered with the node it waits for: from the next computation on, this node
-// ranks first itself, so the previous holder is no longer what the ranking says.
-func (o *Ownership) handingOver(k, vip string, live []string, view nodes.View, now time.Time) bool {
-	letsGo := func(n string) bool {
-		return n == "" || n == o.Node || view.Draining[n] || !slices.Contains(live, n)
+// holder is who holds the VIP vip of k, as this node sees it: this node while it holds it and
+// may (not preemptively moved, not draining or failed over from, still eligible); else an
+// alive node that says it answers for it; else the first of order, once every alive node has
+// been heard (one not heard since it came back may hold it). "" while that is not known.
+// Called with o.mu held.
+func (o *Ownership) holder(k, vip string, order, eligible []string, avoid map[string]bool, view nodes.View, now time.Time) string {
+	// A node that left the election lets its VIPs go at its next reconcile; one whose claim
+	// outlives that by far is stuck (its engine wedged), and is not waited for any longer.
+	claimers := slices.DeleteFunc(view.ClaimedBy(vip), func(n string) bool {
+		since, ok := o.leaving[n]
+		return ok && now.Sub(since) > stuckAfter
+	})
+	if _, had := o.held[k]; had && slices.Contains(eligible, o.Node) && !avoid[o.Node] &&
+		(!o.Preemptive || len(order) > 0 && order[0] == o.Node) {
+		// Two holders (views that disagreed, now joined): the first of the ranking keeps it,
+		// a rule both apply alike.
+		if i := slices.IndexFunc(order, func(n string) bool { return n == o.Node || slices.Contains(claimers, n) }); i >= 0 {
+			return order[i]
+		}
+		return o.Node
 	}
-	if h, waiting := o.pending[k]; waiting {
-		return !letsGo(h.from) && now.Sub(h.since) < o.Handover
+	if len(claimers) > 0 {
+		// Held elsewhere; the first of the ranking among several claimers keeps it.
+		if i := slices.IndexFunc(order, func(n string) bool { return slices.Contains(claimers, n) }); i >= 0 {
+			return order[i]
+		}
+		return claimers[0]
 	}
-	prev, known := o.lastHold[k]
-	if !known {
-		prev = nodes.Holder(vip, slices.DeleteFunc(slices.Clone(live), func(n string) bool { return n == o.Node }), view.Draining)
+	if len(order) == 0 || len(view.Unheard) > 0 {
+		return ""
 	}
-	if letsGo(prev) {
-		return false
+	return order[0]
+}
+
+// stuckAfter is how long a node that left the election (unfit, draining) may still claim VIPs
+// before the others take them anyway.
+const stuckAfter = 3 * time.Second
+
+// trackLeaving records since when each alive node has been unfit or draining. Called with
+// o.mu held.
+func (o *Ownership) trackLeaving(view nodes.View, now time.Time) {
+	for _, n := range view.Alive {
+		if view.Unfit[n] || view.Draining[n] {
+			if _, ok := o.leaving[n]; !ok {
+				o.leaving[n] = now
+			}
+		} else {
+			delete(o.leaving, n)
+		}
 	}
-	o.pending[k] = handover{from: prev, since: now}
-	return true
+	maps.DeleteFunc(o.leaving, func(n string, _ time.Time) bool { return !slices.Contains(view.Alive, n) })
+}
+
+// next is the node that stands by for a VIP held by holder: the first of order after it.
+func next(order []string, holder string) string {
+	for _, n := range order {
+		if n != holder {
+			return n
+		}
+	}
+	return ""
 }
 
 // yieldFor is how long a node that yielded a VIP in a conflict leaves it (RFC 5227's

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,11 +24,28 @@ import (
 // who holds, who stands by, when a hand-over completes and how long a released VIP lingers.
 
 type fakePeers struct {
-	view nodes.View
-	meta nodes.Meta
+	view  nodes.View
+	meta  nodes.Meta
+	node  string
+	board map[string][]string // what each node claims, shared by the nodes of a test
 }
 
-func (f *fakePeers) View() nodes.View           { return f.view }
+// View is the set view, with the claims of the other alive nodes on the board.
+func (f *fakePeers) View() nodes.View {
+	v := f.view
+	v.Claims = map[string][]string{}
+	for _, n := range v.Alive {
+		if n != f.node && len(f.board[n]) > 0 {
+			v.Claims[n] = f.board[n]
+		}
+	}
+	return v
+}
+func (f *fakePeers) SetClaim(vips []string) {
+	if f.board != nil {
+		f.board[f.node] = vips
+	}
+}
 func (f *fakePeers) Meta() nodes.Meta           { return f.meta }
 func (f *fakePeers) SetMeta(m nodes.Meta) error { f.meta = m; return nil }
 func (f *fakePeers) Join([]string) (int, error) { return 0, nil }
@@ -62,6 +80,36 @@ func newTestOwnership(node string, peers *fakePeers, r client.Reader, c *clock) 
 
 func step(o *Ownership) bool { return o.step(context.Background(), logr.Discard()) }
 
+// cluster is nodes sharing one claims board, each seeing the view live.
+func cluster(t *testing.T, r client.Reader, c *clock, live ...string) map[string]*Ownership {
+	board := map[string][]string{}
+	out := map[string]*Ownership{}
+	for _, n := range live {
+		out[n] = newTestOwnership(n, &fakePeers{view: view(len(live), live...), node: n, board: board}, r, c)
+	}
+	return out
+}
+
+// answer does what the agent does after a step: it answers for what the node holds, and
+// says so (the claim the others read).
+func answer(o *Ownership) {
+	var vips []string
+	for k := range o.Held() {
+		vips = append(vips, strings.TrimPrefix(k, "ns/lb-"))
+	}
+	o.Gossip.SetClaim(vips)
+}
+
+// settle steps and reconciles every node until nothing changes.
+func settle(os map[string]*Ownership) {
+	for range 5 {
+		for _, o := range os {
+			step(o)
+			answer(o)
+		}
+	}
+}
+
 // vipRanked finds a VIP whose ranking over nodes is exactly want (first holds, second stands by).
 func vipRanked(t *testing.T, live []string, want ...string) string {
 	t.Helper()
@@ -84,20 +132,8 @@ func TestEachVIPHasOneHolderAndOneStandby(t *testing.T) {
 	}
 	r := loadBalancers(t, vips...)
 	c := &clock{t: time.Unix(1000, 0)}
-	owners := map[string]*Ownership{}
-	for _, n := range live {
-		owners[n] = newTestOwnership(n, &fakePeers{view: view(3, live...)}, r, c)
-	}
-	for _, o := range owners {
-		step(o)
-		if len(o.Held()) != 0 {
-			t.Fatalf("node %s took %v at once, before the node that held them before could let go", o.Node, o.Held())
-		}
-	}
-	c.advance(time.Second)
-	for _, o := range owners {
-		step(o)
-	}
+	owners := cluster(t, r, c, live...)
+	settle(owners)
 	for _, v := range vips {
 		k := "ns/lb-" + v
 		var holders, standbys []string
@@ -138,65 +174,82 @@ func TestNoQuorumOrNotJoinedHoldsNothing(t *testing.T) {
 	}
 }
 
-func TestTakingAVIPWaitsForItsHolderToLetGo(t *testing.T) {
+// A VIP stays with a healthy holder when a better-ranked node comes back (no failback that
+// resets its connections); with Preemptive it moves back, but only once the holder's claim
+// says it let go (an acknowledged hand-over).
+func TestAHealthyHolderKeepsItsVIP(t *testing.T) {
 	live := []string{"a", "b", "c"}
 	v := vipRanked(t, live, "a", "b")
 	k := "ns/lb-" + v
-	for _, tc := range []struct {
-		name     string
-		draining bool
-		wait     bool
-	}{{"holder alive", false, true}, {"holder draining", true, false}} {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, preemptive := range []bool{false, true} {
+		t.Run(fmt.Sprintf("preemptive=%v", preemptive), func(t *testing.T) {
 			c := &clock{t: time.Unix(1000, 0)}
-			p := &fakePeers{view: view(3, live...)}
-			p.view.Unfit["a"] = true // b holds while a is unfit
-			o := newTestOwnership("a", p, loadBalancers(t, v), c)
-			step(o)
-			if o.Held()[k] {
-				t.Fatal("an unfit node holds")
+			os := cluster(t, loadBalancers(t, v), c, live...)
+			for _, o := range os {
+				o.Preemptive = preemptive
+				o.Gossip.(*fakePeers).view.Unfit["a"] = true // b holds while a is unfit
 			}
-			p.view.Unfit = map[string]bool{}
-			p.view.Draining["b"] = tc.draining
-			step(o)
-			if !tc.wait {
-				if !o.Held()[k] {
-					t.Fatal("a draining holder's VIP was not taken at once")
-				}
-				return
+			settle(os)
+			a, b := os["a"], os["b"]
+			if a.Held()[k] || !b.Held()[k] {
+				t.Fatalf("while a is unfit: a holds %v, b holds %v; want b", a.Held(), b.Held())
 			}
-			if o.Held()[k] || !o.Serving()[k] {
-				t.Fatalf("took the VIP from a live holder without a hand-over (held %v, serving %v)", o.Held(), o.Serving())
+			for _, o := range os {
+				o.Gossip.(*fakePeers).view.Unfit = map[string]bool{} // a is back
 			}
-			c.advance(o.Handover - time.Millisecond)
-			step(o)
-			if o.Held()[k] {
-				t.Fatal("took the VIP before the hand-over time")
+			step(a)
+			if a.Held()[k] || !a.Serving()[k] {
+				t.Fatalf("a took the VIP b still answers for (held %v, serving %v)", a.Held(), a.Serving())
 			}
-			c.advance(time.Millisecond)
-			step(o)
-			if !o.Held()[k] {
-				t.Fatal("did not take the VIP after the hand-over time")
+			step(b)
+			if b.Held()[k] == preemptive {
+				t.Fatalf("preemptive %v: b holds %v after a came back", preemptive, b.Held())
+			}
+			step(a)
+			if a.Held()[k] {
+				t.Fatal("a took the VIP before b's claim said b let it go")
+			}
+			answer(b) // b stops answering, and says so
+			step(a)
+			if a.Held()[k] != preemptive {
+				t.Fatalf("preemptive %v: once b's claim is current, a holds %v", preemptive, a.Held())
 			}
 		})
 	}
 }
 
+// A node not heard since it came alive may hold VIPs (it was cut off): nobody takes a VIP by
+// the ranking until it is heard.
+func TestAnUnheardNodeHoldsUpTakeovers(t *testing.T) {
+	live := []string{"a", "b", "c"}
+	v := vipRanked(t, live, "a")
+	k := "ns/lb-" + v
+	c := &clock{t: time.Unix(1000, 0)}
+	p := &fakePeers{view: view(3, live...), node: "a", board: map[string][]string{}}
+	p.view.Unheard = map[string]bool{"c": true}
+	o := newTestOwnership("a", p, loadBalancers(t, v), c)
+	step(o)
+	if o.Held()[k] || !o.Serving()[k] {
+		t.Fatalf("with c unheard: held %v, serving %v; want served, not held", o.Held(), o.Serving())
+	}
+	p.view.Unheard = nil
+	step(o)
+	if !o.Held()[k] {
+		t.Fatal("not taken once every node was heard")
+	}
+}
+
 // TestFailoverMovesTheVIPWithAHandOver: a failover names the holder; the next node takes the
-// VIP after the holder let go, and the old holder releases it.
+// VIP once the holder's claim says it let go.
 func TestFailoverMovesTheVIPWithAHandOver(t *testing.T) {
 	live := []string{"a", "b", "c"}
 	v := vipRanked(t, live, "a", "b")
 	k := "ns/lb-" + v
 	c := &clock{t: time.Unix(1000, 0)}
 	r := loadBalancers(t, v)
-	a := newTestOwnership("a", &fakePeers{view: view(3, live...)}, r, c)
-	b := newTestOwnership("b", &fakePeers{view: view(3, live...)}, r, c)
-	step(a)
-	step(b)
-	c.advance(a.Handover) // a starting node waits out the node that may hold it
-	step(a)
-	step(b)
+	os := cluster(t, r, c, live...)
+	settle(os)
+	a, b := os["a"], os["b"]
 	if !a.Held()[k] || b.Held()[k] {
 		t.Fatalf("before the failover: a holds %v, b holds %v", a.Held(), b.Held())
 	}
@@ -217,10 +270,14 @@ func TestFailoverMovesTheVIPWithAHandOver(t *testing.T) {
 	if a.Held()[k] {
 		t.Fatal("the holder a failover moves the VIP off still holds it")
 	}
-	c.advance(b.Handover)
+	step(b)
+	if b.Held()[k] {
+		t.Fatal("the next node took the VIP before the holder's claim said it let go")
+	}
+	answer(a)
 	step(b)
 	if !b.Held()[k] {
-		t.Fatal("the next node did not take the VIP after the hand-over")
+		t.Fatal("the next node did not take the VIP once the holder let go")
 	}
 }
 
@@ -231,8 +288,6 @@ func TestAReleasedVIPLingersThenGoes(t *testing.T) {
 	c := &clock{t: time.Unix(1000, 0)}
 	p := &fakePeers{view: view(3, live...)}
 	o := newTestOwnership("a", p, loadBalancers(t, v), c)
-	step(o)
-	c.advance(o.Handover)
 	step(o)
 	if !o.Held()[k] {
 		t.Fatal("not held")
@@ -298,7 +353,6 @@ func TestALocalVIPIsHeldWhereItsMembersRun(t *testing.T) {
 			c := &clock{t: time.Unix(1000, 0)}
 			o := newTestOwnership(n, peers, r, c)
 			step(o)
-			c.advance(o.Handover) // a starting node waits for the holder it would take from
 			step(o)
 			if o.Held()["ns/lb"] {
 				out = append(out, n)
@@ -372,5 +426,35 @@ func TestAConflictIsSettledByTheLowerMAC(t *testing.T) {
 	}
 	if a.Conflict(vip, macA, net.HardwareAddr{2, 0, 0, 0, 0, 0}, logr.Discard()) {
 		t.Fatal("a yielded to a MAC no l4lb node has")
+	}
+}
+
+// A holder that leaves the election lets its VIPs go at its next reconcile; one whose claim
+// stays (its engine wedged) is waited for stuckAfter at most.
+func TestAStuckHolderIsWaitedForABoundedTime(t *testing.T) {
+	live := []string{"a", "b", "c"}
+	v := vipRanked(t, live, "a", "b")
+	k := "ns/lb-" + v
+	c := &clock{t: time.Unix(1000, 0)}
+	os := cluster(t, loadBalancers(t, v), c, live...)
+	settle(os)
+	a, b := os["a"], os["b"]
+	if !a.Held()[k] {
+		t.Fatalf("a holds %v", a.Held())
+	}
+	b.Gossip.(*fakePeers).view.Unfit["a"] = true // a leaves, but never reconciles again
+	step(b)
+	if b.Held()[k] {
+		t.Fatal("b took the VIP while a still says it answers for it")
+	}
+	c.advance(stuckAfter)
+	step(b)
+	if b.Held()[k] {
+		t.Fatal("b gave up waiting before stuckAfter")
+	}
+	c.advance(time.Millisecond)
+	step(b)
+	if !b.Held()[k] {
+		t.Fatalf("b still waits for a after %v", stuckAfter)
 	}
 }

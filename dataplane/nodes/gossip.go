@@ -2,6 +2,7 @@ package nodes
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -122,11 +123,14 @@ type Gossip struct {
 	// is linearizable, takes a node out of the base, never a timer on one side of a partition.
 	known  map[string]bool
 	listed map[string]bool
+	// What each node says it answers for (claims.go), forgotten when it dies or leaves.
+	claims map[string]claim
 }
 
 // StartGossip starts gossiping on the configured address; Join adds the others.
 func StartGossip(c GossipConfig) (*Gossip, error) {
-	g := &Gossip{node: c.Node, onChange: c.OnChange, known: map[string]bool{c.Node: true}}
+	g := &Gossip{node: c.Node, onChange: c.OnChange, known: map[string]bool{c.Node: true},
+		claims: map[string]claim{c.Node: {Node: c.Node, Version: time.Now().UnixNano()}}}
 	g.meta.Store(Meta{Unfit: c.StartUnfit, MACs: c.MACs})
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = c.Node
@@ -148,6 +152,7 @@ func StartGossip(c GossipConfig) (*Gossip, error) {
 	// A node declared dead while it was only cut off learns it (and refutes) when the cut
 	// heals: gossip keeps reaching the dead this long; Join covers what comes later.
 	mc.GossipToTheDeadTime = 60 * time.Second
+	mc.PushPullInterval = claimsPushPull
 	mc.SecretKey = c.Key
 	mc.Delegate = delegate{g}
 	mc.Events = events{g}
@@ -238,6 +243,10 @@ type View struct {
 	Unfit    map[string]bool
 	Known    int               // nodes seen alive that have not left: what a majority is counted against
 	MACs     map[string]string // the hardware addresses each alive node gave (Meta.MACs)
+	// Claims are the VIPs each alive node other than this one says it answers for; Unheard,
+	// the alive nodes whose claim is not known (not heard since they came alive).
+	Claims  map[string][]string
+	Unheard map[string]bool
 }
 
 // NodeWithMAC is the alive node that gave mac as one of its own, or "".
@@ -294,6 +303,7 @@ func (g *Gossip) View() View {
 		}
 	}
 	slices.Sort(v.Alive)
+	g.claimsView(&v)
 	base := maps.Clone(g.known)
 	maps.Copy(base, g.listed)
 	v.Known = len(base)
@@ -308,11 +318,16 @@ func (g *Gossip) changed() {
 
 type delegate struct{ g *Gossip }
 
-func (d delegate) NodeMeta(int) []byte                 { return d.g.Meta().encode() }
-func (d delegate) NotifyMsg([]byte)                    {}
-func (d delegate) GetBroadcasts(int, int) [][]byte     { return nil }
-func (d delegate) LocalState(bool) []byte              { return nil }
-func (d delegate) MergeRemoteState(buf []byte, _ bool) {}
+func (d delegate) NodeMeta(int) []byte             { return d.g.Meta().encode() }
+func (d delegate) NotifyMsg(buf []byte)            { d.g.heard(buf) }
+func (d delegate) GetBroadcasts(int, int) [][]byte { return nil }
+
+// LocalState and MergeRemoteState carry the two nodes' own claims in memberlist's push-pull.
+func (d delegate) LocalState(bool) []byte {
+	b, _ := json.Marshal(d.g.ownClaim())
+	return b
+}
+func (d delegate) MergeRemoteState(buf []byte, _ bool) { d.g.heard(buf) }
 
 type events struct{ g *Gossip }
 
@@ -320,10 +335,12 @@ func (e events) NotifyJoin(n *memberlist.Node) {
 	e.g.mu.Lock()
 	e.g.known[n.Name] = true
 	e.g.mu.Unlock()
+	e.g.cameAlive(n)
 	e.g.changed()
 }
 
 func (e events) NotifyLeave(n *memberlist.Node) {
+	e.g.wentAway(n.Name)
 	if n.State == memberlist.StateLeft {
 		e.g.Forget(n.Name) // a clean leave: not a death, no longer part of the quorum
 	}

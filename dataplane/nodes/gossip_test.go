@@ -169,3 +169,43 @@ func BenchmarkGossip100Members(b *testing.B) {
 	b.ReportMetric(float64(sent.Load()-start)/float64(members)/secs, "bytes/node/s")
 	b.ReportMetric(float64(len(gs[members/2].View().Alive)), "alive-in-view")
 }
+
+// TestClaimsReachEveryNode: what a node says it answers for reaches the others at once, a
+// node that joins later hears every claim before it can take anything, and a node that comes
+// back from the dead is unheard until it speaks again.
+func TestClaimsReachEveryNode(t *testing.T) {
+	var sent atomic.Int64
+	gs := startMembers(t, 3, DefaultTiming, &sent)
+	waitFor(t, "all three see each other and are heard", func() bool {
+		for _, g := range gs {
+			if v := g.View(); len(v.Alive) != 3 || len(v.Unheard) != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	gs[0].SetClaim([]string{"198.51.100.7", "2001:db8::7"})
+	waitFor(t, "node-000's claim reaches the others", func() bool {
+		return slices.Equal(gs[1].View().ClaimedBy("198.51.100.7"), []string{"node-000"}) &&
+			slices.Equal(gs[2].View().ClaimedBy("2001:db8::7"), []string{"node-000"})
+	})
+	gs[0].SetClaim(nil) // let go: the acknowledgement a taker waits for
+	waitFor(t, "node-000's release reaches the others", func() bool {
+		return len(gs[1].View().ClaimedBy("198.51.100.7")) == 0 && len(gs[2].View().ClaimedBy("198.51.100.7")) == 0
+	})
+	gs[1].SetClaim([]string{"198.51.100.8"})
+	// A fourth node, joined to node-002 only, hears node-001's claim too.
+	late, err := StartGossip(GossipConfig{Node: "late", Address: "127.0.0.1", Port: 0,
+		Key: []byte("0123456789abcdef0123456789abcdef"), Timing: DefaultTiming, Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(late.Shutdown)
+	if _, err := late.Join([]string{HostPort("127.0.0.1", int(gs[2].ml.LocalNode().Port))}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the late node hears node-001's claim", func() bool {
+		v := late.View()
+		return len(v.Alive) == 4 && len(v.Unheard) == 0 && slices.Equal(v.ClaimedBy("198.51.100.8"), []string{"node-001"})
+	})
+}
