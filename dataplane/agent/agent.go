@@ -169,7 +169,7 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 		// a VIP only when no node says it answers for it.
 		var answered []string
 		for addr := range a.VIPs.Answered() {
-			answered = append(answered, addr.String())
+			answered = append(answered, addr.Unmap().String())
 		}
 		a.Ownership.Gossip.SetClaim(answered)
 	}

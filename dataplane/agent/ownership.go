@@ -249,6 +249,9 @@ func (o *Ownership) step(ctx context.Context, log interface {
 				continue
 			}
 			k, vip := lb.Namespace+"/"+lb.Name, lb.Status.VIPAddress
+			if a, err := netip.ParseAddr(vip); err == nil {
+				vip = a.Unmap().String() // as claims name it (the addresses answered for)
+			}
 			eligible := live
 			if lb.Spec.TrafficPolicy == lbv1.TrafficLocal {
 				// Only a node running a member may hold it; with none, nobody answers, as
