@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"maps"
@@ -264,7 +263,7 @@ func (o *Ownership) step(ctx context.Context, log interface {
 			case holder == o.Node && now.Before(o.yielded[vip]):
 				standby[k] = vip // another node answers for it: serve, do not answer
 				if _, had := o.held[k]; had {
-					o.event(ctx, k, "VIPConflict", "node %s saw another l4lb node answer for the VIP and yields it (the lower MAC keeps it)")
+					o.event(ctx, k, "VIPConflict", "node %s saw another l4lb node answer for the VIP and yields it (that node ranks first)")
 				}
 			case holder == o.Node:
 				held[k] = vip
@@ -348,10 +347,13 @@ func (o *Ownership) holder(k, vip string, order, eligible []string, avoid map[st
 	})
 	if _, had := o.held[k]; had && slices.Contains(eligible, o.Node) && !avoid[o.Node] &&
 		(!o.Preemptive || len(order) > 0 && order[0] == o.Node) {
-		// Two holders (views that disagreed, now joined): the first of the ranking keeps it,
-		// a rule both apply alike.
-		if i := slices.IndexFunc(order, func(n string) bool { return n == o.Node || slices.Contains(claimers, n) }); i >= 0 {
-			return order[i]
+		// Two holders (views that disagreed, now joined): the one that ranks first for the VIP
+		// keeps it, a rule both apply alike (and Conflict, on the wire). By the pure ranking:
+		// two nodes' order for a VIP does not depend on who else is alive.
+		for _, n := range claimers {
+			if nodes.Ranked(vip, []string{o.Node, n}, nil)[0] == n {
+				return n
+			}
 		}
 		return o.Node
 	}
@@ -404,21 +406,23 @@ const yieldFor = 10 * time.Second
 
 // Conflict settles another MAC's ARP claim for a VIP this node answers for with own (the
 // responder calls it): when the other MAC is another l4lb node's (its gossip Meta says so),
-// the lower MAC keeps the VIP and the other yields it for yieldFor, so two nodes whose views
-// disagree (an asymmetric partition) stop answering together within a round trip of ARP,
-// by a rule both apply alike. A MAC no l4lb node has is a stranger: the VIP is defended
-// (RFC 5227). It reports whether this node yields.
+// the one of the two that ranks first for the VIP keeps it and the other yields it for
+// yieldFor, so two nodes whose views disagreed (an agent that stalled, one-way loss) stop
+// answering together within a round of ARP. It is the rule two holders apply when they hear
+// each other's claims (holder), so the wire and the gossip never settle it two ways. A MAC no
+// l4lb node has is a stranger's: the VIP is defended (RFC 5227). It reports whether this
+// node yields.
 func (o *Ownership) Conflict(vip netip.Addr, own, other net.HardwareAddr, log logr.Logger) bool {
 	node := o.Gossip.View().NodeWithMAC(other)
 	if node == "" || node == o.Node {
 		log.Info("a device that is not an l4lb node claims a VIP this node answers for: defending it", "vip", vip, "mac", other)
 		return false
 	}
-	if bytes.Compare(other, own) > 0 {
-		log.Info("another l4lb node answers for a VIP this node holds: keeping it (the lower MAC)", "vip", vip, "node", node, "mac", other)
+	if nodes.Ranked(vip.String(), []string{o.Node, node}, nil)[0] == o.Node {
+		log.Info("another l4lb node answers for a VIP this node holds: keeping it (this node ranks first)", "vip", vip, "node", node, "mac", other)
 		return false
 	}
-	log.Info("another l4lb node answers for a VIP this node holds: yielding it (the lower MAC keeps it)", "vip", vip, "node", node, "mac", other, "for", yieldFor)
+	log.Info("another l4lb node answers for a VIP this node holds: yielding it (that node ranks first)", "vip", vip, "node", node, "mac", other, "for", yieldFor)
 	o.mu.Lock()
 	o.yielded[vip.String()] = o.now().Add(yieldFor)
 	o.mu.Unlock()

@@ -384,10 +384,11 @@ func TestALocalVIPIsHeldWhereItsMembersRun(t *testing.T) {
 	}
 }
 
-// Two l4lb nodes that both hold a VIP (their views disagree: an asymmetric partition) settle
-// it on the wire: the node with the higher MAC yields it when it hears the other's ARP, for
-// yieldFor, and the lower keeps it; a stranger's claim is defended, never yielded to.
-func TestAConflictIsSettledByTheLowerMAC(t *testing.T) {
+// Two l4lb nodes that both hold a VIP (their views disagree: an agent that stalled, one-way
+// loss) settle it on the wire: the one that ranks second for the VIP yields it when it hears
+// the other's ARP, for yieldFor, and the first keeps it (the rule holders apply to each
+// other's claims, so the two never disagree); a stranger's claim is defended, never yielded to.
+func TestAConflictIsSettledByTheRanking(t *testing.T) {
 	macA, macB := net.HardwareAddr{2, 0, 0, 0, 0, 1}, net.HardwareAddr{2, 0, 0, 0, 0, 2}
 	// Each sees the other dead but a third node alive: both quorate, both first for v.
 	v := vipRanked(t, []string{"a", "b", "c"}, "a", "b")
@@ -409,10 +410,10 @@ func TestAConflictIsSettledByTheLowerMAC(t *testing.T) {
 	}
 	vip := netip.MustParseAddr(v)
 	if a.Conflict(vip, macA, macB, logr.Discard()) {
-		t.Fatal("a, the lower MAC, yielded")
+		t.Fatal("a, first for the VIP, yielded")
 	}
 	if !b.Conflict(vip, macB, macA, logr.Discard()) {
-		t.Fatal("b, the higher MAC, did not yield")
+		t.Fatal("b, second for the VIP, did not yield")
 	}
 	step(a)
 	step(b)
