@@ -70,8 +70,10 @@ type Ownership struct {
 	held      map[string]string // key -> VIP
 	standby   map[string]string
 	lingering map[string]lingered
-	yielded   map[string]time.Time // VIP -> until when this node leaves it to another (Conflict)
-	leaving   map[string]time.Time // node -> since when it is unfit or draining
+	yielded   map[string]yielding // VIP -> to whom and until when this node leaves it (Conflict)
+	// quorateSince is when this node's side last became quorate (zero while it is not).
+	quorateSince time.Time
+	leaving      map[string]time.Time // node -> since when it is unfit or draining
 
 	heldGauge          prometheus.Gauge
 	quorate            prometheus.Gauge
@@ -100,7 +102,7 @@ func NewOwnership(node string, g Peers, reg *nodes.Registry, r client.Reader, pr
 	o := &Ownership{Node: node, Gossip: g, Registry: reg, Reader: r, Tick: 50 * time.Millisecond,
 		Linger: 2 * time.Second,
 		held:   map[string]string{}, standby: map[string]string{}, lingering: map[string]lingered{},
-		yielded: map[string]time.Time{}, leaving: map[string]time.Time{},
+		yielded: map[string]yielding{}, leaving: map[string]time.Time{},
 		heldGauge: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "l4lb", Name: "vips_held", Help: "VIPs this node holds."}),
 		quorate:   prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "l4lb", Name: "quorate", Help: "1 when this node's side of the dataplane may hold VIPs (a majority, or half and the witness)."}),
 		acquired:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "l4lb", Name: "vip_acquisitions_total", Help: "VIPs this node took."}),
@@ -240,6 +242,12 @@ func (o *Ownership) step(ctx context.Context, log interface {
 	o.trackLeaving(view, now)
 	quorate := o.joined.Load() && view.Quorate(o.tie)
 	o.quorate.Set(b2f(quorate))
+	switch {
+	case !quorate:
+		o.quorateSince = time.Time{}
+	case o.quorateSince.IsZero():
+		o.quorateSince = now
+	}
 	if quorate {
 		live := view.Eligible()
 		local := o.memberNodes(ctx, lbs.Items)
@@ -260,7 +268,7 @@ func (o *Ownership) step(ctx context.Context, log interface {
 			avoid := avoiding(view.Draining, lb.Annotations[lbv1.FailoverAnnotation])
 			order := nodes.Ranked(vip, eligible, avoid)
 			switch holder := o.holder(k, vip, order, eligible, avoid, view, now); {
-			case holder == o.Node && now.Before(o.yielded[vip]):
+			case holder == o.Node && o.yielding(vip, view, now):
 				standby[k] = vip // another node answers for it: serve, do not answer
 				if _, had := o.held[k]; had {
 					o.event(ctx, k, "VIPConflict", "node %s saw another l4lb node answer for the VIP and yields it (that node ranks first)")
@@ -274,7 +282,7 @@ func (o *Ownership) step(ctx context.Context, log interface {
 			}
 		}
 	}
-	maps.DeleteFunc(o.yielded, func(_ string, until time.Time) bool { return !now.Before(until) })
+	maps.DeleteFunc(o.yielded, func(_ string, y yielding) bool { return !now.Before(y.until) })
 
 	changed := !maps.Equal(held, o.held) || !maps.Equal(standby, o.standby)
 	for k, v := range held {
@@ -336,7 +344,9 @@ func avoiding(draining map[string]bool, failoverFrom string) map[string]bool {
 // holder is who holds the VIP vip of k, as this node sees it: this node while it holds it and
 // may (not preemptively moved, not draining or failed over from, still eligible); else an
 // alive node that says it answers for it; else the first of order, once every alive node has
-// been heard (one not heard since it came back may hold it). "" while that is not known.
+// been heard (one not heard since it came back may hold it) and this node's side has been
+// quorate for quorumSettle (after a partition heals, the holder may not be in view yet). "" while
+// that is not known.
 // Called with o.mu held.
 func (o *Ownership) holder(k, vip string, order, eligible []string, avoid map[string]bool, view nodes.View, now time.Time) string {
 	// A node that left the election lets its VIPs go at its next reconcile; one whose claim
@@ -364,7 +374,7 @@ func (o *Ownership) holder(k, vip string, order, eligible []string, avoid map[st
 		}
 		return claimers[0]
 	}
-	if len(order) == 0 || len(view.Unheard) > 0 {
+	if len(order) == 0 || len(view.Unheard) > 0 || now.Sub(o.quorateSince) < quorumSettle {
 		return ""
 	}
 	return order[0]
@@ -399,6 +409,23 @@ func next(order []string, holder string) string {
 	return ""
 }
 
+type yielding struct {
+	to    string
+	until time.Time
+}
+
+// yielding reports whether this node leaves vip to another after a conflict: until yieldFor
+// has passed, while that node is alive. Called with o.mu held.
+func (o *Ownership) yielding(vip string, view nodes.View, now time.Time) bool {
+	y, ok := o.yielded[vip]
+	return ok && now.Before(y.until) && slices.Contains(view.Alive, y.to)
+}
+
+// quorumSettle is how long a node that has just become quorate (it started, or a partition healed)
+// waits before it takes a VIP nobody it sees claims: the rest of the cluster comes back into
+// its view one node at a time, and the holder may be among the last.
+const quorumSettle = 2 * time.Second
+
 // yieldFor is how long a node that yielded a VIP in a conflict leaves it (RFC 5227's
 // DEFEND_INTERVAL): if the nodes still disagree after it, the conflict comes back and is
 // settled the same way.
@@ -424,7 +451,7 @@ func (o *Ownership) Conflict(vip netip.Addr, own, other net.HardwareAddr, log lo
 	}
 	log.Info("another l4lb node answers for a VIP this node holds: yielding it (that node ranks first)", "vip", vip, "node", node, "mac", other, "for", yieldFor)
 	o.mu.Lock()
-	o.yielded[vip.String()] = o.now().Add(yieldFor)
+	o.yielded[vip.String()] = yielding{to: node, until: o.now().Add(yieldFor)}
 	o.mu.Unlock()
 	if o.trigger != nil {
 		o.trigger()

@@ -75,6 +75,7 @@ func newTestOwnership(node string, peers *fakePeers, r client.Reader, c *clock) 
 	o := NewOwnership(node, peers, nil, r, nil)
 	o.Now = c.now
 	o.joined.Store(true)
+	o.quorateSince = c.t.Add(-quorumSettle) // quorate for a while (TestARegainedQuorumSettlesFirst starts afresh)
 	return o
 }
 
@@ -398,7 +399,8 @@ func TestAConflictIsSettledByTheRanking(t *testing.T) {
 	va, vb := view(3, "a", "c"), view(3, "b", "c")
 	va.MACs, vb.MACs = macs, macs
 	a := newTestOwnership("a", &fakePeers{view: va}, r, c)
-	b := newTestOwnership("b", &fakePeers{view: vb}, r, c)
+	pb := &fakePeers{view: vb}
+	b := newTestOwnership("b", pb, r, c)
 	for range 10 { // past any hand-over wait
 		step(a)
 		step(b)
@@ -408,6 +410,9 @@ func TestAConflictIsSettledByTheRanking(t *testing.T) {
 	if !a.Held()[k] || !b.Held()[k] {
 		t.Fatalf("the test needs both to hold %s: a %v, b %v", k, a.Held(), b.Held())
 	}
+	// b sees a again, before their claims meet: both still hold.
+	pb.view = view(3, "a", "b", "c")
+	pb.view.MACs = macs
 	vip := netip.MustParseAddr(v)
 	if a.Conflict(vip, macA, macB, logr.Discard()) {
 		t.Fatal("a, first for the VIP, yielded")
@@ -422,8 +427,8 @@ func TestAConflictIsSettledByTheRanking(t *testing.T) {
 	}
 	c.advance(yieldFor)
 	step(b)
-	if !b.Held()[k] {
-		t.Fatalf("after %v b, still first in its own view, does not take %s back: %v", yieldFor, k, b.Held())
+	if b.Held()[k] {
+		t.Fatalf("after %v b took %s back, though a, first for it, is alive", yieldFor, k)
 	}
 	if a.Conflict(vip, macA, net.HardwareAddr{2, 0, 0, 0, 0, 0}, logr.Discard()) {
 		t.Fatal("a yielded to a MAC no l4lb node has")
@@ -457,5 +462,30 @@ func TestAStuckHolderIsWaitedForABoundedTime(t *testing.T) {
 	step(b)
 	if !b.Held()[k] {
 		t.Fatalf("b still waits for a after %v", stuckAfter)
+	}
+}
+
+// A node whose side has just become quorate (a partition healed, the node started) takes no
+// VIP nobody it sees claims before quorumSettle: the holder may come back into its view after
+// the others, and taking the VIP meanwhile would make two answerers.
+func TestARegainedQuorumSettlesFirst(t *testing.T) {
+	live := []string{"a", "b", "c"}
+	v := vipRanked(t, []string{"a", "b"}, "a")
+	k := "ns/lb-" + v
+	c := &clock{t: time.Unix(1000, 0)}
+	p := &fakePeers{view: view(3, "a"), node: "a", board: map[string][]string{}}
+	o := newTestOwnership("a", p, loadBalancers(t, v), c)
+	step(o)                    // cut off: one of three
+	p.view = view(3, "a", "b") // b is back, c (which holds the VIP) not yet in view
+	step(o)
+	if o.Held()[k] {
+		t.Fatal("took the VIP the moment quorum came back")
+	}
+	c.advance(quorumSettle)
+	p.view = view(3, live...)
+	p.board["c"] = []string{v} // c is back in view, and says it holds it
+	step(o)
+	if o.Held()[k] {
+		t.Fatalf("took the VIP c holds: %v", o.Held())
 	}
 }
