@@ -71,9 +71,11 @@ type Ownership struct {
 	standby   map[string]string
 	lingering map[string]lingered
 	yielded   map[string]yielding // VIP -> to whom and until when this node leaves it (Conflict)
-	// quorateSince is when this node's side last became quorate (zero while it is not).
-	quorateSince time.Time
-	leaving      map[string]time.Time // node -> since when it is unfit or draining
+	// lastArrival is when another node last came into this node's view (alive, having not
+	// been); seen is who was alive in the previous computation.
+	lastArrival time.Time
+	seen        map[string]bool
+	leaving     map[string]time.Time // node -> since when it is unfit or draining
 
 	heldGauge          prometheus.Gauge
 	quorate            prometheus.Gauge
@@ -242,11 +244,14 @@ func (o *Ownership) step(ctx context.Context, log interface {
 	o.trackLeaving(view, now)
 	quorate := o.joined.Load() && view.Quorate(o.tie)
 	o.quorate.Set(b2f(quorate))
-	switch {
-	case !quorate:
-		o.quorateSince = time.Time{}
-	case o.quorateSince.IsZero():
-		o.quorateSince = now
+	for _, n := range view.Alive {
+		if n != o.Node && !o.seen[n] {
+			o.lastArrival = now
+		}
+	}
+	o.seen = map[string]bool{}
+	for _, n := range view.Alive {
+		o.seen[n] = true
 	}
 	if quorate {
 		live := view.Eligible()
@@ -344,9 +349,9 @@ func avoiding(draining map[string]bool, failoverFrom string) map[string]bool {
 // holder is who holds the VIP vip of k, as this node sees it: this node while it holds it and
 // may (not preemptively moved, not draining or failed over from, still eligible); else an
 // alive node that says it answers for it; else the first of order, once every alive node has
-// been heard (one not heard since it came back may hold it) and this node's side has been
-// quorate for quorumSettle (after a partition heals, the holder may not be in view yet). "" while
-// that is not known.
+// been heard (one not heard since it came back may hold it) and no node came into view for
+// arrivalSettle (after a partition heals, the holder may not be in view yet). "" while that is
+// not known.
 // Called with o.mu held.
 func (o *Ownership) holder(k, vip string, order, eligible []string, avoid map[string]bool, view nodes.View, now time.Time) string {
 	// A node that left the election lets its VIPs go at its next reconcile; one whose claim
@@ -374,7 +379,7 @@ func (o *Ownership) holder(k, vip string, order, eligible []string, avoid map[st
 		}
 		return claimers[0]
 	}
-	if len(order) == 0 || len(view.Unheard) > 0 || now.Sub(o.quorateSince) < quorumSettle {
+	if len(order) == 0 || len(view.Unheard) > 0 || now.Sub(o.lastArrival) < arrivalSettle {
 		return ""
 	}
 	return order[0]
@@ -421,10 +426,11 @@ func (o *Ownership) yielding(vip string, view nodes.View, now time.Time) bool {
 	return ok && now.Before(y.until) && slices.Contains(view.Alive, y.to)
 }
 
-// quorumSettle is how long a node that has just become quorate (it started, or a partition healed)
-// waits before it takes a VIP nobody it sees claims: the rest of the cluster comes back into
-// its view one node at a time, and the holder may be among the last.
-const quorumSettle = 2 * time.Second
+// arrivalSettle is how long after another node came into its view (at its start, after a
+// partition healed) a node waits before it takes a VIP nobody it sees claims: the rest of the
+// cluster comes back into view one node at a time, and the holder may be among the last. A
+// takeover from a node that died is not delayed (nobody arrived).
+const arrivalSettle = 2 * time.Second
 
 // yieldFor is how long a node that yielded a VIP in a conflict leaves it (RFC 5227's
 // DEFEND_INTERVAL): if the nodes still disagree after it, the conflict comes back and is
