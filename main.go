@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 
+	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -35,7 +36,8 @@ func main() {
 	}
 	name := os.Args[1]
 	os.Args = append([]string{os.Args[0] + " " + name}, os.Args[2:]...)
-	opts := zap.Options{}
+	// Milliseconds: a failover and the messages that led to it fit in one second.
+	opts := zap.Options{TimeEncoder: zapcore.TimeEncoderOfLayout("2006-01-02T15:04:05.000Z07:00")}
 	opts.BindFlags(flag.CommandLine)
 	run := commands[name]()
 	flag.Parse()

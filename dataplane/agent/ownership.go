@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"net/netip"
@@ -76,6 +77,10 @@ type Ownership struct {
 	lastArrival time.Time
 	seen        map[string]bool
 	leaving     map[string]time.Time // node -> since when it is unfit or draining
+	// What the log last said of this node's majority and of why it waits to take a VIP
+	// nobody claims, so that a VIP left unanswered explains itself once, not every tick.
+	loggedQuorate bool
+	loggedWait    string
 
 	heldGauge          prometheus.Gauge
 	quorate            prometheus.Gauge
@@ -244,6 +249,15 @@ func (o *Ownership) step(ctx context.Context, log interface {
 	o.trackLeaving(view, now)
 	quorate := o.joined.Load() && view.Quorate(o.tie)
 	o.quorate.Set(b2f(quorate))
+	if quorate != o.loggedQuorate && o.joined.Load() {
+		msg := "this node's side of the cluster lost its majority: it holds no VIP"
+		if quorate {
+			msg = "this node's side of the cluster has a majority: it may hold VIPs"
+		}
+		log.Info(msg, "alive", view.Alive, "known", view.Known)
+		o.loggedQuorate = quorate
+	}
+	wait := ""
 	for _, n := range view.Alive {
 		if n != o.Node && !o.seen[n] {
 			o.lastArrival = now
@@ -282,10 +296,17 @@ func (o *Ownership) step(ctx context.Context, log interface {
 				held[k] = vip
 			case holder == "" && len(order) > 0 && order[0] == o.Node:
 				standby[k] = vip // first, waiting for the VIP to be let go: serve it meanwhile
+				wait = o.waitReason(view, now)
 			case next(order, holder) == o.Node:
 				standby[k] = vip
 			}
 		}
+	}
+	if wait != o.loggedWait {
+		if wait != "" {
+			log.Info("waiting before taking the VIPs nobody answers for", "reason", wait)
+		}
+		o.loggedWait = wait
 	}
 	maps.DeleteFunc(o.yielded, func(_ string, y yielding) bool { return !now.Before(y.until) })
 
@@ -383,6 +404,15 @@ func (o *Ownership) holder(k, vip string, order, eligible []string, avoid map[st
 		return ""
 	}
 	return order[0]
+}
+
+// waitReason says why holder gives no node a VIP nobody claims (for the log). Called with
+// o.mu held.
+func (o *Ownership) waitReason(view nodes.View, now time.Time) string {
+	if len(view.Unheard) > 0 {
+		return fmt.Sprintf("not yet heard what %v answer for", slices.Sorted(maps.Keys(view.Unheard)))
+	}
+	return fmt.Sprintf("a node came into view %v ago; the others may still be coming back", now.Sub(o.lastArrival).Round(time.Millisecond))
 }
 
 // stuckAfter is how long a node that left the election (unfit, draining) may still claim VIPs

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -107,7 +108,11 @@ func newLab(t *testing.T, n int) *lab {
 func (l *lab) start(node string, env ...string) {
 	a := l.agents[node]
 	if a == nil {
-		a = &agentProc{node: node, log: filepath.Join(l.t.TempDir(), node+".log")}
+		dir := os.Getenv("L4LB_TEST_LOGS") // kept after the test, to read a run that passed too
+		if dir == "" {
+			dir = l.t.TempDir()
+		}
+		a = &agentProc{node: node, log: filepath.Join(dir, node+".log")}
 		l.agents[node] = a
 	}
 	h := l.tp.Hosts[node]
@@ -161,7 +166,11 @@ func (l *lab) createLB() {
 func (l *lab) dumpLogs() {
 	for _, a := range l.agents {
 		log, _ := os.ReadFile(a.log)
-		l.t.Logf("agent %s log tail:\n%s", a.node, tail(string(log), 15))
+		// memberlist's send errors under a cut repeat by the hundred and hide the decisions.
+		lines := slices.DeleteFunc(strings.Split(string(log), "\n"), func(s string) bool {
+			return strings.Contains(s, "memberlist: Failed to send")
+		})
+		l.t.Logf("agent %s log tail (send errors left out):\n%s", a.node, tail(strings.Join(lines, "\n"), 40))
 	}
 }
 

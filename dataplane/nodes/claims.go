@@ -59,9 +59,32 @@ func (g *Gossip) sendClaim(c claim, to *memberlist.Node) {
 	}
 	for _, n := range targets {
 		if n.Name != g.node {
-			go g.ml.SendReliable(n, msg)
+			go g.deliver(c.Version, msg, n)
 		}
 	}
+}
+
+// deliver sends a claim to n until n takes it, a newer claim replaces it, n is no longer
+// alive here, or gossip stops. A single try is not enough: a node comes back into view through
+// a third one while the path between the two is still cut (a partition heals a link at a time),
+// and until it has heard this node's claim it holds up takeovers (View.Unheard) or still
+// believes this node answers for a VIP it let go.
+func (g *Gossip) deliver(version int64, msg []byte, n *memberlist.Node) {
+	for wait := 100 * time.Millisecond; g.ml.SendReliable(n, msg) != nil; wait = min(2*wait, time.Second) {
+		select {
+		case <-g.stopped:
+			return
+		case <-time.After(wait):
+		}
+		if g.ownClaim().Version != version || !g.isAlive(n.Name) {
+			return
+		}
+	}
+}
+
+// isAlive reports whether node is alive (or suspect) in this node's view.
+func (g *Gossip) isAlive(node string) bool {
+	return slices.ContainsFunc(g.ml.Members(), func(m *memberlist.Node) bool { return m.Name == node })
 }
 
 // ownClaim is this node's claim now.

@@ -107,6 +107,8 @@ type GossipConfig struct {
 	StartUnfit bool
 	// MACs are what the node's Meta says its hardware addresses are (LocalMACs).
 	MACs string
+	// noPushPull turns memberlist's push-pull off (tests of what the other messages deliver).
+	noPushPull bool
 }
 
 // Gossip is this node's membership in the dataplane nodes' gossip.
@@ -125,12 +127,16 @@ type Gossip struct {
 	listed map[string]bool
 	// What each node says it answers for (claims.go), forgotten when it dies or leaves.
 	claims map[string]claim
+	// stopped is closed when gossip stops (deliver gives up then).
+	stopped chan struct{}
+	stop    sync.Once
 }
 
 // StartGossip starts gossiping on the configured address; Join adds the others.
 func StartGossip(c GossipConfig) (*Gossip, error) {
 	g := &Gossip{node: c.Node, onChange: c.OnChange, known: map[string]bool{c.Node: true},
-		claims: map[string]claim{c.Node: {Node: c.Node, Version: time.Now().UnixNano()}}}
+		claims:  map[string]claim{c.Node: {Node: c.Node, Version: time.Now().UnixNano()}},
+		stopped: make(chan struct{})}
 	g.meta.Store(Meta{Unfit: c.StartUnfit, MACs: c.MACs})
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = c.Node
@@ -153,6 +159,9 @@ func StartGossip(c GossipConfig) (*Gossip, error) {
 	// heals: gossip keeps reaching the dead this long; Join covers what comes later.
 	mc.GossipToTheDeadTime = 60 * time.Second
 	mc.PushPullInterval = claimsPushPull
+	if c.noPushPull {
+		mc.PushPullInterval = 0
+	}
 	mc.SecretKey = c.Key
 	mc.Delegate = delegate{g}
 	mc.Events = events{g}
@@ -221,11 +230,14 @@ func (g *Gossip) SetListed(nodes []string) {
 // Leave tells the others this node is going, so they need not detect it, and stops.
 func (g *Gossip) Leave(timeout time.Duration) {
 	g.ml.Leave(timeout)
-	g.ml.Shutdown()
+	g.Shutdown()
 }
 
 // Shutdown stops gossiping without a word, as a crash would.
-func (g *Gossip) Shutdown() { g.ml.Shutdown() }
+func (g *Gossip) Shutdown() {
+	g.stop.Do(func() { close(g.stopped) })
+	g.ml.Shutdown()
+}
 
 // Check is a health check: this node is a member in good standing of its own view.
 func (g *Gossip) Check() error {

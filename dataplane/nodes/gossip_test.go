@@ -1,6 +1,7 @@
 package nodes
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -41,6 +42,20 @@ type countingConn struct {
 func (c countingConn) Write(b []byte) (int, error) {
 	c.sent.Add(int64(len(b)))
 	return c.Conn.Write(b)
+}
+
+// cuttableTransport fails every stream (TCP) it is asked to open while cut is set, as a
+// partition that still lets the UDP probes through would.
+type cuttableTransport struct {
+	*memberlist.NetTransport
+	cut *atomic.Bool
+}
+
+func (c cuttableTransport) DialAddressTimeout(addr memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	if c.cut.Load() {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("cut by the test")}
+	}
+	return c.NetTransport.DialAddressTimeout(addr, timeout)
 }
 
 // startMembers starts n gossiping members on loopback with the given timing (and a key, as
@@ -207,5 +222,45 @@ func TestClaimsReachEveryNode(t *testing.T) {
 	waitFor(t, "the late node hears node-001's claim", func() bool {
 		v := late.View()
 		return len(v.Alive) == 4 && len(v.Unheard) == 0 && slices.Equal(v.ClaimedBy("198.51.100.8"), []string{"node-001"})
+	})
+}
+
+// TestAClaimIsDeliveredOnceThePathHeals: a claim sent while the stream to a node could not be
+// opened still reaches it when the path comes back, without push-pull (turned off here): a
+// node that missed it would otherwise wait on this node (unheard) or believe a VIP is still
+// held here.
+func TestAClaimIsDeliveredOnceThePathHeals(t *testing.T) {
+	var cut atomic.Bool
+	key := []byte("0123456789abcdef0123456789abcdef")
+	var gs []*Gossip
+	for i := range 2 {
+		tr, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, BindPort: 0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := StartGossip(GossipConfig{Node: fmt.Sprintf("node-%03d", i), Address: "127.0.0.1", Port: tr.GetAutoBindPort(),
+			Key: key, Timing: DefaultTiming, Log: logr.Discard(), Transport: cuttableTransport{tr, &cut}, noPushPull: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(g.Shutdown)
+		gs = append(gs, g)
+	}
+	if _, err := gs[1].Join([]string{gs[0].Address()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both see each other and are heard", func() bool {
+		v0, v1 := gs[0].View(), gs[1].View()
+		return len(v0.Alive) == 2 && len(v0.Unheard) == 0 && len(v1.Alive) == 2 && len(v1.Unheard) == 0
+	})
+	cut.Store(true)
+	gs[0].SetClaim([]string{"198.51.100.7"})
+	time.Sleep(300 * time.Millisecond) // the first tries fail
+	if got := gs[1].View().ClaimedBy("198.51.100.7"); len(got) != 0 {
+		t.Fatalf("the claim went through a cut path: %v", got)
+	}
+	cut.Store(false)
+	waitFor(t, "node-000's claim reaches node-001 once the path is back", func() bool {
+		return slices.Equal(gs[1].View().ClaimedBy("198.51.100.7"), []string{"node-000"})
 	})
 }
