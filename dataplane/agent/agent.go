@@ -160,19 +160,25 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 	res := model.Build(objs)
 	served := res.Model.LocalTo(a.NodeName)
 	served.Listeners = slices.DeleteFunc(slices.Clone(served.Listeners), func(l model.Listener) bool { return !serving[l.LoadBalancer] })
+	addrs, answer, byAddr, vipErrs := vipSets(objs, held, lingering)
+	if a.VIPs != nil && a.VIPs.Unanswer(answer) {
+		// A VIP let go stops being answered, and the others hear so, before the engine is
+		// reprogrammed (a listener's first health probe can hold Apply up): the node taking it
+		// over waits for this node's claim to drop it.
+		a.claim()
+	}
 	// Listeners are bound (IP_FREEBIND) before the VIP moves here, and stay a little after it
 	// left: no window where a node answers for a VIP but does not listen on it.
 	failed := a.Server.Apply(served)
-	vipErrs := a.syncVIPs(objs, held, lingering)
-	if a.Ownership != nil && a.VIPs != nil {
-		// What this node answers for now, once it does (or no longer does): the others take
-		// a VIP only when no node says it answers for it.
-		var answered []string
-		for addr := range a.VIPs.Answered() {
-			answered = append(answered, addr.Unmap().String())
+	if a.VIPs != nil {
+		// Then the VIPs this node takes (or keeps lingering) are set up.
+		for addr, err := range a.VIPs.Sync(addrs, answer) {
+			for _, k := range byAddr[addr] {
+				vipErrs[k] = err
+			}
 		}
-		a.Ownership.Gossip.SetClaim(answered)
 	}
+	a.claim()
 	a.takeOver(ctrl.LoggerFrom(ctx))
 	a.reports.post(snapshot{objs: objs, res: res, served: served, failed: failed, vipErrs: vipErrs, held: held})
 	if len(vipErrs) > 0 {
@@ -231,15 +237,11 @@ func (a *Agent) forgetGone(objs model.Objects) {
 	maps.DeleteFunc(a.reported, func(uid types.UID, _ string) bool { return !live[uid] })
 }
 
-// syncVIPs makes the VIPs of held load balancers local and answered, keeps those lingering
-// local, and releases the others.
-func (a *Agent) syncVIPs(objs model.Objects, held, lingering map[string]bool) map[string]error {
-	errs := map[string]error{}
-	if a.VIPs == nil {
-		return errs
-	}
-	addrs, answer := map[netip.Addr]bool{}, map[netip.Addr]bool{}
-	byAddr := map[netip.Addr][]string{}
+// vipSets are the VIPs this node keeps local (of held and lingering load balancers), those it
+// answers for (held), and which load balancers each belongs to; errs names the load balancers
+// whose address is not one.
+func vipSets(objs model.Objects, held, lingering map[string]bool) (addrs, answer map[netip.Addr]bool, byAddr map[netip.Addr][]string, errs map[string]error) {
+	addrs, answer, byAddr, errs = map[netip.Addr]bool{}, map[netip.Addr]bool{}, map[netip.Addr][]string{}, map[string]error{}
 	for _, lb := range objs.LoadBalancers {
 		k := lb.Namespace + "/" + lb.Name
 		if !held[k] && !lingering[k] {
@@ -254,12 +256,20 @@ func (a *Agent) syncVIPs(objs model.Objects, held, lingering map[string]bool) ma
 		answer[addr] = answer[addr] || held[k]
 		byAddr[addr] = append(byAddr[addr], k)
 	}
-	for addr, err := range a.VIPs.Sync(addrs, answer) {
-		for _, k := range byAddr[addr] {
-			errs[k] = err
-		}
+	return addrs, answer, byAddr, errs
+}
+
+// claim tells the other nodes which VIPs this node answers for now, once it does (or no
+// longer does): they take a VIP only when no node says it answers for it.
+func (a *Agent) claim() {
+	if a.Ownership == nil || a.VIPs == nil {
+		return
 	}
-	return errs
+	var answered []string
+	for addr := range a.VIPs.Answered() {
+		answered = append(answered, addr.Unmap().String())
+	}
+	a.Ownership.Gossip.SetClaim(answered)
 }
 
 func cond(obj metav1.Object, typ string, ok bool, reason, msg string) metav1.Condition {

@@ -189,6 +189,22 @@ func (l *Local) Sync(addrs, answer map[netip.Addr]bool) map[netip.Addr]error {
 	return errs
 }
 
+// Unanswer stops answering for every VIP not in answer, at once, leaving the rest (and every
+// address) as it is: the agent lets a VIP go before it reprograms its engine, which can take a
+// while, since the node taking it over waits for that. It reports whether it stopped any.
+func (l *Local) Unanswer(answer map[netip.Addr]bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	stopped := false
+	for a, iface := range l.answered {
+		if !answer[a] {
+			l.unanswer(a, iface)
+			stopped = true
+		}
+	}
+	return stopped
+}
+
 // add makes a local unless it is already (a node address, loopback).
 func (l *Local) add(a netip.Addr) error {
 	if l.added[a] || IsLocal(a) {

@@ -41,6 +41,16 @@ func TestKernelSilentAgentAnswers(t *testing.T) {
 	if got := who(); len(got) != 1 {
 		t.Fatalf("the holder answers ARP for its VIP with %d replies, want 1 (the agent's)", len(got))
 	}
+	// Let go ahead of the rest of a change (Unanswer): nobody answers, the address stays.
+	if stopped := l.Unanswer(nil); !stopped || !l.added[vip] {
+		t.Fatalf("Unanswer: stopped %v, the address still local %v; want true, true", stopped, l.added[vip])
+	}
+	if got := who(); len(got) != 0 {
+		t.Fatalf("a VIP let go by Unanswer is answered by %v", got)
+	}
+	if l.Unanswer(nil) {
+		t.Fatal("Unanswer reports a VIP stopped twice")
+	}
 	// Unanswered but local (lingering): nobody answers.
 	lantest.In(a, func() error { l.Sync(map[netip.Addr]bool{vip: true}, nil); return nil })
 	if got := who(); len(got) != 0 {
