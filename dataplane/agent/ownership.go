@@ -296,7 +296,7 @@ func (o *Ownership) step(ctx context.Context, log interface {
 				held[k] = vip
 			case holder == "" && len(order) > 0 && order[0] == o.Node:
 				standby[k] = vip // first, waiting for the VIP to be let go: serve it meanwhile
-				wait = o.waitReason(view, now)
+				wait = o.waitReason(view)
 			case next(order, holder) == o.Node:
 				standby[k] = vip
 			}
@@ -408,11 +408,11 @@ func (o *Ownership) holder(k, vip string, order, eligible []string, avoid map[st
 
 // waitReason says why holder gives no node a VIP nobody claims (for the log). Called with
 // o.mu held.
-func (o *Ownership) waitReason(view nodes.View, now time.Time) string {
+func (o *Ownership) waitReason(view nodes.View) string {
 	if len(view.Unheard) > 0 {
 		return fmt.Sprintf("not yet heard what %v answer for", slices.Sorted(maps.Keys(view.Unheard)))
 	}
-	return fmt.Sprintf("a node came into view %v ago; the others may still be coming back", now.Sub(o.lastArrival).Round(time.Millisecond))
+	return fmt.Sprintf("a node came into view at %s; the others may still be coming back (%v)", o.lastArrival.Format("15:04:05.000"), arrivalSettle)
 }
 
 // stuckAfter is how long a node that left the election (unfit, draining) may still claim VIPs

@@ -117,6 +117,7 @@ type Gossip struct {
 	node     string
 	meta     atomic.Value // Meta
 	onChange func()
+	log      logr.Logger
 
 	mu sync.Mutex
 	// The base of the quorum is known and listed together. known are the nodes this one has
@@ -134,7 +135,7 @@ type Gossip struct {
 
 // StartGossip starts gossiping on the configured address; Join adds the others.
 func StartGossip(c GossipConfig) (*Gossip, error) {
-	g := &Gossip{node: c.Node, onChange: c.OnChange, known: map[string]bool{c.Node: true},
+	g := &Gossip{node: c.Node, onChange: c.OnChange, log: c.Log, known: map[string]bool{c.Node: true},
 		claims:  map[string]claim{c.Node: {Node: c.Node, Version: time.Now().UnixNano()}},
 		stopped: make(chan struct{})}
 	g.meta.Store(Meta{Unfit: c.StartUnfit, MACs: c.MACs})
@@ -344,6 +345,7 @@ func (d delegate) MergeRemoteState(buf []byte, _ bool) { d.g.heard(buf) }
 type events struct{ g *Gossip }
 
 func (e events) NotifyJoin(n *memberlist.Node) {
+	e.g.log.Info("a node came into view", "peer", n.Name, "address", n.Address())
 	e.g.mu.Lock()
 	e.g.known[n.Name] = true
 	e.g.mu.Unlock()
@@ -352,6 +354,7 @@ func (e events) NotifyJoin(n *memberlist.Node) {
 }
 
 func (e events) NotifyLeave(n *memberlist.Node) {
+	e.g.log.Info("a node went out of view", "peer", n.Name, "left", n.State == memberlist.StateLeft)
 	e.g.wentAway(n.Name)
 	if n.State == memberlist.StateLeft {
 		e.g.Forget(n.Name) // a clean leave: not a death, no longer part of the quorum
@@ -361,15 +364,15 @@ func (e events) NotifyLeave(n *memberlist.Node) {
 
 func (e events) NotifyUpdate(*memberlist.Node) { e.g.changed() }
 
-// logWriter passes memberlist's warnings and errors to the agent's log; its debug lines (one
-// per probe) are dropped.
+// logWriter passes memberlist's errors, warnings and notices (a node marked failed) to the
+// agent's log; its debug lines (one per probe) are dropped.
 func logWriter(l logr.Logger) io.Writer {
 	r, w := io.Pipe()
 	go func() {
 		s := bufio.NewScanner(r)
 		for s.Scan() {
 			line := s.Text()
-			if strings.Contains(line, "[ERR]") || strings.Contains(line, "[WARN]") {
+			if !strings.Contains(line, "[DEBUG]") {
 				l.Info(strings.TrimSpace(line))
 			}
 		}

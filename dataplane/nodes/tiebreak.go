@@ -43,6 +43,7 @@ type TieBreak struct {
 
 	mu        sync.Mutex
 	wanted    time.Time // when Won was last asked
+	tieFrom   time.Time // when the tie being asked about began
 	holder    string    // the Lease's holder as last read
 	seen      string    // holder and renewTime as last read, to notice a renewal
 	changedAt time.Time // when this node last saw the Lease change
@@ -73,6 +74,7 @@ func (t *TieBreak) Won(alive []string) bool {
 	defer t.mu.Unlock()
 	now := t.now()
 	if now.Sub(t.wanted) >= t.duration()/2 {
+		t.tieFrom = now
 		select { // a tie begins: the survivor of two takes the Lease in one round trip
 		case t.kicks() <- struct{}{}:
 		default:
@@ -83,7 +85,10 @@ func (t *TieBreak) Won(alive []string) bool {
 	case t.holder == t.Node:
 		return now.Sub(t.wroteAt) < t.renewDeadline()
 	case t.holder != "" && slices.Contains(alive, t.holder):
-		return now.Sub(t.changedAt) < t.renewDeadline()
+		// Another node's claim counts once it was seen renewed in this tie: one read in an
+		// earlier tie may be a claim let go since (its tie ended), which the other half,
+		// reaching the API server, may have taken; this node, cut off, would never know.
+		return !t.changedAt.Before(t.tieFrom) && now.Sub(t.changedAt) < t.renewDeadline()
 	}
 	return false
 }

@@ -87,3 +87,62 @@ func TestTieBreakHasOneWinningHalf(t *testing.T) {
 		t.Fatalf("after the tie the Lease is %+v (%v); want no holder", l.Spec, err)
 	}
 }
+
+// TestAClaimSeenInAnEarlierTieDoesNotCount is the partition matrix's 2|2 sequence: in a first
+// tie, a reads c's claim; the tie ends and c lets the Lease go; in the next tie a and c are one
+// half, a cut off from the API server, and b's half takes the released Lease. Before the fix, a
+// counted c's old claim for its renewal deadline and both halves held VIPs.
+func TestAClaimSeenInAnEarlierTieDoesNotCount(t *testing.T) {
+	scheme := runtime.NewScheme()
+	clientgoscheme.AddToScheme(scheme)
+	c := fake.NewClientBuilder().WithScheme(scheme).Build()
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { return now }
+	tb := map[string]*TieBreak{}
+	for _, n := range []string{"a", "b", "c", "d"} {
+		tb[n] = &TieBreak{Client: c, Reader: c, Namespace: "l4lb-system", Node: n, Now: clock}
+	}
+	ctx := context.Background()
+	tick := func(half []string, stepping ...string) {
+		for _, n := range half {
+			tb[n].Won(half)
+		}
+		for _, n := range stepping {
+			tb[n].Step(ctx)
+		}
+		now = now.Add(DefaultTieDuration / 4)
+	}
+	// First tie, c d | a b, everyone reaching the API server: c wins, a reads c's renewals.
+	for range 4 {
+		tick([]string{"c", "d"}, "c", "d")
+		tick([]string{"a", "b"}, "a", "b")
+	}
+	if !tb["c"].Won([]string{"c", "d"}) || tb["a"].Won([]string{"a", "b"}) {
+		t.Fatal("first tie: c's half should hold it")
+	}
+	// The tie ends for everyone: for half a period each node still reads the Lease (c renews
+	// it meanwhile, a sees that), then c lets it go, which a, no longer reading, does not see.
+	for range 5 {
+		now = now.Add(DefaultTieDuration / 10)
+		tb["c"].Step(ctx)
+		tb["a"].Step(ctx)
+	}
+	now = now.Add(DefaultTieDuration / 10)
+	tb["c"].Step(ctx)
+	var l coordinationv1.Lease
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "l4lb-system", Name: TieLease}, &l); err != nil || l.Spec.HolderIdentity != nil {
+		t.Fatalf("after the first tie the Lease is %+v (%v); want it let go", l.Spec, err)
+	}
+	// A second tie, a c | b d, a cut off from the API server (it never steps): b's half takes
+	// the free Lease at once.
+	for i := range 6 {
+		tick([]string{"b", "d"}, "b", "d")
+		a, b := tb["a"].Won([]string{"a", "c"}), tb["b"].Won([]string{"b", "d"})
+		if a && b {
+			t.Fatalf("step %d of the second tie: both halves won (a by c's claim of the first tie)", i)
+		}
+		if i == 5 && !b {
+			t.Fatal("b's half, reaching the free Lease, should hold the second tie")
+		}
+	}
+}
