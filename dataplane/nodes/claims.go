@@ -55,7 +55,7 @@ func (g *Gossip) sendClaim(c claim, to *memberlist.Node) {
 	}
 	targets := []*memberlist.Node{to}
 	if to == nil {
-		targets = g.ml.Members()
+		targets = g.memberList()
 	}
 	for _, n := range targets {
 		if n.Name != g.node {
@@ -84,7 +84,10 @@ func (g *Gossip) deliver(version int64, msg []byte, n *memberlist.Node) {
 
 // isAlive reports whether node is alive (or suspect) in this node's view.
 func (g *Gossip) isAlive(node string) bool {
-	return slices.ContainsFunc(g.ml.Members(), func(m *memberlist.Node) bool { return m.Name == node })
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, ok := g.members[node]
+	return ok
 }
 
 // ownClaim is this node's claim now.

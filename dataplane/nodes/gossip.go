@@ -128,6 +128,12 @@ type Gossip struct {
 	listed map[string]bool
 	// What each node says it answers for (claims.go), forgotten when it dies or leaves.
 	claims map[string]claim
+	// members are the alive (and suspect) nodes, this one included, as memberlist last told
+	// of them (copies made in its events). Not memberlist's Members: it returns pointers into
+	// state it writes under its own lock (a data race to read), and it takes that lock, which
+	// memberlist holds while it calls the events, which take g.mu: asking it with g.mu held
+	// deadlocked an agent after a partition healed.
+	members map[string]*memberlist.Node
 	// stopped is closed when gossip stops (deliver gives up then).
 	stopped chan struct{}
 	stop    sync.Once
@@ -137,6 +143,7 @@ type Gossip struct {
 func StartGossip(c GossipConfig) (*Gossip, error) {
 	g := &Gossip{node: c.Node, onChange: c.OnChange, log: c.Log, known: map[string]bool{c.Node: true},
 		claims:  map[string]claim{c.Node: {Node: c.Node, Version: time.Now().UnixNano()}},
+		members: map[string]*memberlist.Node{},
 		stopped: make(chan struct{})}
 	g.meta.Store(Meta{Unfit: c.StartUnfit, MACs: c.MACs})
 	mc := memberlist.DefaultLANConfig()
@@ -298,7 +305,7 @@ func (g *Gossip) View() View {
 	v := View{Draining: map[string]bool{}, Unfit: map[string]bool{}, MACs: map[string]string{}}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for _, n := range g.ml.Members() {
+	for _, n := range g.members {
 		g.known[n.Name] = true
 		v.Alive = append(v.Alive, n.Name)
 		m := decodeMeta(n.Meta)
@@ -344,17 +351,25 @@ func (d delegate) MergeRemoteState(buf []byte, _ bool) { d.g.heard(buf) }
 
 type events struct{ g *Gossip }
 
+// The events are called with memberlist's node lock held: they copy what they need and
+// never call memberlist back.
+
 func (e events) NotifyJoin(n *memberlist.Node) {
 	e.g.log.Info("a node came into view", "peer", n.Name, "address", n.Address())
+	c := copyNode(n)
 	e.g.mu.Lock()
 	e.g.known[n.Name] = true
+	e.g.members[n.Name] = c
 	e.g.mu.Unlock()
-	e.g.cameAlive(n)
+	e.g.cameAlive(c)
 	e.g.changed()
 }
 
 func (e events) NotifyLeave(n *memberlist.Node) {
 	e.g.log.Info("a node went out of view", "peer", n.Name, "left", n.State == memberlist.StateLeft)
+	e.g.mu.Lock()
+	delete(e.g.members, n.Name)
+	e.g.mu.Unlock()
 	e.g.wentAway(n.Name)
 	if n.State == memberlist.StateLeft {
 		e.g.Forget(n.Name) // a clean leave: not a death, no longer part of the quorum
@@ -362,7 +377,28 @@ func (e events) NotifyLeave(n *memberlist.Node) {
 	e.g.changed()
 }
 
-func (e events) NotifyUpdate(*memberlist.Node) { e.g.changed() }
+func (e events) NotifyUpdate(n *memberlist.Node) {
+	c := copyNode(n)
+	e.g.mu.Lock()
+	if _, ok := e.g.members[n.Name]; ok {
+		e.g.members[n.Name] = c
+	}
+	e.g.mu.Unlock()
+	e.g.changed()
+}
+
+func copyNode(n *memberlist.Node) *memberlist.Node {
+	c := *n
+	c.Addr, c.Meta = slices.Clone(n.Addr), slices.Clone(n.Meta)
+	return &c
+}
+
+// memberList is the alive nodes, this one included.
+func (g *Gossip) memberList() []*memberlist.Node {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Collect(maps.Values(g.members))
+}
 
 // logWriter passes memberlist's errors, warnings and notices (a node marked failed) to the
 // agent's log; its debug lines (one per probe) are dropped.

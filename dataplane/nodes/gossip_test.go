@@ -264,3 +264,54 @@ func TestAClaimIsDeliveredOnceThePathHeals(t *testing.T) {
 		return slices.Equal(gs[1].View().ClaimedBy("198.51.100.7"), []string{"node-000"})
 	})
 }
+
+// TestViewWhileNodesComeAndGo asks for the view without pause while another node leaves and
+// comes back, again and again. Memberlist tells of a node coming or going with its node lock
+// held; a View that held its own lock while asking memberlist for the members deadlocked
+// against it (an agent hung that way after a partition healed, found by the partition matrix).
+func TestViewWhileNodesComeAndGo(t *testing.T) {
+	var sent atomic.Int64
+	gs := startMembers(t, 2, DefaultTiming, &sent)
+	stop := make(chan struct{})
+	var views atomic.Int64
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				gs[0].View()
+				views.Add(1)
+			}
+		}
+	}()
+	defer close(stop)
+	addr := gs[0].Address()
+	go func() { // a node leaves and comes back, again and again (Leave itself may hang on a deadlock)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			g, err := StartGossip(GossipConfig{Node: fmt.Sprintf("flapper-%d", i%2), Address: "127.0.0.1", Port: 0,
+				Key: []byte("0123456789abcdef0123456789abcdef"), Timing: DefaultTiming, Log: logr.Discard()})
+			if err != nil {
+				continue
+			}
+			g.Join([]string{addr})
+			time.Sleep(20 * time.Millisecond)
+			g.Leave(100 * time.Millisecond)
+		}
+	}()
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); {
+		before := views.Load()
+		deadline := time.Now().Add(10 * time.Second)
+		for views.Load() == before {
+			if time.Now().After(deadline) {
+				t.Fatal("View has not returned for 10 s: deadlocked against memberlist")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
