@@ -125,7 +125,7 @@ func Command() func() error {
 		a.Server = proxy.New(proxy.Options{Registerer: crmetrics.Registry, OnHealth: a.OnHealth, NAT: table, KernelUDP: *kernelUDP, KernelTCP: *kernelTCP, MemberCongestion: *memberCC})
 		defer a.Server.Close()
 		dog := watchdog.New(time.Minute)
-		a.Watchdog = dog
+		a.Watchdog, own.Watchdog = dog, dog
 		if err := a.SetupWithManager(mgr); err != nil {
 			return err
 		}

@@ -22,6 +22,7 @@ import (
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/dataplane/nodes"
 	"github.com/l4lb/l4lb/internal/model"
+	"github.com/l4lb/l4lb/internal/watchdog"
 )
 
 // Ownership decides which load balancers this node holds, stands by for, or still lingers on.
@@ -61,6 +62,9 @@ type Ownership struct {
 	Fitness func() error
 
 	Recorder events.EventRecorder
+	// Watchdog fails the agent's /healthz when a step hangs (kubelet restarts it then): a
+	// node stuck in a step keeps answering for what it held, whatever happens around it.
+	Watchdog *watchdog.Watchdog
 	// Now is the clock of linger and hand-over deadlines (nil: time.Now); tests step it.
 	Now func() time.Time
 
@@ -201,7 +205,10 @@ func (o *Ownership) Start(ctx context.Context) error {
 			fitAt = time.Now()
 			o.checkFitness(log)
 		}
-		if o.step(ctx, log) && o.trigger != nil {
+		done := o.Watchdog.Begin("VIP ownership")
+		changed := o.step(ctx, log)
+		done()
+		if changed && o.trigger != nil {
 			o.trigger()
 		}
 	}
