@@ -12,20 +12,29 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 )
 
+func testScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	clientgoscheme.AddToScheme(s)
+	return s
+}
+
+// tieBreakers are the TieBreaks of nodes, on one API server (c) and one clock.
+func tieBreakers(c client.Client, clock func() time.Time, nodes ...string) map[string]*TieBreak {
+	tb := map[string]*TieBreak{}
+	for _, n := range nodes {
+		tb[n] = &TieBreak{Client: c, Reader: c, Namespace: "l4lb-system", Node: n, Now: clock}
+	}
+	return tb
+}
+
 // TestTieBreakHasOneWinningHalf: two halves of four nodes, both reaching the API server, ask
 // for the tie-break at once: one half wins, the other does not, at every step; when the
 // winner's half goes quiet, the other half takes over only after the winner's claim ran out on
 // every clock; when the tie is over, the Lease is let go.
 func TestTieBreakHasOneWinningHalf(t *testing.T) {
-	scheme := runtime.NewScheme()
-	clientgoscheme.AddToScheme(scheme)
-	c := fake.NewClientBuilder().WithScheme(scheme).Build()
+	c := fake.NewClientBuilder().WithScheme(testScheme()).Build()
 	now := time.Unix(1000, 0)
-	clock := func() time.Time { return now }
-	tb := map[string]*TieBreak{}
-	for _, n := range []string{"a", "b", "c", "d"} {
-		tb[n] = &TieBreak{Client: c, Reader: c, Namespace: "l4lb-system", Node: n, Now: clock}
-	}
+	tb := tieBreakers(c, func() time.Time { return now }, "a", "b", "c", "d")
 	left, right := []string{"a", "b"}, []string{"c", "d"}
 	halfOf := map[string][]string{"a": left, "b": left, "c": right, "d": right}
 	ctx := context.Background()
@@ -93,15 +102,9 @@ func TestTieBreakHasOneWinningHalf(t *testing.T) {
 // half, a cut off from the API server, and b's half takes the released Lease. Before the fix, a
 // counted c's old claim for its renewal deadline and both halves held VIPs.
 func TestAClaimSeenInAnEarlierTieDoesNotCount(t *testing.T) {
-	scheme := runtime.NewScheme()
-	clientgoscheme.AddToScheme(scheme)
-	c := fake.NewClientBuilder().WithScheme(scheme).Build()
+	c := fake.NewClientBuilder().WithScheme(testScheme()).Build()
 	now := time.Unix(1000, 0)
-	clock := func() time.Time { return now }
-	tb := map[string]*TieBreak{}
-	for _, n := range []string{"a", "b", "c", "d"} {
-		tb[n] = &TieBreak{Client: c, Reader: c, Namespace: "l4lb-system", Node: n, Now: clock}
-	}
+	tb := tieBreakers(c, func() time.Time { return now }, "a", "b", "c", "d")
 	ctx := context.Background()
 	tick := func(half []string, stepping ...string) {
 		for _, n := range half {
