@@ -161,7 +161,9 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 	served := res.Model.LocalTo(a.NodeName)
 	served.Listeners = slices.DeleteFunc(slices.Clone(served.Listeners), func(l model.Listener) bool { return !serving[l.LoadBalancer] })
 	addrs, answer, byAddr, vipErrs := vipSets(objs, held, lingering)
-	if a.VIPs != nil && a.VIPs.Unanswer(answer) {
+	if a.VIPs == nil {
+		vipErrs = map[string]error{} // this agent puts no VIP on the node
+	} else if a.VIPs.Unanswer(answer) {
 		// A VIP let go stops being answered, and the others hear so, before the engine is
 		// reprogrammed (a listener's first health probe can hold Apply up): the node taking it
 		// over waits for this node's claim to drop it.
