@@ -315,7 +315,12 @@ func (o *Ownership) step(ctx context.Context, log interface {
 		}
 		o.loggedWait = wait
 	}
-	maps.DeleteFunc(o.yielded, func(_ string, y yielding) bool { return !now.Before(y.until) })
+	// A yield ends when its time is up, or for good when the node yielded to goes out of
+	// view: back later, it has let the VIP go meanwhile (it was cut off), and yielding to it
+	// again would leave the VIP to nobody until it settles (2 s in the randomized run).
+	maps.DeleteFunc(o.yielded, func(_ string, y yielding) bool {
+		return !now.Before(y.until) || !slices.Contains(view.Alive, y.to)
+	})
 
 	changed := !maps.Equal(held, o.held) || !maps.Equal(standby, o.standby)
 	for k, v := range held {

@@ -440,6 +440,54 @@ func TestAConflictIsSettledByTheRanking(t *testing.T) {
 	}
 }
 
+// TestAYieldEndsWhenTheOtherGoesAway is the randomized run's case: b holds a VIP ranked a
+// first; a is cut off and, as the cut forms, answers for it (seeing b gone before it sees it is
+// alone), which makes b yield; a goes out of view, b holds again; when the cut heals and a comes back, having let
+// the VIP go, b keeps it. Before, the yield (10 s) came back with a, and nobody answered for
+// 2 s while a settled.
+func TestAYieldEndsWhenTheOtherGoesAway(t *testing.T) {
+	macA, macB := net.HardwareAddr{2, 0, 0, 0, 0, 1}, net.HardwareAddr{2, 0, 0, 0, 0, 2}
+	macs := map[string]string{"a": string(macA), "b": string(macB)}
+	v := vipRanked(t, []string{"a", "b", "c"}, "a", "b")
+	k := "ns/lb-" + v
+	c := &clock{t: time.Unix(1000, 0)}
+	pb := &fakePeers{}
+	see := func(alive ...string) {
+		pb.view = view(3, alive...)
+		pb.view.MACs = macs
+	}
+	see("b", "c")
+	b := newTestOwnership("b", pb, loadBalancers(t, v), c)
+	for range 10 {
+		step(b)
+		c.advance(100 * time.Millisecond)
+	}
+	see("a", "b", "c") // a back long ago: b keeps the VIP (not preemptive)
+	for range 30 {
+		step(b)
+		c.advance(100 * time.Millisecond)
+	}
+	if !b.Held()[k] {
+		t.Fatalf("the test needs b to hold %s with a in view: %v", k, b.Held())
+	}
+	// The cut forms: a, first for the VIP, answers for it before it sees it is alone.
+	if !b.Conflict(netip.MustParseAddr(v), macB, macA, logr.Discard()) {
+		t.Fatal("b, second for the VIP, did not yield to a")
+	}
+	step(b)
+	see("b", "c") // a's death is seen
+	step(b)
+	if !b.Held()[k] {
+		t.Fatalf("with a out of view b does not hold %s", k)
+	}
+	c.advance(time.Second)
+	see("a", "b", "c") // a back, claiming nothing
+	step(b)
+	if !b.Held()[k] {
+		t.Fatalf("a came back without the VIP and b let %s go (yielding again to a)", k)
+	}
+}
+
 // A holder that leaves the election lets its VIPs go at its next reconcile; one whose claim
 // stays (its engine wedged) is waited for stuckAfter at most.
 func TestAStuckHolderIsWaitedForABoundedTime(t *testing.T) {
