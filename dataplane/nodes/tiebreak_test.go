@@ -6,6 +6,7 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -147,5 +148,42 @@ func TestAClaimSeenInAnEarlierTieDoesNotCount(t *testing.T) {
 		if i == 5 && !b {
 			t.Fatal("b's half, reaching the free Lease, should hold the second tie")
 		}
+	}
+}
+
+// staleOnce answers its first Get with NotFound, as a read made just before another node
+// created the object would; then it reads through.
+type staleOnce struct {
+	client.Reader
+	done bool
+}
+
+func (s *staleOnce) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if !s.done {
+		s.done = true
+		return apierrors.NewNotFound(coordinationv1.Resource("leases"), key.Name)
+	}
+	return s.Reader.Get(ctx, key, obj, opts...)
+}
+
+// TestAPartnersClaimCountsAtOnce: two nodes of one half contend for the tie-break at the same
+// moment; the one that loses the race reads the winner's claim back at once and holds its VIPs
+// with it, rather than a renewal period later.
+func TestAPartnersClaimCountsAtOnce(t *testing.T) {
+	c := fake.NewClientBuilder().WithScheme(testScheme()).Build()
+	now := time.Unix(1000, 0)
+	tb := tieBreakers(c, func() time.Time { return now }, "a", "b")
+	tb["b"].Reader = &staleOnce{Reader: c}
+	half := []string{"a", "b"}
+	tb["a"].Won(half)
+	tb["b"].Won(half) // the tie begins for both
+	ctx := context.Background()
+	tb["a"].Step(ctx) // a creates the Lease
+	tb["b"].Step(ctx) // b read before that: its create fails
+	if !tb["a"].Won(half) {
+		t.Fatal("a, which holds the Lease, does not win")
+	}
+	if !tb["b"].Won(half) {
+		t.Fatal("b lost the race to its own half's partner and does not count a's claim yet")
 	}
 }
