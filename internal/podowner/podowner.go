@@ -42,7 +42,9 @@ type Lease struct {
 
 // Start sets the owner, and sets it again while this pod leads: the garbage collector may
 // delete the Lease for its previous owner's pod just after this one took it over, and leader
-// election then recreates it without an owner, which an uninstall would leave behind.
+// election then recreates it without an owner, which an uninstall would leave behind. Checked
+// every second (one read on one Lease, by the leader only): at 5 s, an uninstall that came
+// soon after an upgrade left the recreated Lease behind (CI, test/e2e).
 func (l Lease) Start(ctx context.Context) error {
 	ref := Ref()
 	if ref == nil {
@@ -59,7 +61,7 @@ func (l Lease) Start(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(5 * time.Second):
+		case <-time.After(time.Second):
 		}
 	}
 }
