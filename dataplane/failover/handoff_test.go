@@ -48,16 +48,7 @@ func TestRestartHandOff(t *testing.T) {
 	}
 	l.start("n1", pod("dataplane-a")...)
 	l.createLB()
-	echo := &lbv1.Listener{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "echo"},
-		Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "lb"}, Protocol: lbv1.ListenerTCP, ProtocolPort: 9000}}
-	echoPool := &lbv1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "echo"},
-		Spec: lbv1.PoolSpec{ListenerRef: &lbv1.ObjectReference{Name: "echo"}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin,
-			Members: []lbv1.Member{{Name: "m1", Address: "192.0.2.11", ProtocolPort: 9000}}}}
-	for _, o := range []client.Object{echo, echoPool} {
-		if err := l.k8s.Create(l.ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
+	echo := l.createEcho()
 	l.waitServed("start")
 	// With the defaults the kernel carries this listener (its settings allow it, the node
 	// forwards): a connection through it is the kernel's, not the agent's.
@@ -147,14 +138,38 @@ func (l *lab) dialEcho() *echoConn {
 
 func (e *echoConn) roundTrip(t *testing.T, line string) {
 	t.Helper()
+	if err := e.try(line); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// try sends line and reads it back.
+func (e *echoConn) try(line string) error {
 	e.c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := fmt.Fprintln(e.c, line); err != nil {
-		t.Fatalf("echo %q: %v", line, err)
+		return fmt.Errorf("echo %q: %w", line, err)
 	}
 	got, err := e.r.ReadString('\n')
 	if err != nil || strings.TrimSpace(got) != line {
-		t.Fatalf("echo %q: got %q, %v", line, got, err)
+		return fmt.Errorf("echo %q: got %q, %v", line, got, err)
 	}
+	return nil
+}
+
+// createEcho adds a listener on the VIP's port 9000 to the lab's load balancer, its pool m1's
+// echo: connections that stay open.
+func (l *lab) createEcho() *lbv1.Listener {
+	echo := &lbv1.Listener{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "echo"},
+		Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "lb"}, Protocol: lbv1.ListenerTCP, ProtocolPort: 9000}}
+	echoPool := &lbv1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "echo"},
+		Spec: lbv1.PoolSpec{ListenerRef: &lbv1.ObjectReference{Name: "echo"}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin,
+			Members: []lbv1.Member{{Name: "m1", Address: "192.0.2.11", ProtocolPort: 9000}}}}
+	for _, o := range []client.Object{echo, echoPool} {
+		if err := l.k8s.Create(l.ctx, o); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+	return echo
 }
 
 // waitLog waits for node's agent log to hold s.

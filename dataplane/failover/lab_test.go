@@ -314,24 +314,39 @@ func (s *arpSampler) stop() (maxMACs, moves int) {
 	return maxMACs, moves
 }
 
-// longestOverlap is the longest time two or more MACs answered, from the first sample that
-// had them to the first after it that did not (call it after stop).
-func (s *arpSampler) longestOverlap() time.Duration {
+// longestOverlap is the longest run of samples two or more MACs answered, and when it began.
+func (s *arpSampler) longestOverlap() (time.Duration, time.Time) {
+	return s.longestRun(func(macs int) bool { return macs > 1 })
+}
+
+// longestSilence is the longest run of samples nobody answered, and when it began.
+func (s *arpSampler) longestSilence() (time.Duration, time.Time) {
+	return s.longestRun(func(macs int) bool { return macs == 0 })
+}
+
+// longestRun is the longest run of samples whose count of answering MACs is in, from its
+// first sample to the first not in it (or the last sample), and when it began.
+func (s *arpSampler) longestRun(in func(macs int) bool) (time.Duration, time.Time) {
 	var longest time.Duration
-	var since time.Time
+	var from, since time.Time
+	end := func(at time.Time) {
+		if d := at.Sub(since); d > longest {
+			longest, from = d, since
+		}
+		since = time.Time{}
+	}
 	for _, x := range s.samples {
 		switch {
-		case len(x.macs) > 1 && since.IsZero():
+		case in(len(x.macs)) && since.IsZero():
 			since = x.at
-		case len(x.macs) <= 1 && !since.IsZero():
-			longest = max(longest, x.at.Sub(since))
-			since = time.Time{}
+		case !in(len(x.macs)) && !since.IsZero():
+			end(x.at)
 		}
 	}
 	if !since.IsZero() {
-		longest = max(longest, s.samples[len(s.samples)-1].at.Sub(since))
+		end(s.samples[len(s.samples)-1].at)
 	}
-	return longest
+	return longest, from
 }
 
 // stopExpecting ends the sampling and counts the samples answered by another MAC than mac
@@ -345,23 +360,6 @@ func (s *arpSampler) stopExpecting(mac string) (samples, off int) {
 		}
 	}
 	return len(s.samples), off
-}
-
-// longestSilence is the longest time nobody answered, from the first sample without an answer
-// to the first after it with one (call it after stop).
-func (s *arpSampler) longestSilence() time.Duration {
-	var longest time.Duration
-	var since time.Time
-	for _, x := range s.samples {
-		switch {
-		case len(x.macs) == 0 && since.IsZero():
-			since = x.at
-		case len(x.macs) > 0 && !since.IsZero():
-			longest = max(longest, x.at.Sub(since))
-			since = time.Time{}
-		}
-	}
-	return longest
 }
 
 // overlap is how long two or more MACs answered (each sample counts until the next).
