@@ -441,10 +441,10 @@ func TestAConflictIsSettledByTheRanking(t *testing.T) {
 }
 
 // TestAYieldEndsWhenTheOtherGoesAway is the randomized run's case: b holds a VIP ranked a
-// first; a is cut off and, as the cut forms, answers for it (seeing b gone before it sees it is
-// alone), which makes b yield; a goes out of view, b holds again; when the cut heals and a comes back, having let
-// the VIP go, b keeps it. Before, the yield (10 s) came back with a, and nobody answered for
-// 2 s while a settled.
+// first; a is cut off and, as the cut forms, answers for it (seeing b gone before it sees it
+// is alone), which makes b yield; a goes out of view, b holds again; when the cut heals and a
+// comes back, having let the VIP go, b keeps it. Before, the yield (10 s) came back with a,
+// and nobody answered for 2 s while a settled.
 func TestAYieldEndsWhenTheOtherGoesAway(t *testing.T) {
 	macA, macB := net.HardwareAddr{2, 0, 0, 0, 0, 1}, net.HardwareAddr{2, 0, 0, 0, 0, 2}
 	macs := map[string]string{"a": string(macA), "b": string(macB)}

@@ -154,11 +154,7 @@ func (l *Local) Sync(addrs, answer map[netip.Addr]bool) map[netip.Addr]error {
 	errs := map[netip.Addr]error{}
 	// Let go first, take second: on a move the old holder stops answering before this node
 	// announces.
-	for a, iface := range l.answered {
-		if !answer[a] {
-			l.unanswer(a, iface)
-		}
-	}
+	l.unanswerOthers(answer)
 	for a := range l.added {
 		if !addrs[a] {
 			if err := l.remove(a); err != nil {
@@ -195,6 +191,11 @@ func (l *Local) Sync(addrs, answer map[netip.Addr]bool) map[netip.Addr]error {
 func (l *Local) Unanswer(answer map[netip.Addr]bool) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.unanswerOthers(answer)
+}
+
+// unanswerOthers stops answering for the VIPs not in answer. Called with l.mu held.
+func (l *Local) unanswerOthers(answer map[netip.Addr]bool) bool {
 	stopped := false
 	for a, iface := range l.answered {
 		if !answer[a] {
