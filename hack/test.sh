@@ -56,7 +56,7 @@ gotest() { go test -p 1 -count=1 -timeout 30m "$@" || failed+=("go test (its FAI
 gotest -skip TestChurnSoak "$@" "${first[@]}"
 # The churn soak (a short run; make soak runs it for minutes) and the engine's concurrency
 # under the race detector.
-go test -race -count=1 -timeout 10m "$@" ./dataplane/proxy/ ./dataplane/health/ || failed+=(race)
+CGO_ENABLED=1 go test -race -count=1 -timeout 10m "$@" ./dataplane/proxy/ ./dataplane/health/ || failed+=(race)
 for ((i = 0; i < ${#split[@]}; i += 2)); do
   gotest -skip "^(${split[i+1]})\$" "$@" "${split[i]}"
 done

@@ -3,14 +3,12 @@ package model
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
 
 func seedFile(t testing.TB) []byte {
-	_, file, _, _ := runtime.Caller(0)
-	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "config", "samples", "static", "seed.yaml"))
+	b, err := os.ReadFile(filepath.Join("..", "..", "config", "samples", "static", "seed.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

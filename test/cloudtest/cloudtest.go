@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,10 +47,18 @@ func Up() (cloudsYAML []byte, down func(), err error) {
 	return cloudsYAML, down, err
 }
 
-// script is hack/openstack.sh, found from this file wherever the test runs.
+// script is hack/openstack.sh, in the nearest folder above the working directory (a test's is
+// its package's) that has it: found from there because make builds with -trimpath, which
+// leaves no folder in runtime.Caller's answers.
 func script() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "hack", "openstack.sh")
+	dir, _ := os.Getwd()
+	for {
+		path := filepath.Join(dir, "hack", "openstack.sh")
+		if _, err := os.Stat(path); err == nil || filepath.Dir(dir) == dir {
+			return path
+		}
+		dir = filepath.Dir(dir)
+	}
 }
 
 // Script runs hack/openstack.sh with cmd (stop-neutron, start-neutron, ...), for the tests

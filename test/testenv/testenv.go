@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,10 +26,24 @@ import (
 	"github.com/l4lb/l4lb/internal/manager"
 )
 
-// Root is the repository's top folder.
+// Root is the repository's top folder: the nearest folder above the working directory (a
+// test's is its package's) that holds go.mod. Found from there, not from this file's path,
+// because make builds with -trimpath, which leaves no folder in runtime.Caller's answers.
 func Root() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
+	dir, err := os.Getwd()
+	if err != nil {
+		panic(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			panic("no go.mod above the working directory")
+		}
+		dir = parent
+	}
 }
 
 // SetAssets points KUBEBUILDER_ASSETS at the kube-apiserver and etcd that
