@@ -8,6 +8,11 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/uuid"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -49,13 +54,21 @@ func Command() func() error {
 			}
 			prefixes = append(prefixes, p)
 		}
-		mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-			Scheme:                  manager.NewScheme(),
-			Metrics:                 manager.Metrics(*metrics, *metricsSecure),
-			HealthProbeBindAddress:  *probes,
-			LeaderElection:          *leaderElect,
-			LeaderElectionID:        leaderElectionID,
-			LeaderElectionNamespace: *leaderNamespace,
+		cfg := ctrl.GetConfigOrDie()
+		var lock resourcelock.Interface
+		if *leaderElect {
+			var err error
+			if lock, err = leaderLock(cfg, *leaderNamespace); err != nil {
+				return err
+			}
+		}
+		mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+			Scheme:                 manager.NewScheme(),
+			Metrics:                manager.Metrics(*metrics, *metricsSecure),
+			HealthProbeBindAddress: *probes,
+			LeaderElection:         *leaderElect,
+			// The election's Lease goes with the leader's pod (podowner.LeaseLock says why).
+			LeaderElectionResourceLockInterface: lock,
 			// Stepping down ends the process, so a new leader never overlaps with this one.
 			LeaderElectionReleaseOnCancel: true,
 		})
@@ -87,17 +100,6 @@ func Command() func() error {
 		if err := gateway.Setup(mgr, mgr.GetClient(), mgr.GetEventRecorder("l4lb-controller"), dog); err != nil {
 			return err
 		}
-		if *leaderElect {
-			// The election's Lease goes with the leader's pod (podowner says why).
-			ns := *leaderNamespace
-			if ns == "" {
-				b, _ := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-				ns = strings.TrimSpace(string(b))
-			}
-			if err := mgr.Add(podowner.Lease{Reader: mgr.GetAPIReader(), Client: mgr.GetClient(), Key: client.ObjectKey{Namespace: ns, Name: leaderElectionID}}); err != nil {
-				return err
-			}
-		}
 		if err := mgr.AddHealthzCheck("reconcile", dog.Check); err != nil {
 			return err
 		}
@@ -106,4 +108,28 @@ func Command() func() error {
 		}
 		return mgr.Start(ctrl.SetupSignalHandler())
 	}
+}
+
+// leaderLock is the election's Lease, named leaderElectionID, in namespace (the pod's when
+// empty), held under the same identity and request timeout controller-runtime would give it.
+func leaderLock(cfg *rest.Config, namespace string) (resourcelock.Interface, error) {
+	if namespace == "" {
+		b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+		if err != nil {
+			return nil, fmt.Errorf("--leader-elect outside a pod needs --leader-election-namespace: %w", err)
+		}
+		namespace = strings.TrimSpace(string(b))
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return nil, err
+	}
+	cfg = rest.AddUserAgent(rest.CopyConfig(cfg), "leader-election")
+	// Half the manager's renew deadline (10 s): a renewal that hangs fails in time to retry.
+	cfg.Timeout = 5 * time.Second
+	leases, err := coordinationv1client.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return podowner.LeaseLock(leases, types.NamespacedName{Namespace: namespace, Name: leaderElectionID}, host+"_"+string(uuid.NewUUID())), nil
 }

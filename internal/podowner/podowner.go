@@ -7,12 +7,12 @@ package podowner
 import (
 	"context"
 	"os"
-	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/client"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 )
 
 // Ref is the pod this process runs in, from the downward API (POD_NAME, POD_UID); nil when it
@@ -32,36 +32,39 @@ func Set(obj metav1.Object) {
 	}
 }
 
-// Lease is a manager Runnable (run by the leader only) that makes the named Lease belong to
-// this pod once it leads.
-type Lease struct {
-	Reader client.Reader // uncached: an informer on Leases would need list and watch on all of them
-	Client client.Client
-	Key    client.ObjectKey
+// LeaseLock is client-go's Lease lock for leader election, with this pod written as the
+// Lease's owner by every create and every renewal. Setting the owner once after winning is not
+// enough: the garbage collector may delete the Lease for the previous leader's pod just after
+// this one took it over, and the election then recreates it; written with every write, the
+// recreated Lease has its owner too, and an uninstall leaves none behind.
+func LeaseLock(leases coordinationv1client.LeasesGetter, key types.NamespacedName, identity string) resourcelock.Interface {
+	return &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name},
+		Client:     ownedLeases{leases},
+		LockConfig: resourcelock.ResourceLockConfig{Identity: identity},
+	}
 }
 
-// Start sets the owner, and sets it again while this pod leads: the garbage collector may
-// delete the Lease for its previous owner's pod just after this one took it over, and leader
-// election then recreates it without an owner, which an uninstall would leave behind. Checked
-// every second (one read on one Lease, by the leader only): at 5 s, an uninstall that came
-// soon after an upgrade left the recreated Lease behind (CI, test/e2e).
-func (l Lease) Start(ctx context.Context) error {
-	ref := Ref()
-	if ref == nil {
-		return nil
-	}
-	for {
-		var lease coordinationv1.Lease
-		if err := l.Reader.Get(ctx, l.Key, &lease); err == nil {
-			if o := lease.OwnerReferences; len(o) != 1 || o[0].UID != ref.UID {
-				Set(&lease)
-				l.Client.Update(ctx, &lease) // a conflict is tried again on the next turn
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
+type ownedLeases struct {
+	coordinationv1client.LeasesGetter
+}
+
+func (o ownedLeases) Leases(namespace string) coordinationv1client.LeaseInterface {
+	return ownedLease{o.LeasesGetter.Leases(namespace)}
+}
+
+// ownedLease is the Lease client the lock writes through: what it creates and updates is
+// this pod's.
+type ownedLease struct {
+	coordinationv1client.LeaseInterface
+}
+
+func (o ownedLease) Create(ctx context.Context, l *coordinationv1.Lease, opts metav1.CreateOptions) (*coordinationv1.Lease, error) {
+	Set(l)
+	return o.LeaseInterface.Create(ctx, l, opts)
+}
+
+func (o ownedLease) Update(ctx context.Context, l *coordinationv1.Lease, opts metav1.UpdateOptions) (*coordinationv1.Lease, error) {
+	Set(l)
+	return o.LeaseInterface.Update(ctx, l, opts)
 }
