@@ -1,5 +1,5 @@
-# Sourced by hack/envtest-assets.sh and hack/cluster.sh: builds Kubernetes commands from the Go
-# module proxy (prebuilt binaries cannot be downloaded here).
+# Sourced by hack/envtest-assets.sh and hack/cluster.sh (which set root, the repository): builds
+# Kubernetes commands from the Go module proxy (prebuilt binaries cannot be downloaded here).
 #
 #   k8s_build VERSION MINOR OUT CMD...   builds k8s.io/kubernetes/cmd/CMD into OUT/CMD, each
 #                                        with its version stamped (kubectl and Helm read it)
@@ -19,6 +19,11 @@ k8s_build() {
       go mod edit -replace "${m}=${m}@v0.${minor}"
     done
     go mod edit -require "k8s.io/kubernetes@${version}"
+    # l4lb's own versions of the modules both builds use, where newer (the build takes the
+    # newest): their packages then compile once, shared with the tests' build, which make keeps
+    # to the same flags (static, -trimpath), instead of once for each (docs/benchmarks.md,
+    # "CI time").
+    go mod edit $(cd "$root" && GOFLAGS=-mod=readonly go list -m -f '{{if not .Main}}-require={{.Path}}@{{.Version}}{{end}}' all)
     {
       echo '//go:build tools'; echo; echo 'package tools'; echo
       for c in "$@"; do echo "import _ \"k8s.io/kubernetes/cmd/$c\""; done
