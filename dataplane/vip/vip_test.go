@@ -150,7 +150,7 @@ func lan(t *testing.T) (a, b string) {
 	if os.Geteuid() != 0 {
 		t.Skip("network namespaces need root: run make test as root")
 	}
-	a, b = fmt.Sprintf("l4v%d-a", os.Getpid()%10000), fmt.Sprintf("l4v%d-b", os.Getpid()%10000)
+	a, b = fmt.Sprintf("l4v%d-a", os.Getpid()), fmt.Sprintf("l4v%d-b", os.Getpid())
 	run := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {

@@ -36,9 +36,10 @@ func Sh(t testing.TB, args ...string) string {
 }
 
 // NewTopology makes the LAN and hosts (name -> address); everything is deleted at cleanup.
-// The namespaces are named after the process, so parallel test binaries do not collide.
+// The namespaces are named after the process (its whole ID: make test runs packages side by
+// side), so parallel test binaries do not collide.
 func NewTopology(t testing.TB, hosts map[string]string) *Topology {
-	prefix := fmt.Sprintf("l4f%d", os.Getpid()%10000)
+	prefix := fmt.Sprintf("l4f%d", os.Getpid())
 	tp := &Topology{lan: prefix + "-lan", Hosts: map[string]*Host{}}
 	t.Cleanup(func() {
 		for _, h := range tp.Hosts {

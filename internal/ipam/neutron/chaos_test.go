@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,25 +44,44 @@ func leftovers(t *testing.T) (int, int) {
 
 // TestKilledMidwayLeaksNothing creates and deletes load balancers 50 times, each time cutting
 // the controller off at a random point (its context cancelled mid-call, as a killed process
-// would be), then lets a fresh provider, as after a restart, finish the job.
+// would be), then lets a fresh provider, as after a restart, finish the job. Four load
+// balancers go through it at once, as concurrent reconciliations do (and the cloud, mostly
+// waited on, answers four at once in less time than one after the other).
 func TestKilledMidwayLeaksNothing(t *testing.T) {
 	needCloud(t)
-	rng := rand.New(rand.NewPCG(1, 2))
-	for i := range 50 {
-		lb := seedLB(t)
-		lb.Name = "chaos-" + lb.Name
-		for _, op := range []func(*Provider, context.Context) error{
-			func(p *Provider, ctx context.Context) error { _, err := p.Allocate(ctx, lb); return err },
-			func(p *Provider, ctx context.Context) error { return p.Release(ctx, lb) },
-		} {
-			killed, cancel := context.WithTimeout(context.Background(), time.Duration(rng.IntN(400))*time.Millisecond)
-			op(testProvider(nil), killed) // may be cut anywhere
-			cancel()
-			if err := op(testProvider(nil), context.Background()); err != nil {
-				t.Fatalf("cycle %d: after a restart: %v", i, err)
-			}
-		}
+	const cycles, workers = 50, 4
+	type cycle struct {
+		lb   *lbv1.LoadBalancer
+		cuts [2]time.Duration // where the create and the delete are cut
 	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	todo := make(chan cycle, cycles)
+	for range cycles {
+		c := cycle{lb: seedLB(t), cuts: [2]time.Duration{time.Duration(rng.IntN(400)) * time.Millisecond, time.Duration(rng.IntN(400)) * time.Millisecond}}
+		c.lb.Name = "chaos-" + c.lb.Name
+		todo <- c
+	}
+	close(todo)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for c := range todo {
+				for i, op := range []func(*Provider, context.Context) error{
+					func(p *Provider, ctx context.Context) error { _, err := p.Allocate(ctx, c.lb); return err },
+					func(p *Provider, ctx context.Context) error { return p.Release(ctx, c.lb) },
+				} {
+					killed, cancel := context.WithTimeout(context.Background(), c.cuts[i])
+					op(testProvider(nil), killed) // may be cut anywhere
+					cancel()
+					if err := op(testProvider(nil), context.Background()); err != nil {
+						t.Errorf("%s: after a restart: %v", c.lb.Name, err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
 	if np, nf := leftovers(t); np != 0 || nf != 0 {
 		t.Fatalf("leaked %d ports and %d floating IPs", np, nf)
 	}
