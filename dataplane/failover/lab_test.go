@@ -80,10 +80,7 @@ func newLab(t *testing.T, n int) *lab {
 		}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	}
-	if l.env, err = testenv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.env.Stop() })
+	l.env = testenv.ForTest(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	l.ctx, l.k8s = ctx, l.env.Client

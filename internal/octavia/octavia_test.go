@@ -89,11 +89,7 @@ func newLabWith(t *testing.T, providers func(ctrl.Manager, client.ObjectKey) map
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { env.Stop() })
+	env := testenv.ForTest(t)
 	secret := client.ObjectKey{Namespace: "l4lb-system", Name: "openstack-credentials"}
 	for _, o := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: secret.Namespace}},

@@ -21,11 +21,7 @@ import (
 // and so does the Lease it recreates after the garbage collector deleted it for a previous
 // leader's pod (what left a Lease behind an uninstall when the owner was set once).
 func TestTheElectionsLeaseIsAlwaysThePods(t *testing.T) {
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Stop()
+	env := testenv.ForTest(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "l4lb-system"}}

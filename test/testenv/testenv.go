@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -88,6 +89,18 @@ func Start(crdDirs ...string) (*Env, error) {
 		return nil, err
 	}
 	return &Env{env: e, Config: cfg, Client: c}, nil
+}
+
+// ForTest is Start for one test: it fails the test when the API server does not start, and
+// stops it when the test ends.
+func ForTest(t testing.TB, crdDirs ...string) *Env {
+	t.Helper()
+	env, err := Start(crdDirs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.Stop() })
+	return env
 }
 
 // GatewayAPICRDs is the folder of the Gateway API's standard CRDs at go.mod's version (a

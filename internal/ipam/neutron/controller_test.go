@@ -34,11 +34,7 @@ import (
 func TestSeedWalkthroughOnOpenStack(t *testing.T) {
 	neutron.NeedCloud(t)
 	ctrl.SetLogger(logr.Discard())
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Stop()
+	env := testenv.ForTest(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	k8s := env.Client

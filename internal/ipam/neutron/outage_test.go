@@ -65,11 +65,7 @@ func cloudTest(t *testing.T, ns string) (*testenv.Env, *corev1.Secret) {
 	t.Helper()
 	neutron.NeedCloud(t)
 	ctrl.SetLogger(logr.Discard())
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { env.Stop() })
+	env := testenv.ForTest(t)
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "l4lb-system", Name: "openstack-credentials"},
 		Data: map[string][]byte{"clouds.yaml": neutron.CloudsYAML(), "cloud": []byte("l4lb-local")}}
 	for _, o := range []client.Object{
