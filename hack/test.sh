@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local
-# On a fresh machine most of this script's time is building: the kube-apiserver and etcd of
-# envtest (about 13 minutes), Helm, the cluster's Kubernetes commands. They build in the
+# On a fresh machine much of this script's time is building (docs/benchmarks.md, "CI time"):
+# the kube-apiserver and etcd of envtest, Helm, the cluster's Kubernetes commands. They build in the
 # background while the tests that need none of them run (they wait on sockets, Keystone and
 # Neutron more than they compute); the tests that need an API server run once it is built.
 # Niced, so the tests running meanwhile get the CPU when they want it (some count time).
