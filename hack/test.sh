@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local
 # On a fresh machine much of this script's time is building (docs/benchmarks.md, "CI time"):
-# the kube-apiserver and etcd of envtest, Helm, the cluster's Kubernetes commands. They build in the
-# background while the tests that need none of them run (they wait on sockets, Keystone and
+# the kube-apiserver and etcd of envtest, Helm, the cluster's Kubernetes commands. They build
+# in the background while the tests that need none of them run (they wait on sockets, Keystone and
 # Neutron more than they compute); the tests that need an API server run once it is built.
 # Niced, so the tests running meanwhile get the CPU when they want it (some count time).
 assets_log=$(mktemp)
@@ -49,8 +49,8 @@ for pkg in $(go list ./... | grep -v /test/e2e); do
 done
 
 # -p 1: packages that start an API server or load the network must not share 2 cores at once
-# (but for the cloud's, below). test/e2e runs last, on a real cluster. A failing package does not stop the run: every test
-# runs, so one run shows every failure; the script fails at its end.
+# (but for the cloud's, below). test/e2e runs last, on a real cluster. A failing package does
+# not stop the run: every test runs, so one run shows every failure; the script fails at its end.
 failed=()
 gotest() { go test -p 1 -count=1 -timeout 30m "$@" || failed+=("go test (its FAIL lines above)"); }
 gotest -skip TestChurnSoak "$@" "${first[@]}"
