@@ -34,6 +34,7 @@ func Command() func() error {
 	metrics := flag.String("metrics-bind-address", ":8443", "address of the metrics endpoint (0 disables it)")
 	metricsSecure := flag.Bool("metrics-secure", true, "serve metrics over HTTPS to clients that Kubernetes authenticates and authorises (get on the /metrics URL); false serves plain HTTP to anyone")
 	probes := flag.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	pprof := flag.String("pprof-bind-address", "0", "address of Go's /debug/pprof (0 disables it; it needs no credentials, so keep it on loopback)")
 	leaderElect := flag.Bool("leader-elect", false, "elect one active controller among replicas")
 	leaderNamespace := flag.String("leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's)")
 	defaultProvider := flag.String("default-provider", "static", "VIP provider for load balancers that name none: static or openstack")
@@ -66,6 +67,7 @@ func Command() func() error {
 			Scheme:                 manager.NewScheme(),
 			Metrics:                manager.Metrics(*metrics, *metricsSecure),
 			HealthProbeBindAddress: *probes,
+			PprofBindAddress:       *pprof,
 			LeaderElection:         *leaderElect,
 			// The election's Lease goes with the leader's pod (podowner.LeaseLock says why).
 			LeaderElectionResourceLockInterface: lock,

@@ -45,6 +45,7 @@ func Command() func() error {
 	announce := flag.String("announce-interface", "", "interface VIPs are announced and answered on (ARP, NDP); empty: per VIP, the one that routes to it; \"none\": nowhere (a router announces them)")
 	refresh := flag.Duration("announce-refresh", vip.DefaultRefresh, "announce held VIPs again this often (switches and routers forget on their own clocks); 0: only at takeover")
 	pprof := flag.Bool("pprof", false, "serve Go's /debug/pprof on the metrics address (standalone mode)")
+	pprofAddr := flag.String("pprof-bind-address", "0", "address of Go's /debug/pprof (0 disables it; it needs no credentials, so keep it on loopback)")
 	leaseNS := flag.String("lease-namespace", envOr("POD_NAMESPACE", "l4lb-system"), "namespace of the node Leases that list the dataplane nodes")
 	leaseRenew := flag.Duration("lease-renew", nodes.DefaultRenew, "how often a node renews its Lease (which says it runs the dataplane, not that it is alive)")
 	gossipAddr := flag.String("gossip-address", os.Getenv("HOST_IP"), "this node's address for the gossip between dataplane nodes (the DaemonSet sets HOST_IP); empty: the address of the default route's interface")
@@ -77,6 +78,7 @@ func Command() func() error {
 			Scheme:                 manager.NewScheme(),
 			Metrics:                manager.Metrics(*metrics, *metricsSecure),
 			HealthProbeBindAddress: *probes,
+			PprofBindAddress:       *pprofAddr,
 			// Node Leases are watched in their namespace only.
 			Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 				&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{*leaseNS: {}}},

@@ -45,7 +45,7 @@ var skipped = []string{
 
 // fromProxy builds a command of a module at a version from the Go module proxy, once (cached
 // under ~/.cache/l4lb/conformance), and returns the binary.
-func (k *cluster) fromProxy(pkgAtVersion string) string {
+func fromProxy(t *testing.T, pkgAtVersion string) string {
 	cache := os.Getenv("L4LB_CACHE")
 	if cache == "" {
 		home, _ := os.UserCacheDir()
@@ -54,9 +54,38 @@ func (k *cluster) fromProxy(pkgAtVersion string) string {
 	dir := filepath.Join(cache, "conformance", strings.NewReplacer("/", "_", "@", "_").Replace(pkgAtVersion))
 	bin := filepath.Join(dir, filepath.Base(strings.Split(pkgAtVersion, "@")[0]))
 	if _, err := os.Stat(bin); err != nil {
-		run(k.t, []string{"GOBIN=" + dir, "CGO_ENABLED=0"}, "go", "install", "-ldflags=-s -w", pkgAtVersion)
+		run(t, []string{"GOBIN=" + dir, "CGO_ENABLED=0"}, "go", "install", "-ldflags=-s -w", pkgAtVersion)
 	}
 	return bin
+}
+
+// suiteBackends builds the suite's back-ends from their Go sources into dir: its echo server
+// (the conformance module's, at go.mod's version) and CoreDNS for the UDP tests (from the
+// module proxy, at the version its manifests name). It returns each binary with the image tags
+// the suite's manifests give it.
+func suiteBackends(t *testing.T, dir string) (echo string, echoTags []string, coredns, corednsTag string) {
+	echo = filepath.Join(dir, "echo-basic")
+	run(t, []string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", echo, "sigs.k8s.io/gateway-api/conformance/echo-basic")
+	tags := suiteImages(t, "registry.k8s.io/coredns/coredns:")
+	if len(tags) != 1 {
+		t.Fatalf("the suite's manifests name CoreDNS images %v, want one", tags)
+	}
+	coredns = fromProxy(t, "github.com/coredns/coredns@"+strings.TrimPrefix(tags[0], "registry.k8s.io/coredns/coredns:"))
+	return echo, suiteImages(t, "registry.k8s.io/gateway-api/echo-basic:"), coredns, tags[0]
+}
+
+// TestGatewayAPISuiteBackendsBuild needs no cluster: hack/test.sh runs it in the background
+// while other tests run, so the conformance test finds both back-ends built (CoreDNS compiles
+// for minutes the first time). The CoreDNS built is the version the suite's manifests name.
+func TestGatewayAPISuiteBackendsBuild(t *testing.T) {
+	_, tags, coredns, tag := suiteBackends(t, t.TempDir())
+	if len(tags) == 0 {
+		t.Fatal("the suite's manifests name no echo-basic image")
+	}
+	version := strings.TrimPrefix(strings.TrimPrefix(tag, "registry.k8s.io/coredns/coredns:"), "v")
+	if out := run(t, nil, coredns, "-version"); !strings.Contains(out, "CoreDNS-"+version) {
+		t.Fatalf("%s -version: %q, want CoreDNS-%s", coredns, out, version)
+	}
 }
 
 // suiteImages lists the images named prefix+tag in the suite's manifests.
@@ -92,18 +121,10 @@ func TestGatewayAPIConformance(t *testing.T) {
 	k.images()
 	k.gatewayAPI()
 	k.install()
-	// The suite's back-ends, built from their Go sources: its echo server (the conformance
-	// module's, at go.mod's version, under the tags its manifests name), and CoreDNS for the UDP
-	// tests (from the module proxy, at the version its manifests name).
-	echo := filepath.Join(k.dir, "echo-basic")
-	run(t, []string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", echo, "sigs.k8s.io/gateway-api/conformance/echo-basic")
-	k.pack(echo, "/echo-basic", "65532:65532", suiteImages(t, "registry.k8s.io/gateway-api/echo-basic:")...)
+	echo, echoTags, coredns, corednsTag := suiteBackends(t, k.dir)
+	k.pack(echo, "/echo-basic", "65532:65532", echoTags...)
 	// CoreDNS binds port 53 with the capability its pod adds, which only root's processes get.
-	coredns := suiteImages(t, "registry.k8s.io/coredns/coredns:")
-	if len(coredns) != 1 {
-		t.Fatalf("the suite's manifests name CoreDNS images %v, want one", coredns)
-	}
-	k.pack(k.fromProxy("github.com/coredns/coredns@"+strings.TrimPrefix(coredns[0], "registry.k8s.io/coredns/coredns:")), "/coredns", "0:0", coredns[0])
+	k.pack(coredns, "/coredns", "0:0", corednsTag)
 
 	class := &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "l4lb-conformance"}, Spec: gatewayv1.GatewayClassSpec{ControllerName: gateway.ControllerName}}
 	// Addresses for the suite's namespaces' Gateways.

@@ -1,0 +1,320 @@
+// Package scale measures what l4lb costs as the number of load balancers grows: the
+// controller and one dataplane agent, each the l4lb binary with the chart's flags, against a
+// real API server, the agent on a network-namespace host. `make bench` runs it; its figures
+// are in docs/benchmarks.md ("Scale").
+package scale
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/test/lantest"
+	"github.com/l4lb/l4lb/test/testenv"
+)
+
+const (
+	ns          = "project"
+	memberHost  = "192.0.2.20" // members 192.0.2.20-23, on one host
+	vipRange    = "10.96.0.0/20"
+	apiForward  = 16443
+	clientsHost = "192.0.2.50"
+)
+
+// process is a running l4lb command whose CPU time and memory are read from /proc.
+type process struct{ cmd *exec.Cmd }
+
+// cpu is the user and system time the process has used.
+func (p process) cpu(b *testing.B) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command's name (which may hold spaces), from the third: utime and stime
+	// are the 14th and 15th of the whole line, in clock ticks (100 a second on Linux).
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+	ut, _ := strconv.Atoi(f[11])
+	st, _ := strconv.Atoi(f[12])
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// rss is the process's resident memory in MiB.
+func (p process) rss(b *testing.B) int {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.Fields(v)[0])
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func start(b *testing.B, log string, args []string, env ...string) process {
+	f, err := os.Create(log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); f.Close() })
+	return process{cmd}
+}
+
+// objects are one load balancer as the issue's scale target has it: two TCP listeners, each
+// with a pool of four members.
+func objects(i int) []client.Object {
+	lb := fmt.Sprintf("lb%d", i)
+	objs := []client.Object{&lbv1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: lb},
+		Spec: lbv1.LoadBalancerSpec{Provider: lbv1.ProviderStatic}}}
+	for _, port := range []int32{80, 443} {
+		name := fmt.Sprintf("%s-%d", lb, port)
+		var members []lbv1.Member
+		for m := range 4 {
+			members = append(members, lbv1.Member{Name: fmt.Sprintf("m%d", m), Address: fmt.Sprintf("192.0.2.%d", 20+m), ProtocolPort: 8080})
+		}
+		objs = append(objs,
+			&lbv1.Listener{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+				Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: lb}, Protocol: lbv1.ListenerTCP, ProtocolPort: port}},
+			&lbv1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+				Spec: lbv1.PoolSpec{ListenerRef: &lbv1.ObjectReference{Name: name}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin, Members: members}})
+	}
+	return objs
+}
+
+// apply creates load balancers from..to-1 at once, as `kubectl apply` of one big file would,
+// with eight writers.
+func apply(b *testing.B, ctx context.Context, c client.Client, from, to int) {
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var failed error
+	for range 8 {
+		wg.Go(func() {
+			for i := range work {
+				for _, o := range objects(i) {
+					if err := c.Create(ctx, o); err != nil {
+						once.Do(func() { failed = err })
+					}
+				}
+			}
+		})
+	}
+	for i := from; i < to; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if failed != nil {
+		b.Fatal(failed)
+	}
+}
+
+// waitActive waits for n load balancers to be ACTIVE, and returns how many are.
+func waitActive(ctx context.Context, c client.Client, n int, limit time.Duration) int {
+	end := time.Now().Add(limit)
+	for {
+		var lbs lbv1.LoadBalancerList
+		active := 0
+		if err := c.List(ctx, &lbs, client.InNamespace(ns)); err == nil {
+			for _, lb := range lbs.Items {
+				if lb.Status.ProvisioningStatus == lbv1.ProvisioningActive {
+					active++
+				}
+			}
+		}
+		if active >= n || time.Now().After(end) {
+			return active
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// BenchmarkScale applies 100 load balancers, then 900 more at once (1,000: 2,000 listeners and
+// pools, 8,000 members) and reports, for each step, the time until all are ACTIVE and the CPU
+// the controller and the agent spent per load balancer; then memory, and the time one member
+// change takes to reach the data path at that size. -benchtime 1x: one run is minutes.
+// L4LB_SCALE sets the sizes (default "100,1000").
+func BenchmarkScale(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("the agent's host is a network namespace: run as root")
+	}
+	steps := []int{100, 1000}
+	if s := os.Getenv("L4LB_SCALE"); s != "" {
+		steps = nil
+		for _, f := range strings.Split(s, ",") {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				b.Fatalf("L4LB_SCALE=%q: %v", s, err)
+			}
+			steps = append(steps, n)
+		}
+	}
+	ctrl.SetLogger(logr.Discard())
+	logs := os.Getenv("L4LB_TEST_LOGS")
+	if logs == "" {
+		logs = b.TempDir()
+	}
+	tp := lantest.NewTopology(b, map[string]string{"node": "192.0.2.1", "members": memberHost, "client": clientsHost})
+	node, members, cl := tp.Hosts["node"], tp.Hosts["members"], tp.Hosts["client"]
+	for m := 1; m < 4; m++ {
+		lantest.Sh(b, "ip", "-n", members.NS, "addr", "add", fmt.Sprintf("192.0.2.%d/24", 20+m), "dev", "eth0")
+	}
+	// The VIPs' range is on the LAN, as a node subnet's would be: announced (ARP) on eth0.
+	for _, h := range []*lantest.Host{node, cl} {
+		lantest.Sh(b, "ip", "-n", h.NS, "route", "add", vipRange, "dev", "eth0")
+	}
+	// Every member answers "old"; port 8081 of the first answers "new", for the member change.
+	serve := func(addr, answer string) {
+		var ln net.Listener
+		if err := members.In(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Write([]byte(answer))
+				c.Close()
+			}
+		}()
+	}
+	serve(":8080", "old")
+	serve(memberHost+":8081", "new")
+
+	env := testenv.ForTest(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	c := env.Client
+	for _, n := range []string{"l4lb-system", ns} {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, o := range []client.Object{
+		&lbv1.VIPPool{ObjectMeta: metav1.ObjectMeta{Name: "scale"}, Spec: lbv1.VIPPoolSpec{Addresses: []string{vipRange}}},
+		&lbv1.AddressPolicy{ObjectMeta: metav1.ObjectMeta{Name: "scale"}, Spec: lbv1.AddressPolicySpec{Allow: []string{"192.0.2.0/24"}}},
+	} {
+		if err := c.Create(ctx, o); err != nil {
+			b.Fatal(err)
+		}
+	}
+	bin, err := testenv.Binary(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	kubeconfig, err := env.KubeconfigFile(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// L4LB_SCALE_PPROF=1 serves /debug/pprof on 127.0.0.1:6060, the controller's here and the
+	// agent's in the node's namespace (ip netns exec ... go tool pprof).
+	var pprof []string
+	if os.Getenv("L4LB_SCALE_PPROF") != "" {
+		pprof = []string{"--pprof-bind-address", "127.0.0.1:6060"}
+	}
+	// The chart's controller flags (but no metrics or probes).
+	controller := start(b, filepath.Join(logs, "controller.log"), append([]string{bin, "controller", "--kubeconfig", kubeconfig,
+		"--leader-elect", "--leader-election-namespace", "l4lb-system", "--metrics-bind-address", "0", "--health-probe-bind-address", "0"}, pprof...))
+	// The agent reaches the API server through a relay in its namespace, as a node would.
+	api, err := url.Parse(env.Config.Host)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lantest.Forward(b, node, apiForward, api.Host)
+	kc, err := env.Kubeconfig(fmt.Sprintf("https://127.0.0.1:%d", apiForward))
+	if err != nil {
+		b.Fatal(err)
+	}
+	agentKC := filepath.Join(dir, "agent.kubeconfig")
+	if err := os.WriteFile(agentKC, kc, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	agent := start(b, filepath.Join(logs, "agent.log"), append([]string{"ip", "netns", "exec", node.NS, bin, "dataplane", "--kubeconfig", agentKC,
+		"--metrics-bind-address", "0"}, pprof...), "NODE_NAME=node", "HOST_IP="+node.Addr, "POD_NAMESPACE=l4lb-system")
+	b.Cleanup(func() { exec.Command("ip", "netns", "exec", node.NS, bin, "dataplane", "--cleanup").Run() })
+
+	b.ResetTimer()
+	fmt.Printf("| load balancers (each 2 listeners, 2 pools of 4 members) | all ACTIVE after | controller CPU ms per LB | agent CPU ms per LB | controller RSS MiB | agent RSS MiB |\n|---|---|---|---|---|---|\n")
+	done := 0
+	var firstController, firstAgent float64
+	for _, n := range steps {
+		c0, a0 := controller.cpu(b), agent.cpu(b)
+		t0 := time.Now()
+		apply(b, ctx, c, done, n)
+		limit := 2*time.Minute + time.Duration(n-done)*500*time.Millisecond
+		if got := waitActive(ctx, c, n, limit); got < n {
+			b.Fatalf("%d of %d load balancers ACTIVE after %v (logs in %s)", got, n, limit, logs)
+		}
+		took := time.Since(t0)
+		// Whatever the step set off (statuses written back, the agent's last apply) settles
+		// before the CPU is read.
+		time.Sleep(5 * time.Second)
+		perC := float64((controller.cpu(b) - c0).Milliseconds()) / float64(n-done)
+		perA := float64((agent.cpu(b) - a0).Milliseconds()) / float64(n-done)
+		fmt.Printf("| %d -> %d | %.1f s | %.1f | %.1f | %d | %d |\n", done, n, took.Seconds(), perC, perA, controller.rss(b), agent.rss(b))
+		b.ReportMetric(took.Seconds(), fmt.Sprintf("s-to-%d-active", n))
+		if done == 0 {
+			firstController, firstAgent = perC, perA
+		} else {
+			fmt.Printf("CPU per load balancer, this step against the first: controller %.2fx, agent %.2fx\n", perC/firstController, perA/firstAgent)
+		}
+		done = n
+	}
+
+	// One member change at full size: the first listener's pool gets the member on port 8081.
+	var lb lbv1.LoadBalancer
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "lb0"}, &lb); err != nil {
+		b.Fatal(err)
+	}
+	target := lb.Status.VIPAddress + ":80"
+	if got, err := cl.Fetch(target, time.Second); got != "old" {
+		b.Fatalf("%s answers %q (%v), want old", target, got, err)
+	}
+	var p lbv1.Pool
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "lb0-80"}, &p); err != nil {
+		b.Fatal(err)
+	}
+	p.Spec.Members = []lbv1.Member{{Name: "new", Address: memberHost, ProtocolPort: 8081}}
+	t0 := time.Now()
+	if err := c.Update(ctx, &p); err != nil {
+		b.Fatal(err)
+	}
+	for {
+		if got, _ := cl.Fetch(target, time.Second); got == "new" {
+			break
+		}
+		if time.Since(t0) > time.Minute {
+			b.Fatalf("%s does not answer from the new member a minute after the change", target)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	fmt.Printf("member change -> served at %d load balancers: %v\n", done, time.Since(t0).Round(time.Millisecond))
+}
