@@ -10,10 +10,8 @@ export GOTOOLCHAIN=local
 # in the background while the tests that need none of them run (they wait on sockets, Keystone and
 # Neutron more than they compute); the tests that need an API server run once it is built.
 # Niced, so the tests running meanwhile get the CPU when they want it (some count time).
-assets_log=$(mktemp) assets_rc=$(mktemp -u)
-# Its exit code goes to a file as well: the cloud's tests (below) wait for it from a subshell,
-# which cannot wait on a sibling.
-(nice -n 10 bash -c 'hack/envtest-assets.sh && make -s helm'; rc=$?; echo $rc >"$assets_rc"; exit $rc) >"$assets_log" 2>&1 &
+assets_log=$(mktemp)
+(exec nice -n 10 bash -c 'hack/envtest-assets.sh && make -s helm') >"$assets_log" 2>&1 &
 assets=$!
 trap 'kill $assets 2>/dev/null' EXIT
 if [[ $(id -u) == 0 ]]; then
@@ -59,25 +57,24 @@ done
 # not stop the run: every test runs, so one run shows every failure; the script fails at its end.
 failed=()
 gotest() { go test -p 1 -count=1 -timeout 30m "$@" || failed+=("go test (its FAIL lines above)"); }
+gotest -skip TestChurnSoak "$@" "${first[@]}"
+# The churn soak (a short run; make soak runs it for minutes) and the engine's concurrency
+# under the race detector.
+CGO_ENABLED=1 go test -race -count=1 -timeout 10m "$@" ./dataplane/proxy/ ./dataplane/health/ || failed+=(race)
+for ((i = 0; i < ${#split[@]}; i += 2)); do
+  gotest -skip "^(${split[i+1]})\$" "$@" "${split[i]}"
+done
+wait $assets || { cat "$assets_log"; echo "building kube-apiserver, etcd or Helm failed" >&2; exit 1; }
+KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)
+export KUBEBUILDER_ASSETS
+# Those that use the cloud (Keystone and Neutron, which they stop and pause) run one package
+# at a time, at low priority, beside those that do not: the failover tests, which count time,
+# get the CPU they ask for; the cloud's tests mostly wait on it.
 usescloud() { grep -q '"github.com/l4lb/l4lb/test/cloudtest"' ".${1#github.com/l4lb/l4lb}"/*_test.go; }
-
-# The packages that use the cloud (Keystone and Neutron, which their tests stop and pause) run
-# one at a time, from the start, at low priority, beside all the others: first their tests that
-# need only the cloud, then, once kube-apiserver is built, the rest. They mostly wait on the
-# cloud; the tests beside them that count time get the CPU they ask for.
 cloud_log=$(mktemp)
 (
   renice -n 10 $BASHPID >/dev/null
   failed=()
-  for pkg in "${first[@]}"; do
-    if usescloud "$pkg"; then gotest "$@" "$pkg"; fi
-  done
-  for ((i = 0; i < ${#split[@]}; i += 2)); do
-    if usescloud "${split[i]}"; then gotest -skip "^(${split[i+1]})\$" "$@" "${split[i]}"; fi
-  done
-  until [[ -s $assets_rc ]]; do sleep 2; done
-  [[ $(<"$assets_rc") == 0 ]] || exit 1
-  export KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)
   for ((i = 0; i < ${#split[@]}; i += 2)); do
     if usescloud "${split[i]}"; then gotest -run "^(${split[i+1]})\$" "$@" "${split[i]}"; fi
   done
@@ -87,35 +84,12 @@ cloud_log=$(mktemp)
   ((${#failed[@]} == 0))
 ) >"$cloud_log" 2>&1 &
 cloud_tests=$!
-trap 'kill $cloud_tests $assets 2>/dev/null' EXIT
-if [[ $(id -u) == 0 ]]; then
-  trap 'kill $cloud_tests $cluster_build $assets 2>/dev/null; hack/openstack.sh down >/dev/null 2>&1' EXIT
-fi
-
-# Then the others: those that need no API server, the race run, and once kube-apiserver is
-# built, the rest.
-local_first=() local_split=() local_last=()
-for pkg in "${first[@]}"; do
-  usescloud "$pkg" || local_first+=("$pkg")
-done
 for ((i = 0; i < ${#split[@]}; i += 2)); do
-  usescloud "${split[i]}" || local_split+=("${split[i]}" "${split[i+1]}")
+  if ! usescloud "${split[i]}"; then gotest -run "^(${split[i+1]})\$" "$@" "${split[i]}"; fi
 done
+local_last=()
 for pkg in "${last[@]}"; do
   usescloud "$pkg" || local_last+=("$pkg")
-done
-gotest -skip TestChurnSoak "$@" "${local_first[@]}"
-# The churn soak (a short run; make soak runs it for minutes) and the engine's concurrency
-# under the race detector.
-CGO_ENABLED=1 go test -race -count=1 -timeout 10m "$@" ./dataplane/proxy/ ./dataplane/health/ || failed+=(race)
-for ((i = 0; i < ${#local_split[@]}; i += 2)); do
-  gotest -skip "^(${local_split[i+1]})\$" "$@" "${local_split[i]}"
-done
-wait $assets || { cat "$assets_log"; echo "building kube-apiserver, etcd or Helm failed" >&2; exit 1; }
-KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)
-export KUBEBUILDER_ASSETS
-for ((i = 0; i < ${#local_split[@]}; i += 2)); do
-  gotest -run "^(${local_split[i+1]})\$" "$@" "${local_split[i]}"
 done
 gotest -skip TestSplitBrainSoak "$@" "${local_last[@]}"
 wait $cloud_tests || failed+=("go test of the cloud's packages (their FAIL lines below)")
