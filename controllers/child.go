@@ -34,8 +34,12 @@ func commonChanged(cur, next *lbv1.CommonStatus) bool {
 }
 
 // build runs every namespace's objects through the model, under the cluster's address
-// policy: one listener per VIP, protocol and port in the whole cluster needs them all.
+// policy: one listener per VIP, protocol and port in the whole cluster needs them all. The
+// model is shared (snapshot says when it is built again): the caller must not modify it.
 func (b *Base) build(ctx context.Context) (model.Objects, model.Result, error) {
+	if b.model != nil {
+		return b.model.get(ctx, b.Client)
+	}
 	objs, err := load.Input(ctx, b.Client)
 	if err != nil {
 		return objs, model.Result{}, err

@@ -16,10 +16,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
+	"github.com/l4lb/l4lb/internal/load"
 	"github.com/l4lb/l4lb/internal/model"
 	"github.com/l4lb/l4lb/internal/watchdog"
 )
@@ -47,6 +50,8 @@ type Base struct {
 	Recorder events.EventRecorder
 	// Watchdog, when set, watches every reconciliation (the controller's /healthz).
 	Watchdog *watchdog.Watchdog
+	// model is the model the reconcilers share (Setup makes it; without it each builds its own).
+	model *snapshot
 }
 
 // watched returns r under the watchdog, if any.
@@ -69,7 +74,9 @@ func (b *Base) event(obj client.Object, warning bool, reason, action, format str
 // every enqueues every object of list's kind in namespace ("" for every namespace).
 func (b *Base) every(ctx context.Context, list client.ObjectList, namespace string) []reconcile.Request {
 	l := list.DeepCopyObject().(client.ObjectList)
-	if err := b.List(ctx, l, client.InNamespace(namespace)); err != nil {
+	// Only the names are read: the cache's objects need no copy (one per object and event
+	// was most of the controller's work with many load balancers).
+	if err := b.List(ctx, l, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	items, err := meta.ExtractList(l)
@@ -98,13 +105,31 @@ func (b *Base) namespaceOf(list client.ObjectList) handler.EventHandler {
 // its namespace, mapped to every object of its own kind there, and of the address policies.
 // The caller adds what else it watches and completes it.
 func (b *Base) watchTree(mgr ctrl.Manager, name string, forObj client.Object, list client.ObjectList, opts controller.Options) *builder.Builder {
-	bld := ctrl.NewControllerManagedBy(mgr).Named(name).For(forObj).WithOptions(opts)
+	bld := ctrl.NewControllerManagedBy(mgr).Named(name).For(forObj, b.modelInput()).WithOptions(opts)
 	for _, other := range []client.Object{&lbv1.LoadBalancer{}, &lbv1.Listener{}, &lbv1.Pool{}, &lbv1.HealthMonitor{}, &lbv1.AddressPolicy{}} {
 		if fmt.Sprintf("%T", other) != fmt.Sprintf("%T", forObj) {
-			bld = bld.Watches(other, b.namespaceOf(list))
+			// What another object changes in this one's status goes through the model: the
+			// statuses the agents write (most updates) change nothing here and queue nothing.
+			bld = bld.Watches(other, b.namespaceOf(list), b.modelInput(inputOnly))
 		}
 	}
 	return bld
+}
+
+// inputOnly lets through the updates that change the model's input, and every creation and
+// deletion.
+var inputOnly = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool { return load.InputChanged(e.ObjectOld, e.ObjectNew) },
+}
+
+// modelInput is the predicates option of every watch of a reconciler that builds the model:
+// it counts the changes to the model's input before their events are queued (snapshot), then
+// applies filters. One option per watch: the builder keeps only the last one given.
+func (b *Base) modelInput(filters ...predicate.Predicate) builder.Predicates {
+	if b.model != nil {
+		filters = append([]predicate.Predicate{b.model.changed()}, filters...)
+	}
+	return builder.WithPredicates(filters...)
 }
 
 // acceptance is the Accepted condition of ref from a built model.

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 
+	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -26,7 +27,7 @@ func (r *ListenerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return nil
 		}
 		var all lbv1.ListenerList
-		if err := r.List(ctx, &all); err != nil {
+		if err := r.List(ctx, &all, client.UnsafeDisableDeepCopy); err != nil {
 			return nil
 		}
 		var out []reconcile.Request
@@ -38,7 +39,12 @@ func (r *ListenerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return out
 	})
 	return r.watchTree(mgr, "listener", &lbv1.Listener{}, &lbv1.ListenerList{}, controller.Options{}).
-		Watches(&lbv1.Listener{}, samePort).Complete(r.watched("listener", r))
+		Watches(&lbv1.Listener{}, samePort, r.modelInput(inputOnly)).
+		// A node's addresses are part of the model's input (the address policy refuses them as
+		// VIPs): their changes count, though they queue nothing. (A ServiceCIDR's count at the
+		// next change of another input: watching it would fail on clusters without that API.)
+		Watches(&corev1.Node{}, handler.Funcs{}, r.modelInput()).
+		Complete(r.watched("listener", r))
 }
 
 func (r *ListenerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

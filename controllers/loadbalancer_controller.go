@@ -118,18 +118,75 @@ func (r *LoadBalancerReconciler) restore(ctx context.Context) error {
 // transient errors, this covers waits on something else changing (an address freed).
 const retryAllocation = 30 * time.Second
 
+// The cache's indexes that find a load balancer's tree without reading its namespace: the
+// listeners of a load balancer, the pools of a listener.
+const (
+	listenersOfLB   = "spec.loadBalancerRef.name"
+	poolsOfListener = "spec.listenerRef.name"
+)
+
 func (r *LoadBalancerReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return r.watchTree(mgr, "loadbalancer", &lbv1.LoadBalancer{}, &lbv1.LoadBalancerList{}, controller.Options{MaxConcurrentReconciles: workers,
-		// A cloud outage is retried from 100 ms up to every 30 s, not the default's 16 minutes,
-		// so load balancers are in sync again within 30 s of the cloud's return.
-		RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, 30*time.Second)}).
-		// A new or changed VIP pool may be what a load balancer waits for, anywhere; a
-		// namespace's labels choose the pools of its load balancers.
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(context.Background(), &lbv1.Listener{}, listenersOfLB, func(o client.Object) []string {
+		return []string{o.(*lbv1.Listener).Spec.LoadBalancerRef.Name}
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(context.Background(), &lbv1.Pool{}, poolsOfListener, func(o client.Object) []string {
+		if n := o.(*lbv1.Pool).Spec.ListenerName(); n != "" {
+			return []string{n}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	// A load balancer's status is its own and its listeners' and pools' (tree): their changes
+	// queue it alone, not their whole namespace. (A health monitor's reach it through its
+	// pool's operating status.)
+	ownerLB := handler.EnqueueRequestsFromMapFunc(r.loadBalancerOf)
+	return ctrl.NewControllerManagedBy(mgr).Named("loadbalancer").For(&lbv1.LoadBalancer{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers,
+			// A cloud outage is retried from 100 ms up to every 30 s, not the default's 16
+			// minutes, so load balancers are in sync again within 30 s of the cloud's return.
+			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, 30*time.Second)}).
+		Watches(&lbv1.Listener{}, ownerLB).
+		Watches(&lbv1.Pool{}, ownerLB).
+		// The address policy may refuse a VIP anywhere; a new or changed VIP pool may be what
+		// a load balancer waits for, anywhere; a namespace's labels choose the pools of its
+		// load balancers.
+		Watches(&lbv1.AddressPolicy{}, r.namespaceOf(&lbv1.LoadBalancerList{})).
 		Watches(&lbv1.VIPPool{}, r.namespaceOf(&lbv1.LoadBalancerList{})).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, ns client.Object) []reconcile.Request {
 			return r.every(ctx, &lbv1.LoadBalancerList{}, ns.GetName())
 		})).
 		Complete(r.watched("loadbalancer", r))
+}
+
+// loadBalancerOf maps a listener or pool to the load balancer whose status it is part of. An
+// update maps the old object too, so a pool moved between listeners queues both.
+func (r *LoadBalancerReconciler) loadBalancerOf(ctx context.Context, obj client.Object) []reconcile.Request {
+	ns := obj.GetNamespace()
+	named := func(name string) []reconcile.Request {
+		if name == "" {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}}}
+	}
+	switch o := obj.(type) {
+	case *lbv1.Listener:
+		return named(o.Spec.LoadBalancerRef.Name)
+	case *lbv1.Pool:
+		var out []reconcile.Request
+		if o.Spec.LoadBalancerRef != nil {
+			out = named(o.Spec.LoadBalancerRef.Name)
+		}
+		var l lbv1.Listener
+		if n := o.Spec.ListenerName(); n != "" && r.Get(ctx, client.ObjectKey{Namespace: ns, Name: n}, &l) == nil {
+			out = append(out, named(l.Spec.LoadBalancerRef.Name)...)
+		}
+		return out
+	}
+	return nil
 }
 
 func (r *LoadBalancerReconciler) provider(lb *lbv1.LoadBalancer) (lbv1.Provider, ipam.Provider) {
@@ -369,21 +426,25 @@ func (r *LoadBalancerReconciler) allocationConditions(lb *lbv1.LoadBalancer, all
 // tree is the operating status of the listeners and pools below lb, as the other
 // reconcilers reported them.
 func (r *LoadBalancerReconciler) tree(ctx context.Context, lb *lbv1.LoadBalancer) (listeners, pools []lbv1.OperatingStatus, err error) {
-	objs, err := load.Objects(ctx, r.Client, lb.Namespace)
-	if err != nil {
+	// Read through the indexes, without copies: only statuses are read.
+	var ls lbv1.ListenerList
+	if err := r.List(ctx, &ls, client.InNamespace(lb.Namespace), client.MatchingFields{listenersOfLB: lb.Name}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, nil, err
 	}
-	listenerOf := map[string]bool{}
-	for _, l := range objs.Listeners {
-		if l.Spec.LoadBalancerRef.Name == lb.Name && l.DeletionTimestamp.IsZero() {
-			listenerOf[l.Name] = true
-			listeners = append(listeners, l.Status.OperatingStatus)
+	for _, l := range ls.Items {
+		if !l.DeletionTimestamp.IsZero() {
+			continue
 		}
-	}
-	for _, p := range objs.Pools {
-		// As Octavia's: a pool serving no listener is not part of the load balancer's health.
-		if listenerOf[p.Spec.ListenerName()] && p.DeletionTimestamp.IsZero() {
-			pools = append(pools, p.Status.OperatingStatus)
+		listeners = append(listeners, l.Status.OperatingStatus)
+		var ps lbv1.PoolList
+		if err := r.List(ctx, &ps, client.InNamespace(lb.Namespace), client.MatchingFields{poolsOfListener: l.Name}, client.UnsafeDisableDeepCopy); err != nil {
+			return nil, nil, err
+		}
+		for _, p := range ps.Items {
+			// As Octavia's: a pool serving no listener is not part of the load balancer's health.
+			if p.DeletionTimestamp.IsZero() {
+				pools = append(pools, p.Status.OperatingStatus)
+			}
 		}
 	}
 	return listeners, pools, nil

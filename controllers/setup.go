@@ -4,8 +4,10 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 )
 
-// Setup registers the four reconcilers with mgr; lbr carries the VIP providers.
+// Setup registers the four reconcilers with mgr; lbr carries the VIP providers. The
+// listener, pool and health monitor reconcilers share one model (snapshot).
 func Setup(mgr ctrl.Manager, lbr *LoadBalancerReconciler) error {
+	lbr.model = &snapshot{}
 	if err := lbr.SetupWithManager(mgr); err != nil {
 		return err
 	}

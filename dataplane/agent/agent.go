@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
-	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -100,19 +99,22 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 			return err
 		}
 	}
+	// Only updates that change the model's input (or a holder, which an agent without
+	// gossip goes by) start a reconciliation: the statuses the agents and the controller
+	// write are most updates, and each reconciliation reads and builds everything.
+	input := builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		if o, ok := e.ObjectOld.(*lbv1.LoadBalancer); ok && o.Status.Holder != e.ObjectNew.(*lbv1.LoadBalancer).Status.Holder {
+			return true
+		}
+		return load.InputChanged(e.ObjectOld, e.ObjectNew)
+	}})
 	return ctrl.NewControllerManagedBy(mgr).Named("dataplane").
-		Watches(&lbv1.LoadBalancer{}, all).
-		Watches(&lbv1.Listener{}, all).
-		Watches(&lbv1.Pool{}, all).
-		Watches(&lbv1.HealthMonitor{}, all).
-		Watches(&lbv1.AddressPolicy{}, all).
-		Watches(&corev1.Node{}, all, builder.WithPredicates(predicate.Funcs{
-			// Only what the policy reads: a node's addresses and pod CIDRs, not its heartbeats.
-			UpdateFunc: func(e event.UpdateEvent) bool {
-				o, n := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
-				return !reflect.DeepEqual(o.Status.Addresses, n.Status.Addresses) || !reflect.DeepEqual(o.Spec.PodCIDRs, n.Spec.PodCIDRs)
-			},
-		})).
+		Watches(&lbv1.LoadBalancer{}, all, input).
+		Watches(&lbv1.Listener{}, all, input).
+		Watches(&lbv1.Pool{}, all, input).
+		Watches(&lbv1.HealthMonitor{}, all, input).
+		Watches(&lbv1.AddressPolicy{}, all, input).
+		Watches(&corev1.Node{}, all, input). // a node's addresses and pod CIDRs, not its heartbeats
 		WatchesRawSource(source.Channel(a.health, all)).
 		Complete(a.watched())
 }
@@ -206,12 +208,13 @@ func (a *Agent) reportAll(ctx context.Context, s snapshot) error {
 	a.mu.Unlock()
 	log := ctrl.LoggerFrom(ctx)
 	var firstErr error
+	in := newReportInput(s)
 	for i := range s.objs.LoadBalancers {
 		lb := &s.objs.LoadBalancers[i]
 		if !s.held[lb.Namespace+"/"+lb.Name] {
 			continue
 		}
-		if err := a.report(ctx, s.objs, s.res, s.served, s.failed, s.vipErrs, lb); err != nil {
+		if err := a.report(ctx, in, lb); err != nil {
 			log.Error(err, "reporting status", "loadBalancer", lb.Name)
 			if firstErr == nil {
 				firstErr = err

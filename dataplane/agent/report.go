@@ -12,17 +12,36 @@ import (
 	"github.com/l4lb/l4lb/internal/ssa"
 )
 
+// reportInput is what one report reads of a reconciliation, indexed once for all the load
+// balancers it reports.
+type reportInput struct {
+	res       model.Result
+	trees     model.Trees
+	listeners map[string]*model.Listener // served, by key
+	pools     map[string]*model.Pool     // served, by key
+	failed    map[string]error
+	vipErrs   map[string]error
+}
+
+func newReportInput(s snapshot) reportInput {
+	out := reportInput{res: s.res, trees: model.TreesOf(s.objs), failed: s.failed, vipErrs: s.vipErrs,
+		listeners: map[string]*model.Listener{}, pools: map[string]*model.Pool{}}
+	for i := range s.served.Listeners {
+		l := &s.served.Listeners[i]
+		out.listeners[l.Key] = l
+		if l.Pool != nil {
+			out.pools[l.Pool.Key] = l.Pool
+		}
+	}
+	return out
+}
+
 // report writes the dataplane's part of the status of one held load balancer and its tree:
 // holder, VIPAnnounced and Programmed on the load balancer; Programmed on each listener, pool
 // and monitor; member operating statuses on pools. Only what changed is written.
-func (a *Agent) report(ctx context.Context, objs model.Objects, res model.Result, served model.Model,
-	failed map[string]error, vipErrs map[string]error, lb *lbv1.LoadBalancer) error {
+func (a *Agent) report(ctx context.Context, s reportInput, lb *lbv1.LoadBalancer) error {
 	lbKey := lb.Namespace + "/" + lb.Name
-	servedListeners := map[string]*model.Listener{}
-	for i := range served.Listeners {
-		servedListeners[served.Listeners[i].Key] = &served.Listeners[i]
-	}
-
+	res, failed, vipErrs := s.res, s.failed, s.vipErrs
 	lbSt := lbv1.LoadBalancerStatus{Holder: a.NodeName}
 	if err := vipErrs[lbKey]; err != nil {
 		lbSt.Conditions = ssa.Conditions(lb.Status.Conditions,
@@ -37,9 +56,8 @@ func (a *Agent) report(ctx context.Context, objs model.Objects, res model.Result
 		return err
 	}
 
-	for i := range objs.Listeners {
-		l := &objs.Listeners[i]
-		if l.Spec.LoadBalancerRef.Name != lb.Name || l.Namespace != lb.Namespace || notAccepted(res, "Listener", l) {
+	for _, l := range s.trees.Listeners[lbKey] {
+		if notAccepted(res, "Listener", l) {
 			continue
 		}
 		key := l.Namespace + "/" + l.Name
@@ -47,11 +65,11 @@ func (a *Agent) report(ctx context.Context, objs model.Objects, res model.Result
 		switch {
 		case failed[key] != nil:
 			c = cond(l, lbv1.ConditionProgrammed, false, lbv1.ReasonBindFailed, fmt.Sprintf("node %s: %v", a.NodeName, failed[key]))
-		case servedListeners[key] == nil && enabled(l.Spec.AdminStateUp) && enabled(lb.Spec.AdminStateUp):
+		case s.listeners[key] == nil && enabled(l.Spec.AdminStateUp) && enabled(lb.Spec.AdminStateUp):
 			c = cond(l, lbv1.ConditionProgrammed, false, lbv1.ReasonPending, "not served yet")
 		}
 		st := lbv1.ListenerStatus{CommonStatus: lbv1.CommonStatus{Conditions: ssa.Conditions(l.Status.Conditions, c)}}
-		if servedListeners[key] != nil && failed[key] == nil {
+		if s.listeners[key] != nil && failed[key] == nil {
 			st.DataPath = lbv1.DataPathProxy
 			if a.Server.InKernel(key) {
 				st.DataPath = lbv1.DataPathKernel
@@ -62,18 +80,11 @@ func (a *Agent) report(ctx context.Context, objs model.Objects, res model.Result
 		}
 	}
 
-	pools := map[string]*model.Pool{}
-	for _, l := range served.Listeners {
-		if l.Pool != nil {
-			pools[l.Pool.Key] = l.Pool
-		}
-	}
-	for i := range objs.Pools {
-		p := &objs.Pools[i]
-		if p.Namespace != lb.Namespace || model.PoolLoadBalancer(p, objs.Listeners) != lb.Name || notAccepted(res, "Pool", p) {
+	for _, p := range s.trees.Pools[lbKey] {
+		if notAccepted(res, "Pool", p) {
 			continue
 		}
-		mp := pools[p.Namespace+"/"+p.Name]
+		mp := s.pools[p.Namespace+"/"+p.Name]
 		st := lbv1.PoolStatus{CommonStatus: lbv1.CommonStatus{Conditions: ssa.Conditions(p.Status.Conditions,
 			cond(p, lbv1.ConditionProgrammed, true, lbv1.ReasonProgrammed, ""))}}
 		for _, m := range p.Spec.Members {
@@ -85,12 +96,8 @@ func (a *Agent) report(ctx context.Context, objs model.Objects, res model.Result
 		}
 	}
 
-	for i := range objs.Monitors {
-		m := &objs.Monitors[i]
-		if m.Namespace != lb.Namespace || notAccepted(res, "HealthMonitor", m) {
-			continue
-		}
-		if !poolOf(objs, m.Spec.PoolRef.Name, lb) {
+	for _, m := range s.trees.Monitors[lbKey] {
+		if notAccepted(res, "HealthMonitor", m) {
 			continue
 		}
 		st := lbv1.HealthMonitorStatus{CommonStatus: lbv1.CommonStatus{Conditions: ssa.Conditions(m.Status.Conditions,
@@ -123,17 +130,6 @@ func (a *Agent) memberStatus(p *model.Pool, m lbv1.Member) lbv1.OperatingStatus 
 		}
 	}
 	return lbv1.OperatingOffline
-}
-
-// poolOf reports whether the pool named is one of lb's.
-func poolOf(objs model.Objects, pool string, lb *lbv1.LoadBalancer) bool {
-	for i := range objs.Pools {
-		p := &objs.Pools[i]
-		if p.Name == pool && p.Namespace == lb.Namespace {
-			return model.PoolLoadBalancer(p, objs.Listeners) == lb.Name
-		}
-	}
-	return false
 }
 
 func notAccepted(res model.Result, kind string, obj client.Object) bool {

@@ -6,10 +6,14 @@ package load
 
 import (
 	"context"
+	"maps"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
@@ -73,4 +77,35 @@ func Policy(ctx context.Context, c client.Reader) (model.Policy, error) {
 		return model.Policy{}, err
 	}
 	return model.PolicyFor(aps.Items, nodes.Items, scs.Items), nil
+}
+
+// InputChanged reports whether an update changes what internal/model reads of an object:
+// its spec (the generation), labels, annotations and deletion, a load balancer's VIP, whether
+// an object is Accepted (the older accepted object keeps a contested port), a node's addresses
+// and pod ranges. The statuses the agents write (Programmed, operating statuses, members)
+// change nothing in it, and are most of the updates.
+func InputChanged(old, cur client.Object) bool {
+	if old.GetGeneration() != cur.GetGeneration() || old.GetDeletionTimestamp().IsZero() != cur.GetDeletionTimestamp().IsZero() ||
+		!maps.Equal(old.GetLabels(), cur.GetLabels()) || !maps.Equal(old.GetAnnotations(), cur.GetAnnotations()) {
+		return true
+	}
+	switch o := old.(type) {
+	case *lbv1.LoadBalancer:
+		c := cur.(*lbv1.LoadBalancer)
+		return o.Status.VIPAddress != c.Status.VIPAddress || acceptedChanged(o.Status.Conditions, c.Status.Conditions)
+	case *lbv1.Listener:
+		return acceptedChanged(o.Status.Conditions, cur.(*lbv1.Listener).Status.Conditions)
+	case *lbv1.Pool:
+		return acceptedChanged(o.Status.Conditions, cur.(*lbv1.Pool).Status.Conditions)
+	case *lbv1.HealthMonitor:
+		return acceptedChanged(o.Status.Conditions, cur.(*lbv1.HealthMonitor).Status.Conditions)
+	case *corev1.Node:
+		c := cur.(*corev1.Node)
+		return !equality.Semantic.DeepEqual(o.Status.Addresses, c.Status.Addresses) || !slices.Equal(o.Spec.PodCIDRs, c.Spec.PodCIDRs)
+	}
+	return false
+}
+
+func acceptedChanged(old, cur []metav1.Condition) bool {
+	return meta.IsStatusConditionTrue(old, lbv1.ConditionAccepted) != meta.IsStatusConditionTrue(cur, lbv1.ConditionAccepted)
 }

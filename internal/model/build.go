@@ -218,7 +218,7 @@ func Build(objs Objects) Result {
 
 // PoolLoadBalancer is the name of the load balancer pool p belongs to: its loadBalancerRef,
 // else its listener's (a pool written before pools named their load balancer); "" when
-// neither is known.
+// neither is known. For many pools, Trees finds them all at once.
 func PoolLoadBalancer(p *lbv1.Pool, listeners []lbv1.Listener) string {
 	if p.Spec.LoadBalancerRef != nil {
 		return p.Spec.LoadBalancerRef.Name
@@ -231,26 +231,65 @@ func PoolLoadBalancer(p *lbv1.Pool, listeners []lbv1.Listener) string {
 	return ""
 }
 
+// Trees are the objects of each load balancer (by namespace/name): its listeners, its pools
+// (PoolLoadBalancer's rule) and the health monitors of those pools, in objs' order. Built
+// once for whoever looks at every load balancer: pool by pool, finding a load balancer
+// through the listeners is a scan of them all.
+type Trees struct {
+	Listeners map[string][]*lbv1.Listener
+	Pools     map[string][]*lbv1.Pool
+	Monitors  map[string][]*lbv1.HealthMonitor
+}
+
+// TreesOf groups objs by load balancer. The pointers point into objs.
+func TreesOf(objs Objects) Trees {
+	t := Trees{Listeners: map[string][]*lbv1.Listener{}, Pools: map[string][]*lbv1.Pool{}, Monitors: map[string][]*lbv1.HealthMonitor{}}
+	lbOfListener := map[string]string{}
+	for i := range objs.Listeners {
+		l := &objs.Listeners[i]
+		lbOfListener[key(l.Namespace, l.Name)] = l.Spec.LoadBalancerRef.Name
+		k := key(l.Namespace, l.Spec.LoadBalancerRef.Name)
+		t.Listeners[k] = append(t.Listeners[k], l)
+	}
+	lbOfPool := map[string]string{}
+	for i := range objs.Pools {
+		p := &objs.Pools[i]
+		lb := ""
+		if p.Spec.LoadBalancerRef != nil {
+			lb = p.Spec.LoadBalancerRef.Name
+		} else if n := p.Spec.ListenerName(); n != "" {
+			lb = lbOfListener[key(p.Namespace, n)]
+		}
+		lbOfPool[key(p.Namespace, p.Name)] = lb
+		if lb != "" {
+			t.Pools[key(p.Namespace, lb)] = append(t.Pools[key(p.Namespace, lb)], p)
+		}
+	}
+	for i := range objs.Monitors {
+		m := &objs.Monitors[i]
+		if lb := lbOfPool[key(m.Namespace, m.Spec.PoolRef.Name)]; lb != "" {
+			t.Monitors[key(m.Namespace, lb)] = append(t.Monitors[key(m.Namespace, lb)], m)
+		}
+	}
+	return t
+}
+
 // MemberNodes are, by load balancer (namespace/name), the nodes its pools' members run on
 // (their nodeName) among members that take traffic: where a trafficPolicy Local load balancer
 // may be held.
 func MemberNodes(objs Objects) map[string]map[string]bool {
 	out := map[string]map[string]bool{}
-	for i := range objs.Pools {
-		p := &objs.Pools[i]
-		lb := PoolLoadBalancer(p, objs.Listeners)
-		if lb == "" {
-			continue
-		}
-		for _, m := range p.Spec.Members {
-			if m.NodeName == "" || !enabled(m.AdminStateUp) || (m.Weight != nil && *m.Weight == 0) {
-				continue
+	for k, pools := range TreesOf(objs).Pools {
+		for _, p := range pools {
+			for _, m := range p.Spec.Members {
+				if m.NodeName == "" || !enabled(m.AdminStateUp) || (m.Weight != nil && *m.Weight == 0) {
+					continue
+				}
+				if out[k] == nil {
+					out[k] = map[string]bool{}
+				}
+				out[k][m.NodeName] = true
 			}
-			k := key(p.Namespace, lb)
-			if out[k] == nil {
-				out[k] = map[string]bool{}
-			}
-			out[k][m.NodeName] = true
 		}
 	}
 	return out

@@ -3,6 +3,8 @@ package model
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -226,4 +228,52 @@ func TestLocalTrafficStaysOnTheNode(t *testing.T) {
 	if nodes := MemberNodes(objs); len(nodes["ns/lb"]) != 1 {
 		t.Fatalf("a draining member's node counted: %v", nodes)
 	}
+}
+
+func TestTreesGroupObjectsByTheirLoadBalancer(t *testing.T) {
+	objs := Objects{
+		Listeners: []lbv1.Listener{
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "l1"}, Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "lb1"}}},
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "l1"}, Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: "lb2"}}},
+		},
+		Pools: []lbv1.Pool{
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "via-listener"}, Spec: lbv1.PoolSpec{ListenerRef: &lbv1.ObjectReference{Name: "l1"}}},
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "via-listener"}, Spec: lbv1.PoolSpec{ListenerRef: &lbv1.ObjectReference{Name: "l1"}}},
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "named"}, Spec: lbv1.PoolSpec{LoadBalancerRef: &lbv1.ObjectReference{Name: "lb3"}}},
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "orphan"}, Spec: lbv1.PoolSpec{ListenerRef: &lbv1.ObjectReference{Name: "gone"}}},
+		},
+		Monitors: []lbv1.HealthMonitor{
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "m"}, Spec: lbv1.HealthMonitorSpec{PoolRef: lbv1.ObjectReference{Name: "via-listener"}}},
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "m"}, Spec: lbv1.HealthMonitorSpec{PoolRef: lbv1.ObjectReference{Name: "orphan"}}},
+		},
+	}
+	tr := TreesOf(objs)
+	for _, tc := range []struct{ got, want string }{
+		{keysOf(tr.Listeners["a/lb1"]), "a/l1"},
+		{keysOf(tr.Pools["a/lb1"]), "a/via-listener"},
+		{keysOf(tr.Pools["b/lb2"]), "b/via-listener"},
+		{keysOf(tr.Pools["a/lb3"]), "a/named"},
+		{keysOf(tr.Monitors["b/lb2"]), "b/m"},
+		{keysOf(tr.Monitors["a/lb1"]), ""},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
+	// Every pool PoolLoadBalancer places is where Trees puts it.
+	for i := range objs.Pools {
+		p := &objs.Pools[i]
+		lb := PoolLoadBalancer(p, objs.Listeners)
+		if found := slices.Contains(tr.Pools[p.Namespace+"/"+lb], p); found != (lb != "") {
+			t.Errorf("pool %s/%s: in the tree of %q: %v", p.Namespace, p.Name, lb, found)
+		}
+	}
+}
+
+func keysOf[T metav1.Object](objs []T) string {
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.GetNamespace()+"/"+o.GetName())
+	}
+	return strings.Join(out, ",")
 }
