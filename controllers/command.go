@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
@@ -68,7 +69,10 @@ func Command() func() error {
 			Metrics:                manager.Metrics(*metrics, *metricsSecure),
 			HealthProbeBindAddress: *probes,
 			PprofBindAddress:       *pprof,
-			LeaderElection:         *leaderElect,
+			// Managed fields are not kept in the cache: nothing here reads them, and the model
+			// copies every object when it is built.
+			Cache:          cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+			LeaderElection: *leaderElect,
 			// The election's Lease goes with the leader's pod (podowner.LeaseLock says why).
 			LeaderElectionResourceLockInterface: lock,
 			// Stepping down ends the process, so a new leader never overlaps with this one.

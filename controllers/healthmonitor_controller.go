@@ -26,7 +26,7 @@ func (r *HealthMonitorReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	_, res, err := r.build(ctx)
 	if err != nil {
-		return ctrl.Result{}, err
+		return afterModel(err)
 	}
 	st := lbv1.HealthMonitorStatus{CommonStatus: r.childStatus(&m, "HealthMonitor", res, &m.Status.CommonStatus,
 		func(served, _ bool) lbv1.OperatingStatus {

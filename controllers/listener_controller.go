@@ -54,7 +54,7 @@ func (r *ListenerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 	objs, res, err := r.build(ctx)
 	if err != nil {
-		return ctrl.Result{}, err
+		return afterModel(err)
 	}
 	adminUp := enabled(l.Spec.AdminStateUp)
 	for _, lb := range objs.LoadBalancers {

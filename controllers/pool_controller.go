@@ -31,7 +31,7 @@ func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	}
 	_, res, err := r.build(ctx)
 	if err != nil {
-		return ctrl.Result{}, err
+		return afterModel(err)
 	}
 	reported := map[string]lbv1.OperatingStatus{}
 	for _, m := range p.Status.Members {

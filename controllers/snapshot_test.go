@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,6 +35,9 @@ func TestTheModelIsBuiltAgainOnlyWhenItsInputChanges(t *testing.T) {
 	get := func(what string, wantRead bool) (listeners int) {
 		t.Helper()
 		before := r.lists
+		if !s.built.IsZero() {
+			s.built = s.built.Add(-rebuildEvery) // as if the last build were that long ago
+		}
 		objs, _, err := s.get(ctx, r)
 		if err != nil {
 			t.Fatal(err)
@@ -69,4 +73,16 @@ func TestTheModelIsBuiltAgainOnlyWhenItsInputChanges(t *testing.T) {
 	changed.Update(event.UpdateEvent{ObjectOld: lb, ObjectNew: cur})
 	get("a spec change", true)
 	get("nothing changed since", false)
+
+	// Changes right after a build wait for the next one, which comes rebuildEvery after it.
+	s.built = time.Now()
+	changed.Create(event.CreateEvent{Object: l})
+	_, _, err := s.get(ctx, r)
+	if w, ok := err.(modelPending); !ok || time.Duration(w) <= 0 || time.Duration(w) > rebuildEvery {
+		t.Fatalf("a change right after a build: %v, want a wait of at most %v", err, rebuildEvery)
+	}
+	if res, err := afterModel(err); err != nil || res.RequeueAfter <= 0 {
+		t.Fatalf("the reconciliation is not tried again when the model is: %+v, %v", res, err)
+	}
+	get("the next build", true)
 }

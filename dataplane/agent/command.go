@@ -79,10 +79,11 @@ func Command() func() error {
 			Metrics:                manager.Metrics(*metrics, *metricsSecure),
 			HealthProbeBindAddress: *probes,
 			PprofBindAddress:       *pprofAddr,
-			// Node Leases are watched in their namespace only.
+			// Node Leases are watched in their namespace only. Managed fields are not kept:
+			// nothing here reads them, and each reconciliation copies every object.
 			Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 				&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{*leaseNS: {}}},
-			}},
+			}, DefaultTransform: cache.TransformStripManagedFields()},
 		})
 		if err != nil {
 			return err

@@ -162,8 +162,9 @@ func Reaches(l model.Listener) bool {
 func localAddresses() map[netip.Addr]bool {
 	local.mu.Lock()
 	defer local.mu.Unlock()
-	if time.Since(local.read) < time.Second {
-		return local.addrs
+	v := local.of()
+	if time.Since(v.read) < time.Second {
+		return v.addrs
 	}
 	out := map[netip.Addr]bool{}
 	if addrs, err := net.InterfaceAddrs(); err == nil {
@@ -173,23 +174,56 @@ func localAddresses() map[netip.Addr]bool {
 			}
 		}
 	}
-	local.addrs, local.read = out, time.Now()
+	v.addrs, v.read = out, time.Now()
 	return out
 }
 
-var local struct {
-	mu    sync.Mutex
-	read  time.Time
-	addrs map[netip.Addr]bool
-}
-
+// forwarding reports whether the node forwards IPv4 or IPv6, read at most once a second too:
+// read for every listener, it was a quarter of an agent's CPU with 1,000 load balancers
+// (docs/benchmarks.md, "Scale").
 func forwarding(v6 bool) bool {
-	path := "/proc/sys/net/ipv4/ip_forward"
+	i, path := 0, "/proc/sys/net/ipv4/ip_forward"
 	if v6 {
-		path = "/proc/sys/net/ipv6/conf/all/forwarding"
+		i, path = 1, "/proc/sys/net/ipv6/conf/all/forwarding"
+	}
+	local.mu.Lock()
+	defer local.mu.Unlock()
+	v := local.of()
+	if time.Since(v.forwardRead[i]) < time.Second {
+		return v.forward[i]
 	}
 	b, err := os.ReadFile(path)
-	return err == nil && len(b) > 0 && b[0] == '1'
+	v.forward[i], v.forwardRead[i] = err == nil && len(b) > 0 && b[0] == '1', time.Now()
+	return v.forward[i]
+}
+
+// local is what Reaches reads of the node, by network namespace: an agent has one, but a
+// process whose threads enter others (the tests) must not see one namespace's answers in
+// another.
+var local nodeViews
+
+type nodeViews struct {
+	mu   sync.Mutex
+	byNS map[string]*nodeView
+}
+
+type nodeView struct {
+	read        time.Time
+	addrs       map[netip.Addr]bool
+	forward     [2]bool // IPv4, IPv6
+	forwardRead [2]time.Time
+}
+
+// of is the calling thread's namespace's view. Called with mu held.
+func (l *nodeViews) of() *nodeView {
+	ns, _ := os.Readlink("/proc/thread-self/ns/net")
+	if l.byNS == nil {
+		l.byNS = map[string]*nodeView{}
+	}
+	if l.byNS[ns] == nil {
+		l.byNS[ns] = &nodeView{}
+	}
+	return l.byNS[ns]
 }
 
 // Counts are a member's traffic through the kernel. Bytes are payloads, as the proxy counts
