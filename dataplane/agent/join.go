@@ -58,7 +58,8 @@ func Join(mgr ctrl.Manager, m Membership) (*Ownership, *nodes.Gossip, error) {
 	reg := &nodes.Registry{Client: mgr.GetClient(), Namespace: m.LeaseNamespace, Node: node, Address: g.Address(), Renew: m.Renew}
 	own = NewOwnership(node, g, reg, mgr.GetClient(), crmetrics.Registry)
 	own.Recorder = mgr.GetEventRecorder("l4lb-dataplane")
-	own.Tie = &nodes.TieBreak{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: m.LeaseNamespace, Node: node}
+	own.Tie = &nodes.TieBreak{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: m.LeaseNamespace, Node: node,
+		Holding: own.HoldsSettled}
 	switch witness {
 	case "none":
 	case "":

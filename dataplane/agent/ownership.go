@@ -73,6 +73,7 @@ type Ownership struct {
 
 	mu        sync.Mutex
 	held      map[string]string // key -> VIP
+	heldSince map[string]time.Time
 	standby   map[string]string
 	lingering map[string]lingered
 	yielded   map[string]yielding // VIP -> to whom and until when this node leaves it (Conflict)
@@ -112,7 +113,7 @@ type lingered struct {
 func NewOwnership(node string, g Peers, reg *nodes.Registry, r client.Reader, pr prometheus.Registerer) *Ownership {
 	o := &Ownership{Node: node, Gossip: g, Registry: reg, Reader: r, Tick: 50 * time.Millisecond,
 		Linger: 2 * time.Second,
-		held:   map[string]string{}, standby: map[string]string{}, lingering: map[string]lingered{},
+		held:   map[string]string{}, heldSince: map[string]time.Time{}, standby: map[string]string{}, lingering: map[string]lingered{},
 		yielded: map[string]yielding{}, leaving: map[string]time.Time{},
 		heldGauge: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "l4lb", Name: "vips_held", Help: "VIPs this node holds."}),
 		quorate:   prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "l4lb", Name: "quorate", Help: "1 when this node's side of the dataplane may hold VIPs (a majority, or half and the witness)."}),
@@ -144,6 +145,27 @@ func (o *Ownership) Alone() bool {
 	}
 	return true
 }
+
+// HoldsSettled reports whether this node holds a VIP it took more than settledHold ago: the
+// tie-break's head start (nodes.TieBreak.Holding). A VIP taken just before a tie began was
+// most likely taken as the cut formed (a node sees the other half go one node at a time, the
+// first as a death, and takes its VIPs), while its holder of long, on the other half, still
+// answers: that holder goes first, so the VIP stays where its connections are.
+func (o *Ownership) HoldsSettled() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	now := o.now()
+	for _, since := range o.heldSince {
+		if now.Sub(since) > settledHold {
+			return true
+		}
+	}
+	return false
+}
+
+// settledHold is longer than the time between a node seeing the first and the last node of
+// the other half go (memberlist's failure detection, a few hundred milliseconds).
+const settledHold = time.Second
 
 // Serving is what this node serves (listeners bound, members probed): what it holds, what
 // it stands by for, and what it just let go.
@@ -255,6 +277,11 @@ func (o *Ownership) step(ctx context.Context, log interface {
 	view := o.Gossip.View()
 	o.trackLeaving(view, now)
 	quorate := o.joined.Load() && view.Quorate(o.tie)
+	if !quorate && view.Tied() && o.Tie != nil && o.Tie.Undecided() {
+		// A tie began and its outcome is not known yet (a round trip to the API server):
+		// keep what is held, take nothing, until it is (nodes.TieBreak.Undecided).
+		return false
+	}
 	o.quorate.Set(b2f(quorate))
 	if quorate != o.loggedQuorate && o.joined.Load() {
 		msg := "this node's side of the cluster lost its majority: it holds no VIP"
@@ -328,6 +355,7 @@ func (o *Ownership) step(ctx context.Context, log interface {
 			o.acquired.Inc()
 			log.Info("acquiring VIP", "loadBalancer", k, "vip", v, "node", o.Node)
 			o.event(ctx, k, "VIPAcquired", "node %s holds the VIP now")
+			o.heldSince[k] = now
 		}
 		delete(o.lingering, k)
 	}
@@ -336,6 +364,7 @@ func (o *Ownership) step(ctx context.Context, log interface {
 			o.released.Inc()
 			log.Info("releasing VIP", "loadBalancer", k, "vip", v, "node", o.Node, "quorate", quorate)
 			o.event(ctx, k, "VIPReleased", "node %s let the VIP go")
+			delete(o.heldSince, k)
 			o.lingering[k] = lingered{vip: v, until: now.Add(o.Linger)}
 		}
 	}

@@ -542,3 +542,79 @@ func TestANodeComingBackSettlesFirst(t *testing.T) {
 		t.Fatalf("took the VIP c holds: %v", o.Held())
 	}
 }
+
+// unreachable is an API server that does not answer (a node cut off from it).
+type unreachable struct{ client.Reader }
+
+func (unreachable) Get(context.Context, client.ObjectKey, client.Object, ...client.GetOption) error {
+	return errors.New("the API server does not answer")
+}
+
+// TestATieKeepsTheVIPWhereItIs is the partition matrix's 2|2 with both halves reaching the
+// API server: a holds the VIP; as the cut forms, c sees a go first (a death, to c) and takes
+// the VIP; then the tie begins everywhere, c's half first to ask for the tie-break Lease. a
+// keeps answering while the tie's outcome is unknown, a's half wins (the node that has held a
+// VIP for a while claims a free Lease first), and c lets the VIP go. Before, a let the VIP go
+// at the tie's start, and whichever half asked first won: the VIP moved, its connections broke.
+func TestATieKeepsTheVIPWhereItIs(t *testing.T) {
+	all := []string{"a", "b", "c", "d"}
+	v := vipRanked(t, all, "a", "c")
+	k := "ns/lb-" + v
+	c := &clock{t: time.Unix(1000, 0)}
+	api := fake.NewClientBuilder().WithScheme(manager.NewScheme()).Build()
+	os := cluster(t, loadBalancers(t, v), c, all...)
+	tieBreaks := func(api client.Client) {
+		for n, o := range os {
+			o.Tie = &nodes.TieBreak{Client: api, Reader: api, Namespace: "l4lb-system", Node: n, Now: c.now, Holding: o.HoldsSettled}
+		}
+	}
+	tieBreaks(api)
+	settle(os)
+	c.advance(2 * settledHold)
+	if !os["a"].Held()[k] {
+		t.Fatalf("the test needs a to hold %s: %v", k, os["a"].Held())
+	}
+	see := func(n string, alive ...string) { os[n].Gossip.(*fakePeers).view = view(4, alive...) }
+	see("c", "b", "c", "d") // the cut forms: c sees a go first
+	step(os["c"])
+	if !os["c"].Held()[k] {
+		t.Fatalf("the test needs c to take %s when a goes out of its view: %v", k, os["c"].Held())
+	}
+	c.advance(100 * time.Millisecond)
+	see("a", "a", "b")
+	see("b", "a", "b")
+	see("c", "c", "d")
+	see("d", "c", "d")
+	for _, n := range all { // the tie begins everywhere
+		step(os[n])
+		if n == "a" && !os["a"].Held()[k] {
+			t.Fatal("a let the VIP go at the start of the tie, before its outcome was known")
+		}
+	}
+	ctx := context.Background()
+	for i := range 4 {
+		for _, n := range []string{"c", "d", "a", "b"} { // c's half asks the API server first
+			os[n].Tie.Step(ctx)
+		}
+		c.advance(100 * time.Millisecond)
+		settle(os)
+		if !os["a"].Held()[k] || os["c"].Held()[k] {
+			t.Fatalf("%d00 ms into the tie a holds %v, c holds %v; want the VIP kept on a alone", i+1, os["a"].Held(), os["c"].Held())
+		}
+	}
+
+	// The same tie, a cut off from the API server: a keeps the VIP for undecidedFor at most.
+	c.advance(time.Minute) // the first tie is long over
+	tieBreaks(fake.NewClientBuilder().WithScheme(manager.NewScheme()).Build())
+	os["a"].Tie.Reader = unreachable{}
+	step(os["a"])
+	if !os["a"].Held()[k] {
+		t.Fatal("a let the VIP go at the start of the second tie")
+	}
+	os["a"].Tie.Step(ctx)
+	c.advance(300 * time.Millisecond)
+	step(os["a"])
+	if os["a"].Held()[k] {
+		t.Fatal("a, unable to read the tie-break Lease, still holds the VIP 300 ms into the tie")
+	}
+}

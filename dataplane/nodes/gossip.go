@@ -286,6 +286,9 @@ func (v View) Eligible() []string {
 	return slices.DeleteFunc(slices.Clone(v.Alive), func(n string) bool { return v.Unfit[n] })
 }
 
+// Tied reports whether exactly half of the known nodes are alive in this view.
+func (v View) Tied() bool { return 2*len(v.Alive) == v.Known }
+
 // Quorate reports whether this side of a partition may hold VIPs: more than half of the known
 // nodes are alive in its view, or exactly half and tie says this half wins the tie (two halves
 // cannot tell a partition from a death otherwise; TieBreak lets only one of them win). A nil
@@ -294,7 +297,7 @@ func (v View) Quorate(tie func(alive []string) bool) bool {
 	switch alive := len(v.Alive); {
 	case 2*alive > v.Known:
 		return true
-	case 2*alive == v.Known:
+	case v.Tied():
 		return tie == nil || tie(v.Alive)
 	}
 	return false

@@ -21,6 +21,21 @@ const TieLease = "l4lb-tiebreak"
 // quarter of that and gives it up after two thirds without a renewal.
 const DefaultTieDuration = 6 * time.Second
 
+// headStart is how long, from the start of a tie, a node that has not held a VIP for a while
+// (Holding) leaves a free Lease to the nodes that have: when both halves reach the API server,
+// the half that held the VIPs wins, and they stay where they are, with their connections (the
+// race went either way before: the matrix's 2|2 moved the VIP every other run).
+const headStart = 200 * time.Millisecond
+
+// undecidedFor bounds how long a node keeps what it holds when a tie begins and it has not yet
+// read the Lease (Undecided): letting go at once and taking the VIPs back a round trip later left
+// them unanswered for up to 1.1 s in the randomized run. A node that cannot reach the API
+// server lets go after it, while the other half takes over after headStart at the earliest:
+// they answer together for about the difference (the matrix's 2|2 with the API server on the
+// other half: 0.44 s with 500 ms). A read slower than this (a loaded API server) only costs
+// what letting go at once did.
+const undecidedFor = 300 * time.Millisecond
+
 // TieBreak decides a tie: when exactly half of the listed dataplane nodes are alive in a
 // node's view, the half that holds the tie-break Lease may hold VIPs, and only that half. The
 // API server orders the writes of one Lease, so two halves that both reach it cannot both win
@@ -38,6 +53,9 @@ type TieBreak struct {
 	Node      string
 	Duration  time.Duration
 	Now       func() time.Time // tests; nil: time.Now
+	// Holding reports whether this node has answered for a VIP for a while (nil: it has
+	// not); such a node claims a free Lease at once, the others after headStart.
+	Holding func() bool
 
 	kick chan struct{} // a tie began: contend now, not at the next tick
 
@@ -47,6 +65,7 @@ type TieBreak struct {
 	holder    string    // the Lease's holder as last read
 	seen      string    // holder and renewTime as last read, to notice a renewal
 	changedAt time.Time // when this node last saw the Lease change
+	readAt    time.Time // when this node last read (or wrote) the Lease
 	wroteAt   time.Time // this node's last successful claim
 }
 
@@ -75,10 +94,7 @@ func (t *TieBreak) Won(alive []string) bool {
 	now := t.now()
 	if now.Sub(t.wanted) >= t.duration()/2 {
 		t.tieFrom = now
-		select { // a tie begins: the survivor of two takes the Lease in one round trip
-		case t.kicks() <- struct{}{}:
-		default:
-		}
+		t.kickLocked() // a tie begins: the survivor of two takes the Lease in one round trip
 	}
 	t.wanted = now
 	switch {
@@ -91,6 +107,16 @@ func (t *TieBreak) Won(alive []string) bool {
 		return !t.changedAt.Before(t.tieFrom) && now.Sub(t.changedAt) < t.renewDeadline()
 	}
 	return false
+}
+
+// Undecided reports whether a tie began less than undecidedFor ago (Won asked) and this node has
+// not read the Lease since: the outcome is not known yet, and what the node holds it keeps
+// meanwhile (it takes nothing new).
+func (t *TieBreak) Undecided() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	return now.Sub(t.wanted) < t.duration()/2 && now.Sub(t.tieFrom) < undecidedFor && t.readAt.Before(t.tieFrom)
 }
 
 // Run contends for the Lease while ties last (Won asked in the last two periods), every
@@ -120,6 +146,20 @@ func (t *TieBreak) kicks() chan struct{} {
 	return t.kick
 }
 
+// kickLocked wakes Run (one wake-up pending is enough); called with t.mu held.
+func (t *TieBreak) kickLocked() {
+	select {
+	case t.kicks() <- struct{}{}:
+	default:
+	}
+}
+
+func (t *TieBreak) kickNow() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.kickLocked()
+}
+
 // Step reads the Lease and claims or renews it when this node may, or releases it when no tie
 // wants it any more.
 func (t *TieBreak) Step(ctx context.Context) {
@@ -127,16 +167,23 @@ func (t *TieBreak) Step(ctx context.Context) {
 	now := t.now()
 	wanted := now.Sub(t.wanted) < t.duration()/2
 	mine := t.holder == t.Node
+	wait := t.tieFrom.Add(headStart).Sub(now)
 	t.mu.Unlock()
 	if !wanted && !mine {
 		return
+	}
+	if wait > 0 && (t.Holding == nil || !t.Holding()) {
+		// A free Lease is left to the nodes that hold VIPs for a moment: come back then.
+		time.AfterFunc(wait, t.kickNow)
+	} else {
+		wait = 0
 	}
 	ctx, cancel := context.WithTimeout(ctx, t.duration()/4)
 	defer cancel()
 	var l coordinationv1.Lease
 	err := t.Reader.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: TieLease}, &l)
 	if apierrors.IsNotFound(err) {
-		if !wanted {
+		if !wanted || wait > 0 {
 			t.observe(nil, now)
 			return
 		}
@@ -160,7 +207,7 @@ func (t *TieBreak) Step(ctx context.Context) {
 		if t.Client.Update(ctx, &l) == nil {
 			t.observe(&l, now)
 		}
-	case holder == t.Node || holder == "" || idle >= t.duration():
+	case holder == t.Node || (holder == "" || idle >= t.duration()) && wait <= 0:
 		t.claim(&l, now)
 		t.put(ctx, &l, now, t.Client.Update(ctx, &l))
 	}
@@ -215,5 +262,5 @@ func (t *TieBreak) observe(l *coordinationv1.Lease, now time.Time) {
 	if s := holder + " " + renewed; s != t.seen {
 		t.seen, t.changedAt = s, now
 	}
-	t.holder = holder
+	t.holder, t.readAt = holder, now
 }

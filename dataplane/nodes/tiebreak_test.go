@@ -111,10 +111,11 @@ func TestAClaimSeenInAnEarlierTieDoesNotCount(t *testing.T) {
 		for _, n := range half {
 			tb[n].Won(half)
 		}
+		now = now.Add(headStart) // no node holds a VIP here: each leaves the Lease free that long
 		for _, n := range stepping {
 			tb[n].Step(ctx)
 		}
-		now = now.Add(DefaultTieDuration / 4)
+		now = now.Add(DefaultTieDuration/4 - headStart)
 	}
 	// First tie, c d | a b, everyone reaching the API server: c wins, a reads c's renewals.
 	for range 4 {
@@ -176,7 +177,8 @@ func TestAPartnersClaimCountsAtOnce(t *testing.T) {
 	tb["b"].Reader = &staleOnce{Reader: c}
 	half := []string{"a", "b"}
 	tb["a"].Won(half)
-	tb["b"].Won(half) // the tie begins for both
+	tb["b"].Won(half)        // the tie begins for both
+	now = now.Add(headStart) // neither holds a VIP: both wait for the nodes that do
 	ctx := context.Background()
 	tb["a"].Step(ctx) // a creates the Lease
 	tb["b"].Step(ctx) // b read before that: its create fails
