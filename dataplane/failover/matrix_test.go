@@ -29,9 +29,10 @@ import (
 //
 // Not in the matrix: a node's clock stepped (a network namespace has no clock of its own, and
 // no rule compares two nodes' clocks: leases and the tie-break are judged on each node's own
-// clock from what it saw change); a successor crash-looping during a restart hand-off (the
-// hand-off is used only when no other node could take the VIPs: its end is dataplane/nat's
-// and dataplane/vip's TestAHandOff... tests).
+// clock from what it saw change; dataplane/nodes' TestTieBreakHasOneWinningHalf puts one node's
+// clock 30 s either way). The successor crash-looping is here after a rollout's stop; after
+// the kernel hand-off of a node alone (used only when no other node could take the VIPs), its
+// end is dataplane/nat's and dataplane/vip's TestAHandOff... tests.
 
 // matrixCase is one fault: do applies it (given the holder and the others, in the order the
 // lab lists them) and returns the nodes entitled to the VIP while it lasts and what heals it.
@@ -137,6 +138,32 @@ func (l *lab) restartWith(node string, args ...string) {
 	l.kill(node)
 	l.agents[node].args = args
 	l.start(node)
+}
+
+// crashLoop starts node's agent and SIGKILLs it 1.5 s later, again and again (a successor
+// that crash-loops: it joins, may even become fit, and dies), until the returned function
+// stops the loop and starts the agent for good.
+func (l *lab) crashLoop(node string) func() {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			l.start(node)
+			select {
+			case <-stop:
+				return
+			case <-time.After(1500 * time.Millisecond):
+			}
+			l.kill(node)
+			select {
+			case <-stop:
+				l.start(node)
+				return
+			case <-time.After(500 * time.Millisecond): // kubelet's back-off, shortened
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
 }
 
 // servingLab is a lab of n nodes, their agents started, serving the load balancer.
@@ -270,6 +297,12 @@ func TestPartitionMatrixThreeNodes(t *testing.T) {
 			time.Sleep(700 * time.Millisecond)
 			p.Signal(syscall.SIGCONT)
 			return all, func() {}
+		}},
+		{"the holder's agent stopped (a rollout), its successor crash-looping", func(l *lab, h string, o []string) ([]string, func()) {
+			a := l.agents[h]
+			a.cmd.Process.Signal(syscall.SIGTERM) // it drains: the others take its VIPs first
+			a.cmd.Wait()
+			return o, l.crashLoop(h)
 		}},
 		{"nft flush ruleset on the holder", func(l *lab, h string, o []string) ([]string, func()) {
 			l.flushRuleset(h)

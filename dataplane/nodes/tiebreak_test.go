@@ -2,6 +2,7 @@ package nodes
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -31,11 +32,24 @@ func tieBreakers(c client.Client, clock func() time.Time, nodes ...string) map[s
 // TestTieBreakHasOneWinningHalf: two halves of four nodes, both reaching the API server, ask
 // for the tie-break at once: one half wins, the other does not, at every step; when the
 // winner's half goes quiet, the other half takes over only after the winner's claim ran out on
-// every clock; when the tie is over, the Lease is let go.
+// every clock; when the tie is over, the Lease is let go. The same with the winner's clock
+// stepped 30 s ahead or behind the others' (the clock step): it writes renewal times
+// 30 s off, which a rule reading them would take for a claim 30 s stale (two winners at
+// once) or good for 30 s more (nobody wins after it goes); each node judges a claim on its own
+// clock from when it saw it renewed, so nothing changes. (A step of a node's own clock does not
+// change the durations it measures: Go's time.Now carries the monotonic clock, which stepping
+// the wall clock does not move.)
 func TestTieBreakHasOneWinningHalf(t *testing.T) {
+	for _, skew := range []time.Duration{0, 30 * time.Second, -30 * time.Second} {
+		t.Run(fmt.Sprintf("a's clock %v off", skew), func(t *testing.T) { oneWinningHalf(t, skew) })
+	}
+}
+
+func oneWinningHalf(t *testing.T, skew time.Duration) {
 	c := fake.NewClientBuilder().WithScheme(testScheme()).Build()
 	now := time.Unix(1000, 0)
 	tb := tieBreakers(c, func() time.Time { return now }, "a", "b", "c", "d")
+	tb["a"].Now = func() time.Time { return now.Add(skew) }
 	left, right := []string{"a", "b"}, []string{"c", "d"}
 	halfOf := map[string][]string{"a": left, "b": left, "c": right, "d": right}
 	ctx := context.Background()
