@@ -193,7 +193,15 @@ func runMatrix(t *testing.T, l *lab, all []string, cases []matrixCase) {
 		time.Sleep(500 * time.Millisecond)
 		faulted := time.Now()
 		entitled, heal := c.do(l, holder, others)
-		time.Sleep(hold)
+		var keptErr error
+		for end := time.Now().Add(hold); time.Now().Before(end); {
+			time.Sleep(min(10*time.Second, time.Until(end)))
+			if keptErr == nil && time.Now().Before(end) {
+				// A line every 10 s: the listener's idle timeout (Octavia's default, 50 s)
+				// would end a connection left quiet through a 60 s fault.
+				keptErr = kept.try("during " + c.name)
+			}
+		}
 		var atEnd []string
 		for _, m := range l.answering() {
 			atEnd = append(atEnd, l.nodeOf(m))
@@ -205,7 +213,9 @@ func runMatrix(t *testing.T, l *lab, all []string, cases []matrixCase) {
 		maxMACs, moves := arp.stop()
 		overlap, overlapAt := arp.longestOverlap()
 		silent, silentAt := arp.longestSilence()
-		keptErr := kept.try("after " + c.name)
+		if keptErr == nil {
+			keptErr = kept.try("after " + c.name)
+		}
 		kept.c.Close()
 		fmt.Printf("matrix %-58s holder %s; at the end of %v: %v answer (entitled %v); two answered for at most %v, none for at most %v; moved %d times; connections %d answered, %d refused, %d cut; one open throughout: %s\n",
 			c.name+":", holder, hold, atEnd, entitled, overlap.Round(time.Millisecond), silent.Round(time.Millisecond), moves, ok, refused, cut, keptOrNot(keptErr))

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/loadbalancer/v2/listeners"
 	"github.com/gophercloud/gophercloud/v2/openstack/loadbalancer/v2/loadbalancers"
+	"github.com/gophercloud/gophercloud/v2/openstack/loadbalancer/v2/pools"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/networks"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,7 +34,9 @@ func runOctavia(ctx context.Context, env *testenv.Env, n int) error {
 		return err
 	}
 	defer down()
-	if _, err := env.Run(ctx, testenv.ControlPlane{AgentNode: "bench"}); err != nil {
+	cp, stopControlPlane := context.WithCancel(ctx)
+	defer stopControlPlane()
+	if _, err := env.Run(cp, testenv.ControlPlane{AgentNode: "bench"}); err != nil {
 		return err
 	}
 	if err := env.Client.Create(ctx, &lbv1.VIPPool{ObjectMeta: metav1.ObjectMeta{Name: "bench"},
@@ -136,6 +140,43 @@ func runOctavia(ctx context.Context, env *testenv.Env, n int) error {
 	}
 	slices.Sort(lbActive)
 	fmt.Printf("| load balancer create -> ACTIVE | %v | %v | (Octavia: minutes) | | |\n", pct(lbActive, 50), pct(lbActive, 99))
+
+	// One project grown to 100, then 1,000 load balancers of the scale target's shape, made
+	// through the Kubernetes API (the Octavia API's create is measured above), the controllers
+	// stopped so that the lists are timed alone.
+	var existing lbv1.LoadBalancerList // the project's namespace is the one its creates made
+	if err := env.Client.List(ctx, &existing); err != nil || len(existing.Items) == 0 {
+		return fmt.Errorf("the project's load balancers: %d, %v", len(existing.Items), err)
+	}
+	ns := existing.Items[0].Namespace
+	stopControlPlane()
+	fmt.Printf("\n| one project's list, median of 5 | load balancers | listeners | pools |\n|---|---|---|---|\n")
+	made := 0
+	for _, size := range []int{100, 1000} {
+		for ; made < size; made++ {
+			for _, o := range testenv.ScaleTree(ns, fmt.Sprintf("scale%d", made), "198.51.100") {
+				if err := env.Client.Create(ctx, o); err != nil {
+					return err
+				}
+			}
+		}
+		row := fmt.Sprintf("| %d load balancers, %d listeners, %d pools", size+n, 2*size, 2*size)
+		for _, list := range []func() error{
+			func() error { _, err := loadbalancers.List(lbc, nil).AllPages(ctx); return err },
+			func() error { _, err := listeners.List(lbc, nil).AllPages(ctx); return err },
+			func() error { _, err := pools.List(lbc, nil).AllPages(ctx); return err },
+		} {
+			var took []time.Duration
+			for range 5 {
+				if err := timed(&took, list); err != nil {
+					return err
+				}
+			}
+			slices.Sort(took)
+			row += fmt.Sprintf(" | %v", median(took).Round(100*time.Microsecond))
+		}
+		fmt.Println(row + " |")
+	}
 	return nil
 }
 

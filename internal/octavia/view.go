@@ -105,12 +105,22 @@ func (v *view) monitorOf(p *lbv1.Pool) *lbv1.HealthMonitor {
 	return nil
 }
 
-// poolsOf are the pools of a load balancer, serving a listener or not.
+// poolsOf are the pools of a load balancer, serving a listener or not: model.PoolLoadBalancer's
+// rule, a pool's own reference or its listener's, checked against this load balancer's
+// listeners only (against them all, pool by pool, a list of 1,000 load balancers took seconds).
 func (v *view) poolsOf(lb *lbv1.LoadBalancer) []*lbv1.Pool {
+	mine := map[string]bool{}
+	for _, l := range v.listenersOf(lb) {
+		mine[l.Name] = true
+	}
 	var out []*lbv1.Pool
 	for i := range v.ps {
-		if v.ps[i].Namespace == lb.Namespace && model.PoolLoadBalancer(&v.ps[i], v.ls) == lb.Name {
-			out = append(out, &v.ps[i])
+		p := &v.ps[i]
+		if p.Namespace != lb.Namespace {
+			continue
+		}
+		if ref := p.Spec.LoadBalancerRef; ref != nil && ref.Name == lb.Name || ref == nil && mine[p.Spec.ListenerName()] {
+			out = append(out, p)
 		}
 	}
 	return out

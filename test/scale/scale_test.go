@@ -84,27 +84,6 @@ func start(b *testing.B, log string, args []string, env ...string) process {
 	return process{cmd}
 }
 
-// objects are one load balancer as the issue's scale target has it: two TCP listeners, each
-// with a pool of four members.
-func objects(i int) []client.Object {
-	lb := fmt.Sprintf("lb%d", i)
-	objs := []client.Object{&lbv1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: lb},
-		Spec: lbv1.LoadBalancerSpec{Provider: lbv1.ProviderStatic}}}
-	for _, port := range []int32{80, 443} {
-		name := fmt.Sprintf("%s-%d", lb, port)
-		var members []lbv1.Member
-		for m := range 4 {
-			members = append(members, lbv1.Member{Name: fmt.Sprintf("m%d", m), Address: fmt.Sprintf("192.0.2.%d", 20+m), ProtocolPort: 8080})
-		}
-		objs = append(objs,
-			&lbv1.Listener{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-				Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: lb}, Protocol: lbv1.ListenerTCP, ProtocolPort: port}},
-			&lbv1.Pool{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-				Spec: lbv1.PoolSpec{ListenerRef: &lbv1.ObjectReference{Name: name}, Protocol: lbv1.PoolTCP, LBAlgorithm: lbv1.RoundRobin, Members: members}})
-	}
-	return objs
-}
-
 // apply creates load balancers from..to-1 at once, as `kubectl apply` of one big file would,
 // with eight writers.
 func apply(b *testing.B, ctx context.Context, c client.Client, from, to int) {
@@ -115,7 +94,7 @@ func apply(b *testing.B, ctx context.Context, c client.Client, from, to int) {
 	for range 8 {
 		wg.Go(func() {
 			for i := range work {
-				for _, o := range objects(i) {
+				for _, o := range testenv.ScaleTree(ns, fmt.Sprintf("lb%d", i), "192.0.2") {
 					if err := c.Create(ctx, o); err != nil {
 						once.Do(func() { failed = err })
 					}
