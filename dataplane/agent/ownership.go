@@ -154,7 +154,22 @@ func (o *Ownership) Alone() bool {
 func (o *Ownership) HoldsSettled() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	now := o.now()
+	return o.holdsSettled(o.now())
+}
+
+// departed reports whether a node alive in the previous computation is not now. Called with
+// o.mu held.
+func (o *Ownership) departed(view nodes.View) bool {
+	for n := range o.seen {
+		if !slices.Contains(view.Alive, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// holdsSettled is HoldsSettled, called with o.mu held.
+func (o *Ownership) holdsSettled(now time.Time) bool {
 	for _, since := range o.heldSince {
 		if now.Sub(since) > settledHold {
 			return true
@@ -296,6 +311,9 @@ func (o *Ownership) step(ctx context.Context, log interface {
 		if n != o.Node && !o.seen[n] {
 			o.lastArrival = now
 		}
+	}
+	if o.Tie != nil && quorate && 2*(len(view.Alive)-1) == view.Known && o.departed(view) && o.holdsSettled(now) {
+		o.Tie.Expect() // one more node gone makes a tie: contend before the other half does
 	}
 	o.seen = map[string]bool{}
 	for _, n := range view.Alive {

@@ -618,3 +618,50 @@ func TestATieKeepsTheVIPWhereItIs(t *testing.T) {
 		t.Fatal("a, unable to read the tie-break Lease, still holds the VIP 300 ms into the tie")
 	}
 }
+
+// TestTheHolderContendsAsTheCutForms: the other half finds its tie first, 250 ms before the
+// holder's half does (gossip probes each node in turn: the halves of the matrix's 2|2 found
+// theirs up to 0.2 s apart), longer than the head start a holder has. The holder, seeing the
+// first node of the other half go with its side one node from a tie, claims the Lease then, and
+// keeps the VIP. Without that, the other half won the race, and the VIP moved.
+func TestTheHolderContendsAsTheCutForms(t *testing.T) {
+	all := []string{"a", "b", "c", "d"}
+	v := vipRanked(t, all, "a")
+	k := "ns/lb-" + v
+	c := &clock{t: time.Unix(1000, 0)}
+	api := fake.NewClientBuilder().WithScheme(manager.NewScheme()).Build()
+	os := cluster(t, loadBalancers(t, v), c, all...)
+	for n, o := range os {
+		o.Tie = &nodes.TieBreak{Client: api, Reader: api, Namespace: "l4lb-system", Node: n, Now: c.now, Holding: o.HoldsSettled}
+	}
+	settle(os)
+	c.advance(2 * settledHold)
+	if !os["a"].Held()[k] {
+		t.Fatalf("the test needs a to hold %s: %v", k, os["a"].Held())
+	}
+	see := func(n string, alive ...string) { os[n].Gossip.(*fakePeers).view = view(4, alive...) }
+	ctx := context.Background()
+	see("a", "a", "b", "d") // a sees c go first
+	step(os["a"])
+	os["a"].Tie.Step(ctx)
+	see("c", "c", "d") // c's half finds its tie
+	see("d", "c", "d")
+	step(os["c"])
+	step(os["d"])
+	c.advance(250 * time.Millisecond)
+	os["c"].Tie.Step(ctx) // past the head start: the Lease is a's already
+	os["d"].Tie.Step(ctx)
+	see("a", "a", "b") // a's half finds its tie
+	see("b", "a", "b")
+	for range 4 {
+		for _, n := range all {
+			step(os[n])
+			answer(os[n])
+			os[n].Tie.Step(ctx)
+		}
+		c.advance(100 * time.Millisecond)
+		if !os["a"].Held()[k] || os["c"].Held()[k] {
+			t.Fatalf("a holds %v, c holds %v; want the VIP kept on a alone", os["a"].Held(), os["c"].Held())
+		}
+	}
+}

@@ -119,6 +119,22 @@ func (t *TieBreak) Undecided() bool {
 	return now.Sub(t.wanted) < t.duration()/2 && now.Sub(t.tieFrom) < undecidedFor && t.readAt.Before(t.tieFrom)
 }
 
+// Expect contends for the Lease now, as a tie would: a tie may be about to begin (one more node
+// gone would make one) and this node has held VIPs for a while. The two halves of a cut find
+// their tie up to a few hundred milliseconds apart (gossip probes each node in turn), more than
+// headStart: the half that held the VIPs claims the Lease as the cut forms, before the other
+// half finds its tie, and keeps them. A claim made for nothing is let go once no tie wants it.
+func (t *TieBreak) Expect() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	if now.Sub(t.wanted) >= t.duration()/2 {
+		t.tieFrom = now
+	}
+	t.wanted = now
+	t.kickLocked()
+}
+
 // Run contends for the Lease while ties last (Won asked in the last two periods), every
 // quarter of Duration, and gives up a claim once a tie is over.
 func (t *TieBreak) Run(ctx context.Context) {
