@@ -59,7 +59,7 @@ func Join(mgr ctrl.Manager, m Membership) (*Ownership, *nodes.Gossip, error) {
 	own = NewOwnership(node, g, reg, mgr.GetClient(), crmetrics.Registry)
 	own.Recorder = mgr.GetEventRecorder("l4lb-dataplane")
 	own.Tie = &nodes.TieBreak{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: m.LeaseNamespace, Node: node,
-		Holding: own.HoldsSettled}
+		AtOnce: own.ClaimsTieAtOnce}
 	switch witness {
 	case "none":
 	case "":

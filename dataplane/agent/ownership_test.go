@@ -565,7 +565,7 @@ func TestATieKeepsTheVIPWhereItIs(t *testing.T) {
 	os := cluster(t, loadBalancers(t, v), c, all...)
 	tieBreaks := func(api client.Client) {
 		for n, o := range os {
-			o.Tie = &nodes.TieBreak{Client: api, Reader: api, Namespace: "l4lb-system", Node: n, Now: c.now, Holding: o.HoldsSettled}
+			o.Tie = &nodes.TieBreak{Client: api, Reader: api, Namespace: "l4lb-system", Node: n, Now: c.now, AtOnce: o.ClaimsTieAtOnce}
 		}
 	}
 	tieBreaks(api)
@@ -632,7 +632,7 @@ func TestTheHolderContendsAsTheCutForms(t *testing.T) {
 	api := fake.NewClientBuilder().WithScheme(manager.NewScheme()).Build()
 	os := cluster(t, loadBalancers(t, v), c, all...)
 	for n, o := range os {
-		o.Tie = &nodes.TieBreak{Client: api, Reader: api, Namespace: "l4lb-system", Node: n, Now: c.now, Holding: o.HoldsSettled}
+		o.Tie = &nodes.TieBreak{Client: api, Reader: api, Namespace: "l4lb-system", Node: n, Now: c.now, AtOnce: o.ClaimsTieAtOnce}
 	}
 	settle(os)
 	c.advance(2 * settledHold)

@@ -22,7 +22,7 @@ const TieLease = "l4lb-tiebreak"
 const DefaultTieDuration = 6 * time.Second
 
 // headStart is how long, from the start of a tie, a node that has not held a VIP for a while
-// (Holding) leaves a free Lease to the nodes that have: when both halves reach the API server,
+// (AtOnce) leaves a free Lease to the nodes that have: when both halves reach the API server,
 // the half that held the VIPs wins, and they stay where they are, with their connections (the
 // race went either way before: the matrix's 2|2 moved the VIP every other run).
 const headStart = 200 * time.Millisecond
@@ -53,9 +53,9 @@ type TieBreak struct {
 	Node      string
 	Duration  time.Duration
 	Now       func() time.Time // tests; nil: time.Now
-	// Holding reports whether this node has answered for a VIP for a while (nil: it has
-	// not); such a node claims a free Lease at once, the others after headStart.
-	Holding func() bool
+	// AtOnce reports whether this node claims a free Lease at once in a tie (it has answered
+	// for a VIP for a while); nil or false: it leaves it to those for headStart.
+	AtOnce func() bool
 
 	kick chan struct{} // a tie began: contend now, not at the next tick
 
@@ -188,7 +188,7 @@ func (t *TieBreak) Step(ctx context.Context) {
 	if !wanted && !mine {
 		return
 	}
-	if wait > 0 && (t.Holding == nil || !t.Holding()) {
+	if wait > 0 && (t.AtOnce == nil || !t.AtOnce()) {
 		// A free Lease is left to the nodes that hold VIPs for a moment: come back then.
 		time.AfterFunc(wait, t.kickNow)
 	} else {
