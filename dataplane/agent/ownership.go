@@ -319,7 +319,7 @@ func (o *Ownership) step(ctx context.Context, log interface {
 			o.lastArrival = now
 		}
 	}
-	if o.Tie != nil && quorate && 2*(len(view.Alive)-1) == view.Known && o.departed(view) && o.holdsSettled(now) {
+	if o.Tie != nil && quorate && view.OneFromTie() && o.departed(view) && o.holdsSettled(now) {
 		o.Tie.Expect() // one more node gone makes a tie: contend before the other half does
 	}
 	o.seen = map[string]bool{}

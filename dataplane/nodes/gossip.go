@@ -289,6 +289,9 @@ func (v View) Eligible() []string {
 // Tied reports whether exactly half of the known nodes are alive in this view.
 func (v View) Tied() bool { return 2*len(v.Alive) == v.Known }
 
+// OneFromTie reports whether one more node gone would make this view a tie.
+func (v View) OneFromTie() bool { return 2*(len(v.Alive)-1) == v.Known }
+
 // Quorate reports whether this side of a partition may hold VIPs: more than half of the known
 // nodes are alive in its view, or exactly half and tie says this half wins the tie (two halves
 // cannot tell a partition from a death otherwise; TieBreak lets only one of them win). A nil

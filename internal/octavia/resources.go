@@ -69,7 +69,7 @@ func lbJSON(v *view, o client.Object) map[string]any {
 		address = lb.Status.VIPAddress
 	}
 	ls := v.listenersOf(lb)
-	ps := v.poolsOf(lb) // served by a listener or not, as Octavia lists them
+	ps := v.poolsOf(lb, ls) // served by a listener or not, as Octavia lists them
 	if m["provisioning_status"] == string(lbv1.ProvisioningActive) && v.childPending(ls, ps) {
 		// Octavia locks a load balancer (PENDING_UPDATE) while a change below it is being
 		// made, and clients wait on the load balancer alone (`--wait`, OCCM, Terraform).

@@ -105,12 +105,13 @@ func (v *view) monitorOf(p *lbv1.Pool) *lbv1.HealthMonitor {
 	return nil
 }
 
-// poolsOf are the pools of a load balancer, serving a listener or not: model.PoolLoadBalancer's
-// rule, a pool's own reference or its listener's, checked against this load balancer's
-// listeners only (against them all, pool by pool, a list of 1,000 load balancers took seconds).
-func (v *view) poolsOf(lb *lbv1.LoadBalancer) []*lbv1.Pool {
+// poolsOf are the pools of a load balancer whose listeners are ls (listenersOf), serving a
+// listener or not: model.PoolLoadBalancer's rule, a pool's own reference or its listener's,
+// checked against this load balancer's listeners only (against them all, pool by pool, a list
+// of 1,000 load balancers took seconds).
+func (v *view) poolsOf(lb *lbv1.LoadBalancer, ls []*lbv1.Listener) []*lbv1.Pool {
 	mine := map[string]bool{}
-	for _, l := range v.listenersOf(lb) {
+	for _, l := range ls {
 		mine[l.Name] = true
 	}
 	var out []*lbv1.Pool

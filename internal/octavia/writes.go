@@ -173,7 +173,8 @@ func updateLB(_ *Server, _ context.Context, v *view, o client.Object, obj map[st
 
 func (s *Server) removeLB(ctx context.Context, v *view, o client.Object, cascade bool) error {
 	lb := o.(*lbv1.LoadBalancer)
-	ls, ps := v.listenersOf(lb), v.poolsOf(lb)
+	ls := v.listenersOf(lb)
+	ps := v.poolsOf(lb, ls)
 	if len(ls)+len(ps) > 0 && !cascade {
 		return badRequest("Cannot delete Load Balancer %s - it has children", lb.UID)
 	}
