@@ -48,9 +48,9 @@ func run(t *testing.T, args ...string) {
 }
 
 // A client on one network, the load balancer's node, and a member on another network that
-// has no route back to the client: the flow is forwarded through the node and masqueraded, so
-// the member answers the node, and the client gets its answer from the VIP. This is how a
-// node reaches members that are not on it.
+// routes the VIP through the node and has no route to the client: the flow is forwarded through the
+// node with the VIP as its source, so the member answers the VIP, and the client gets its
+// answer from the VIP. This is how a node reaches members that are not on it.
 func TestForwardedFlowsReachMembersElsewhere(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to make network namespaces")
@@ -75,6 +75,7 @@ func TestForwardedFlowsReachMembersElsewhere(t *testing.T) {
 	// The VIP is on the node's lo, as the agent puts it, and answered for by ARP.
 	run(t, "ip", "-n", lb, "addr", "add", "10.231.1.100/32", "dev", "lo")
 	run(t, "ip", "netns", "exec", lb, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	run(t, "ip", "-n", mem, "route", "add", "10.231.1.100/32", "via", "10.231.2.1")
 	vip := netip.MustParseAddrPort("10.231.1.100:5353")
 
 	var member netip.AddrPort

@@ -12,7 +12,7 @@
 //	  l<id>  the listener's ct timeout; allowed sources -> goto s<id>, else count an error and drop
 //	  s<id>  over the connection limit: drop; no member: drop; else the algorithm's map p<id> -> goto m<id>
 //	  m<id>  ct mark = member, count a flow, dnat to the member
-//	nat_post (priority srcnat)          our flows leaving by another interface than lo: masquerade
+//	nat_post (priority srcnat)          our flows leaving by another interface than lo: snat to the VIP
 //	count_pre, count_out (filter)       ct mark -> jump c<id>: bytes in (original) or out (reply)
 //
 // What is built for a listener is named <kind><id>_<n>, n the Apply that built it, and stays
@@ -663,10 +663,13 @@ func (t *Table) program(ls []Listener) (map[uint32]bool, error) {
 			c.AddRule(&nftables.Rule{Table: t.table, Chain: b, Exprs: e})
 		}
 	}
-	// Our flows to members elsewhere leave with the node's address, so replies come back
-	// through this node (as LVS in Octavia's amphora is paired with SNAT).
+	// Our flows to members elsewhere leave with the VIP as their source, so replies come back
+	// through whichever node holds the VIP: this one, or after a move the one that took it,
+	// which carries the flow on (standby.go). (LVS in Octavia's amphora is paired with SNAT.)
 	if hooked {
-		c.AddRule(&nftables.Rule{Table: t.table, Chain: t.base[natPost], Exprs: append(append(t.markIsOurs(), oifNotLo()...), &expr.Masq{})})
+		for _, fam := range []byte{unix.NFPROTO_IPV4, unix.NFPROTO_IPV6} {
+			c.AddRule(&nftables.Rule{Table: t.table, Chain: t.base[natPost], Exprs: t.snatToVIP(fam)})
+		}
 	}
 
 	// Objects of members and listeners that are gone.

@@ -299,6 +299,21 @@ func (t *Table) markIsOurs() []expr.Any {
 	}
 }
 
+// snatToVIP translates the source of the table's flows of family fam leaving by another
+// interface than lo to their VIP (the destination the client asked for), keeping the port
+// where it is free.
+func (t *Table) snatToVIP(fam byte) []expr.Any {
+	e := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam}},
+	}
+	e = append(e, t.markIsOurs()...)
+	e = append(e, oifNotLo()...)
+	// In an inet table conntrack's address is 16 bytes; an IPv4 one is its first 4.
+	return append(e, &expr.Ct{Register: 1, Key: expr.CtKeyDST, Direction: 0},
+		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(fam), RegAddrMin: 1, RegAddrMax: 1})
+}
+
 func oifNotLo() []expr.Any {
 	lo := make([]byte, 16)
 	copy(lo, "lo")

@@ -1,0 +1,320 @@
+package nat
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
+	"golang.org/x/sys/unix"
+)
+
+// What another node needs to carry the table's flows on when a VIP moves to it, as
+// conntrackd keeps a backup's table for LVS: the holder tells its standby of each flow as it
+// starts and ends (Watch, Flows), and the standby writes them into its own conntrack table
+// (Restore) before it answers for the VIP. Replies from members come back to whichever node
+// holds the VIP, since flows leaving for members carry the VIP as their source (program).
+
+// Flow is one flow of the table, both ways: the client's packets to the VIP, and the member's
+// replies to Source, the address the member sees the flow come from (the VIP and the port
+// the translation gave it; the client itself when its packets reach the member on lo).
+type Flow struct {
+	Protocol       uint8 // unix.IPPROTO_TCP or unix.IPPROTO_UDP
+	Client, VIP    netip.AddrPort
+	Member, Source netip.AddrPort
+}
+
+// FlowKey is the flow's original direction, which names it in conntrack.
+type FlowKey struct {
+	Protocol    uint8
+	Client, VIP netip.AddrPort
+}
+
+func (f Flow) Key() FlowKey { return FlowKey{f.Protocol, f.Client, f.VIP} }
+
+func flowOf(c *conntrack.Flow) Flow {
+	o, r := c.TupleOrig, c.TupleReply
+	return Flow{Protocol: o.Proto.Protocol,
+		Client: netip.AddrPortFrom(o.IP.SourceAddress.Unmap(), o.Proto.SourcePort),
+		VIP:    netip.AddrPortFrom(o.IP.DestinationAddress.Unmap(), o.Proto.DestinationPort),
+		Member: netip.AddrPortFrom(r.IP.SourceAddress.Unmap(), r.Proto.SourcePort),
+		Source: netip.AddrPortFrom(r.IP.DestinationAddress.Unmap(), r.Proto.DestinationPort)}
+}
+
+// ended reports whether conntrack only remembers c (a TCP connection closed).
+func ended(c *conntrack.Flow) bool {
+	tcp := c.ProtoInfo.TCP
+	return tcp != nil && (tcp.State == tcpTimeWait || tcp.State == tcpClose)
+}
+
+// Flows are the table's open flows now.
+func (t *Table) Flows() ([]Flow, error) {
+	c, err := conntrack.Dial(nil)
+	if err != nil {
+		return nil, fmt.Errorf("conntrack: %w", err)
+	}
+	defer c.Close()
+	cs, err := c.DumpFilter(conntrack.NewFilter().Mark(t.tag).MarkMask(markMask), nil)
+	if err != nil {
+		return nil, fmt.Errorf("conntrack: %w", err)
+	}
+	out := make([]Flow, 0, len(cs))
+	for i := range cs {
+		if !ended(&cs[i]) {
+			out = append(out, flowOf(&cs[i]))
+		}
+	}
+	return out, nil
+}
+
+// Watch calls fn with each flow of the table as it starts (ended false) and as it ends, from
+// its own goroutine, until stop is called or the kernel's events fail (done then receives the
+// error; nil after stop). Events the kernel cannot queue for us (a burst beyond the socket's
+// buffer) are lost, not reported: Flows, read now and then, makes up for them. The events are
+// those of the caller's network namespace.
+func (t *Table) Watch(fn func(f Flow, ended bool)) (stop func(), done <-chan error, err error) {
+	c, err := conntrack.Dial(nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("conntrack: %w", err)
+	}
+	if err := c.SetOption(netlink.NoENOBUFS, true); err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("conntrack: %w", err)
+	}
+	_ = c.SetReadBuffer(8 << 20) // as large as the node allows: fewer lost in a burst
+	events := make(chan conntrack.Event, 4096)
+	errs, err := c.Listen(events, 1, []netfilter.NetlinkGroup{netfilter.GroupCTNew, netfilter.GroupCTDestroy})
+	if err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("conntrack events: %w", err)
+	}
+	quit, out := make(chan struct{}), make(chan error, 1)
+	go func() {
+		defer c.Close()
+		for {
+			select {
+			case <-quit:
+				out <- nil
+				return
+			case err := <-errs:
+				out <- fmt.Errorf("conntrack events: %w", err)
+				return
+			case e := <-events:
+				if e.Flow == nil || e.Flow.Mark&markMask != t.tag {
+					continue
+				}
+				switch e.Type {
+				case conntrack.EventNew:
+					fn(flowOf(e.Flow), false)
+				case conntrack.EventDestroy:
+					fn(flowOf(e.Flow), true)
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(quit) }) }, out, nil
+}
+
+// Restore writes flows into this node's conntrack table as the node that started them had
+// them: the same member, the same source towards it, marked for this table's counters. A TCP
+// connection is taken as established and its windows are not checked (this node saw none of
+// its segments), as conntrackd's backups do. Flows of listeners or members this table does not
+// carry are left out, and so are flows conntrack already has. It returns how many it wrote.
+//
+// Restored flows have conntrack's own timeouts, not their listener's (the kernel attaches a
+// timeout policy to a flow only as it starts): an idle one ends after its listener's timeout
+// if nothing crosses it, and after conntrack's once something has.
+func (t *Table) Restore(flows []Flow) (int, error) {
+	t.mu.Lock()
+	marks, timeouts := t.flowMarks()
+	t.mu.Unlock()
+	conn, err := netfilter.Dial(nil)
+	if err != nil {
+		return 0, fmt.Errorf("conntrack: %w", err)
+	}
+	defer conn.Close()
+	n := 0
+	var errs []error
+	for _, f := range flows {
+		mark, ok := marks[memberAt{f.Protocol, f.VIP, f.Member}]
+		if !ok {
+			continue
+		}
+		timeout := timeouts[listenerAt{f.Protocol, f.VIP}]
+		msg, err := netfilter.MarshalNetlink(netfilter.Header{
+			SubsystemID: netfilter.NFSubsysCTNetlink, MessageType: ctNew, Family: family(f.Client.Addr()),
+			Flags: netlink.Request | netlink.Acknowledge | netlink.Excl | netlink.Create,
+		}, restoreAttributes(f, mark, timeout))
+		if err == nil {
+			_, err = conn.Query(msg)
+		}
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, unix.EEXIST):
+		default:
+			errs = append(errs, fmt.Errorf("restoring %v -> %v: %w", f.Client, f.VIP, err))
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// memberAt and listenerAt find the mark and timeout of a flow by its addresses.
+type memberAt struct {
+	protocol    uint8
+	vip, member netip.AddrPort
+}
+
+type listenerAt struct {
+	protocol uint8
+	vip      netip.AddrPort
+}
+
+// flowMarks are the ct marks of the members the table carries, and the seconds a restored
+// flow of each listener lives idle. Called with t.mu held.
+func (t *Table) flowMarks() (map[memberAt]uint32, map[listenerAt]uint32) {
+	marks, timeouts := map[memberAt]uint32{}, map[listenerAt]uint32{}
+	for key, cl := range t.carried {
+		l := cl.spec
+		vip := netip.AddrPortFrom(l.Address.Addr().Unmap(), l.Address.Port())
+		proto := l.proto()
+		secs := uint32(l.Timeout.Seconds())
+		if secs == 0 {
+			secs = 120 // conntrack's for a UDP flow both ways
+			if proto == unix.IPPROTO_TCP {
+				secs = 5 * 24 * 3600 // and for an established connection
+			}
+		}
+		timeouts[listenerAt{proto, vip}] = secs
+		for _, m := range l.Members {
+			if id, ok := t.memberIDs[key+"\x00"+m.Key]; ok {
+				a := netip.AddrPortFrom(m.Address.Addr().Unmap(), m.Address.Port())
+				marks[memberAt{proto, vip, a}] = t.tag | id
+			}
+		}
+	}
+	return marks, timeouts
+}
+
+// ctnetlink's message and attribute numbers (linux/netfilter/nfnetlink_conntrack.h), for
+// what the conntrack library cannot send: a flow created with its translations.
+const (
+	ctNew = 0 // IPCTNL_MSG_CT_NEW
+
+	ctaTupleOrig  = 1
+	ctaTupleReply = 2
+	ctaStatus     = 3
+	ctaProtoInfo  = 4
+	ctaNATSrc     = 6
+	ctaTimeout    = 7
+	ctaMark       = 8
+	ctaNATDst     = 13
+
+	ctaTupleIP    = 1
+	ctaTupleProto = 2
+	ctaIPv4Src    = 1
+	ctaIPv4Dst    = 2
+	ctaIPv6Src    = 3
+	ctaIPv6Dst    = 4
+	ctaProtoNum   = 1
+	ctaProtoSrc   = 2
+	ctaProtoDst   = 3
+
+	ctaNATv4Min   = 1
+	ctaNATv4Max   = 2
+	ctaNATProto   = 3
+	ctaNATv6Min   = 4
+	ctaNATv6Max   = 5
+	ctaNATPortMin = 1
+	ctaNATPortMax = 2
+
+	ctaProtoInfoTCP           = 1
+	ctaProtoInfoTCPState      = 1
+	ctaProtoInfoTCPFlagsOrig  = 4
+	ctaProtoInfoTCPFlagsReply = 5
+
+	ipsSeenReply = 1 << 1 // IPS_SEEN_REPLY
+	ipsAssured   = 1 << 2 // IPS_ASSURED
+	ipsConfirmed = 1 << 3 // IPS_CONFIRMED
+
+	tcpEstablished = 3    // TCP_CONNTRACK_ESTABLISHED
+	tcpBeLiberal   = 0x08 // IP_CT_TCP_FLAG_BE_LIBERAL
+)
+
+func family(a netip.Addr) netfilter.ProtoFamily {
+	if a.Unmap().Is4() {
+		return netfilter.ProtoIPv4
+	}
+	return netfilter.ProtoIPv6
+}
+
+// restoreAttributes are the attributes that create f untranslated, then translate it to its
+// member (CTA_NAT_DST) and to its source (CTA_NAT_SRC), as the holder's rules did: the kernel
+// computes the reply direction from them, as it does for a packet.
+func restoreAttributes(f Flow, mark, timeout uint32) []netfilter.Attribute {
+	attrs := []netfilter.Attribute{
+		tuple(ctaTupleOrig, f.Protocol, f.Client, f.VIP),
+		tuple(ctaTupleReply, f.Protocol, f.VIP, f.Client),
+		// The kernel marks a flow it creates for us confirmed, and refuses a status that
+		// says otherwise (EBUSY).
+		u32(ctaStatus, ipsSeenReply|ipsAssured|ipsConfirmed),
+		u32(ctaTimeout, timeout),
+		u32(ctaMark, mark),
+	}
+	if f.Member != f.VIP {
+		attrs = append(attrs, natTo(ctaNATDst, f.Member))
+	}
+	if f.Source != f.Client {
+		attrs = append(attrs, natTo(ctaNATSrc, f.Source))
+	}
+	if f.Protocol == unix.IPPROTO_TCP {
+		liberal := []byte{tcpBeLiberal, tcpBeLiberal} // struct nf_ct_tcp_flags: flags, mask
+		attrs = append(attrs, netfilter.Attribute{Type: ctaProtoInfo, Nested: true, Children: []netfilter.Attribute{{
+			Type: ctaProtoInfoTCP, Nested: true, Children: []netfilter.Attribute{
+				{Type: ctaProtoInfoTCPState, Data: []byte{tcpEstablished}},
+				{Type: ctaProtoInfoTCPFlagsOrig, Data: liberal},
+				{Type: ctaProtoInfoTCPFlagsReply, Data: liberal},
+			}}}})
+	}
+	return attrs
+}
+
+func tuple(typ uint16, proto uint8, src, dst netip.AddrPort) netfilter.Attribute {
+	s, d := src.Addr().Unmap(), dst.Addr().Unmap()
+	ipSrc, ipDst := uint16(ctaIPv4Src), uint16(ctaIPv4Dst)
+	if s.Is6() {
+		ipSrc, ipDst = ctaIPv6Src, ctaIPv6Dst
+	}
+	return netfilter.Attribute{Type: typ, Nested: true, Children: []netfilter.Attribute{
+		{Type: ctaTupleIP, Nested: true, Children: []netfilter.Attribute{
+			{Type: ipSrc, Data: s.AsSlice()}, {Type: ipDst, Data: d.AsSlice()}}},
+		{Type: ctaTupleProto, Nested: true, Children: []netfilter.Attribute{
+			{Type: ctaProtoNum, Data: []byte{proto}},
+			{Type: ctaProtoSrc, Data: be16(src.Port())}, {Type: ctaProtoDst, Data: be16(dst.Port())}}},
+	}}
+}
+
+// natTo translates one side of a flow to exactly to (address and port).
+func natTo(typ uint16, to netip.AddrPort) netfilter.Attribute {
+	a := to.Addr().Unmap()
+	lo, hi := uint16(ctaNATv4Min), uint16(ctaNATv4Max)
+	if a.Is6() {
+		lo, hi = ctaNATv6Min, ctaNATv6Max
+	}
+	return netfilter.Attribute{Type: typ, Nested: true, Children: []netfilter.Attribute{
+		{Type: lo, Data: a.AsSlice()}, {Type: hi, Data: a.AsSlice()},
+		{Type: ctaNATProto, Nested: true, Children: []netfilter.Attribute{
+			{Type: ctaNATPortMin, Data: be16(to.Port())}, {Type: ctaNATPortMax, Data: be16(to.Port())}}},
+	}}
+}
+
+func u32(typ uint16, v uint32) netfilter.Attribute {
+	return netfilter.Attribute{Type: typ, Data: binary.BigEndian.AppendUint32(nil, v)}
+}
+
+func be16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
