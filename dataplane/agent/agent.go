@@ -54,6 +54,8 @@ type Agent struct {
 	// Ownership, when set, elects one node per VIP among the agents; without it this node
 	// holds every load balancer no other node holds (a single-node dataplane).
 	Ownership *Ownership
+	// Flows, when set, carries the kernel path's connections over to a VIP's next holder.
+	Flows *FlowSync
 	// Watchdog, when set, watches every reconciliation (the agent's /healthz).
 	Watchdog *watchdog.Watchdog
 
@@ -174,6 +176,16 @@ func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result
 	// Listeners are bound (IP_FREEBIND) before the VIP moves here, and stay a little after it
 	// left: no window where a node answers for a VIP but does not listen on it.
 	failed := a.Server.Apply(served)
+	if a.VIPs != nil && a.Flows != nil {
+		// The connections the kernel carried for a VIP's last holder go on here: their flows
+		// are in conntrack before this node answers for the VIP.
+		was := a.VIPs.Answered()
+		for addr, on := range answer {
+			if _, had := was[addr]; on && !had {
+				a.Flows.Restore(addr)
+			}
+		}
+	}
 	if a.VIPs != nil {
 		// Then the VIPs this node takes (or keeps lingering) are set up.
 		for addr, err := range a.VIPs.Sync(addrs, answer) {

@@ -125,6 +125,13 @@ func Command() func() error {
 		table := nat.Optional(*kernelUDP || *kernelTCP, func() (*nat.Table, error) { return nat.Open("l4lb-"+*node, nat.DefaultTag) }, log)
 		// Handed off, the kernel's connections carry on through the restart.
 		defer func() { nat.CloseLogged(table, a.HandedOff(), log) }()
+		if table != nil {
+			a.Flows = &FlowSync{Table: table, Send: g.SendDirect, Successors: own.Successors, Log: log.With("component", "flows")}
+			g.OnDirect(a.Flows.Received)
+			if err := mgr.Add(a.Flows); err != nil {
+				return err
+			}
+		}
 		a.Server = proxy.New(proxy.Options{Registerer: crmetrics.Registry, OnHealth: a.OnHealth, NAT: table, KernelUDP: *kernelUDP, KernelTCP: *kernelTCP, MemberCongestion: *memberCC})
 		defer a.Server.Close()
 		dog := watchdog.New(time.Minute)

@@ -75,8 +75,10 @@ type Ownership struct {
 	held      map[string]string // key -> VIP
 	heldSince map[string]time.Time
 	standby   map[string]string
-	lingering map[string]lingered
-	yielded   map[string]yielding // VIP -> to whom and until when this node leaves it (Conflict)
+	// successors are, by VIP held here, the node that would take it over (FlowSync).
+	successors map[string]string
+	lingering  map[string]lingered
+	yielded    map[string]yielding // VIP -> to whom and until when this node leaves it (Conflict)
 	// lastArrival is when another node last came into this node's view (alive, having not
 	// been); seen is who was alive in the previous computation.
 	lastArrival time.Time
@@ -202,6 +204,14 @@ func (o *Ownership) Serving() map[string]bool {
 	return s
 }
 
+// Successors are, for each VIP this node holds, the node that would take it over (the next
+// of its ranking): the kernel path's flows are told to it (FlowSync).
+func (o *Ownership) Successors() map[string]string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return maps.Clone(o.successors)
+}
+
 // Lingering is the set of load balancers whose VIP stays local, unanswered, for a while.
 func (o *Ownership) Lingering() map[string]bool {
 	o.mu.Lock()
@@ -295,7 +305,7 @@ func (o *Ownership) step(ctx context.Context, log interface {
 	now := o.now()
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	held, standby := map[string]string{}, map[string]string{}
+	held, standby, successors := map[string]string{}, map[string]string{}, map[string]string{}
 	view := o.Gossip.View()
 	o.trackLeaving(view, now)
 	quorate := o.joined.Load() && view.Quorate(o.tie)
@@ -353,6 +363,9 @@ func (o *Ownership) step(ctx context.Context, log interface {
 				}
 			case holder == o.Node:
 				held[k] = vip
+				if n := next(order, o.Node); n != "" {
+					successors[vip] = n
+				}
 			case holder == "" && len(order) > 0 && order[0] == o.Node:
 				standby[k] = vip // first, waiting for the VIP to be let go: serve it meanwhile
 				wait = o.waitReason(view)
@@ -399,7 +412,7 @@ func (o *Ownership) step(ctx context.Context, log interface {
 			changed = true
 		}
 	}
-	o.held, o.standby = held, standby
+	o.held, o.standby, o.successors = held, standby, successors
 	o.heldGauge.Set(float64(len(held)))
 	return changed
 }

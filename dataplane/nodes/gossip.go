@@ -134,6 +134,8 @@ type Gossip struct {
 	// memberlist holds while it calls the events, which take g.mu: asking it with g.mu held
 	// deadlocked an agent after a partition healed.
 	members map[string]*memberlist.Node
+	// direct receives the messages other nodes send this one alone (SendDirect).
+	direct atomic.Value // func([]byte)
 	// stopped is closed when gossip stops (deliver gives up then).
 	stopped chan struct{}
 	stop    sync.Once
@@ -184,6 +186,27 @@ func StartGossip(c GossipConfig) (*Gossip, error) {
 	g.ml = ml
 	return g, nil
 }
+
+// directTag starts a message one node sends another alone (SendDirect); claims are JSON,
+// which starts with '{'.
+const directTag = 0x01
+
+// SendDirect sends msg to node alone, once, as a datagram (lost if the network loses it):
+// for what is sent again and again anyway, as the kernel path's flows are (agent.FlowSync).
+// Keep msg under about 1,200 bytes, so that it is not fragmented.
+func (g *Gossip) SendDirect(node string, msg []byte) error {
+	g.mu.Lock()
+	n := g.members[node]
+	g.mu.Unlock()
+	if n == nil {
+		return fmt.Errorf("node %s is not alive here", node)
+	}
+	return g.ml.SendBestEffort(n, append([]byte{directTag}, msg...))
+}
+
+// OnDirect makes fn receive what other nodes send this one alone (SendDirect), on gossip's
+// goroutine: fn must not keep msg, nor block.
+func (g *Gossip) OnDirect(fn func(msg []byte)) { g.direct.Store(fn) }
 
 // Address is where the others reach this node's gossip (host:port), the port as bound.
 func (g *Gossip) Address() string {
@@ -344,8 +367,16 @@ func (g *Gossip) changed() {
 
 type delegate struct{ g *Gossip }
 
-func (d delegate) NodeMeta(int) []byte             { return d.g.Meta().encode() }
-func (d delegate) NotifyMsg(buf []byte)            { d.g.heard(buf) }
+func (d delegate) NodeMeta(int) []byte { return d.g.Meta().encode() }
+func (d delegate) NotifyMsg(buf []byte) {
+	if len(buf) > 0 && buf[0] == directTag {
+		if fn, _ := d.g.direct.Load().(func([]byte)); fn != nil {
+			fn(buf[1:])
+		}
+		return
+	}
+	d.g.heard(buf)
+}
 func (d delegate) GetBroadcasts(int, int) [][]byte { return nil }
 
 // LocalState and MergeRemoteState carry the two nodes' own claims in memberlist's push-pull.

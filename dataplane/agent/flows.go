@@ -1,0 +1,243 @@
+package agent
+
+import (
+	"context"
+	"encoding/binary"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/l4lb/l4lb/dataplane/nat"
+)
+
+// FlowSync keeps the kernel path's connections alive across a VIP move, as conntrackd keeps a
+// backup LVS director's table: the holder of a VIP tells the node that would take it over (its
+// successor, Ownership.Successors) of each flow as it starts and ends, and of all its open
+// flows every snapshotEvery; a node about to answer for a VIP writes the flows it was told of
+// into its own conntrack table first (Restore). Replies from members follow the VIP (the
+// table gives flows to members the VIP as their source), so the new holder carries both ways
+// on.
+//
+// A flow reaches the successor within flushEvery of its first packet (plus a datagram's
+// trip): a connection younger than that when its holder dies is unknown to the successor,
+// whose stack answers its next segment with a reset. The messages are datagrams of the
+// gossip (encrypted with its key); one lost is made up for by the next snapshot.
+type FlowSync struct {
+	Table      *nat.Table
+	Send       func(node string, msg []byte) error
+	Successors func() map[string]string // VIP -> node, of the VIPs held here
+	Log        *slog.Logger
+
+	mu         sync.Mutex
+	successors map[string]string   // Successors, read at each flush (tell runs for every flow)
+	pending    map[string][][]byte // encoded flows by node, to send at the next flush
+	received   map[netip.Addr]map[nat.FlowKey]told
+}
+
+type told struct {
+	f  nat.Flow
+	at time.Time
+}
+
+const (
+	flushEvery    = 50 * time.Millisecond
+	snapshotEvery = 10 * time.Second
+	// A flow told of by no snapshot for this long has ended (its end was lost).
+	toldFor = 3*snapshotEvery + 5*time.Second
+	// maxDatagram keeps a message within one unfragmented datagram, with gossip's framing.
+	maxDatagram = 1200
+)
+
+// Start runs until ctx is done: while this node holds VIPs it watches the table's flows and
+// tells each VIP's successor of them.
+func (s *FlowSync) Start(ctx context.Context) error {
+	flush, snapshot := time.NewTicker(flushEvery), time.NewTicker(snapshotEvery)
+	defer flush.Stop()
+	defer snapshot.Stop()
+	var stop func()
+	var failed <-chan error
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-failed:
+			s.Log.Warn("watching the kernel path's flows; starting again", "err", err)
+			stop, failed = nil, nil
+		case <-snapshot.C:
+			s.expire()
+			if stop != nil {
+				if flows, err := s.Table.Flows(); err != nil {
+					s.Log.Warn("reading the kernel path's flows", "err", err)
+				} else {
+					for _, f := range flows {
+						s.tell(f, false)
+					}
+				}
+			}
+		case <-flush.C:
+			succ := s.Successors()
+			s.mu.Lock()
+			s.successors = succ
+			s.mu.Unlock()
+			holds := len(succ) > 0
+			switch {
+			case holds && stop == nil:
+				var err error
+				if stop, failed, err = s.Table.Watch(s.tell); err != nil {
+					s.Log.Warn("watching the kernel path's flows", "err", err)
+					stop, failed = nil, nil
+				}
+			case !holds && stop != nil:
+				stop()
+				stop, failed = nil, nil
+			}
+			s.flush()
+		}
+	}
+}
+
+// tell queues f for the successor of its VIP, if this node holds it.
+func (s *FlowSync) tell(f nat.Flow, ended bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	to := s.successors[f.VIP.Addr().String()]
+	if to == "" {
+		return
+	}
+	if s.pending == nil {
+		s.pending = map[string][][]byte{}
+	}
+	s.pending[to] = append(s.pending[to], encodeFlow(f, ended))
+}
+
+// flush sends what is queued, in datagrams of whole flows.
+func (s *FlowSync) flush() {
+	s.mu.Lock()
+	pending := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	for node, flows := range pending {
+		var msg []byte
+		for i, f := range flows {
+			msg = append(msg, f...)
+			if i == len(flows)-1 || len(msg)+len(flows[i+1]) > maxDatagram {
+				if err := s.Send(node, msg); err != nil {
+					s.Log.Debug("telling the successor of flows", "node", node, "err", err)
+				}
+				msg = nil
+			}
+		}
+	}
+}
+
+// Received takes in what another node told of its flows.
+func (s *FlowSync) Received(msg []byte) {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.received == nil {
+		s.received = map[netip.Addr]map[nat.FlowKey]told{}
+	}
+	for len(msg) > 0 {
+		f, ended, rest, ok := decodeFlow(msg)
+		if !ok {
+			return // a message of another version: nothing of it can be trusted
+		}
+		msg = rest
+		vip := f.VIP.Addr()
+		if ended {
+			delete(s.received[vip], f.Key())
+			continue
+		}
+		if s.received[vip] == nil {
+			s.received[vip] = map[nat.FlowKey]told{}
+		}
+		s.received[vip][f.Key()] = told{f, now}
+	}
+}
+
+// expire forgets the flows no snapshot told of for toldFor.
+func (s *FlowSync) expire() {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for vip, flows := range s.received {
+		for k, t := range flows {
+			if now.Sub(t.at) > toldFor {
+				delete(flows, k)
+			}
+		}
+		if len(flows) == 0 {
+			delete(s.received, vip)
+		}
+	}
+}
+
+// Restore writes into the kernel the flows this node was told of for vip, which it is about
+// to answer for.
+func (s *FlowSync) Restore(vip netip.Addr) {
+	s.mu.Lock()
+	flows := make([]nat.Flow, 0, len(s.received[vip]))
+	for _, t := range s.received[vip] {
+		flows = append(flows, t.f)
+	}
+	s.mu.Unlock()
+	if len(flows) == 0 {
+		return
+	}
+	n, err := s.Table.Restore(flows)
+	s.Log.Info("carrying on the connections of a VIP taken over", "vip", vip, "told", len(flows), "restored", n)
+	if err != nil {
+		s.Log.Warn("restoring connections of a VIP taken over", "vip", vip, "err", err)
+	}
+}
+
+// A flow on the wire: a byte of flags (ended, IPv6), the protocol, then the client, the VIP,
+// the member and the source, each an address (4 or 16 bytes) and a port.
+const (
+	flowEnded = 1 << 0
+	flowIPv6  = 1 << 1
+)
+
+func encodeFlow(f nat.Flow, ended bool) []byte {
+	var flags byte
+	if ended {
+		flags |= flowEnded
+	}
+	if f.Client.Addr().Is6() {
+		flags |= flowIPv6
+	}
+	b := []byte{flags, f.Protocol}
+	for _, a := range []netip.AddrPort{f.Client, f.VIP, f.Member, f.Source} {
+		b = append(b, a.Addr().AsSlice()...)
+		b = binary.BigEndian.AppendUint16(b, a.Port())
+	}
+	return b
+}
+
+func decodeFlow(b []byte) (f nat.Flow, ended bool, rest []byte, ok bool) {
+	if len(b) < 2 || b[0]&^(flowEnded|flowIPv6) != 0 {
+		return f, false, nil, false
+	}
+	size := 4
+	if b[0]&flowIPv6 != 0 {
+		size = 16
+	}
+	ended, f.Protocol = b[0]&flowEnded != 0, b[1]
+	b = b[2:]
+	if len(b) < 4*(size+2) {
+		return f, false, nil, false
+	}
+	for _, a := range []*netip.AddrPort{&f.Client, &f.VIP, &f.Member, &f.Source} {
+		addr, _ := netip.AddrFromSlice(b[:size])
+		*a = netip.AddrPortFrom(addr, binary.BigEndian.Uint16(b[size:]))
+		b = b[size+2:]
+	}
+	return f, ended, b, true
+}
