@@ -78,6 +78,22 @@ func (t *Table) Stats() (Stats, error) {
 // conntrack still remembers if active. The kernel filters by the table's tag, so a node's
 // other flows (all of kube-proxy's, say) are not sent over.
 func (t *Table) openFlows(active bool) (map[uint32]int, error) {
+	flows, err := t.dump()
+	if err != nil {
+		return nil, err
+	}
+	n := map[uint32]int{}
+	for i := range flows {
+		if active && ended(&flows[i]) {
+			continue // conntrack only remembers it a while
+		}
+		n[flows[i].Mark]++
+	}
+	return n, nil
+}
+
+// dump lists the table's conntrack flows, ended TCP connections included.
+func (t *Table) dump() ([]conntrack.Flow, error) {
 	c, err := conntrack.Dial(nil)
 	if err != nil {
 		return nil, fmt.Errorf("conntrack: %w", err)
@@ -87,14 +103,7 @@ func (t *Table) openFlows(active bool) (map[uint32]int, error) {
 	if err != nil {
 		return nil, fmt.Errorf("conntrack: %w", err)
 	}
-	n := map[uint32]int{}
-	for _, f := range flows {
-		if tcp := f.ProtoInfo.TCP; active && tcp != nil && (tcp.State == tcpTimeWait || tcp.State == tcpClose) {
-			continue // ended, conntrack only remembers it a while
-		}
-		n[f.Mark]++
-	}
-	return n, nil
+	return flows, nil
 }
 
 // endFlows deletes the flows of the members ids (all of the table's flows with mask

@@ -53,14 +53,9 @@ func ended(c *conntrack.Flow) bool {
 
 // Flows are the table's open flows now.
 func (t *Table) Flows() ([]Flow, error) {
-	c, err := conntrack.Dial(nil)
+	cs, err := t.dump()
 	if err != nil {
-		return nil, fmt.Errorf("conntrack: %w", err)
-	}
-	defer c.Close()
-	cs, err := c.DumpFilter(conntrack.NewFilter().Mark(t.tag).MarkMask(markMask), nil)
-	if err != nil {
-		return nil, fmt.Errorf("conntrack: %w", err)
+		return nil, err
 	}
 	out := make([]Flow, 0, len(cs))
 	for i := range cs {
