@@ -117,6 +117,7 @@ wrkrun() { # path extra-args -> "rps p50ms p99ms"
   (inns $c wrk -t2 -c64 -d"${DUR}s" --latency "$@" "http://${host[$p]}:${http[$p]}/" 2>/dev/null) | wrk_summary
 }
 for _ in $(seq "$ROUNDS"); do
+  [[ ${FLOOD:-yes} == only ]] && break
   for p in "${paths[@]}"; do add "bulk1_$p" "$(iperf "$p" 1)"; done
   for p in "${paths[@]}"; do add "bulk8_$p" "$(iperf "$p" 8)"; done
   for p in "${paths[@]}"; do
@@ -131,6 +132,7 @@ for _ in $(seq "$ROUNDS"); do
   done
 done
 for k in "${!r[@]}"; do r[$k]=$(median ${r[$k]}); done
+[[ ${FLOOD:-yes} == only ]] || {
 
 echo "Host: Linux $(uname -r), $(nproc) cores; client, node and member are network namespaces; $ROUNDS rounds of ${DUR} s, medians."
 echo
@@ -140,4 +142,42 @@ for row in "bulk, 1 stream (Gbit/s):bulk1" "bulk, 8 streams (Gbit/s):bulk8" "sho
   "short connections p99 (ms, 64 concurrent):cps99" "machine CPU µs per short connection:cpscpu" "keep-alive requests (req/s, 64 concurrent):ka"; do
   name=${row%%:*} k=${row##*:}
   echo "| $name | ${r[${k}_direct]} | ${r[${k}_kernel]} | ${r[${k}_proxy]} | ${r[${k}_haproxy]} | $(ratio "${r[${k}_kernel]}" "${r[${k}_direct]}") | $(ratio "${r[${k}_kernel]}" "${r[${k}_haproxy]}") | $(ratio "${r[${k}_proxy]}" "${r[${k}_haproxy]}") |"
+done
+}
+
+# A SYN flood at one listener while another listener of the same VIP serves short
+# connections (issue 29): spoofed sources of 10.99.128.0/17, FLOOD_RATE SYNs a second for
+# FLOOD_SECS, from the client host (the member answers each with a SYN-ACK that nobody takes;
+# the node routes them back to the client host, which drops them). The other listener is
+# measured quiet, then in the flood's last seconds, when the connection-tracking table is
+# fullest; the node's conntrack entries at that moment and the drops during the flood are
+# printed beside. The same for HAProxy (its bulk port flooded, its HTTP port measured).
+[[ ${FLOOD:-yes} == no ]] && exit 0
+FLOOD_RATE=${FLOOD_RATE:-20000} FLOOD_SECS=${FLOOD_SECS:-20}
+ip -n $n route add 10.99.128.0/17 via 10.99.1.2
+ctcount() { ip netns exec $n cat /proc/sys/net/netfilter/nf_conntrack_count; }
+ctdrops() {
+  ip netns exec $n cat /proc/net/stat/nf_conntrack | python3 -c '
+import sys
+lines=sys.stdin.read().split("\n"); h=lines[0].split()
+print(sum(int(v,16) for l in lines[1:] if l.strip() for k,v in zip(h,l.split()) if k in ("drop","early_drop","insert_failed")))'
+}
+echo
+echo "SYN flood: $FLOOD_RATE SYNs/s for $FLOOD_SECS s at one listener; another listener of the VIP serves short connections (req/s, p99 ms, 64 concurrent); conntrack max $(ip netns exec $n cat /proc/sys/net/netfilter/nf_conntrack_max)."
+echo
+echo "| path | quiet req/s | in the flood req/s | ratio | quiet p99 | in the flood p99 | ratio | conntrack entries in the flood | conntrack drops | machine CPU µs per flood SYN |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for p in kernel haproxy; do
+  read -r qa _ q99 <<<"$(wrkrun "$p" -H 'Connection: close')"
+  d0=$(ctdrops)
+  (inns $c "$work/bench" synflood "$VIP:${bulk[$p]}" 10.99.128.0/17 "$FLOOD_RATE" "$FLOOD_SECS" >"$work/flood.out") & fp=$!
+  sleep 1
+  t0=$(busy)
+  sleep $((FLOOD_SECS - DUR - 2))
+  cpu=$(python3 -c "print('%.0f' % (($(busy) - $t0) * 10000 / ($FLOOD_RATE * ($FLOOD_SECS - $DUR - 2))))")
+  read -r fa _ f99 <<<"$(wrkrun "$p" -H 'Connection: close')"
+  peak=$(ctcount)
+  wait $fp
+  echo "| $p | $qa | $fa | $(ratio "$fa" "$qa") | $q99 | $f99 | $(ratio "$f99" "$q99") | $peak | $(($(ctdrops) - d0)) | $cpu |"
+  sleep 10 # the kernel path's half-open flows time out (timeoutMemberConnect, 5 s)
 done

@@ -137,8 +137,12 @@ func timeouts(l Listener) expr.CtStatePolicyTimeout {
 		p[expr.CtStateTCPESTABLISHED] = secs(l.Timeout)
 	}
 	if l.ConnectTimeout > 0 {
-		// SYN_SENT2 is a simultaneous open: the same wait for the member.
-		p[expr.CtStateTCPSYNSENT], p[expr.CtStateTCPSYNSENT2] = secs(l.ConnectTimeout), secs(l.ConnectTimeout)
+		// SYN_SENT2 is a simultaneous open: the same wait for the member. SYN_RECV waits for
+		// the client's ACK once the member answered: a client answers within a round trip,
+		// a SYN flood's spoofed sources never (conntrack's own wait is 60 s: a flood of
+		// 4,400 SYNs a second filled a table of 262,144 entries).
+		c := secs(l.ConnectTimeout)
+		p[expr.CtStateTCPSYNSENT], p[expr.CtStateTCPSYNSENT2], p[expr.CtStateTCPSYNRECV] = c, c, c
 	}
 	return p
 }

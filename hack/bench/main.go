@@ -11,6 +11,9 @@
 //	bench sink ADDR               a TCP server that drops a PROXY header if one comes, then
 //	                              discards everything
 //	bench blast ADDR SECONDS      send 128 KiB writes to ADDR for SECONDS, print Gbit/s
+//	bench synflood ADDR PREFIX RATE SECONDS
+//	                              send RATE TCP SYNs a second to ADDR from random addresses of
+//	                              PREFIX (a spoofed flood), print how many were sent
 package main
 
 import (
@@ -19,6 +22,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -61,6 +65,10 @@ func main() {
 	case "blast":
 		secs, _ := strconv.Atoi(os.Args[3])
 		blast(os.Args[2], time.Duration(secs)*time.Second)
+	case "synflood":
+		rate, _ := strconv.Atoi(os.Args[4])
+		secs, _ := strconv.Atoi(os.Args[5])
+		synFlood(netip.MustParseAddrPort(os.Args[2]), netip.MustParsePrefix(os.Args[3]), rate, time.Duration(secs)*time.Second)
 	}
 }
 

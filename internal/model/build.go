@@ -379,6 +379,7 @@ func listener(l *lbv1.Listener) (Listener, error) {
 		Key:                  key(l.Namespace, l.Name),
 		Protocol:             Protocol(l.Spec.Protocol),
 		ConnectionLimit:      limit,
+		Unlimited:            l.Spec.ConnectionLimit == nil || *l.Spec.ConnectionLimit < 0,
 		TimeoutClientData:    duration(l.Spec.TimeoutClientData, 50*time.Second),
 		TimeoutMemberConnect: duration(l.Spec.TimeoutMemberConnect, 5*time.Second),
 		TimeoutMemberData:    duration(l.Spec.TimeoutMemberData, 50*time.Second),

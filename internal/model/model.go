@@ -37,7 +37,12 @@ type Listener struct {
 	Address      netip.AddrPort // the VIP and protocolPort
 
 	// ConnectionLimit is the resolved limit (-1 is already DefaultConnectionLimit).
-	ConnectionLimit      int
+	ConnectionLimit int
+	// Unlimited says connectionLimit was -1 or left out: "unlimited" in Octavia's API, which
+	// its amphora's HAProxy (and l4lb's proxy) caps at DefaultConnectionLimit. The kernel
+	// path leaves such a listener uncapped (the conntrack table bounds it), since the kernel's
+	// count of a listener's connections costs each new one a walk over them.
+	Unlimited            bool
 	TimeoutClientData    time.Duration
 	TimeoutMemberConnect time.Duration
 	TimeoutMemberData    time.Duration
