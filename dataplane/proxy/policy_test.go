@@ -35,7 +35,9 @@ func memberAt(name string, a netip.AddrPort) lbv1.Member {
 // TestReservedMembersGetNoConnection: with the default address rules, a tenant's members at
 // 127.0.0.1 (the node's own services) and 169.254.169.254 (the metadata service) are never
 // dialled: the proxy refuses the client, and the local service sees nothing.
-func TestReservedMembersGetNoConnection(t *testing.T) {
+func TestReservedMembersGetNoConnection(t *testing.T) { onBothPaths(t, reservedMembersGetNoConnection) }
+
+func reservedMembersGetNoConnection(t *testing.T, p path) {
 	node := tcptest.Named(t, "node-service") // a service of the node, on 127.0.0.1
 	vip := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.77"), freePort(t).Port())
 	objs := tree("tenant", 0, vip, memberAt("kubelet", node.Addr), memberAt("metadata", netip.MustParseAddrPort("169.254.169.254:80")))
@@ -46,7 +48,7 @@ func TestReservedMembersGetNoConnection(t *testing.T) {
 	if len(res.Refused[model.Ref{Kind: "Pool", Namespace: "tenant", Name: "p"}]) != 2 {
 		t.Fatalf("refused: %+v", res.Refused)
 	}
-	serve(t, res.Model.Listeners...)
+	p.serve(t, Options{}, res.Model.Listeners...)
 	for range 5 {
 		if got, err := get(t, vip); err == nil && got != "" {
 			t.Fatalf("a refused member answered %q", got)
@@ -59,7 +61,9 @@ func TestReservedMembersGetNoConnection(t *testing.T) {
 
 // TestConflictingListenerNeverBinds: two namespaces' listeners on one VIP, protocol and port:
 // the dataplane binds the older only, and every connection reaches the older's members.
-func TestConflictingListenerNeverBinds(t *testing.T) {
+func TestConflictingListenerNeverBinds(t *testing.T) { onBothPaths(t, conflictingListenerNeverBinds) }
+
+func conflictingListenerNeverBinds(t *testing.T, p path) {
 	older, newer := tcptest.Named(t, "older"), tcptest.Named(t, "newer")
 	vip := freePort(t)
 	a := tree("a", 0, vip, memberAt("m", older.Addr))
@@ -74,7 +78,7 @@ func TestConflictingListenerNeverBinds(t *testing.T) {
 	if len(res.Model.Listeners) != 1 || res.Problems[model.Ref{Kind: "Listener", Namespace: "b", Name: "l"}].Reason != lbv1.ReasonPortConflict {
 		t.Fatalf("served %+v, problems %v", res.Model.Listeners, res.Problems)
 	}
-	serve(t, res.Model.Listeners...)
+	p.serve(t, Options{}, res.Model.Listeners...)
 	for _, got := range answers(t, vip, 6) {
 		if got != "older" {
 			t.Fatalf("a connection reached the newer listener's member: %q", got)

@@ -57,8 +57,8 @@ type path struct {
 	kernel bool
 }
 
-// onBothPaths runs test on the proxy and on the kernel path: a TCP listener whose settings
-// the kernel honours must behave the same on both.
+// onBothPaths runs test on the proxy and on the kernel path: a listener whose settings the
+// kernel honours must behave the same on both.
 func onBothPaths(t *testing.T, test func(t *testing.T, p path)) {
 	for _, p := range []path{{"proxy", false}, {"kernel", true}} {
 		t.Run(p.name, func(t *testing.T) { test(t, p) })
@@ -69,7 +69,7 @@ func onBothPaths(t *testing.T, test func(t *testing.T, p path)) {
 func (p path) serve(t *testing.T, o Options, ls ...model.Listener) *Server {
 	t.Helper()
 	if p.kernel {
-		o.NAT, o.KernelTCP = udptest.KernelTable(t, 0x4f), true
+		o.NAT, o.KernelTCP, o.KernelUDP = udptest.KernelTable(t, 0x4f), true, true
 	}
 	s := New(o)
 	t.Cleanup(s.Close)
@@ -515,10 +515,12 @@ func TestPROXYPoolSendsHeaderToMember(t *testing.T) {
 	}
 }
 
-func TestHalfCloseAndIntegrity(t *testing.T) {
+func TestHalfCloseAndIntegrity(t *testing.T) { onBothPaths(t, halfCloseAndIntegrity) }
+
+func halfCloseAndIntegrity(t *testing.T, p path) {
 	e := echo(t, 0, nil)
 	l := listenerModel(t, model.RoundRobin, mem("e", e, 1))
-	serve(t, l)
+	p.serve(t, Options{}, l)
 	c, err := net.Dial("tcp", l.Address.String())
 	if err != nil {
 		t.Fatal(err)
@@ -564,11 +566,15 @@ func TestHalfCloseAndIntegrity(t *testing.T) {
 // restart this pool's round robin, or frequent changes would send every client to the
 // first member.
 func TestOtherChangesKeepRoundRobinTurning(t *testing.T) {
+	onBothPaths(t, otherChangesKeepRoundRobinTurning)
+}
+
+func otherChangesKeepRoundRobinTurning(t *testing.T, p path) {
 	a, b, other := tcptest.Named(t, "a"), tcptest.Named(t, "b"), tcptest.Named(t, "other")
 	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), mem("b", b, 1))
 	l2 := listenerModel(t, model.RoundRobin, mem("other", other, 1))
 	l2.Key, l2.Pool.Key = "ns/l2", "ns/p2"
-	s := serve(t, l, l2)
+	s := p.serve(t, Options{}, l, l2)
 	var got []string
 	for i := range 4 {
 		got = append(got, answers(t, l.Address, 1)[0])
@@ -585,9 +591,13 @@ func TestOtherChangesKeepRoundRobinTurning(t *testing.T) {
 }
 
 func TestReconfigurationUnderLoadFailsNothing(t *testing.T) {
+	onBothPaths(t, reconfigurationUnderLoadFailsNothing)
+}
+
+func reconfigurationUnderLoadFailsNothing(t *testing.T, p path) {
 	a, b, c := tcptest.Named(t, "a"), tcptest.Named(t, "b"), tcptest.Named(t, "c")
 	l := listenerModel(t, model.RoundRobin, mem("a", a, 1), mem("b", b, 1))
-	s := serve(t, l)
+	s := p.serve(t, Options{}, l)
 	stop := make(chan struct{})
 	var failures, ok atomic.Int64
 	var wg sync.WaitGroup

@@ -214,9 +214,13 @@ func TestUDPSessionToAClosedPortMovesOn(t *testing.T) {
 // A session whose member fails its health monitor moves to a member that is up with the
 // client's next datagram: a datagram flow has no connection on the member to keep.
 func TestUDPSessionLeavesAMemberMarkedDown(t *testing.T) {
+	onBothPaths(t, udpSessionLeavesAMemberMarkedDown)
+}
+
+func udpSessionLeavesAMemberMarkedDown(t *testing.T, p path) {
 	members := map[string]netip.AddrPort{"a": udptest.Echo(t, "a"), "b": udptest.Echo(t, "b")}
 	l := udpListenerModel(t, 100, time.Minute, members)
-	s := serve(t, l)
+	s := p.serve(t, Options{}, l)
 	c := udpClient(t, l.Address)
 	first, _ := askUDP(t, c, "x")
 	first = first[:1] // the member's name
