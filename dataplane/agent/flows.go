@@ -38,13 +38,19 @@ type FlowSync struct {
 type told struct {
 	f  nat.Flow
 	at time.Time
+	// listed: a snapshot named it (a flow told of only as it started, and named by no snapshot
+	// since, has ended: short connections would otherwise be kept for toldFor).
+	listed bool
 }
 
 const (
 	flushEvery    = 50 * time.Millisecond
 	snapshotEvery = 10 * time.Second
-	// A flow told of by no snapshot for this long has ended (its end was lost).
-	toldFor = 3*snapshotEvery + 5*time.Second
+	// A flow told of by no snapshot for this long has ended (its end was lost, or it ended
+	// before a snapshot could name it: a short connection's end comes 2 minutes after it
+	// closed, with conntrack's TIME_WAIT).
+	toldFor     = 3*snapshotEvery + 5*time.Second
+	unlistedFor = snapshotEvery + 2*time.Second
 	// maxDatagram keeps a message within one unfragmented datagram, with gossip's framing.
 	maxDatagram = 1200
 )
@@ -76,7 +82,7 @@ func (s *FlowSync) Start(ctx context.Context) error {
 					s.Log.Warn("reading the kernel path's flows", "err", err)
 				} else {
 					for _, f := range flows {
-						s.tell(f, false)
+						s.queue(f, false, true)
 					}
 				}
 			}
@@ -102,8 +108,11 @@ func (s *FlowSync) Start(ctx context.Context) error {
 	}
 }
 
-// tell queues f for the successor of its VIP, if this node holds it.
-func (s *FlowSync) tell(f nat.Flow, ended bool) {
+// tell queues f, as it started or ended, for the successor of its VIP, if this node holds it.
+func (s *FlowSync) tell(f nat.Flow, ended bool) { s.queue(f, ended, false) }
+
+// queue queues f for the successor of its VIP; listed: f is part of a snapshot.
+func (s *FlowSync) queue(f nat.Flow, ended, listed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	to := s.successors[f.VIP.Addr().String()]
@@ -113,7 +122,7 @@ func (s *FlowSync) tell(f nat.Flow, ended bool) {
 	if s.pending == nil {
 		s.pending = map[string][][]byte{}
 	}
-	s.pending[to] = append(s.pending[to], encodeFlow(f, ended))
+	s.pending[to] = append(s.pending[to], encodeFlow(f, ended, listed))
 }
 
 // flush sends what is queued, in datagrams of whole flows.
@@ -145,7 +154,7 @@ func (s *FlowSync) Received(msg []byte) {
 		s.received = map[netip.Addr]map[nat.FlowKey]told{}
 	}
 	for len(msg) > 0 {
-		f, ended, rest, ok := decodeFlow(msg)
+		f, ended, listed, rest, ok := decodeFlow(msg)
 		if !ok {
 			return // a message of another version: nothing of it can be trusted
 		}
@@ -158,7 +167,7 @@ func (s *FlowSync) Received(msg []byte) {
 		if s.received[vip] == nil {
 			s.received[vip] = map[nat.FlowKey]told{}
 		}
-		s.received[vip][f.Key()] = told{f, now}
+		s.received[vip][f.Key()] = told{f: f, at: now, listed: listed || s.received[vip][f.Key()].listed}
 	}
 }
 
@@ -169,7 +178,7 @@ func (s *FlowSync) expire() {
 	defer s.mu.Unlock()
 	for vip, flows := range s.received {
 		for k, t := range flows {
-			if now.Sub(t.at) > toldFor {
+			if age := now.Sub(t.at); age > toldFor || !t.listed && age > unlistedFor {
 				delete(flows, k)
 			}
 		}
@@ -198,17 +207,21 @@ func (s *FlowSync) Restore(vip netip.Addr) {
 	}
 }
 
-// A flow on the wire: a byte of flags (ended, IPv6), the protocol, then the client, the VIP,
-// the member and the source, each an address (4 or 16 bytes) and a port.
+// A flow on the wire: a byte of flags (ended, IPv6, listed by a snapshot), the protocol, then
+// the client, the VIP, the member and the source, each an address (4 or 16 bytes) and a port.
 const (
-	flowEnded = 1 << 0
-	flowIPv6  = 1 << 1
+	flowEnded  = 1 << 0
+	flowIPv6   = 1 << 1
+	flowListed = 1 << 2
 )
 
-func encodeFlow(f nat.Flow, ended bool) []byte {
+func encodeFlow(f nat.Flow, ended, listed bool) []byte {
 	var flags byte
 	if ended {
 		flags |= flowEnded
+	}
+	if listed {
+		flags |= flowListed
 	}
 	if f.Client.Addr().Is6() {
 		flags |= flowIPv6
@@ -221,23 +234,23 @@ func encodeFlow(f nat.Flow, ended bool) []byte {
 	return b
 }
 
-func decodeFlow(b []byte) (f nat.Flow, ended bool, rest []byte, ok bool) {
-	if len(b) < 2 || b[0]&^(flowEnded|flowIPv6) != 0 {
-		return f, false, nil, false
+func decodeFlow(b []byte) (f nat.Flow, ended, listed bool, rest []byte, ok bool) {
+	if len(b) < 2 || b[0]&^(flowEnded|flowIPv6|flowListed) != 0 {
+		return f, false, false, nil, false
 	}
 	size := 4
 	if b[0]&flowIPv6 != 0 {
 		size = 16
 	}
-	ended, f.Protocol = b[0]&flowEnded != 0, b[1]
+	ended, listed, f.Protocol = b[0]&flowEnded != 0, b[0]&flowListed != 0, b[1]
 	b = b[2:]
 	if len(b) < 4*(size+2) {
-		return f, false, nil, false
+		return f, false, false, nil, false
 	}
 	for _, a := range []*netip.AddrPort{&f.Client, &f.VIP, &f.Member, &f.Source} {
 		addr, _ := netip.AddrFromSlice(b[:size])
 		*a = netip.AddrPortFrom(addr, binary.BigEndian.Uint16(b[size:]))
 		b = b[size+2:]
 	}
-	return f, ended, b, true
+	return f, ended, listed, b, true
 }

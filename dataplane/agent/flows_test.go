@@ -23,10 +23,10 @@ func TestToldFlowsAreKeptByVIP(t *testing.T) {
 	v6 := flowFrom("[2001:db8::7]:40000", "[2001:db8::100]:443", "[2001:db8::11]:8443", "[2001:db8::100]:40000")
 	v6.Protocol = unix.IPPROTO_UDP
 	var s FlowSync
-	msg := append(append(encodeFlow(v4, false), encodeFlow(v4b, false)...), encodeFlow(v6, false)...)
+	msg := append(append(encodeFlow(v4, false, false), encodeFlow(v4b, false, false)...), encodeFlow(v6, false, true)...)
 	s.Received(msg)
-	s.Received(encodeFlow(v4b, true))
-	s.Received(encodeFlow(v6, false)[:10]) // cut short: nothing of it
+	s.Received(encodeFlow(v4b, true, false))
+	s.Received(encodeFlow(v6, false, false)[:10]) // cut short: nothing of it
 	got := map[nat.FlowKey]nat.Flow{}
 	for _, flows := range s.received {
 		for k, t := range flows {
@@ -39,14 +39,22 @@ func TestToldFlowsAreKeptByVIP(t *testing.T) {
 	if len(s.received[netip.MustParseAddr("198.51.100.100")]) != 1 {
 		t.Fatalf("kept by VIP: %+v", s.received)
 	}
-	// A flow no snapshot tells of again is forgotten (its end was lost).
-	for _, flows := range s.received {
-		for k, t := range flows {
-			t.at = t.at.Add(-toldFor - time.Second)
-			flows[k] = t
+	// A flow no snapshot named is forgotten after unlistedFor (it ended before one could),
+	// one a snapshot named after toldFor (its end was lost).
+	age := func(d time.Duration) {
+		for _, flows := range s.received {
+			for k, t := range flows {
+				t.at = t.at.Add(-d)
+				flows[k] = t
+			}
 		}
+		s.expire()
 	}
-	s.expire()
+	age(unlistedFor + time.Second)
+	if len(s.received) != 1 || len(s.received[v6.VIP.Addr()]) != 1 {
+		t.Fatalf("after %v: kept %+v; want the listed flow alone", unlistedFor, s.received)
+	}
+	age(toldFor)
 	if len(s.received) != 0 {
 		t.Fatalf("flows not told of for %v kept: %+v", toldFor, s.received)
 	}

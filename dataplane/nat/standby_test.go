@@ -8,9 +8,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/dataplane/nat"
@@ -174,5 +176,53 @@ func moveVIP(t *testing.T, restore bool) {
 				t.Fatalf("b counts the restored connection as %+v: want it active, its bytes counted", got)
 			}
 		})
+	}
+}
+
+// BenchmarkRestore writes b.N flows of one listener into a fresh network namespace's
+// conntrack, as a node taking a VIP over does before it answers for it: the time it takes is
+// added to the failover of a VIP with that many open connections.
+func BenchmarkRestore(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root to make network namespaces")
+	}
+	ns := fmt.Sprintf("l4r%d", os.Getpid()%100000)
+	exec.Command("ip", "netns", "del", ns).Run()
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		b.Fatalf("%v: %s", err, out)
+	}
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	vip, member := netip.MustParseAddrPort("10.234.9.9:80"), netip.MustParseAddrPort("10.234.2.2:8080")
+	flows := make([]nat.Flow, b.N)
+	for i := range flows {
+		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 235, byte(i >> 16), byte(i >> 8)}), uint16(1024+i%60000))
+		flows[i] = nat.Flow{Protocol: unix.IPPROTO_TCP, Client: client, VIP: vip, Member: member,
+			Source: netip.AddrPortFrom(vip.Addr(), client.Port())}
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, _ := netns.Get()
+	defer orig.Close()
+	target, err := netns.GetFromName(ns)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer target.Close()
+	netns.Set(target)
+	defer netns.Set(orig)
+	tb, err := nat.Open("l4lb-bench", nat.DefaultTag)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tb.Close()
+	if err := tb.Apply([]nat.Listener{{Key: "ns/l", Protocol: model.TCP, Address: vip, Algorithm: model.RoundRobin,
+		Members: []nat.Member{{Key: "m", Address: member, Weight: 1}}}}); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	n, err := tb.Restore(flows)
+	b.StopTimer()
+	if err != nil || n != b.N {
+		b.Fatalf("restored %d of %d: %v", n, b.N, err)
 	}
 }

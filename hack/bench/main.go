@@ -14,6 +14,9 @@
 //	bench synflood ADDR PREFIX RATE SECONDS
 //	                              send RATE TCP SYNs a second to ADDR from random addresses of
 //	                              PREFIX (a spoofed flood), print how many were sent
+//	bench flowwatch VIP TAG       tell a successor of the flows of VIP as its holder does
+//	                              (agent.FlowSync; TAG: the watched table's), until stdin
+//	                              closes; print what it would have sent
 package main
 
 import (
@@ -65,6 +68,8 @@ func main() {
 	case "blast":
 		secs, _ := strconv.Atoi(os.Args[3])
 		blast(os.Args[2], time.Duration(secs)*time.Second)
+	case "flowwatch":
+		flowWatch(os.Args[2], parseTag(os.Args[3]))
 	case "synflood":
 		rate, _ := strconv.Atoi(os.Args[4])
 		secs, _ := strconv.Atoi(os.Args[5])
