@@ -19,9 +19,9 @@ import (
 //
 // The kernel sends every conntrack event of the namespace (it cannot filter them by mark), so
 // each is read here with no more work than finding its mark, by blocking reads of a socket
-// of our own: read through Go's poller by the netlink libraries, the events of 9,000 short
-// connections a second cost a node about 90 µs of CPU per connection, read this way 25-30
-// (`conntrack -E` 36; docs/benchmarks.md).
+// of our own: read through Go's poller by the netlink libraries (a wake-up and two system
+// calls per event), they cost a holder three times the CPU (docs/benchmarks.md, "Connections
+// across a VIP move").
 func (t *Table) Watch(fn func(f Flow, ended bool)) (stop func(), done <-chan error, err error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 	if err != nil {

@@ -139,8 +139,8 @@ func timeouts(l Listener) expr.CtStatePolicyTimeout {
 	if l.ConnectTimeout > 0 {
 		// SYN_SENT2 is a simultaneous open: the same wait for the member. SYN_RECV waits for
 		// the client's ACK once the member answered: a client answers within a round trip,
-		// a SYN flood's spoofed sources never (conntrack's own wait is 60 s: a flood of
-		// 4,400 SYNs a second filled a table of 262,144 entries).
+		// a SYN flood's spoofed sources never, and conntrack's own wait (60 s) let a modest
+		// flood fill the table (docs/benchmarks.md, "SYN flood").
 		c := secs(l.ConnectTimeout)
 		p[expr.CtStateTCPSYNSENT], p[expr.CtStateTCPSYNSENT2], p[expr.CtStateTCPSYNRECV] = c, c, c
 	}

@@ -89,8 +89,8 @@ func (t *Table) Restore(flows []Flow) (int, error) {
 	var errs []error
 	var batch []byte
 	// The kernel takes a batch of messages in one write and handles them before the write
-	// returns: one write per 64 KiB instead of a request and an acknowledgement per flow (84 µs
-	// a flow that way; docs/benchmarks.md).
+	// returns: one write per 60 KiB rather than a request and an acknowledgement per flow,
+	// six times slower (docs/benchmarks.md): the VIP is not answered for until this is done.
 	send := func() {
 		if len(batch) == 0 {
 			return

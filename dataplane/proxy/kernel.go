@@ -111,8 +111,8 @@ func natListener(l model.Listener, p *pool) nat.Listener {
 		ConnectionLimit: l.ConnectionLimit, Timeout: l.TimeoutClientData}
 	if l.Unlimited {
 		// Octavia's "unlimited", taken at its word: nftables' connlimit walks the listener's
-		// open connections for each new one (a SYN flood cost 125 µs of CPU per SYN with the
-		// default cap, 87 µs without: docs/benchmarks.md).
+		// open connections for each new one, a cost a SYN flood multiplies (docs/benchmarks.md,
+		// "SYN flood").
 		kl.ConnectionLimit = 0
 	}
 	if l.Protocol == model.TCP {
