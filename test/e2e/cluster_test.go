@@ -578,10 +578,11 @@ func (k *cluster) flaskHost() string {
 
 // replaceDataplane makes the dataplane pod go and come back (change does it: a deletion, an
 // upgrade) while a client opens a connection to the VIP every 20 ms, as the failover tests
-// do, and another keeps one HTTP connection open across it; it fails unless no connection
-// failed or waited for a lost SYN to be sent again, the open connection answered before and
-// after the old agent got its SIGTERM, and the new agent took the listeners over from the
-// kernel. Nothing in the old pod's log may be an RBAC refusal.
+// do, and another keeps one HTTP connection open across it, through a listener the kernel
+// carries; it fails unless no connection failed or waited for a lost SYN to be sent again,
+// the open connection answered before, while the old pod terminated and once the new one was
+// ready, and the new agent took the listeners over from the kernel. Nothing in the old pod's
+// log may be an RBAC refusal.
 func (k *cluster) replaceDataplane(what string, change func()) {
 	t := k.t
 	pods, err := k.cs.CoreV1().Pods("l4lb-system").List(k.ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=dataplane"})
@@ -591,13 +592,18 @@ func (k *cluster) replaceDataplane(what string, change func()) {
 	}
 	old := pods.Items[0]
 	oldLog := k.followLog(old.Name)
+	var l443 lbv1.Listener // the seed's (TestHelmInstallSeedAndUninstall)
+	must(t, k.c.Get(k.ctx, client.ObjectKey{Namespace: "seed", Name: "listener-443"}, &l443))
+	if l443.Status.DataPath != lbv1.DataPathKernel {
+		t.Fatalf("%s: listener-443 is carried by %q, want the kernel path", what, l443.Status.DataPath)
+	}
 	kept := dialHTTP(t, vip+":443")
 	kept.get(t, what+": before")
 	load := startTraffic("http://" + vip + "/")
 	time.Sleep(500 * time.Millisecond)
 	start := time.Now()
 	change()
-	// The old agent still proxies the open connection while its pod terminates.
+	// The open connection goes on while the old pod terminates, and after the new one is ready.
 	for {
 		var p corev1.Pod
 		err := k.c.Get(k.ctx, client.ObjectKey{Namespace: "l4lb-system", Name: old.Name}, &p)
@@ -611,7 +617,7 @@ func (k *cluster) replaceDataplane(what string, change func()) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	kept.get(t, what+": old pod terminating")
-	kept.c.Close()
+	defer kept.c.Close()
 	// The new pod is ready and the old one gone: the clients' counts are final.
 	newPod := ""
 	for newPod == "" {
@@ -632,6 +638,7 @@ func (k *cluster) replaceDataplane(what string, change func()) {
 		}
 	}
 	time.Sleep(time.Second)
+	kept.get(t, what+": new pod ready")
 	r := load.stop()
 	fmt.Printf("%s on a one-node cluster: %d connections answered, %d failed, %d answered only after a lost SYN; new pod %s ready after %v\n",
 		what, r.ok, r.failed, r.resent, newPod, time.Since(start).Round(100*time.Millisecond))
