@@ -51,6 +51,7 @@ const (
 	// closed, with conntrack's TIME_WAIT).
 	toldFor     = 3*snapshotEvery + 5*time.Second
 	unlistedFor = snapshotEvery + 2*time.Second
+	watchRetry  = 5 * time.Second
 	// maxDatagram keeps a message within one unfragmented datagram, with gossip's framing.
 	maxDatagram = 1200
 )
@@ -63,6 +64,7 @@ func (s *FlowSync) Start(ctx context.Context) error {
 	defer snapshot.Stop()
 	var stop func()
 	var failed <-chan error
+	var retry time.Time // a watch that failed is not tried again before (no log at every flush)
 	defer func() {
 		if stop != nil {
 			stop()
@@ -73,8 +75,8 @@ func (s *FlowSync) Start(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case err := <-failed:
-			s.Log.Warn("watching the kernel path's flows; starting again", "err", err)
-			stop, failed = nil, nil
+			s.Log.Warn("watching the kernel path's flows; trying again in a while", "err", err, "in", watchRetry)
+			stop, failed, retry = nil, nil, time.Now().Add(watchRetry)
 		case <-snapshot.C:
 			s.expire()
 			if stop != nil {
@@ -93,11 +95,11 @@ func (s *FlowSync) Start(ctx context.Context) error {
 			s.mu.Unlock()
 			holds := len(succ) > 0
 			switch {
-			case holds && stop == nil:
+			case holds && stop == nil && time.Now().After(retry):
 				var err error
 				if stop, failed, err = s.Table.Watch(s.tell); err != nil {
-					s.Log.Warn("watching the kernel path's flows", "err", err)
-					stop, failed = nil, nil
+					s.Log.Warn("watching the kernel path's flows; trying again in a while", "err", err, "in", watchRetry)
+					stop, failed, retry = nil, nil, time.Now().Add(watchRetry)
 				}
 			case !holds && stop != nil:
 				stop()
