@@ -30,8 +30,8 @@ type FlowSync struct {
 	Log        *slog.Logger
 
 	mu         sync.Mutex
-	successors map[string]string   // Successors, read at each flush (tell runs for every flow)
-	pending    map[string][][]byte // encoded flows by node, to send at the next flush
+	successors map[netip.Addr]string // Successors, read at each flush (tell runs for every flow)
+	pending    map[string][][]byte   // encoded flows by node, to send at the next flush
 	received   map[netip.Addr]map[nat.FlowKey]told
 }
 
@@ -89,7 +89,12 @@ func (s *FlowSync) Start(ctx context.Context) error {
 				}
 			}
 		case <-flush.C:
-			succ := s.Successors()
+			succ := map[netip.Addr]string{}
+			for vip, node := range s.Successors() {
+				if a, err := netip.ParseAddr(vip); err == nil {
+					succ[a.Unmap()] = node
+				}
+			}
 			s.mu.Lock()
 			s.successors = succ
 			s.mu.Unlock()
@@ -117,7 +122,7 @@ func (s *FlowSync) tell(f nat.Flow, ended bool) { s.queue(f, ended, false) }
 func (s *FlowSync) queue(f nat.Flow, ended, listed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	to := s.successors[f.VIP.Addr().String()]
+	to := s.successors[f.VIP.Addr()]
 	if to == "" {
 		return
 	}

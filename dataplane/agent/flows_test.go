@@ -65,7 +65,7 @@ func TestToldFlowsAreKeptByVIP(t *testing.T) {
 func TestFlowsGoToTheirVIPsSuccessor(t *testing.T) {
 	sent := map[string][][]byte{}
 	s := FlowSync{Send: func(node string, msg []byte) error { sent[node] = append(sent[node], msg); return nil },
-		successors: map[string]string{"198.51.100.100": "n2"}}
+		successors: map[netip.Addr]string{netip.MustParseAddr("198.51.100.100"): "n2"}}
 	f := flowFrom("198.51.100.7:40000", "198.51.100.100:80", "198.51.100.11:8080", "198.51.100.100:40000")
 	const many = 100
 	for i := range many {

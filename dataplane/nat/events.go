@@ -23,7 +23,7 @@ import (
 // calls per event), they cost a holder three times the CPU (docs/benchmarks.md, "Connections
 // across a VIP move").
 func (t *Table) Watch(fn func(f Flow, ended bool)) (stop func(), done <-chan error, err error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	fd, err := netfilterSocket(8 << 20) // as large as the node allows: fewer lost in a burst
 	if err != nil {
 		return nil, nil, fmt.Errorf("conntrack events: %w", err)
 	}
@@ -41,10 +41,6 @@ func (t *Table) Watch(fn func(f Flow, ended bool)) (stop func(), done <-chan err
 			unix.Close(fd)
 			return nil, nil, fmt.Errorf("conntrack events: %w", err)
 		}
-	}
-	// As large as the node allows: fewer lost in a burst.
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20) != nil {
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
 	}
 	var stopped atomic.Bool
 	out := make(chan error, 1)
@@ -75,6 +71,19 @@ func (t *Table) Watch(fn func(f Flow, ended bool)) (stop func(), done <-chan err
 		out <- nil
 	}()
 	return func() { stopped.Store(true) }, out, nil
+}
+
+// netfilterSocket opens a netlink socket to netfilter that receives up to rcvbuf bytes
+// before the kernel drops what it sends (capped by net.core.rmem_max without CAP_NET_ADMIN).
+func netfilterSocket(rcvbuf int) (int, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	if err != nil {
+		return -1, err
+	}
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvbuf) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf)
+	}
+	return fd, nil
 }
 
 // event reads a conntrack event: a flow of this table starting or ending, or ok false.

@@ -78,13 +78,12 @@ func (t *Table) Restore(flows []Flow) (int, error) {
 	t.mu.Lock()
 	marks, timeouts := t.flowMarks()
 	t.mu.Unlock()
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	// The replies are errors only (no acknowledgement is asked for): room for a batch's.
+	fd, err := netfilterSocket(4 << 20)
 	if err != nil {
 		return 0, fmt.Errorf("conntrack: %w", err)
 	}
 	defer unix.Close(fd)
-	// The replies are errors only (no acknowledgement is asked for): room for a batch's.
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
 	sent, refused := 0, 0
 	var errs []error
 	var batch []byte
