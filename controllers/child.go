@@ -1,12 +1,9 @@
 package controllers
 
 import (
-	"context"
-
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/internal/load"
 	"github.com/l4lb/l4lb/internal/model"
 	"github.com/l4lb/l4lb/internal/ssa"
 )
@@ -31,18 +28,4 @@ func (b *Base) childStatus(obj client.Object, kind string, res model.Result, cur
 func commonChanged(cur, next *lbv1.CommonStatus) bool {
 	return cur.ProvisioningStatus != next.ProvisioningStatus || cur.OperatingStatus != next.OperatingStatus ||
 		cur.ObservedGeneration != next.ObservedGeneration || ssa.Changed(cur.Conditions, next.Conditions)
-}
-
-// build runs every namespace's objects through the model, under the cluster's address
-// policy: one listener per VIP, protocol and port in the whole cluster needs them all. The
-// model is shared (snapshot says when it is built again): the caller must not modify it.
-func (b *Base) build(ctx context.Context) (model.Objects, model.Result, error) {
-	if b.model != nil {
-		return b.model.get(ctx, b.Client)
-	}
-	objs, err := load.Input(ctx, b.Client)
-	if err != nil {
-		return objs, model.Result{}, err
-	}
-	return objs, model.Build(objs), nil
 }

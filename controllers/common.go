@@ -6,7 +6,6 @@ package controllers
 
 import (
 	"context"
-	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,13 +15,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/internal/load"
 	"github.com/l4lb/l4lb/internal/model"
 	"github.com/l4lb/l4lb/internal/watchdog"
 )
@@ -101,35 +98,16 @@ func (b *Base) namespaceOf(list client.ObjectList) handler.EventHandler {
 	})
 }
 
-// watchTree builds a controller for forObj that also sees changes of the other l4lb kinds in
-// its namespace, mapped to every object of its own kind there, and of the address policies.
-// The caller adds what else it watches and completes it.
-func (b *Base) watchTree(mgr ctrl.Manager, name string, forObj client.Object, list client.ObjectList, opts controller.Options) *builder.Builder {
-	bld := ctrl.NewControllerManagedBy(mgr).Named(name).For(forObj, b.modelInput()).WithOptions(opts)
-	for _, other := range []client.Object{&lbv1.LoadBalancer{}, &lbv1.Listener{}, &lbv1.Pool{}, &lbv1.HealthMonitor{}, &lbv1.AddressPolicy{}} {
-		if fmt.Sprintf("%T", other) != fmt.Sprintf("%T", forObj) {
-			// What another object changes in this one's status goes through the model: the
-			// statuses the agents write (most updates) change nothing here and queue nothing.
-			bld = bld.Watches(other, b.namespaceOf(list), b.modelInput(inputOnly))
-		}
-	}
-	return bld
-}
-
-// inputOnly lets through the updates that change the model's input, and every creation and
-// deletion.
-var inputOnly = predicate.Funcs{
-	UpdateFunc: func(e event.UpdateEvent) bool { return load.InputChanged(e.ObjectOld, e.ObjectNew) },
-}
-
-// modelInput is the predicates option of every watch of a reconciler that builds the model:
-// it counts the changes to the model's input before their events are queued (snapshot), then
-// applies filters. One option per watch: the builder keeps only the last one given.
-func (b *Base) modelInput(filters ...predicate.Predicate) builder.Predicates {
-	if b.model != nil {
-		filters = append([]predicate.Predicate{b.model.changed()}, filters...)
-	}
-	return builder.WithPredicates(filters...)
+// watchModel builds a controller for forObj, a listener, pool or health monitor: queued by
+// its own changes, and by a build of the shared model that changed its verdict (snapshot).
+// Several reconcile at once: each is mostly a round trip to the API server. The caller
+// completes it.
+func (b *Base) watchModel(mgr ctrl.Manager, name string, forObj client.Object, kind string) *builder.Builder {
+	return ctrl.NewControllerManagedBy(mgr).Named(name).WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		// Every update of its own object queues it (the agents write Programmed); those that
+		// change the model's input are counted first.
+		For(forObj, builder.WithPredicates(b.model.changed())).
+		WatchesRawSource(source.Channel(b.model.queues[kind], &handler.EnqueueRequestForObject{}))
 }
 
 // acceptance is the Accepted condition of ref from a built model.
@@ -140,15 +118,19 @@ func acceptance(obj client.Object, res model.Result, kind string) (metav1.Condit
 	return condition(obj, lbv1.ConditionAccepted, true, lbv1.ReasonAccepted, ""), true
 }
 
-// noteAcceptance records an event when an object's acceptance changes.
+// noteAcceptance records an event when an object is refused, or accepted after a refusal. An
+// object accepted at once gets none: its condition says so, and an event for each object of a
+// thousand-load-balancer apply was most of what the API server wrote (docs/benchmarks.md,
+// "Scale").
 func (b *Base) noteAcceptance(obj client.Object, old []metav1.Condition, c metav1.Condition) {
 	prev := meta.FindStatusCondition(old, lbv1.ConditionAccepted)
 	if prev != nil && prev.Status == c.Status && prev.Reason == c.Reason {
 		return
 	}
-	if c.Status == metav1.ConditionTrue {
-		b.event(obj, false, lbv1.ReasonAccepted, "Validate", "accepted")
-	} else {
+	switch {
+	case c.Status != metav1.ConditionTrue:
 		b.event(obj, true, c.Reason, "Validate", "%s", c.Message)
+	case prev != nil && prev.Status == metav1.ConditionFalse:
+		b.event(obj, false, lbv1.ReasonAccepted, "Validate", "accepted")
 	}
 }

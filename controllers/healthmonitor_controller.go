@@ -5,7 +5,6 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/internal/ssa"
@@ -16,7 +15,7 @@ import (
 type HealthMonitorReconciler struct{ Base }
 
 func (r *HealthMonitorReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return r.watchTree(mgr, "healthmonitor", &lbv1.HealthMonitor{}, &lbv1.HealthMonitorList{}, controller.Options{}).Complete(r.watched("healthmonitor", r))
+	return r.watchModel(mgr, "healthmonitor", &lbv1.HealthMonitor{}, "HealthMonitor").Complete(r.watched("healthmonitor", r))
 }
 
 func (r *HealthMonitorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -24,9 +23,9 @@ func (r *HealthMonitorReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err := r.Get(ctx, req.NamespacedName, &m); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	_, res, err := r.build(ctx)
-	if err != nil {
-		return afterModel(err)
+	_, res, ok := r.model.get(&m, "HealthMonitor")
+	if !ok {
+		return ctrl.Result{}, nil // the next build of the model queues it
 	}
 	st := lbv1.HealthMonitorStatus{CommonStatus: r.childStatus(&m, "HealthMonitor", res, &m.Status.CommonStatus,
 		func(served, _ bool) lbv1.OperatingStatus {

@@ -9,7 +9,6 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/internal/model"
@@ -21,7 +20,7 @@ import (
 type PoolReconciler struct{ Base }
 
 func (r *PoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return r.watchTree(mgr, "pool", &lbv1.Pool{}, &lbv1.PoolList{}, controller.Options{}).Complete(r.watched("pool", r))
+	return r.watchModel(mgr, "pool", &lbv1.Pool{}, "Pool").Complete(r.watched("pool", r))
 }
 
 func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -29,9 +28,9 @@ func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	if err := r.Get(ctx, req.NamespacedName, &p); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	_, res, err := r.build(ctx)
-	if err != nil {
-		return afterModel(err)
+	_, res, ok := r.model.get(&p, "Pool")
+	if !ok {
+		return ctrl.Result{}, nil // the next build of the model queues it
 	}
 	reported := map[string]lbv1.OperatingStatus{}
 	for _, m := range p.Status.Members {
