@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -74,11 +75,19 @@ type Agent struct {
 	handedOff   atomic.Bool
 	inherited   bool
 	started     time.Time
+
+	// The last pass: when it ended and how long it took (pacing changed).
+	lastEnd  time.Time
+	lastTook time.Duration
 }
 
-// everything is the one request the agent reconciles: any change rebuilds the whole model,
-// which is cheap and keeps one consistent view.
-var everything = reconcile.Request{NamespacedName: client.ObjectKey{Name: "model"}}
+// The agent reconciles everything at once (one consistent view of the model): changed, when
+// the objects changed, paced so that a burst of changes costs a bounded share of a core;
+// promptly, when what this node holds or a member's health changed, which waits for nothing.
+var (
+	changed  = reconcile.Request{NamespacedName: client.ObjectKey{Name: "model"}}
+	promptly = reconcile.Request{NamespacedName: client.ObjectKey{Name: "now"}}
+)
 
 // SetupWithManager watches the four kinds and member health.
 func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
@@ -93,7 +102,10 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
-		return []reconcile.Request{everything}
+		return []reconcile.Request{changed}
+	})
+	now := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{promptly}
 	})
 	if a.Ownership != nil {
 		a.Ownership.trigger = func() { a.OnHealth(health.Event{}) }
@@ -117,7 +129,7 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&lbv1.HealthMonitor{}, all, input).
 		Watches(&lbv1.AddressPolicy{}, all, input).
 		Watches(&corev1.Node{}, all, input). // a node's addresses and pod CIDRs, not its heartbeats
-		WatchesRawSource(source.Channel(a.health, all)).
+		WatchesRawSource(source.Channel(a.health, now)).
 		Complete(a.watched())
 }
 
@@ -136,12 +148,20 @@ func (a *Agent) OnHealth(health.Event) {
 	}
 }
 
-func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result, error) {
+func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Result, error) {
 	a.reconciling.Lock()
 	defer a.reconciling.Unlock()
 	if a.handedOff.Load() {
 		return ctrl.Result{}, nil // the kernel carries the listeners until the next agent
 	}
+	// A pass reads and applies every object: passes back to back through a burst of applies
+	// would cost the square of its size. Changes of the objects wait after a pass as long as
+	// it took (at most half a core), so the passes of a burst get fewer as they get longer.
+	if wait := a.lastTook - time.Since(a.lastEnd); req == changed && wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
+	start := time.Now()
+	defer func() { a.lastEnd, a.lastTook = time.Now(), time.Since(start) }()
 	objs, err := load.Input(ctx, a.Client)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -219,22 +239,32 @@ func (a *Agent) reportAll(ctx context.Context, s snapshot) error {
 	a.forgetGone(s.objs)
 	a.mu.Unlock()
 	log := ctrl.LoggerFrom(ctx)
-	var firstErr error
 	in := newReportInput(s)
+	// Load balancers are written side by side: one after the other, a thousand newly held
+	// ones wait for five thousand round trips to an API server that is busy with them too.
+	var g errgroup.Group
+	g.SetLimit(reportWriters)
 	for i := range s.objs.LoadBalancers {
 		lb := &s.objs.LoadBalancers[i]
 		if !s.held[lb.Namespace+"/"+lb.Name] {
 			continue
 		}
-		if err := a.report(ctx, in, lb); err != nil {
-			log.Error(err, "reporting status", "loadBalancer", lb.Name)
-			if firstErr == nil {
-				firstErr = err
+		g.Go(func() error {
+			if ctx.Err() != nil {
+				return ctx.Err() // the round is over: the next one takes up what is left
 			}
-		}
+			err := a.report(ctx, in, lb)
+			if err != nil && ctx.Err() == nil {
+				log.Error(err, "reporting status", "loadBalancer", lb.Name)
+			}
+			return err
+		})
 	}
-	return firstErr
+	return g.Wait()
 }
+
+// reportWriters is how many load balancers' statuses are written at once.
+const reportWriters = 8
 
 // forgetGone drops what was written for objects that no longer exist. Called with a.mu held.
 func (a *Agent) forgetGone(objs model.Objects) {

@@ -83,14 +83,23 @@ func Join(mgr ctrl.Manager, m Membership) (*Ownership, *nodes.Gossip, error) {
 }
 
 // Fitness says whether this node may hold VIPs: its VIP interface is up, every interface it
-// answers on is up with a carrier, and its event loops run.
+// answers on is up with a carrier, and its event loops run. The interfaces are read once (a
+// node answers for a thousand VIPs on one or two of them).
 func Fitness(iface string, vips *vip.Local) error {
+	ifis, err := net.Interfaces()
+	if err != nil {
+		return err
+	}
+	flags := map[string]net.Flags{}
+	for _, ifi := range ifis {
+		flags[ifi.Name] = ifi.Flags
+	}
 	up := func(name string) error {
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			return err
-		}
-		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagRunning == 0 {
+		f, ok := flags[name]
+		switch {
+		case !ok:
+			return fmt.Errorf("interface %s not found", name)
+		case f&net.FlagUp == 0 || f&net.FlagRunning == 0:
 			return fmt.Errorf("interface %s is down", name)
 		}
 		return nil

@@ -88,7 +88,7 @@ func TestForwardedFlowsReachMembersElsewhere(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Deleting the namespace takes the table and its flows with it.
-		if !nat.Eligible(model.Listener{Protocol: model.UDP, ConnectionLimit: model.DefaultConnectionLimit, Pool: &model.Pool{Algorithm: model.RoundRobin,
+		if !nat.ReadNode().Eligible(model.Listener{Protocol: model.UDP, ConnectionLimit: model.DefaultConnectionLimit, Pool: &model.Pool{Algorithm: model.RoundRobin,
 			Members: []model.Member{{Address: member}}}}) {
 			t.Fatal("a member elsewhere is not eligible on a node that forwards")
 		}
@@ -116,11 +116,11 @@ func TestForwardedFlowsReachMembersElsewhere(t *testing.T) {
 // leaves such a listener to the proxy, which refuses each connection.
 func TestAListenerThatAdmitsNothingStaysOnTheProxy(t *testing.T) {
 	l := model.Listener{Protocol: model.UDP, ConnectionLimit: 0, Pool: &model.Pool{Algorithm: model.RoundRobin}}
-	if nat.Eligible(l) {
+	if nat.ReadNode().Eligible(l) {
 		t.Fatal("a listener with connectionLimit 0 went to the kernel, which would admit every flow")
 	}
 	l.ConnectionLimit = model.DefaultConnectionLimit
-	if !nat.Eligible(l) {
+	if !nat.ReadNode().Eligible(l) {
 		t.Fatal("a plain UDP listener is not eligible")
 	}
 }
@@ -146,11 +146,11 @@ func TestAMemberOnTheNodesOwnAddressStaysOnTheProxy(t *testing.T) {
 	l := model.Listener{Key: "ns/l", Protocol: model.TCP, ConnectionLimit: model.DefaultConnectionLimit,
 		Pool: &model.Pool{Key: "ns/p", Protocol: model.PoolTCP, Algorithm: model.RoundRobin,
 			Members: []model.Member{{Name: "node", Address: netip.AddrPortFrom(own, 30080), Weight: 1, AdminStateUp: true}}}}
-	if nat.Eligible(l) {
+	if nat.ReadNode().Eligible(l) {
 		t.Fatalf("a listener whose member is the node's own %v is carried by the kernel", own)
 	}
 	l.Pool.Members[0].Address = netip.MustParseAddrPort("127.0.0.1:30080")
-	if !nat.Eligible(l) {
+	if !nat.ReadNode().Eligible(l) {
 		t.Fatal("a listener whose member is on loopback is not carried by the kernel")
 	}
 }

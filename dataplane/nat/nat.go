@@ -90,11 +90,37 @@ type Member struct {
 	Down bool
 }
 
+// Node is what decides whether the kernel reaches a listener's members from this node: its
+// network namespace's addresses and whether it forwards. Read it once for all the listeners
+// of an Apply (reading it per listener was most of an agent's CPU with 1,000 load balancers,
+// docs/benchmarks.md, "Scale").
+type Node struct {
+	own     map[netip.Addr]bool
+	forward [2]bool // IPv4, IPv6
+}
+
+// ReadNode reads the calling thread's network namespace.
+func ReadNode() Node {
+	n := Node{own: map[netip.Addr]bool{}}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				n.own[p.Addr().Unmap()] = true
+			}
+		}
+	}
+	for i, path := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+		b, err := os.ReadFile(path)
+		n.forward[i] = err == nil && len(b) > 0 && b[0] == '1'
+	}
+	return n
+}
+
 // Eligible reports whether the kernel can carry l with every setting honoured; when it cannot
 // (LEAST_CONNECTIONS needs connection counts at the moment of choice, session persistence a
 // table with its own timeout, the PROXY protocol and timeoutTCPInspect the connection's
 // bytes), the proxy carries it.
-func Eligible(l model.Listener) bool {
+func (n Node) Eligible(l model.Listener) bool {
 	switch l.Protocol {
 	case model.UDP:
 	case model.TCP:
@@ -120,7 +146,7 @@ func Eligible(l model.Listener) bool {
 	default:
 		return false
 	}
-	return Reaches(l)
+	return n.Reaches(l)
 }
 
 // Reaches reports whether the kernel can take l's flows to its members: members elsewhere
@@ -128,102 +154,27 @@ func Eligible(l model.Listener) bool {
 // node's own addresses (a NodePort, as cloud-provider-openstack makes members of nodes) is
 // left to the proxy, since kube-proxy's own translation of that address would never run: a
 // connection is translated once per hook, and this table's translation would come first.
-func Reaches(l model.Listener) bool {
+func (n Node) Reaches(l model.Listener) bool {
 	if l.Pool == nil {
 		return true
 	}
-	forwards := map[bool]bool{} // by IPv6, read once
-	var own map[netip.Addr]bool
 	for _, m := range l.Pool.Members {
 		a := m.Address.Addr().Unmap()
 		if a.IsLoopback() {
 			continue
 		}
-		if own == nil {
-			own = localAddresses()
-		}
-		if own[a] {
+		if n.own[a] {
 			return false
 		}
-		on, read := forwards[a.Is6()]
-		if !read {
-			on = forwarding(a.Is6())
-			forwards[a.Is6()] = on
+		i := 0
+		if a.Is6() {
+			i = 1
 		}
-		if !on {
+		if !n.forward[i] {
 			return false
 		}
 	}
 	return true
-}
-
-// localAddresses are the addresses of this network namespace's interfaces, read at most
-// once a second (an Apply asks for every listener).
-func localAddresses() map[netip.Addr]bool {
-	local.mu.Lock()
-	defer local.mu.Unlock()
-	v := local.of()
-	if time.Since(v.read) < time.Second {
-		return v.addrs
-	}
-	out := map[netip.Addr]bool{}
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range addrs {
-			if p, err := netip.ParsePrefix(a.String()); err == nil {
-				out[p.Addr().Unmap()] = true
-			}
-		}
-	}
-	v.addrs, v.read = out, time.Now()
-	return out
-}
-
-// forwarding reports whether the node forwards IPv4 or IPv6, read at most once a second too:
-// read for every listener, it was a quarter of an agent's CPU with 1,000 load balancers
-// (docs/benchmarks.md, "Scale").
-func forwarding(v6 bool) bool {
-	i, path := 0, "/proc/sys/net/ipv4/ip_forward"
-	if v6 {
-		i, path = 1, "/proc/sys/net/ipv6/conf/all/forwarding"
-	}
-	local.mu.Lock()
-	defer local.mu.Unlock()
-	v := local.of()
-	if time.Since(v.forwardRead[i]) < time.Second {
-		return v.forward[i]
-	}
-	b, err := os.ReadFile(path)
-	v.forward[i], v.forwardRead[i] = err == nil && len(b) > 0 && b[0] == '1', time.Now()
-	return v.forward[i]
-}
-
-// local is what Reaches reads of the node, by network namespace: an agent has one, but a
-// process whose threads enter others (the tests) must not see one namespace's answers in
-// another.
-var local nodeViews
-
-type nodeViews struct {
-	mu   sync.Mutex
-	byNS map[string]*nodeView
-}
-
-type nodeView struct {
-	read        time.Time
-	addrs       map[netip.Addr]bool
-	forward     [2]bool // IPv4, IPv6
-	forwardRead [2]time.Time
-}
-
-// of is the calling thread's namespace's view. Called with mu held.
-func (l *nodeViews) of() *nodeView {
-	ns, _ := os.Readlink("/proc/thread-self/ns/net")
-	if l.byNS == nil {
-		l.byNS = map[string]*nodeView{}
-	}
-	if l.byNS[ns] == nil {
-		l.byNS[ns] = &nodeView{}
-	}
-	return l.byNS[ns]
 }
 
 // Counts are a member's traffic through the kernel. Bytes are payloads, as the proxy counts

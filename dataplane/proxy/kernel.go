@@ -25,12 +25,12 @@ type kernelTable interface {
 }
 
 // byKernel reports whether the kernel carries l (Options.NAT set and l's protocol named,
-// every setting of l honoured there, and not refused by the kernel as l is now); the loops
-// carry the rest.
-func (s *Server) byKernel(l model.Listener) bool {
+// every setting of l honoured there from node, and not refused by the kernel as l is now);
+// the loops carry the rest.
+func (s *Server) byKernel(node nat.Node, l model.Listener) bool {
 	_, refused := s.refused[l.Key]
 	wanted := (l.Protocol == model.UDP && s.opts.KernelUDP) || (l.Protocol == model.TCP && s.opts.KernelTCP)
-	return s.nat != nil && wanted && nat.Eligible(l) && !refused
+	return s.nat != nil && wanted && node.Eligible(l) && !refused
 }
 
 // InKernel reports whether the kernel carries the listener key now (else the proxy does).
@@ -165,9 +165,10 @@ func (s *Server) HandOffListeners(keep func(model.Listener) bool) []nat.Listener
 		specs = append(specs, l)
 	}
 	var ls []nat.Listener
+	node := nat.ReadNode()
 	for _, l := range specs {
 		p := poolFor(l, s.pools)
-		if !keep(l) || !nat.Reaches(l) || l.ConnectionLimit == 0 || (p != nil && (p.spec.Protocol == model.PoolPROXY || p.spec.Protocol == model.PoolPROXYV2)) {
+		if !keep(l) || !node.Reaches(l) || l.ConnectionLimit == 0 || (p != nil && (p.spec.Protocol == model.PoolPROXY || p.spec.Protocol == model.PoolPROXYV2)) {
 			continue
 		}
 		ls = append(ls, natListener(l, p))

@@ -174,10 +174,11 @@ func (s *Server) Apply(m model.Model) map[string]error {
 	failed := map[string]error{}
 	want := map[string]bool{}
 	kernel := map[string]model.Listener{}
+	node := nat.ReadNode()
 	for _, l := range m.Listeners {
 		var err error
 		switch {
-		case s.byKernel(l):
+		case s.byKernel(node, l):
 			kernel[l.Key] = l
 			continue
 		case l.Protocol == model.TCP:

@@ -1,6 +1,7 @@
 package vip
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -25,6 +26,35 @@ func announceOnce(iface string, a netip.Addr) error {
 		return unsolicitedNA(ifi, a)
 	}
 	return garp(ifi, a)
+}
+
+// announceAll sends one announcement of each of addrs on iface (the periodic refresh of a
+// node answering for many VIPs: the interface is looked up, and the ARP socket opened, once).
+func announceAll(iface string, addrs []netip.Addr) error {
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		return err
+	}
+	var c *arp.Client
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
+	var errs []error
+	for _, a := range addrs {
+		if is6(a) {
+			errs = append(errs, unsolicitedNA(ifi, a))
+			continue
+		}
+		if c == nil {
+			if c, err = arp.Dial(ifi); err != nil {
+				return err
+			}
+		}
+		errs = append(errs, garpOn(c, ifi, a))
+	}
+	return errors.Join(errs...)
 }
 
 // Announce tells the neighbours on iface that a is here now: gratuitous ARP for IPv4,
@@ -69,7 +99,11 @@ func garp(ifi *net.Interface, a netip.Addr) error {
 		return err
 	}
 	defer c.Close()
-	// A gratuitous ARP request: sender and target are both the VIP.
+	return garpOn(c, ifi, a)
+}
+
+// garpOn sends a gratuitous ARP request for a on c: sender and target are both the VIP.
+func garpOn(c *arp.Client, ifi *net.Interface, a netip.Addr) error {
 	p, err := arp.NewPacket(arp.OperationRequest, ifi.HardwareAddr, a.Unmap(), ethernet.Broadcast, a.Unmap())
 	if err != nil {
 		return err

@@ -406,8 +406,12 @@ func (l *Local) RefreshLoop(stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
+		byIface := map[string][]netip.Addr{}
 		for a, iface := range l.Answered() {
-			announceOnce(iface, a)
+			byIface[iface] = append(byIface[iface], a)
+		}
+		for iface, addrs := range byIface {
+			announceAll(iface, addrs)
 		}
 	}
 }
