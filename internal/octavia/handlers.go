@@ -175,8 +175,14 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, c *caller, k kin
 	if cur == nil {
 		cur = o
 	}
+	// As Octavia answers: a create is PENDING_CREATE and an update PENDING_UPDATE in its own
+	// answer, however fast the controller and the dataplane were (a client waits for ACTIVE
+	// from there, and one reading ACTIVE at once would not know which version it is).
 	out := k.json(v, cur)
-	if code == http.StatusOK && out["provisioning_status"] == string(lbv1.ProvisioningActive) {
+	switch {
+	case code == http.StatusCreated:
+		out["provisioning_status"] = string(lbv1.ProvisioningPendingCreate)
+	case code == http.StatusOK && out["provisioning_status"] == string(lbv1.ProvisioningActive):
 		out["provisioning_status"] = string(lbv1.ProvisioningPendingUpdate)
 	}
 	writeJSON(w, code, map[string]any{k.singular: out})
