@@ -7,11 +7,13 @@ package scale
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +23,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -82,6 +85,41 @@ func start(b *testing.B, log string, args []string, env ...string) process {
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); f.Close() })
 	return process{cmd}
+}
+
+// writes counts the API server's writes so far (apiserver_request_total: creates, updates,
+// patches and applies) by resource and subresource, and the events.
+func writes(b *testing.B, ctx context.Context, cs *kubernetes.Clientset) map[string]int {
+	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := map[string]int{}
+	label := func(line, name string) string {
+		_, v, _ := strings.Cut(line, name+`="`)
+		v, _, _ = strings.Cut(v, `"`)
+		return v
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		switch label(line, "verb") {
+		case "POST", "PUT", "PATCH", "APPLY":
+		default:
+			continue
+		}
+		group, res := label(line, "group"), label(line, "resource")
+		if group != "lb.l4lb.io" && res != "events" {
+			continue
+		}
+		if sub := label(line, "subresource"); sub != "" {
+			res += "/" + sub
+		}
+		n, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		out[res] += int(n)
+	}
+	return out
 }
 
 // apply creates load balancers from..to-1 at once, as `kubectl apply` of one big file would,
@@ -240,14 +278,19 @@ func BenchmarkScale(b *testing.B) {
 		"--metrics-bind-address", "0"}, pprof...), "NODE_NAME=node", "HOST_IP="+node.Addr, "POD_NAMESPACE=l4lb-system")
 	b.Cleanup(func() { exec.Command("ip", "netns", "exec", node.NS, bin, "dataplane", "--cleanup").Run() })
 
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.ResetTimer()
-	fmt.Printf("| load balancers (each 2 listeners, 2 pools of 4 members) | all ACTIVE after | controller CPU ms per LB | agent CPU ms per LB | controller RSS MiB | agent RSS MiB |\n|---|---|---|---|---|---|\n")
+	fmt.Printf("| load balancers (each 2 listeners, 2 pools of 4 members) | all created after | all ACTIVE after | controller CPU ms per LB | agent CPU ms per LB | controller RSS MiB | agent RSS MiB |\n|---|---|---|---|---|---|---|\n")
 	done := 0
 	var firstController, firstAgent float64
 	for _, n := range steps {
-		c0, a0 := controller.cpu(b), agent.cpu(b)
+		c0, a0, w0 := controller.cpu(b), agent.cpu(b), writes(b, ctx, cs)
 		t0 := time.Now()
 		apply(b, ctx, c, done, n)
+		created := time.Since(t0)
 		limit := 2*time.Minute + time.Duration(n-done)*500*time.Millisecond
 		if got := waitActive(ctx, c, n, limit); got < n {
 			b.Fatalf("%d of %d load balancers ACTIVE after %v (logs in %s)", got, n, limit, logs)
@@ -258,8 +301,17 @@ func BenchmarkScale(b *testing.B) {
 		time.Sleep(5 * time.Second)
 		perC := float64((controller.cpu(b) - c0).Milliseconds()) / float64(n-done)
 		perA := float64((agent.cpu(b) - a0).Milliseconds()) / float64(n-done)
-		fmt.Printf("| %d -> %d | %.1f s | %.1f | %.1f | %d | %d |\n", done, n, took.Seconds(), perC, perA, controller.rss(b), agent.rss(b))
+		fmt.Printf("| %d -> %d | %.1f s | %.1f s | %.1f | %.1f | %d | %d |\n", done, n, created.Seconds(), took.Seconds(), perC, perA, controller.rss(b), agent.rss(b))
 		b.ReportMetric(took.Seconds(), fmt.Sprintf("s-to-%d-active", n))
+		// What the API server wrote for the step, per load balancer: its work grows with these.
+		var per []string
+		w1 := writes(b, ctx, cs)
+		for _, k := range slices.Sorted(maps.Keys(w1)) {
+			if d := w1[k] - w0[k]; d > 0 {
+				per = append(per, fmt.Sprintf("%s %.1f", k, float64(d)/float64(n-done)))
+			}
+		}
+		fmt.Printf("API server writes per load balancer, %d -> %d: %s\n", done, n, strings.Join(per, ", "))
 		if done == 0 {
 			firstController, firstAgent = perC, perA
 		} else {
