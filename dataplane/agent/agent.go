@@ -65,7 +65,7 @@ type Agent struct {
 	reports *reporter
 
 	mu       sync.Mutex
-	reported map[types.UID]string // what was last written per object, so writes happen on change only
+	reported map[types.UID]written // what was last written per object, so writes happen on change only
 	lastHeld map[string]bool
 
 	// The hand-off to the kernel (handoff.go): reconciling is held by each reconcile, and by
@@ -80,6 +80,9 @@ type Agent struct {
 	lastEnd  time.Time
 	lastTook time.Duration
 }
+
+// minPassGap is the least time between two passes set off by changes of the objects.
+const minPassGap = 200 * time.Millisecond
 
 // The agent reconciles everything at once (one consistent view of the model): changed, when
 // the objects changed, paced so that a burst of changes costs a bounded share of a core;
@@ -96,7 +99,7 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	if a.VIPs != nil {
 		a.inherited, _ = nat.Exists(HandOffTable) // unreadable (no CAP_NET_ADMIN): nothing to take over
 	}
-	a.reported = map[types.UID]string{}
+	a.reported = map[types.UID]written{}
 	a.reports = newReporter(a.reportAll)
 	if err := mgr.Add(a.reports); err != nil {
 		return err
@@ -156,13 +159,14 @@ func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Resu
 	}
 	// A pass reads and applies every object: passes back to back through a burst of applies
 	// would cost the square of its size. Changes of the objects wait after a pass as long as
-	// it took (at most half a core), so the passes of a burst get fewer as they get longer.
-	if wait := a.lastTook - time.Since(a.lastEnd); req == changed && wait > 0 {
+	// it took, and at least minPassGap (as kube-proxy's minSyncPeriod): through a burst the
+	// passes get fewer as they get longer; a change after a quiet spell waits for nothing.
+	if wait := max(a.lastTook, minPassGap) - time.Since(a.lastEnd); req == changed && wait > 0 {
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 	start := time.Now()
 	defer func() { a.lastEnd, a.lastTook = time.Now(), time.Since(start) }()
-	objs, err := load.Input(ctx, a.Client)
+	objs, err := load.SharedInput(ctx, a.Client)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -229,17 +233,22 @@ func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Resu
 // reportAll writes the status of every held load balancer. It runs on the reporter's
 // goroutine, never in Reconcile: a slow or stopped API server must not hold up a takeover.
 func (a *Agent) reportAll(ctx context.Context, s snapshot) error {
-	// Another node may have written these statuses while it held them: after a change of what
-	// this node holds, write everything again rather than trust what was written last.
+	in := newReportInput(s)
+	// Another node may have written the statuses of a load balancer while it held it: those
+	// this node holds anew are written again whole rather than trusted to be as written last.
+	// (Only those: forgetting everything at each change of what is held rewrote every status
+	// with each of a thousand load balancers taken on.)
 	a.mu.Lock()
-	if !maps.Equal(s.held, a.lastHeld) {
-		a.reported = map[types.UID]string{}
-		a.lastHeld = s.held
+	for i := range s.objs.LoadBalancers {
+		lb := &s.objs.LoadBalancers[i]
+		if k := lb.Namespace + "/" + lb.Name; s.held[k] && !a.lastHeld[k] {
+			a.forgetTree(in.trees, lb)
+		}
 	}
+	a.lastHeld = s.held
 	a.forgetGone(s.objs)
 	a.mu.Unlock()
 	log := ctrl.LoggerFrom(ctx)
-	in := newReportInput(s)
 	// Load balancers are written side by side: one after the other, a thousand newly held
 	// ones wait for five thousand round trips to an API server that is busy with them too.
 	var g errgroup.Group
@@ -266,6 +275,21 @@ func (a *Agent) reportAll(ctx context.Context, s snapshot) error {
 // reportWriters is how many load balancers' statuses are written at once.
 const reportWriters = 8
 
+// forgetTree drops what was written for lb and the objects under it. Called with a.mu held.
+func (a *Agent) forgetTree(trees model.Trees, lb *lbv1.LoadBalancer) {
+	k := lb.Namespace + "/" + lb.Name
+	delete(a.reported, lb.UID)
+	for _, l := range trees.Listeners[k] {
+		delete(a.reported, l.UID)
+	}
+	for _, p := range trees.Pools[k] {
+		delete(a.reported, p.UID)
+	}
+	for _, m := range trees.Monitors[k] {
+		delete(a.reported, m.UID)
+	}
+}
+
 // forgetGone drops what was written for objects that no longer exist. Called with a.mu held.
 func (a *Agent) forgetGone(objs model.Objects) {
 	live := map[types.UID]bool{}
@@ -281,7 +305,7 @@ func (a *Agent) forgetGone(objs model.Objects) {
 	for i := range objs.Monitors {
 		live[objs.Monitors[i].UID] = true
 	}
-	maps.DeleteFunc(a.reported, func(uid types.UID, _ string) bool { return !live[uid] })
+	maps.DeleteFunc(a.reported, func(uid types.UID, _ written) bool { return !live[uid] })
 }
 
 // vipSets are the VIPs this node keeps local (of held and lingering load balancers), those it

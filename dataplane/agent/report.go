@@ -2,9 +2,11 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"reflect"
+	"slices"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
@@ -144,13 +146,10 @@ func enabled(b *bool) bool { return b == nil || *b }
 // under the same name, even with the same spec and generation, is another object whose status
 // is still to be written.
 func (a *Agent) apply(ctx context.Context, kind string, obj client.Object, status any) error {
-	raw, _ := json.Marshal(struct {
-		S   any
-		Gen int64
-	}{stripTimes(status), obj.GetGeneration()})
+	w := written{status: withoutTimes(status), generation: obj.GetGeneration()}
 	key := obj.GetUID()
 	a.mu.Lock()
-	same := a.reported[key] == string(raw)
+	same := reflect.DeepEqual(a.reported[key], w)
 	a.mu.Unlock()
 	if same {
 		return nil
@@ -159,20 +158,40 @@ func (a *Agent) apply(ctx context.Context, kind string, obj client.Object, statu
 		return client.IgnoreNotFound(err)
 	}
 	a.mu.Lock()
-	a.reported[key] = string(raw)
+	a.reported[key] = w
 	a.mu.Unlock()
 	return nil
 }
 
-// stripTimes removes transition times so the comparison is of content only.
-func stripTimes(status any) any {
-	raw, _ := json.Marshal(status)
-	var m map[string]any
-	json.Unmarshal(raw, &m)
-	if cs, ok := m["conditions"].([]any); ok {
-		for _, c := range cs {
-			delete(c.(map[string]any), "lastTransitionTime")
+// written is what apply wrote for an object: the status, its conditions' transition times left
+// out (the comparison is of content), and the object's generation.
+type written struct {
+	status     any
+	generation int64
+}
+
+// withoutTimes is a status (one of the four kinds') with its conditions' transition times
+// zeroed, on a copy.
+func withoutTimes(status any) any {
+	strip := func(c *lbv1.CommonStatus) {
+		c.Conditions = slices.Clone(c.Conditions)
+		for i := range c.Conditions {
+			c.Conditions[i].LastTransitionTime = metav1.Time{}
 		}
 	}
-	return m
+	switch s := status.(type) {
+	case lbv1.LoadBalancerStatus:
+		strip(&s.CommonStatus)
+		return s
+	case lbv1.ListenerStatus:
+		strip(&s.CommonStatus)
+		return s
+	case lbv1.PoolStatus:
+		strip(&s.CommonStatus)
+		return s
+	case lbv1.HealthMonitorStatus:
+		strip(&s.CommonStatus)
+		return s
+	}
+	return status
 }
