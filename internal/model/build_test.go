@@ -277,3 +277,36 @@ func keysOf[T metav1.Object](objs []T) string {
 	}
 	return strings.Join(out, ",")
 }
+
+// BenchmarkBuild is one build of the model of 1,000 load balancers of the scale bench's shape
+// (test/scale: two listeners, each with a pool of four members), accepted and with VIPs, created
+// over a minute (creation times have one-second resolution): what the controller and each agent
+// pay for every build (docs/benchmarks.md, "Scale").
+func BenchmarkBuild(b *testing.B) {
+	var objs Objects
+	accepted := []metav1.Condition{{Type: lbv1.ConditionAccepted, Status: metav1.ConditionTrue}}
+	for i := range 1000 {
+		lb := fmt.Sprintf("lb%d", i)
+		age := i * 60 / 1000
+		objs.LoadBalancers = append(objs.LoadBalancers, lbv1.LoadBalancer{ObjectMeta: meta(lb, age),
+			Status: lbv1.LoadBalancerStatus{VIPAddress: fmt.Sprintf("10.96.%d.%d", i/250, i%250+1)}})
+		for _, port := range []int32{80, 443} {
+			name := fmt.Sprintf("%s-%d", lb, port)
+			var members []lbv1.Member
+			for m := range 4 {
+				members = append(members, lbv1.Member{Name: fmt.Sprintf("m%d", m), Address: fmt.Sprintf("203.0.113.%d", 20+m), ProtocolPort: 8080})
+			}
+			l := lbv1.Listener{ObjectMeta: meta(name, age), Spec: lbv1.ListenerSpec{LoadBalancerRef: lbv1.ObjectReference{Name: lb}, Protocol: TCP, ProtocolPort: port}}
+			l.Status.Conditions = accepted
+			objs.Listeners = append(objs.Listeners, l)
+			objs.Pools = append(objs.Pools, lbv1.Pool{ObjectMeta: meta(name, age),
+				Spec: lbv1.PoolSpec{ListenerRef: &lbv1.ObjectReference{Name: name}, Protocol: PoolTCP, LBAlgorithm: RoundRobin, Members: members}})
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if res := Build(objs); len(res.Model.Listeners) != 2000 || len(res.Problems) != 0 {
+			b.Fatalf("%d listeners served, problems %v", len(res.Model.Listeners), res.Problems)
+		}
+	}
+}
