@@ -91,7 +91,7 @@ func (s *snapshot) build(ctx context.Context, c client.Reader) ([]model.Ref, err
 	if !s.built.IsZero() && s.readAt >= at {
 		return nil, nil
 	}
-	objs, err := load.SharedInput(ctx, c)
+	objs, err := load.Input(ctx, c)
 	if err != nil {
 		return nil, err
 	}

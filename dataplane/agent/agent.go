@@ -166,7 +166,7 @@ func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Resu
 	}
 	start := time.Now()
 	defer func() { a.lastEnd, a.lastTook = time.Now(), time.Since(start) }()
-	objs, err := load.SharedInput(ctx, a.Client)
+	objs, err := load.Input(ctx, a.Client)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -226,6 +226,12 @@ func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Resu
 		// there yet) is tried again with the rate limiter's backoff, not at the next change
 		// of the objects; the load balancer's status says why meanwhile.
 		return ctrl.Result{}, fmt.Errorf("setting up %d VIPs: %w", len(vipErrs), errors.Join(slices.Collect(maps.Values(vipErrs))...))
+	}
+	if a.inherited {
+		// The listeners a previous agent left to the kernel are taken over after a pass that
+		// finds this node joined and answering their VIPs: passes are not left to come from
+		// changes of the objects, which may not come.
+		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	return ctrl.Result{}, nil
 }

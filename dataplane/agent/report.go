@@ -173,24 +173,25 @@ type written struct {
 // withoutTimes is a status (one of the four kinds') with its conditions' transition times
 // zeroed, on a copy.
 func withoutTimes(status any) any {
-	strip := func(c *lbv1.CommonStatus) {
+	strip := func(c lbv1.CommonStatus) lbv1.CommonStatus {
 		c.Conditions = slices.Clone(c.Conditions)
 		for i := range c.Conditions {
 			c.Conditions[i].LastTransitionTime = metav1.Time{}
 		}
+		return c
 	}
 	switch s := status.(type) {
 	case lbv1.LoadBalancerStatus:
-		strip(&s.CommonStatus)
+		s.CommonStatus = strip(s.CommonStatus)
 		return s
 	case lbv1.ListenerStatus:
-		strip(&s.CommonStatus)
+		s.CommonStatus = strip(s.CommonStatus)
 		return s
 	case lbv1.PoolStatus:
-		strip(&s.CommonStatus)
+		s.CommonStatus = strip(s.CommonStatus)
 		return s
 	case lbv1.HealthMonitorStatus:
-		strip(&s.CommonStatus)
+		s.CommonStatus = strip(s.CommonStatus)
 		return s
 	}
 	return status

@@ -17,6 +17,7 @@ import (
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/test/lantest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -61,6 +62,19 @@ func TestMain(m *testing.M) {
 						return
 					}
 					go func() { io.Copy(c, c); c.Close() }()
+				}
+			}()
+		}
+		// UDP port 9053 answers each datagram with the back-end's name and the datagram.
+		if uc, err := net.ListenPacket("udp", ":9053"); err == nil {
+			go func() {
+				buf := make([]byte, 2048)
+				for {
+					n, from, err := uc.ReadFrom(buf)
+					if err != nil {
+						return
+					}
+					uc.WriteTo(append([]byte(name+" "), buf[:n]...), from)
 				}
 			}()
 		}
@@ -386,24 +400,28 @@ func TestLocalTrafficPolicy(t *testing.T) {
 		l.start(n)
 	}
 	l.createLB()
+	// Read and written again on a conflict: the controller and the agents write the same
+	// objects' statuses meanwhile, each a new version.
 	setNodes := func(m1, m2 string) {
 		t.Helper()
-		var lb lbv1.LoadBalancer
-		var p lbv1.Pool
-		if err := l.k8s.Get(l.ctx, client.ObjectKey{Namespace: "app", Name: "lb"}, &lb); err != nil {
-			t.Fatal(err)
-		}
-		if lb.Spec.TrafficPolicy != lbv1.TrafficLocal {
-			lb.Spec.TrafficPolicy = lbv1.TrafficLocal
-			if err := l.k8s.Update(l.ctx, &lb); err != nil {
-				t.Fatal(err)
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			var lb lbv1.LoadBalancer
+			if err := l.k8s.Get(l.ctx, client.ObjectKey{Namespace: "app", Name: "lb"}, &lb); err != nil || lb.Spec.TrafficPolicy == lbv1.TrafficLocal {
+				return err
 			}
-		}
-		if err := l.k8s.Get(l.ctx, client.ObjectKey{Namespace: "app", Name: "p"}, &p); err != nil {
+			lb.Spec.TrafficPolicy = lbv1.TrafficLocal
+			return l.k8s.Update(l.ctx, &lb)
+		}); err != nil {
 			t.Fatal(err)
 		}
-		p.Spec.Members[0].NodeName, p.Spec.Members[1].NodeName = m1, m2
-		if err := l.k8s.Update(l.ctx, &p); err != nil {
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			var p lbv1.Pool
+			if err := l.k8s.Get(l.ctx, client.ObjectKey{Namespace: "app", Name: "p"}, &p); err != nil {
+				return err
+			}
+			p.Spec.Members[0].NodeName, p.Spec.Members[1].NodeName = m1, m2
+			return l.k8s.Update(l.ctx, &p)
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}

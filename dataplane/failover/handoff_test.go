@@ -12,7 +12,9 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
@@ -51,10 +53,15 @@ func TestRestartHandOff(t *testing.T) {
 	echo := l.createEcho()
 	l.waitServed("start")
 	// With the defaults the kernel carries this listener (its settings allow it, the node
-	// forwards): a connection through it is the kernel's, not the agent's.
+	// forwards): a connection through it is the kernel's, not the agent's. Its pool is
+	// programmed too (a listener served before its pool reached the node refuses connections).
 	for end := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		err := l.k8s.Get(l.ctx, client.ObjectKeyFromObject(echo), echo)
-		if err == nil && echo.Status.DataPath == lbv1.DataPathKernel {
+		var pool lbv1.Pool
+		if err == nil {
+			err = l.k8s.Get(l.ctx, client.ObjectKey{Namespace: "app", Name: "echo"}, &pool)
+		}
+		if err == nil && echo.Status.DataPath == lbv1.DataPathKernel && meta.IsStatusConditionTrue(pool.Status.Conditions, lbv1.ConditionProgrammed) {
 			break
 		}
 		if time.Now().After(end) {
@@ -99,12 +106,14 @@ func TestRestartHandOff(t *testing.T) {
 	kept.c.Close()
 	// The new agent serves: a member taken out gets no more new connections (the kernel's
 	// table, had it stayed, would keep sending it its share).
-	var p lbv1.Pool
-	if err := l.k8s.Get(l.ctx, client.ObjectKey{Namespace: "app", Name: "p"}, &p); err != nil {
-		t.Fatal(err)
-	}
-	p.Spec.Members = p.Spec.Members[:1] // m1
-	if err := l.k8s.Update(l.ctx, &p); err != nil {
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error { // statuses are written meanwhile
+		var p lbv1.Pool
+		if err := l.k8s.Get(l.ctx, client.ObjectKey{Namespace: "app", Name: "p"}, &p); err != nil {
+			return err
+		}
+		p.Spec.Members = p.Spec.Members[:1] // m1
+		return l.k8s.Update(l.ctx, &p)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Second)

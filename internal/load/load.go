@@ -23,10 +23,6 @@ import (
 // Objects lists the four l4lb kinds in namespaces (every namespace when none is given),
 // without the policy.
 func Objects(ctx context.Context, c client.Reader, namespaces ...string) (model.Objects, error) {
-	return objects(ctx, c, nil, namespaces...)
-}
-
-func objects(ctx context.Context, c client.Reader, opts []client.ListOption, namespaces ...string) (model.Objects, error) {
 	var objs model.Objects
 	if len(namespaces) == 0 {
 		namespaces = []string{""}
@@ -39,7 +35,7 @@ func objects(ctx context.Context, c client.Reader, opts []client.ListOption, nam
 			ms  lbv1.HealthMonitorList
 		)
 		for _, l := range []client.ObjectList{&lbs, &ls, &ps, &ms} {
-			if err := c.List(ctx, l, append([]client.ListOption{client.InNamespace(ns)}, opts...)...); err != nil {
+			if err := c.List(ctx, l, client.InNamespace(ns)); err != nil {
 				return model.Objects{}, err
 			}
 		}
@@ -54,19 +50,6 @@ func objects(ctx context.Context, c client.Reader, opts []client.ListOption, nam
 // Input is the whole input of a model: the objects of every namespace and the policy.
 func Input(ctx context.Context, c client.Reader) (model.Objects, error) {
 	objs, err := Objects(ctx, c)
-	if err != nil {
-		return objs, err
-	}
-	objs.Policy, err = Policy(ctx, c)
-	return objs, err
-}
-
-// SharedInput is Input read from a cache without copies: the objects are the cache's own,
-// which neither the caller nor anything it hands them to may modify (model.Build does not).
-// Copying every object for each build of the model was a third of what a build cost with
-// 1,000 load balancers.
-func SharedInput(ctx context.Context, c client.Reader) (model.Objects, error) {
-	objs, err := objects(ctx, c, []client.ListOption{client.UnsafeDisableDeepCopy})
 	if err != nil {
 		return objs, err
 	}

@@ -24,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -330,12 +331,14 @@ func BenchmarkScale(b *testing.B) {
 		b.Fatalf("%s answers %q (%v), want old", target, got, err)
 	}
 	var p lbv1.Pool
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "lb0-80"}, &p); err != nil {
-		b.Fatal(err)
-	}
-	p.Spec.Members = []lbv1.Member{{Name: "new", Address: memberHost, ProtocolPort: 8081}}
 	t0 := time.Now()
-	if err := c.Update(ctx, &p); err != nil {
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error { // statuses are written meanwhile
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "lb0-80"}, &p); err != nil {
+			return err
+		}
+		p.Spec.Members = []lbv1.Member{{Name: "new", Address: memberHost, ProtocolPort: 8081}}
+		return c.Update(ctx, &p)
+	}); err != nil {
 		b.Fatal(err)
 	}
 	for {
