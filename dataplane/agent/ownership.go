@@ -298,8 +298,8 @@ func (o *Ownership) checkFitness(log logr.Logger) {
 func (o *Ownership) step(ctx context.Context, log interface {
 	Info(string, ...any)
 }) bool {
-	// Every tick reads every load balancer: the cache's own objects, not copies (only read
-	// here; with 1,000 load balancers the copies were a tenth of the agent's CPU).
+	// Every tick reads every load balancer: the cache's own objects, not copies (they are only
+	// read here; docs/benchmarks.md, "Scale", has what the copies cost).
 	var lbs lbv1.LoadBalancerList
 	if err := o.Reader.List(ctx, &lbs, client.UnsafeDisableDeepCopy); err != nil {
 		return false // the cache is not ready yet: keep what is held
