@@ -92,8 +92,8 @@ type Member struct {
 
 // Node is what decides whether the kernel reaches a listener's members from this node: its
 // network namespace's addresses and whether it forwards. Read it once for all the listeners
-// of an Apply: read per listener, it cost every Apply a read per listener (docs/benchmarks.md,
-// "Scale").
+// of an Apply: read for each listener, it was a large share of an agent's CPU with many
+// listeners (docs/benchmarks.md, "Scale").
 type Node struct {
 	own     map[netip.Addr]bool
 	forward [2]bool // IPv4, IPv6
