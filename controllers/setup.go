@@ -10,7 +10,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/internal/load"
 )
 
 // Setup registers the reconcilers with mgr; lbr carries the VIP providers. The listener,
@@ -52,10 +51,10 @@ func (s *snapshot) watchInput(mgr ctrl.Manager) error {
 			AddFunc:    func(any) { s.count() },
 			DeleteFunc: func(any) { s.count() },
 			UpdateFunc: func(old, cur any) {
-				o, ok1 := old.(client.Object)
-				c, ok2 := cur.(client.Object)
-				if ok1 && ok2 && load.InputChanged(o, c) {
-					s.count()
+				if o, ok := old.(client.Object); ok {
+					if c, ok := cur.(client.Object); ok {
+						s.countUpdate(o, c)
+					}
 				}
 			},
 		}); err != nil {

@@ -234,17 +234,19 @@ func (s *snapshot) count() {
 	}
 }
 
+// countUpdate counts an update that changes what the model reads.
+func (s *snapshot) countUpdate(old, cur client.Object) {
+	if load.InputChanged(old, cur) {
+		s.count()
+	}
+}
+
 // changed counts the events that change what the model reads, and lets every event through.
 func (s *snapshot) changed() predicate.Predicate {
 	return predicate.Funcs{
 		CreateFunc:  func(event.CreateEvent) bool { s.count(); return true },
 		DeleteFunc:  func(event.DeleteEvent) bool { s.count(); return true },
 		GenericFunc: func(event.GenericEvent) bool { s.count(); return true },
-		UpdateFunc: func(e event.UpdateEvent) bool {
-			if load.InputChanged(e.ObjectOld, e.ObjectNew) {
-				s.count()
-			}
-			return true
-		},
+		UpdateFunc:  func(e event.UpdateEvent) bool { s.countUpdate(e.ObjectOld, e.ObjectNew); return true },
 	}
 }
