@@ -92,7 +92,7 @@ partitions: envtest ## Issue 27's partition matrix, each fault held 60 s, then t
 	L4LB_SPLITBRAIN_SOAK=$${SOAK:-10m} go test -count=1 -timeout 0 -run '^TestSplitBrainSoak$$' -v ./dataplane/failover/ | grep -E '^(split|--- |ok|FAIL|PASS)|_test.go'
 
 .PHONY: bench
-bench: ## l4lb against HAProxy 2.6 and a direct path, on loopback and on network-namespace hosts, printed as ratios; the control plane's latency and its cost at 100 and 1,000 load balancers (as root).
+bench: ## l4lb against HAProxy 2.6, a direct path and (its kernel path) a BPF ceiling, on loopback and on network-namespace hosts, printed as ratios; the control plane's latency and its cost at 100 and 1,000 load balancers (as root).
 	hack/bench.sh
 	hack/bench-kernel.sh
 	go run ./hack/latency

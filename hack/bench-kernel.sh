@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # make bench, the kernel path: TCP through l4lb's kernel path (its defaults) against a direct
-# path, l4lb's proxy (--kernel-tcp=false) and HAProxy 2.6, on network-namespace hosts as a
+# path, l4lb's proxy (--kernel-tcp=false), HAProxy 2.6 and the ceiling of a BPF translation
+# (bench bpf-nat: what choosing nftables is measured against), on network-namespace hosts as a
 # network has them: a client host, a node holding the VIP (forwarding, as Kubernetes nodes
 # do) and a member host, each its own namespace, joined by veth pairs; the direct path is the
-# client to the member through the node, routed. Every path crosses the node, so conntrack
-# is on for all. Printed as ratios from one run, with the CPU the whole machine spent per
+# client to the member through the node, routed. Every path but the BPF ceiling crosses the
+# node's netfilter, so conntrack is on for them; the BPF ceiling passes it by, as Cilium's
+# and Katran's do. Printed as ratios from one run, with the CPU the whole machine spent per
 # short connection beside (client and member included: the kernel path runs on their
 # behalf). As root; nothing is left on the machine's root namespace.
 set -euo pipefail
@@ -52,6 +54,9 @@ inns() { local ns=$1; shift; exec ip netns exec "$ns" "$@"; }
 # The member: an HTTP server and an iperf3 server.
 (inns $m "$work/bench" http-server $MEMBER:18080) & pids+=($!)
 (inns $m iperf3 -s -B $MEMBER -p 15201 >/dev/null 2>&1) & pids+=($!)
+# The BPF ceiling's member ports: its programs translate every packet from them.
+(inns $m "$work/bench" http-server $MEMBER:18081) & pids+=($!)
+(inns $m iperf3 -s -B $MEMBER -p 15202 >/dev/null 2>&1) & pids+=($!)
 
 # lb NAME PORT-HTTP PORT-BULK: a load balancer on the VIP with an HTTP and a bulk listener.
 lb() {
@@ -79,9 +84,11 @@ YAML
 }
 lb kernel 29080 29201 >"$work/kernel.yaml"
 lb proxy 28080 28201 >"$work/proxy.yaml"
-# The kernel path is l4lb's default; the proxy is the same binary with --kernel-tcp=false.
+# The kernel path is l4lb's default; the proxy is the same binary with --kernel-tcp=false
+# (and --kernel-udp=false: it opens no nftables table, so the kernel path's instance claims
+# the first tag, whose flows the flow watch below reads, whichever of the two starts first).
 (inns $n env GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/kernel.yaml" --metrics-bind-address 0 2>"$work/kernel.log") & pids+=($!)
-(inns $n env GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/proxy.yaml" --kernel-tcp=false --metrics-bind-address 0 2>"$work/proxy.log") & pids+=($!)
+(inns $n env GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/proxy.yaml" --kernel-tcp=false --kernel-udp=false --metrics-bind-address 0 2>"$work/proxy.log") & pids+=($!)
 {
   haproxy_common
   cat <<CFG
@@ -99,13 +106,15 @@ backend bulk
 CFG
 } >"$work/haproxy.cfg"
 (inns $n haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1) & pids+=($!)
+(inns $n "$work/bench" bpf-nat eth0 eth1 $VIP:30080=$MEMBER:18081 $VIP:30201=$MEMBER:15202 2>"$work/bpf.log") & pids+=($!)
 sleep 2
 grep -q 'every listener goes through the proxy' "$work/kernel.log" && { echo "bench-kernel.sh: nftables cannot be programmed here" >&2; exit 1; }
+[[ -s $work/bpf.log ]] && { echo "bench-kernel.sh: the BPF ceiling did not load: $(cat "$work/bpf.log")" >&2; exit 1; }
 
-declare -A host=([direct]=$MEMBER [kernel]=$VIP [proxy]=$VIP [haproxy]=$VIP)
-declare -A http=([direct]=18080 [kernel]=29080 [proxy]=28080 [haproxy]=38080)
-declare -A bulk=([direct]=15201 [kernel]=29201 [proxy]=28201 [haproxy]=38201)
-paths=(direct kernel proxy haproxy)
+declare -A host=([direct]=$MEMBER [kernel]=$VIP [bpf]=$VIP [proxy]=$VIP [haproxy]=$VIP)
+declare -A http=([direct]=18080 [kernel]=29080 [bpf]=30080 [proxy]=28080 [haproxy]=38080)
+declare -A bulk=([direct]=15201 [kernel]=29201 [bpf]=30201 [proxy]=28201 [haproxy]=38201)
+paths=(direct kernel bpf proxy haproxy)
 declare -A r
 add() { r[$1]="${r[$1]:-} $2"; }
 iperf() { # path streams -> Gbit/s
@@ -140,7 +149,7 @@ for _ in $(seq "$ROUNDS"); do
   if [[ ${WATCHER:-} == conntrack ]]; then
     (ip netns exec $n timeout $((DUR + 1)) conntrack -E -e NEW,DESTROY >/dev/null 2>&1 || true; echo "conntrack -E" >"$work/flowwatch.out") & fw=$!
   else
-    # 0x50: the first tag l4lb standalone claims, the kernel path's instance (started first).
+    # 0x50: the first tag l4lb standalone claims, the kernel path's instance (the only one with a table).
     (sleep $((DUR + 1)) | inns $n "$work/bench" flowwatch $VIP 0x50 >"$work/flowwatch.out") & fw=$!
   fi
   sleep 0.5
@@ -155,12 +164,12 @@ for k in "${!r[@]}"; do r[$k]=$(median ${r[$k]}); done
 
 echo "Host: Linux $(uname -r), $(nproc) cores; client, node and member are network namespaces; $ROUNDS rounds of ${DUR} s, medians."
 echo
-echo "| TCP | direct | l4lb kernel path | l4lb proxy | HAProxy 2.6 | kernel / direct | kernel / HAProxy | proxy / HAProxy |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| TCP | direct | l4lb kernel path | BPF ceiling | l4lb proxy | HAProxy 2.6 | kernel / direct | kernel / HAProxy | proxy / HAProxy | kernel / BPF ceiling |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for row in "bulk, 1 stream (Gbit/s):bulk1" "bulk, 8 streams (Gbit/s):bulk8" "short connections (req/s, 64 concurrent):cps" \
   "short connections p99 (ms, 64 concurrent):cps99" "machine CPU µs per short connection:cpscpu" "keep-alive requests (req/s, 64 concurrent):ka"; do
   name=${row%%:*} k=${row##*:}
-  echo "| $name | ${r[${k}_direct]} | ${r[${k}_kernel]} | ${r[${k}_proxy]} | ${r[${k}_haproxy]} | $(ratio "${r[${k}_kernel]}" "${r[${k}_direct]}") | $(ratio "${r[${k}_kernel]}" "${r[${k}_haproxy]}") | $(ratio "${r[${k}_proxy]}" "${r[${k}_haproxy]}") |"
+  echo "| $name | ${r[${k}_direct]} | ${r[${k}_kernel]} | ${r[${k}_bpf]} | ${r[${k}_proxy]} | ${r[${k}_haproxy]} | $(ratio "${r[${k}_kernel]}" "${r[${k}_direct]}") | $(ratio "${r[${k}_kernel]}" "${r[${k}_haproxy]}") | $(ratio "${r[${k}_proxy]}" "${r[${k}_haproxy]}") | $(ratio "${r[${k}_kernel]}" "${r[${k}_bpf]}") |"
 done
 echo
 echo "Short connections through the kernel path with and without a holder's flow watch, one measurement after the other:"

@@ -17,6 +17,9 @@
 //	bench flowwatch VIP TAG       tell a successor of the flows of VIP as its holder does
 //	                              (agent.FlowSync; TAG: the watched table's), until stdin
 //	                              closes; print what it would have sent
+//	bench bpf-nat CLIENT-IF MEMBER-IF VIP:PORT=MEMBER:PORT...
+//	                              the BPF ceiling the kernel path is measured against
+//	                              (bpfnat.go), until SIGTERM
 package main
 
 import (
@@ -70,6 +73,8 @@ func main() {
 		blast(os.Args[2], time.Duration(secs)*time.Second)
 	case "flowwatch":
 		flowWatch(os.Args[2], parseTag(os.Args[3]))
+	case "bpf-nat":
+		bpfNAT(os.Args[2], os.Args[3], os.Args[4:])
 	case "synflood":
 		rate, _ := strconv.Atoi(os.Args[4])
 		secs, _ := strconv.Atoi(os.Args[5])
