@@ -39,12 +39,20 @@ func Objects(ctx context.Context, c client.Reader, namespaces ...string) (model.
 				return model.Objects{}, err
 			}
 		}
-		objs.LoadBalancers = append(objs.LoadBalancers, lbs.Items...)
-		objs.Listeners = append(objs.Listeners, ls.Items...)
-		objs.Pools = append(objs.Pools, ps.Items...)
-		objs.Monitors = append(objs.Monitors, ms.Items...)
+		// (appended to nothing, a list's items are taken as they are rather than copied again)
+		objs.LoadBalancers = appendItems(objs.LoadBalancers, lbs.Items)
+		objs.Listeners = appendItems(objs.Listeners, ls.Items)
+		objs.Pools = appendItems(objs.Pools, ps.Items)
+		objs.Monitors = appendItems(objs.Monitors, ms.Items)
 	}
 	return objs, nil
+}
+
+func appendItems[T any](to, items []T) []T {
+	if to == nil {
+		return items
+	}
+	return append(to, items...)
 }
 
 // Input is the whole input of a model: the objects of every namespace and the policy.

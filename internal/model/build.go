@@ -3,7 +3,9 @@ package model
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -343,23 +345,37 @@ func enabled(b *bool) bool { return b == nil || *b }
 // settled in favour of what was there before. Creation times have one-second resolution, so
 // within a second the incumbent (already accepted) comes first, then names decide.
 func alive[T any](items []T, meta func(*T) metav1.Object, incumbent func(*T) bool) []*T {
-	var out []*T
+	// What the order compares is read once per object, not at each of the sort's
+	// comparisons (which made sorting a third of a build of a thousand load balancers).
+	type entry struct {
+		created   time.Time // seconds
+		incumbent bool
+		key       string
+		obj       *T
+	}
+	entries := make([]entry, 0, len(items))
 	for i := range items {
-		if meta(&items[i]).GetDeletionTimestamp().IsZero() {
-			out = append(out, &items[i])
+		m := meta(&items[i])
+		if m.GetDeletionTimestamp().IsZero() {
+			entries = append(entries, entry{m.GetCreationTimestamp().Time, incumbent(&items[i]), key(m.GetNamespace(), m.GetName()), &items[i]})
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		a, b := meta(out[i]), meta(out[j])
-		ta, tb := a.GetCreationTimestamp(), b.GetCreationTimestamp()
-		if !ta.Equal(&tb) {
-			return ta.Before(&tb)
+	slices.SortStableFunc(entries, func(a, b entry) int {
+		if c := a.created.Compare(b.created); c != 0 {
+			return c
 		}
-		if ia, ib := incumbent(out[i]), incumbent(out[j]); ia != ib {
-			return ia
+		if a.incumbent != b.incumbent {
+			if a.incumbent {
+				return -1
+			}
+			return 1
 		}
-		return key(a.GetNamespace(), a.GetName()) < key(b.GetNamespace(), b.GetName())
+		return strings.Compare(a.key, b.key)
 	})
+	out := make([]*T, len(entries))
+	for i := range entries {
+		out[i] = entries[i].obj
+	}
 	return out
 }
 

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -303,6 +304,13 @@ func BenchmarkBuild(b *testing.B) {
 				Spec: lbv1.PoolSpec{ListenerRef: &lbv1.ObjectReference{Name: name}, Protocol: PoolTCP, LBAlgorithm: RoundRobin, Members: members}})
 		}
 	}
+	// In a cache's order, as the controller and the agents read them: not by age.
+	r := rand.New(rand.NewPCG(1, 2))
+	r.Shuffle(len(objs.LoadBalancers), func(i, j int) {
+		objs.LoadBalancers[i], objs.LoadBalancers[j] = objs.LoadBalancers[j], objs.LoadBalancers[i]
+	})
+	r.Shuffle(len(objs.Listeners), func(i, j int) { objs.Listeners[i], objs.Listeners[j] = objs.Listeners[j], objs.Listeners[i] })
+	r.Shuffle(len(objs.Pools), func(i, j int) { objs.Pools[i], objs.Pools[j] = objs.Pools[j], objs.Pools[i] })
 	b.ResetTimer()
 	for b.Loop() {
 		if res := Build(objs); len(res.Model.Listeners) != 2000 || len(res.Problems) != 0 {
