@@ -25,7 +25,9 @@ import (
 //
 // The builder builds after every change to the model's input (counted by watchInput and the
 // reconcilers' own watches, before their events are queued), at most every rebuildEvery while
-// the input keeps changing (a burst of applies).
+// the input keeps changing (a burst of applies), and at most a tenth of the time when builds
+// take longer than a tenth of that: a build reads every object, so through a burst the
+// builds' cost grows with its length, not with its length times the number of objects.
 //
 // Freshness: a reconciliation uses the model only if it was built from its object as the
 // object is now (the same input: load.InputChanged); otherwise the object waits, and the next
@@ -39,6 +41,7 @@ type snapshot struct {
 
 	mu       sync.Mutex
 	built    time.Time // zero: never
+	took     time.Duration
 	readAt   uint64    // changes when the model's objects were read
 	objects  model.Objects
 	result   model.Result
@@ -50,7 +53,10 @@ type snapshot struct {
 	queues map[string]chan event.GenericEvent
 }
 
-const rebuildEvery = 200 * time.Millisecond
+const (
+	rebuildEvery = 200 * time.Millisecond
+	buildPace    = 9
+)
 
 func newSnapshot() *snapshot {
 	s := &snapshot{kick: make(chan struct{}, 1), waiting: map[model.Ref]bool{}, queues: map[string]chan event.GenericEvent{}}
@@ -91,11 +97,13 @@ func (s *snapshot) build(ctx context.Context, c client.Reader) ([]model.Ref, err
 	if !s.built.IsZero() && s.readAt >= at {
 		return nil, nil
 	}
+	start := time.Now()
 	objs, err := load.Input(ctx, c)
 	if err != nil {
 		return nil, err
 	}
 	s.objects, s.result, s.readAt, s.built = objs, model.Build(objs), at, time.Now()
+	s.took = s.built.Sub(start)
 	s.inputs = inputsOf(s.objects)
 	verdicts := verdictsOf(s.objects, s.result)
 	var queue []model.Ref
@@ -174,7 +182,7 @@ func refObject(ref model.Ref) client.Object {
 	return obj
 }
 
-// Start builds the model after every change to its input, at most every rebuildEvery, and
+// Start builds the model after every change to its input, paced as snapshot says, and
 // queues what each build concerns. It runs on the leader only (a manager's runnable, started
 // once the caches are synced).
 func (s *snapshot) Start(ctx context.Context, c client.Reader) error {
@@ -186,7 +194,7 @@ func (s *snapshot) Start(ctx context.Context, c client.Reader) error {
 		case <-s.kick:
 		}
 		s.mu.Lock()
-		wait := rebuildEvery - time.Since(s.built)
+		wait := max(rebuildEvery, buildPace*s.took) - time.Since(s.built)
 		s.mu.Unlock()
 		if !sleep(ctx, wait) {
 			return nil

@@ -61,6 +61,7 @@ type Agent struct {
 	Watchdog *watchdog.Watchdog
 
 	health chan event.GenericEvent
+	paced  chan event.GenericEvent // what Ownership asks to be paced (its change paced)
 
 	reports *reporter
 
@@ -81,12 +82,18 @@ type Agent struct {
 	lastTook time.Duration
 }
 
-// minPassGap is the least time between two passes set off by changes of the objects.
-const minPassGap = 200 * time.Millisecond
+// minPassGap is the least time between two passes set off by changes of the objects;
+// passPace times the last pass's length is the least time when that is longer (a fifth of a
+// core at most through a burst).
+const (
+	minPassGap = 200 * time.Millisecond
+	passPace   = 4
+)
 
 // The agent reconciles everything at once (one consistent view of the model): changed, when
-// the objects changed, paced so that a burst of changes costs a bounded share of a core;
-// promptly, when what this node holds or a member's health changed, which waits for nothing.
+// the objects changed or this node took on a new load balancer, paced so that a burst of
+// changes costs a bounded share of a core; promptly, when a VIP comes from or goes to
+// another node or a member's health changed, which waits for nothing.
 var (
 	changed  = reconcile.Request{NamespacedName: client.ObjectKey{Name: "model"}}
 	promptly = reconcile.Request{NamespacedName: client.ObjectKey{Name: "now"}}
@@ -95,6 +102,7 @@ var (
 // SetupWithManager watches the four kinds and member health.
 func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	a.health = make(chan event.GenericEvent, 64)
+	a.paced = make(chan event.GenericEvent, 1)
 	a.started = time.Now()
 	if a.VIPs != nil {
 		a.inherited, _ = nat.Exists(HandOffTable) // unreadable (no CAP_NET_ADMIN): nothing to take over
@@ -112,6 +120,12 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	if a.Ownership != nil {
 		a.Ownership.trigger = func() { a.OnHealth(health.Event{}) }
+		a.Ownership.pace = func() {
+			select {
+			case a.paced <- event.GenericEvent{Object: &lbv1.LoadBalancer{}}:
+			default: // a pass is already queued
+			}
+		}
 		if err := mgr.Add(a.Ownership); err != nil {
 			return err
 		}
@@ -133,6 +147,7 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&lbv1.AddressPolicy{}, all, input).
 		Watches(&corev1.Node{}, all, input). // a node's addresses and pod CIDRs, not its heartbeats
 		WatchesRawSource(source.Channel(a.health, now)).
+		WatchesRawSource(source.Channel(a.paced, all)).
 		Complete(a.watched())
 }
 
@@ -158,10 +173,12 @@ func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Resu
 		return ctrl.Result{}, nil // the kernel carries the listeners until the next agent
 	}
 	// A pass reads and applies every object: passes back to back through a burst of applies
-	// would cost the square of its size. Changes of the objects wait after a pass as long as
-	// it took, and at least minPassGap (as kube-proxy's minSyncPeriod): through a burst the
-	// passes get fewer as they get longer; a change after a quiet spell waits for nothing.
-	if wait := max(a.lastTook, minPassGap) - time.Since(a.lastEnd); req == changed && wait > 0 {
+	// would cost the square of its size. Changes of the objects wait after a pass passPace
+	// times as long as it took, and at least minPassGap (as kube-proxy's minSyncPeriod):
+	// through a burst the passes take a bounded share of a core, and get fewer as they get
+	// longer, so their cost grows with the burst's length, not its square; a change after a
+	// quiet spell waits for nothing.
+	if wait := max(passPace*a.lastTook, minPassGap) - time.Since(a.lastEnd); req == changed && wait > 0 {
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 	start := time.Now()

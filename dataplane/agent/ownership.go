@@ -68,8 +68,10 @@ type Ownership struct {
 	// Now is the clock of linger and hand-over deadlines (nil: time.Now); tests step it.
 	Now func() time.Time
 
-	trigger func()
-	joined  atomic.Bool
+	// trigger asks the agent for a pass at once, pace for one paced as changes of the
+	// objects are (see change).
+	trigger, pace func()
+	joined        atomic.Bool
 
 	mu        sync.Mutex
 	held      map[string]string // key -> VIP
@@ -260,10 +262,13 @@ func (o *Ownership) Start(ctx context.Context) error {
 			o.checkFitness(log)
 		}
 		done := o.Watchdog.Begin("VIP ownership")
-		changed := o.step(ctx, log)
+		ch := o.step(ctx, log)
 		done()
-		if changed && o.trigger != nil {
+		switch {
+		case ch == urgent && o.trigger != nil:
 			o.trigger()
+		case ch == paced && o.pace != nil:
+			o.pace()
 		}
 	}
 }
@@ -295,26 +300,42 @@ func (o *Ownership) checkFitness(log logr.Logger) {
 }
 
 // step recomputes; it reports whether what the node answers for or serves changed.
+// A step's outcome for the agent.
+type change int
+
+const (
+	unchanged change = iota
+	// paced: what this node serves changed and no other node waits on it (a new load
+	// balancer's VIP taken, a standby's listeners, a linger ended): the agent's pass is paced
+	// as for changes of the objects, or a thousand load balancers taken on one per tick would
+	// have it run passes back to back.
+	paced
+	// urgent: a VIP goes to or comes from another node (a takeover, a release the next
+	// holder waits for, a failback): the agent's pass runs at once.
+	urgent
+)
+
 func (o *Ownership) step(ctx context.Context, log interface {
 	Info(string, ...any)
-}) bool {
+}) change {
 	// Every tick reads every load balancer: the cache's own objects, not copies (they are only
 	// read here; docs/benchmarks.md, "Scale", has what the copies cost).
 	var lbs lbv1.LoadBalancerList
 	if err := o.Reader.List(ctx, &lbs, client.UnsafeDisableDeepCopy); err != nil {
-		return false // the cache is not ready yet: keep what is held
+		return unchanged // the cache is not ready yet: keep what is held
 	}
 	now := o.now()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	held, standby, successors := map[string]string{}, map[string]string{}, map[string]string{}
+	fromOther := map[string]bool{} // held here, last reported held by another node
 	view := o.Gossip.View()
 	o.trackLeaving(view, now)
 	quorate := o.joined.Load() && view.Quorate(o.tie)
 	if !quorate && view.Tied() && o.Tie != nil && o.Tie.Undecided() {
 		// A tie began and its outcome is not known yet (a round trip to the API server):
 		// keep what is held, take nothing, until it is (nodes.TieBreak.Undecided).
-		return false
+		return unchanged
 	}
 	o.quorate.Set(b2f(quorate))
 	if quorate != o.loggedQuorate && o.joined.Load() {
@@ -365,6 +386,7 @@ func (o *Ownership) step(ctx context.Context, log interface {
 				}
 			case holder == o.Node:
 				held[k] = vip
+				fromOther[k] = lb.Status.Holder != "" && lb.Status.Holder != o.Node
 				if n := next(order, o.Node); n != "" {
 					successors[vip] = n
 				}
@@ -389,9 +411,15 @@ func (o *Ownership) step(ctx context.Context, log interface {
 		return !now.Before(y.until) || !slices.Contains(view.Alive, y.to)
 	})
 
-	changed := !maps.Equal(held, o.held) || !maps.Equal(standby, o.standby)
+	ch := unchanged
+	if !maps.Equal(held, o.held) || !maps.Equal(standby, o.standby) {
+		ch = paced
+	}
 	for k, v := range held {
 		if _, had := o.held[k]; !had {
+			if fromOther[k] {
+				ch = urgent
+			}
 			o.acquired.Inc()
 			log.Info("acquiring VIP", "loadBalancer", k, "vip", v, "node", o.Node)
 			o.event(ctx, k, "VIPAcquired", "node %s holds the VIP now")
@@ -401,6 +429,7 @@ func (o *Ownership) step(ctx context.Context, log interface {
 	}
 	for k, v := range o.held {
 		if _, still := held[k]; !still {
+			ch = urgent
 			o.released.Inc()
 			log.Info("releasing VIP", "loadBalancer", k, "vip", v, "node", o.Node, "quorate", quorate)
 			o.event(ctx, k, "VIPReleased", "node %s let the VIP go")
@@ -411,12 +440,12 @@ func (o *Ownership) step(ctx context.Context, log interface {
 	for k, l := range o.lingering {
 		if now.After(l.until) {
 			delete(o.lingering, k)
-			changed = true
+			ch = max(ch, paced)
 		}
 	}
 	o.held, o.standby, o.successors = held, standby, successors
 	o.heldGauge.Set(float64(len(held)))
-	return changed
+	return ch
 }
 
 // memberNodes are the nodes of the members of the trafficPolicy Local load balancers among lbs,

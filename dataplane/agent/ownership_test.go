@@ -84,7 +84,7 @@ func newTestOwnership(node string, peers *fakePeers, r client.Reader, c *clock) 
 	return o
 }
 
-func step(o *Ownership) bool { return o.step(context.Background(), logr.Discard()) }
+func step(o *Ownership) bool { return o.step(context.Background(), logr.Discard()) != unchanged }
 
 // cluster is nodes sharing one claims board, each seeing the view live.
 func cluster(t *testing.T, r client.Reader, c *clock, live ...string) map[string]*Ownership {
@@ -663,5 +663,42 @@ func TestTheHolderContendsAsTheCutForms(t *testing.T) {
 		if !os["a"].Held()[k] || os["c"].Held()[k] {
 			t.Fatalf("a holds %v, c holds %v; want the VIP kept on a alone", os["a"].Held(), os["c"].Held())
 		}
+	}
+}
+
+// A load balancer taken on that no node held asks the agent for a paced pass (a thousand
+// created at once must not set off a thousand passes back to back); a VIP that comes from
+// another node or goes away asks for one at once, since that node or its clients wait on it.
+func TestOnlyAVIPMovingBetweenNodesIsUrgent(t *testing.T) {
+	live := []string{"a", "b", "c"}
+	fresh, moved := vipRanked(t, live, "a"), ""
+	for i := 1; i < 250 && moved == ""; i++ {
+		if v := fmt.Sprintf("198.51.100.%d", i); v != fresh && nodes.Ranked(v, live, nil)[0] == "a" {
+			moved = v
+		}
+	}
+	c := &clock{t: time.Unix(1000, 0)}
+	p := &fakePeers{view: view(3, live...)}
+	r := fake.NewClientBuilder().WithScheme(manager.NewScheme()).WithObjects(
+		&lbv1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "lb-" + fresh},
+			Status: lbv1.LoadBalancerStatus{VIPAddress: fresh}}).Build()
+	o := newTestOwnership("a", p, r, c)
+	if got := o.step(context.Background(), logr.Discard()); got != paced || !o.Held()["ns/lb-"+fresh] {
+		t.Fatalf("a new load balancer taken on: step %v, held %v; want paced, held", got, o.Held())
+	}
+	if got := o.step(context.Background(), logr.Discard()); got != unchanged {
+		t.Fatalf("nothing changed: step %v", got)
+	}
+	// Another node answered for this one until now (its status says so).
+	if err := r.Create(context.Background(), &lbv1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "lb-" + moved},
+		Status: lbv1.LoadBalancerStatus{VIPAddress: moved, Holder: "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := o.step(context.Background(), logr.Discard()); got != urgent || !o.Held()["ns/lb-"+moved] {
+		t.Fatalf("a VIP taken over from node b: step %v, held %v; want urgent, held", got, o.Held())
+	}
+	p.view.Unfit["a"] = true // a leaves the election: its VIPs go to the next nodes
+	if got := o.step(context.Background(), logr.Discard()); got != urgent || len(o.Held()) != 0 {
+		t.Fatalf("VIPs released: step %v, held %v; want urgent, none", got, o.Held())
 	}
 }
