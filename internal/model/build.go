@@ -346,7 +346,7 @@ func enabled(b *bool) bool { return b == nil || *b }
 // within a second the incumbent (already accepted) comes first, then names decide.
 func alive[T any](items []T, meta func(*T) metav1.Object, incumbent func(*T) bool) []*T {
 	// What the order compares is read once per object, not at each of the sort's
-	// comparisons (which made sorting a third of a build of a thousand load balancers).
+	// comparisons, n log n of them (docs/benchmarks.md, "Scale", has what that cost).
 	type entry struct {
 		created   time.Time // seconds
 		incumbent bool
