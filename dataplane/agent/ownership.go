@@ -299,7 +299,6 @@ func (o *Ownership) checkFitness(log logr.Logger) {
 	}
 }
 
-// step recomputes; it reports whether what the node answers for or serves changed.
 // A step's outcome for the agent.
 type change int
 
@@ -315,6 +314,8 @@ const (
 	urgent
 )
 
+// step recomputes; it reports whether what the node answers for or serves changed, and
+// whether the agent must act on it at once.
 func (o *Ownership) step(ctx context.Context, log interface {
 	Info(string, ...any)
 }) change {
