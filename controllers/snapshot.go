@@ -42,7 +42,7 @@ type snapshot struct {
 	mu       sync.Mutex
 	built    time.Time // zero: never
 	took     time.Duration
-	readAt   uint64    // changes when the model's objects were read
+	readAt   uint64 // changes when the model's objects were read
 	objects  model.Objects
 	result   model.Result
 	inputs   map[model.Ref]client.Object // the listeners, pools and monitors read, by ref
