@@ -20,6 +20,7 @@ need=()
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v wrk >/dev/null || need+=(wrk)
+command -v nft >/dev/null || need+=(nftables)
 if ((${#need[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
@@ -206,7 +207,41 @@ echo "SYN flood: $FLOOD_RATE SYNs/s for $FLOOD_SECS s at one listener; another l
 echo
 echo "| path | quiet req/s | in the flood req/s | ratio | quiet p99 | in the flood p99 | ratio | conntrack entries in the flood | conntrack drops | machine CPU µs per flood SYN |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
-for p in kernel haproxy; do
+# The synproxy row is a lead, not l4lb: nftables' synproxy in front of a DNAT to the member, set
+# up by hand (nft) on the node for port 31201, the flood's target, while the kernel path's HTTP
+# listener is measured. The synproxy answers each SYN with a cookie and sets a flow up only on
+# a valid ACK (its SYN to the member leaves through OUTPUT, so the DNAT is in a nat output
+# chain); it needs nf_conntrack_tcp_loose off in the node's namespace, set back after its row.
+# Before HAProxy's row, whose flood fills the node's table for a minute.
+host[synproxy]=$VIP http[synproxy]=${http[kernel]} bulk[synproxy]=31201
+synproxy_on() {
+  ip netns exec $n sysctl -qw net.netfilter.nf_conntrack_tcp_loose=0
+  ip netns exec $n nft -f - <<NFT
+table ip l4lb-bench-synproxy {
+  chain raw {
+    type filter hook prerouting priority raw;
+    ip daddr $VIP tcp dport 31201 tcp flags syn notrack
+  }
+  chain local {
+    type filter hook input priority filter;
+    ip daddr $VIP tcp dport 31201 ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
+    ip daddr $VIP tcp dport 31201 ct state invalid drop
+  }
+  chain translate {
+    type nat hook output priority -100;
+    ip daddr $VIP tcp dport 31201 dnat to $MEMBER:15201
+  }
+}
+NFT
+  # A connection through it completes (the member's iperf3 server accepts it).
+  ip netns exec $c timeout 3 bash -c "exec 3<>/dev/tcp/$VIP/31201" 2>/dev/null || { echo "bench-kernel.sh: no connection through the synproxy" >&2; exit 1; }
+}
+synproxy_off() {
+  ip netns exec $n nft delete table ip l4lb-bench-synproxy
+  ip netns exec $n sysctl -qw net.netfilter.nf_conntrack_tcp_loose=1
+}
+for p in kernel synproxy haproxy; do
+  [[ $p == synproxy ]] && synproxy_on
   read -r qa _ q99 <<<"$(wrkrun "$p" -H 'Connection: close')"
   d0=$(ctdrops)
   (inns $c "$work/bench" synflood "$VIP:${bulk[$p]}" 10.99.128.0/17 "$FLOOD_RATE" "$FLOOD_SECS" >"$work/flood.out") & fp=$!
@@ -218,5 +253,6 @@ for p in kernel haproxy; do
   peak=$(ctcount)
   wait $fp
   echo "| $p | $qa | $fa | $(ratio "$fa" "$qa") | $q99 | $f99 | $(ratio "$f99" "$q99") | $peak | $(($(ctdrops) - d0)) | $cpu |"
+  [[ $p == synproxy ]] && synproxy_off
   sleep 10 # the kernel path's half-open flows time out (timeoutMemberConnect, 5 s)
 done
