@@ -20,7 +20,6 @@ need=()
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v wrk >/dev/null || need+=(wrk)
-command -v nft >/dev/null || need+=(nftables)
 if ((${#need[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
@@ -85,11 +84,16 @@ YAML
 }
 lb kernel 29080 29201 >"$work/kernel.yaml"
 lb proxy 28080 28201 >"$work/proxy.yaml"
+lb nocookies 27080 27201 >"$work/nocookies.yaml"
 # The kernel path is l4lb's default; the proxy is the same binary with --kernel-tcp=false
 # (and --kernel-udp=false: it opens no nftables table, so the kernel path's instance claims
 # the first tag, whose flows the flow watch below reads, whichever of the two starts first).
 (inns $n env GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/kernel.yaml" --metrics-bind-address 0 2>"$work/kernel.log") & pids+=($!)
 (inns $n env GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/proxy.yaml" --kernel-tcp=false --kernel-udp=false --metrics-bind-address 0 2>"$work/proxy.log") & pids+=($!)
+# The kernel path without SYN cookies (--syn-cookies-above=0), to show what they spare in a
+# flood (and that quiet traffic never meets them); started once the first has claimed its tag.
+sleep 1
+(inns $n env GOMAXPROCS=2 "$work/l4lb" dataplane --config "$work/nocookies.yaml" --syn-cookies-above=0 --metrics-bind-address 0 2>"$work/nocookies.log") & pids+=($!)
 {
   haproxy_common
   cat <<CFG
@@ -112,9 +116,9 @@ sleep 2
 grep -q 'every listener goes through the proxy' "$work/kernel.log" && { echo "bench-kernel.sh: nftables cannot be programmed here" >&2; exit 1; }
 [[ -s $work/bpf.log ]] && { echo "bench-kernel.sh: the BPF ceiling did not load: $(cat "$work/bpf.log")" >&2; exit 1; }
 
-declare -A host=([direct]=$MEMBER [kernel]=$VIP [bpf]=$VIP [proxy]=$VIP [haproxy]=$VIP)
-declare -A http=([direct]=18080 [kernel]=29080 [bpf]=30080 [proxy]=28080 [haproxy]=38080)
-declare -A bulk=([direct]=15201 [kernel]=29201 [bpf]=30201 [proxy]=28201 [haproxy]=38201)
+declare -A host=([direct]=$MEMBER [kernel]=$VIP [bpf]=$VIP [proxy]=$VIP [haproxy]=$VIP [nocookies]=$VIP)
+declare -A http=([direct]=18080 [kernel]=29080 [bpf]=30080 [proxy]=28080 [haproxy]=38080 [nocookies]=27080)
+declare -A bulk=([direct]=15201 [kernel]=29201 [bpf]=30201 [proxy]=28201 [haproxy]=38201 [nocookies]=27201)
 paths=(direct kernel bpf proxy haproxy)
 declare -A r
 add() { r[$1]="${r[$1]:-} $2"; }
@@ -125,6 +129,13 @@ iperf() { # path streams -> Gbit/s
 wrkrun() { # path extra-args -> "rps p50ms p99ms"
   local p=$1; shift
   (inns $c wrk -t2 -c64 -d"${DUR}s" --latency "$@" "http://${host[$p]}:${http[$p]}/" 2>/dev/null) | wrk_summary
+}
+# cookies_valid: connections the node's SYN proxy set up so far (0 before its first rule).
+cookies_valid() {
+  ip netns exec $n cat /proc/net/stat/synproxy 2>/dev/null | python3 -c '
+import sys
+lines=sys.stdin.read().split("\n"); h=lines[0].split() if lines[0] else []
+print(sum(int(v,16) for l in lines[1:] if l.strip() for k,v in zip(h,l.split()) if k=="cookie_valid"))'
 }
 for _ in $(seq "$ROUNDS"); do
   [[ ${FLOOD:-yes} == only ]] && break
@@ -139,6 +150,14 @@ for _ in $(seq "$ROUNDS"); do
   for p in "${paths[@]}"; do
     read -r a _ _ <<<"$(wrkrun "$p")"
     add "ka_$p" "$a"
+  done
+  # The kernel path without SYN cookies, right after the same measurement with them.
+  for p in kernel nocookies; do
+    t0=$(busy) k0=$(cookies_valid)
+    read -r a _ b <<<"$(wrkrun $p -H 'Connection: close')"
+    add "scps_$p" "$a"; add "scps99_$p" "$b"
+    add "scpscpu_$p" "$(python3 -c "print(($(busy) - $t0) * 10000 / ($a * $DUR))")"
+    add "scookies_$p" "$(python3 -c "print(round(($(cookies_valid) - $k0) * 100 / ($a * $DUR)))")"
   done
   # The kernel path as a VIP's holder in a cluster runs it: watching its flows for the
   # successor (agent.FlowSync's conntrack events), which the standalone node does not; right
@@ -161,6 +180,7 @@ for _ in $(seq "$ROUNDS"); do
   wait $fw
 done
 for k in "${!r[@]}"; do r[$k]=$(median ${r[$k]}); done
+cookies=$( ("$work/l4lb" dataplane -h 2>&1 || true) | grep -A1 -- '-syn-cookies-above' | grep -o 'default [0-9]*' | cut -d' ' -f2)
 [[ ${FLOOD:-yes} == only ]] || {
 
 echo "Host: Linux $(uname -r), $(nproc) cores; client, node and member are network namespaces; $ROUNDS rounds of ${DUR} s, medians."
@@ -171,6 +191,15 @@ for row in "bulk, 1 stream (Gbit/s):bulk1" "bulk, 8 streams (Gbit/s):bulk8" "sho
   "short connections p99 (ms, 64 concurrent):cps99" "machine CPU µs per short connection:cpscpu" "keep-alive requests (req/s, 64 concurrent):ka"; do
   name=${row%%:*} k=${row##*:}
   echo "| $name | ${r[${k}_direct]} | ${r[${k}_kernel]} | ${r[${k}_bpf]} | ${r[${k}_proxy]} | ${r[${k}_haproxy]} | $(ratio "${r[${k}_kernel]}" "${r[${k}_direct]}") | $(ratio "${r[${k}_kernel]}" "${r[${k}_haproxy]}") | $(ratio "${r[${k}_proxy]}" "${r[${k}_haproxy]}") | $(ratio "${r[${k}_kernel]}" "${r[${k}_bpf]}") |"
+done
+echo
+echo "Short connections through the kernel path with its defaults (SYN cookies once a listener has over $cookies half-open connections) and without SYN cookies (--syn-cookies-above=0), one measurement after the other:"
+echo
+echo "| | defaults | without SYN cookies | defaults / without |"
+echo "|---|---|---|---|"
+for row in "req/s (64 concurrent):scps" "p99 (ms):scps99" "machine CPU µs per connection:scpscpu" "set up by SYN cookies (%):scookies"; do
+  name=${row%%:*} k=${row##*:}
+  echo "| $name | ${r[${k}_kernel]} | ${r[${k}_nocookies]} | $(ratio "${r[${k}_kernel]}" "${r[${k}_nocookies]}") |"
 done
 echo
 echo "Short connections through the kernel path with and without a holder's flow watch, one measurement after the other:"
@@ -207,41 +236,10 @@ echo "SYN flood: $FLOOD_RATE SYNs/s for $FLOOD_SECS s at one listener; another l
 echo
 echo "| path | quiet req/s | in the flood req/s | ratio | quiet p99 | in the flood p99 | ratio | conntrack entries in the flood | conntrack drops | machine CPU µs per flood SYN |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
-# The synproxy row is a lead, not l4lb: nftables' synproxy in front of a DNAT to the member, set
-# up by hand (nft) on the node for port 31201, the flood's target, while the kernel path's HTTP
-# listener is measured. The synproxy answers each SYN with a cookie and sets a flow up only on
-# a valid ACK (its SYN to the member leaves through OUTPUT, so the DNAT is in a nat output
-# chain); it needs nf_conntrack_tcp_loose off in the node's namespace, set back after its row.
-# Before HAProxy's row, whose flood fills the node's table for a minute.
-host[synproxy]=$VIP http[synproxy]=${http[kernel]} bulk[synproxy]=31201
-synproxy_on() {
-  ip netns exec $n sysctl -qw net.netfilter.nf_conntrack_tcp_loose=0
-  ip netns exec $n nft -f - <<NFT
-table ip l4lb-bench-synproxy {
-  chain raw {
-    type filter hook prerouting priority raw;
-    ip daddr $VIP tcp dport 31201 tcp flags syn notrack
-  }
-  chain local {
-    type filter hook input priority filter;
-    ip daddr $VIP tcp dport 31201 ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
-    ip daddr $VIP tcp dport 31201 ct state invalid drop
-  }
-  chain translate {
-    type nat hook output priority -100;
-    ip daddr $VIP tcp dport 31201 dnat to $MEMBER:15201
-  }
-}
-NFT
-  # A connection through it completes (the member's iperf3 server accepts it).
-  ip netns exec $c timeout 3 bash -c "exec 3<>/dev/tcp/$VIP/31201" 2>/dev/null || { echo "bench-kernel.sh: no connection through the synproxy" >&2; exit 1; }
-}
-synproxy_off() {
-  ip netns exec $n nft delete table ip l4lb-bench-synproxy
-  ip netns exec $n sysctl -qw net.netfilter.nf_conntrack_tcp_loose=1
-}
-for p in kernel synproxy haproxy; do
-  [[ $p == synproxy ]] && synproxy_on
+# The kernel path with its defaults (SYN cookies once the flooded listener has too many
+# half-open connections), then without SYN cookies, then HAProxy, whose flood fills the
+# node's table for a minute.
+for p in kernel nocookies haproxy; do
   read -r qa _ q99 <<<"$(wrkrun "$p" -H 'Connection: close')"
   d0=$(ctdrops)
   (inns $c "$work/bench" synflood "$VIP:${bulk[$p]}" 10.99.128.0/17 "$FLOOD_RATE" "$FLOOD_SECS" >"$work/flood.out") & fp=$!
@@ -253,6 +251,5 @@ for p in kernel synproxy haproxy; do
   peak=$(ctcount)
   wait $fp
   echo "| $p | $qa | $fa | $(ratio "$fa" "$qa") | $q99 | $f99 | $(ratio "$f99" "$q99") | $peak | $(($(ctdrops) - d0)) | $cpu |"
-  [[ $p == synproxy ]] && synproxy_off
   sleep 10 # the kernel path's half-open flows time out (timeoutMemberConnect, 5 s)
 done

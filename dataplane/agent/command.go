@@ -58,6 +58,7 @@ func Command() func() error {
 	preemptive := flag.Bool("preemptive-failback", false, "move a VIP back to the first node of its ranking when that node comes back (keepalived without nopreempt); by default a VIP stays on a healthy holder, so its connections are not reset by a failback")
 	kernelUDP := flag.Bool("kernel-udp", true, "carry UDP listeners in the kernel (nftables NAT and conntrack, as Octavia uses LVS) where their settings allow; without CAP_NET_ADMIN the proxy carries them")
 	kernelTCP := flag.Bool("kernel-tcp", true, "carry TCP listeners in the kernel (nftables NAT and conntrack: each connection set up once, end to end) where their settings allow (docs/architecture.md says which keep a listener on the proxy); without CAP_NET_ADMIN the proxy carries them")
+	synCookies := flag.Uint("syn-cookies-above", proxy.DefaultSynCookiesAbove, "half-open connections of a kernel-path TCP listener (answered by a member, not by the client) over which the node answers its SYNs itself with SYN cookies (nftables' synproxy) and sets a connection up only for a client that completes the handshake, as a stack does when a listener's backlog is full: a SYN flood then fills no connection-tracking table and reaches no member. Connections set up that way have no window scaling, SACK or timestamps (docs/architecture.md, \"SYN cookies\"). 0: never")
 	memberCC := flag.String("member-congestion-control", "cubic", "TCP congestion control of connections to members (empty: the host's default); client connections keep the host's")
 	drainGrace := flag.Duration("drain-grace", 5*time.Second, "on shutdown, how long to wait for other nodes to take this node's VIPs")
 	handOff := flag.Bool("restart-handoff", true, "on shutdown with no other node to take the VIPs, when the DaemonSet will start another agent here (an upgrade, a deleted pod): the kernel carries the listeners meanwhile (false: they stop with the agent)")
@@ -71,7 +72,7 @@ func Command() func() error {
 		if *config != "" {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return standalone.Run(ctx, standalone.Options{Path: *config, MetricsAddr: *metrics, Pprof: *pprof, KernelUDP: *kernelUDP, KernelTCP: *kernelTCP, MemberCongestion: *memberCC})
+			return standalone.Run(ctx, standalone.Options{Path: *config, MetricsAddr: *metrics, Pprof: *pprof, KernelUDP: *kernelUDP, KernelTCP: *kernelTCP, SynCookiesAbove: uint32(*synCookies), MemberCongestion: *memberCC})
 		}
 		log := slog.Default()
 		mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
@@ -132,7 +133,7 @@ func Command() func() error {
 				return err
 			}
 		}
-		a.Server = proxy.New(proxy.Options{Registerer: crmetrics.Registry, OnHealth: a.OnHealth, NAT: table, KernelUDP: *kernelUDP, KernelTCP: *kernelTCP, MemberCongestion: *memberCC})
+		a.Server = proxy.New(proxy.Options{Registerer: crmetrics.Registry, OnHealth: a.OnHealth, NAT: table, KernelUDP: *kernelUDP, KernelTCP: *kernelTCP, SynCookiesAbove: uint32(*synCookies), MemberCongestion: *memberCC})
 		defer a.Server.Close()
 		dog := watchdog.New(time.Minute)
 		a.Watchdog, own.Watchdog = dog, dog

@@ -33,6 +33,14 @@ type FlowSync struct {
 	successors map[netip.Addr]string // Successors, read at each flush (tell runs for every flow)
 	pending    map[string][][]byte   // encoded flows by node, to send at the next flush
 	received   map[netip.Addr]map[nat.FlowKey]told
+	// unsure are new connections the SYN proxy set up, told of before their shift was
+	// known: each flush reads them again (Table.Reread) until they are complete.
+	unsure []unsure
+}
+
+type unsure struct {
+	f     nat.Flow
+	since time.Time
 }
 
 type told struct {
@@ -52,6 +60,9 @@ const (
 	toldFor     = 3*snapshotEvery + 5*time.Second
 	unlistedFor = snapshotEvery + 2*time.Second
 	watchRetry  = 5 * time.Second
+	// unsureFor is how long a connection the SYN proxy set up is read again for its shift
+	// before it is left to the next snapshot: its member answers within timeoutMemberConnect.
+	unsureFor = 5 * time.Second
 	// maxDatagram keeps a message within one unfragmented datagram, with gossip's framing.
 	maxDatagram = 1200
 )
@@ -84,7 +95,9 @@ func (s *FlowSync) Start(ctx context.Context) error {
 					s.Log.Warn("reading the kernel path's flows", "err", err)
 				} else {
 					for _, f := range flows {
-						s.queue(f, false, true)
+						if f.Complete() {
+							s.queue(f, false, true)
+						}
 					}
 				}
 			}
@@ -110,13 +123,58 @@ func (s *FlowSync) Start(ctx context.Context) error {
 				stop()
 				stop, failed = nil, nil
 			}
+			s.settle()
 			s.flush()
 		}
 	}
 }
 
 // tell queues f, as it started or ended, for the successor of its VIP, if this node holds it.
-func (s *FlowSync) tell(f nat.Flow, ended bool) { s.queue(f, ended, false) }
+// A connection the SYN proxy set up is told of before its shift is known: it waits for
+// settle.
+func (s *FlowSync) tell(f nat.Flow, ended bool) {
+	if !ended && !f.Complete() {
+		s.mu.Lock()
+		s.unsure = append(s.unsure, unsure{f, time.Now()})
+		s.mu.Unlock()
+		return
+	}
+	s.queue(f, ended, false)
+}
+
+// settle reads the connections told of before their shift was known again: those complete
+// are queued, those gone or unsure for unsureFor dropped (a snapshot names them if they live
+// on).
+func (s *FlowSync) settle() {
+	s.mu.Lock()
+	todo := s.unsure
+	s.unsure = nil
+	s.mu.Unlock()
+	if len(todo) == 0 {
+		return
+	}
+	flows := make([]nat.Flow, len(todo))
+	since := map[nat.FlowKey]time.Time{}
+	for i, u := range todo {
+		flows[i], since[u.f.Key()] = u.f, u.since
+	}
+	now, err := s.Table.Reread(flows)
+	if err != nil {
+		s.Log.Debug("reading connections the SYN proxy set up", "err", err)
+	}
+	var still []unsure
+	for _, f := range now {
+		switch {
+		case f.Complete():
+			s.queue(f, false, false)
+		case time.Since(since[f.Key()]) < unsureFor:
+			still = append(still, unsure{f, since[f.Key()]})
+		}
+	}
+	s.mu.Lock()
+	s.unsure = append(s.unsure, still...)
+	s.mu.Unlock()
+}
 
 // queue queues f for the successor of its VIP; listed: f is part of a snapshot.
 func (s *FlowSync) queue(f nat.Flow, ended, listed bool) {
@@ -214,12 +272,14 @@ func (s *FlowSync) Restore(vip netip.Addr) {
 	}
 }
 
-// A flow on the wire: a byte of flags (ended, IPv6, listed by a snapshot), the protocol, then
-// the client, the VIP, the member and the source, each an address (4 or 16 bytes) and a port.
+// A flow on the wire: a byte of flags (ended, IPv6, listed by a snapshot, shifted), the
+// protocol, then the client, the VIP, the member and the source, each an address (4 or 16
+// bytes) and a port; a shifted flow's sequence shift last.
 const (
-	flowEnded  = 1 << 0
-	flowIPv6   = 1 << 1
-	flowListed = 1 << 2
+	flowEnded   = 1 << 0
+	flowIPv6    = 1 << 1
+	flowListed  = 1 << 2
+	flowShifted = 1 << 3 // set up by the SYN proxy: its sequence shift follows (4 bytes)
 )
 
 func encodeFlow(f nat.Flow, ended, listed bool) []byte {
@@ -233,23 +293,30 @@ func encodeFlow(f nat.Flow, ended, listed bool) []byte {
 	if f.Client.Addr().Is6() {
 		flags |= flowIPv6
 	}
+	if f.SynProxy.Set && f.SynProxy.Adjusted {
+		flags |= flowShifted
+	}
 	b := []byte{flags, f.Protocol}
 	for _, a := range []netip.AddrPort{f.Client, f.VIP, f.Member, f.Source} {
 		b = append(b, a.Addr().AsSlice()...)
 		b = binary.BigEndian.AppendUint16(b, a.Port())
 	}
+	if flags&flowShifted != 0 {
+		b = binary.BigEndian.AppendUint32(b, f.SynProxy.SeqOffset)
+	}
 	return b
 }
 
 func decodeFlow(b []byte) (f nat.Flow, ended, listed bool, rest []byte, ok bool) {
-	if len(b) < 2 || b[0]&^(flowEnded|flowIPv6|flowListed) != 0 {
+	if len(b) < 2 || b[0]&^(flowEnded|flowIPv6|flowListed|flowShifted) != 0 {
 		return f, false, false, nil, false
 	}
 	size := 4
 	if b[0]&flowIPv6 != 0 {
 		size = 16
 	}
-	ended, listed, f.Protocol = b[0]&flowEnded != 0, b[0]&flowListed != 0, b[1]
+	b0 := b[0]
+	ended, listed, f.Protocol = b0&flowEnded != 0, b0&flowListed != 0, b[1]
 	b = b[2:]
 	if len(b) < 4*(size+2) {
 		return f, false, false, nil, false
@@ -258,6 +325,13 @@ func decodeFlow(b []byte) (f nat.Flow, ended, listed bool, rest []byte, ok bool)
 		addr, _ := netip.AddrFromSlice(b[:size])
 		*a = netip.AddrPortFrom(addr, binary.BigEndian.Uint16(b[size:]))
 		b = b[size+2:]
+	}
+	if b0&flowShifted != 0 {
+		if len(b) < 4 {
+			return f, false, false, nil, false
+		}
+		f.SynProxy = nat.SynProxied{Set: true, SeqOffset: binary.BigEndian.Uint32(b), Adjusted: true}
+		b = b[4:]
 	}
 	return f, ended, listed, b, true
 }

@@ -16,12 +16,14 @@ func flowFrom(client, vip, member, source string) nat.Flow {
 }
 
 // What a holder tells of its flows is what its successor keeps: started flows of either
-// family, ended ones forgotten, a message it cannot read wholly ignored.
+// family with their shifts, ended ones forgotten, a message it cannot read wholly ignored.
 func TestToldFlowsAreKeptByVIP(t *testing.T) {
 	v4 := flowFrom("198.51.100.7:40000", "198.51.100.100:80", "198.51.100.11:8080", "198.51.100.100:40000")
 	v4b := flowFrom("198.51.100.8:40001", "198.51.100.100:80", "198.51.100.12:8080", "198.51.100.100:40001")
 	v6 := flowFrom("[2001:db8::7]:40000", "[2001:db8::100]:443", "[2001:db8::11]:8443", "[2001:db8::100]:40000")
 	v6.Protocol = unix.IPPROTO_UDP
+	// Set up by the SYN proxy: its shift goes with it.
+	v4.SynProxy = nat.SynProxied{Set: true, SeqOffset: 0xdeadbeef, Adjusted: true}
 	var s FlowSync
 	msg := append(append(encodeFlow(v4, false, false), encodeFlow(v4b, false, false)...), encodeFlow(v6, false, true)...)
 	s.Received(msg)

@@ -1,9 +1,12 @@
 package failover
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,6 +18,7 @@ import (
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/test/lantest"
+	"github.com/l4lb/l4lb/test/synflood"
 )
 
 // streams keeps connections through the VIP busy: each sends a line and reads it back every
@@ -145,7 +149,15 @@ func (l *lab) rejoin(holder, move string) {
 // connection goes on through both moves, with no reset: the holder told its successor of
 // each, and the successor wrote them into its conntrack before it answered for the VIP.
 // Three nodes that forward, as Kubernetes nodes do, with the chart's defaults otherwise.
-func TestKernelConnectionsSurviveAMove(t *testing.T) {
+func TestKernelConnectionsSurviveAMove(t *testing.T) { connectionsSurviveAMove(t, false) }
+
+// TestConnectionsOpenedInASynFloodSurviveAMove: the same while a SYN flood from spoofed
+// sources goes on at the listener, so its holder answers its SYNs with SYN cookies (the
+// agents' defaults) and every connection is set up by the SYN proxy: each connection's
+// sequence shift goes to the successor with it.
+func TestConnectionsOpenedInASynFloodSurviveAMove(t *testing.T) { connectionsSurviveAMove(t, true) }
+
+func connectionsSurviveAMove(t *testing.T, flood bool) {
 	const n = 20
 	l := forwardingLab(t)
 	l.createLB()
@@ -153,12 +165,37 @@ func TestKernelConnectionsSurviveAMove(t *testing.T) {
 	l.waitServed("start")
 	l.kernelPath("echo")
 	l.kernelPath("l")
+	if flood {
+		// 500 SYNs a second, each left half-open for timeoutMemberConnect (5 s): past the
+		// agents' 1,000 within 3 s.
+		ctx, stop := context.WithCancel(l.ctx)
+		done := make(chan error, 1)
+		go func() {
+			done <- l.cl.In(func() error {
+				_, err := synflood.Send(ctx, netip.MustParseAddrPort(vipAddr+":9000"), netip.MustParsePrefix("10.99.128.0/17"), 500)
+				return err
+			})
+		}()
+		t.Cleanup(func() {
+			stop()
+			if err := <-done; err != nil {
+				t.Errorf("the SYN flood: %v", err)
+			}
+		})
+	}
 
 	for _, move := range []string{death, planned} {
 		holder := l.waitSoleAnswer("")
+		if flood {
+			l.waitSynCookies(holder)
+		}
+		cookies := l.synproxy(holder)["cookie_valid"]
 		s := l.stream(n)
 		traffic := newClientLoop(l.cl, l.target)
 		time.Sleep(time.Second) // the connections' flows reach the successor
+		if proxied := l.synproxy(holder)["cookie_valid"] - cookies; flood != (proxied >= n) {
+			t.Fatalf("%s set up %d connections with SYN cookies; want all %d of them in a flood=%v", holder, proxied, n, flood)
+		}
 		s.mark()
 		movedAt := time.Now()
 		l.moveFrom(holder, move)
@@ -168,13 +205,53 @@ func TestKernelConnectionsSurviveAMove(t *testing.T) {
 		ok, refused, cut := traffic.stop()
 		gap := traffic.longestGap()
 		broken, kept := s.stop(n)
-		fmt.Printf("kernel path, %s: %d of %d open connections kept; longest gap between answered new connections %v (%d answered, %d refused, %d cut)\n",
-			move, kept, n, gap.Round(time.Millisecond), ok, refused, cut)
+		path := "kernel path"
+		if flood {
+			path += ", connections opened in a SYN flood"
+		}
+		fmt.Printf("%s, %s: %d of %d open connections kept; longest gap between answered new connections %v (%d answered, %d refused, %d cut)\n",
+			path, move, kept, n, gap.Round(time.Millisecond), ok, refused, cut)
 		if len(broken) > 0 {
 			l.dumpLogs()
 			t.Fatalf("%s (%s -> %s): %d of %d connections broke:\n%s", move, holder, next, len(broken), n, strings.Join(broken, "\n"))
 		}
 		l.rejoin(holder, move)
+	}
+}
+
+// synproxy is node's SYN proxy's statistics (/proc/net/stat/synproxy: a header, then a line
+// of hexadecimal counts per CPU), summed: cookie_valid, the connections it set up, say.
+func (l *lab) synproxy(node string) map[string]int {
+	l.t.Helper()
+	sums := map[string]int{}
+	out, err := exec.Command("ip", "netns", "exec", l.tp.Hosts[node].NS, "cat", "/proc/net/stat/synproxy").Output()
+	if err != nil {
+		return sums // no synproxy in this namespace yet
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	names := strings.Fields(lines[0])
+	for _, line := range lines[1:] {
+		for i, f := range strings.Fields(line) {
+			if i < len(names) {
+				v, _ := strconv.ParseUint(f, 16, 64)
+				sums[names[i]] += int(v)
+			}
+		}
+	}
+	return sums
+}
+
+// waitSynCookies waits until node answers SYNs with SYN cookies (its agent found a listener
+// flooded).
+func (l *lab) waitSynCookies(node string) {
+	l.t.Helper()
+	end := time.Now().Add(30 * time.Second)
+	for l.synproxy(node)["syn_received"] == 0 {
+		if time.Now().After(end) {
+			l.dumpLogs()
+			l.t.Fatalf("%s does not answer the flood's SYNs with SYN cookies", node)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -105,11 +105,7 @@ func newLab(t *testing.T, n int) *lab {
 func (l *lab) start(node string, env ...string) {
 	a := l.agents[node]
 	if a == nil {
-		dir := os.Getenv("L4LB_TEST_LOGS") // kept after the test, to read a run that passed too
-		if dir == "" {
-			dir = l.t.TempDir()
-		}
-		a = &agentProc{node: node, log: filepath.Join(dir, node+".log")}
+		a = &agentProc{node: node, log: filepath.Join(l.logDir(), node+".log")}
 		l.agents[node] = a
 	}
 	h := l.tp.Hosts[node]
@@ -133,6 +129,15 @@ func (l *lab) start(node string, env ...string) {
 	}
 	cmd := a.cmd
 	l.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+}
+
+// logDir is where agents write their logs: L4LB_TEST_LOGS (kept after the test, to read a
+// run that passed too), or the test's own.
+func (l *lab) logDir() string {
+	if dir := os.Getenv("L4LB_TEST_LOGS"); dir != "" {
+		return dir
+	}
+	return l.t.TempDir()
 }
 
 // kill SIGKILLs node's agent, as an OOM kill would.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -39,40 +40,63 @@ func ReadConntrack() (Conntrack, error) {
 		return c, err
 	}
 	defer f.Close()
-	c.Drops, err = conntrackDrops(f)
+	sums, err := sumColumns(f, "drop", "early_drop", "insert_failed")
+	c.Drops = sums["drop"] + sums["early_drop"] + sums["insert_failed"]
 	return c, err
 }
 
-// conntrackDrops sums the drop, early_drop and insert_failed columns of
-// /proc/net/stat/nf_conntrack: a header of column names, then a line of hexadecimal numbers
-// per CPU. Columns are found by name, as kernels add and remove them.
-func conntrackDrops(r io.Reader) (uint64, error) {
+// SynCookies are what the node's SYN proxy did (synproxy.go), since the first rule with one
+// in its network namespace: SYNs it answered with a cookie, and ACKs whose cookie it took (a
+// connection set up) or refused.
+type SynCookies struct {
+	Sent, Valid, Invalid uint64
+}
+
+// ReadSynCookies reads the calling thread's network namespace's synproxy statistics; all zero
+// before its first synproxy rule.
+func ReadSynCookies() (SynCookies, error) {
+	f, err := os.Open("/proc/thread-self/net/stat/synproxy")
+	if os.IsNotExist(err) {
+		return SynCookies{}, nil
+	}
+	if err != nil {
+		return SynCookies{}, err
+	}
+	defer f.Close()
+	sums, err := sumColumns(f, "syn_received", "cookie_valid", "cookie_invalid")
+	return SynCookies{Sent: sums["syn_received"], Valid: sums["cookie_valid"], Invalid: sums["cookie_invalid"]}, err
+}
+
+// sumColumns sums the named columns of a /proc/net/stat file: a header of column names, then
+// a line of hexadecimal numbers per CPU. Columns are found by name, as kernels add and remove
+// them; at least one must be there.
+func sumColumns(r io.Reader, names ...string) (map[string]uint64, error) {
 	s := bufio.NewScanner(r)
 	if !s.Scan() {
-		return 0, fmt.Errorf("nf_conntrack statistics: no header")
+		return nil, fmt.Errorf("kernel statistics: no header")
 	}
-	var cols []int
+	cols := map[int]string{}
 	for i, name := range strings.Fields(s.Text()) {
-		if name == "drop" || name == "early_drop" || name == "insert_failed" {
-			cols = append(cols, i)
+		if slices.Contains(names, name) {
+			cols[i] = name
 		}
 	}
 	if len(cols) == 0 {
-		return 0, fmt.Errorf("nf_conntrack statistics: no drop column in %q", s.Text())
+		return nil, fmt.Errorf("kernel statistics: none of %v in %q", names, s.Text())
 	}
-	var sum uint64
+	sums := map[string]uint64{}
 	for s.Scan() {
 		f := strings.Fields(s.Text())
-		for _, i := range cols {
+		for i, name := range cols {
 			if i >= len(f) {
-				return 0, fmt.Errorf("nf_conntrack statistics: short line %q", s.Text())
+				return nil, fmt.Errorf("kernel statistics: short line %q", s.Text())
 			}
 			n, err := strconv.ParseUint(f[i], 16, 64)
 			if err != nil {
-				return 0, fmt.Errorf("nf_conntrack statistics: %w", err)
+				return nil, fmt.Errorf("kernel statistics: %w", err)
 			}
-			sum += n
+			sums[name] += n
 		}
 	}
-	return sum, s.Err()
+	return sums, s.Err()
 }

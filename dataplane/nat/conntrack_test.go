@@ -10,14 +10,14 @@ func TestConntrackDropsSumsTheDropColumnsOfEveryCPU(t *testing.T) {
 00000070  00000000 0001f103 00000000 000000e2 00000000 00000000 00000000 00000000 00000002 00000010 00000001 00000000  00000000 00000000 00000000 00000000
 00000070  00000000 0001f78c 00000000 00000258 00000000 00000000 00000000 00000000 00000000 00000100 00000000 00000000  00000000 00000000 00000000 00000000
 `
-	got, err := conntrackDrops(strings.NewReader(stat))
+	got, err := sumColumns(strings.NewReader(stat), "drop", "early_drop", "insert_failed")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := uint64(2 + 0x10 + 1 + 0x100); got != want {
-		t.Fatalf("drops %d, want %d (insert_failed, drop and early_drop of both CPUs)", got, want)
+	if want := uint64(2 + 0x10 + 1 + 0x100); got["drop"]+got["early_drop"]+got["insert_failed"] != want {
+		t.Fatalf("drops %v, want %d in all (insert_failed, drop and early_drop of both CPUs)", got, want)
 	}
-	if _, err := conntrackDrops(strings.NewReader("entries found\n1 2\n")); err == nil {
+	if _, err := sumColumns(strings.NewReader("entries found\n1 2\n"), "drop"); err == nil {
 		t.Fatal("a header without a drop column was read")
 	}
 }

@@ -15,7 +15,8 @@ import (
 // its own goroutine, until stop is called or the kernel's events fail (done then receives the
 // error; nil after stop). Events the kernel cannot queue for us (a burst beyond the socket's
 // buffer) are lost, not reported: Flows, read now and then, makes up for them. The events are
-// those of the caller's network namespace.
+// those of the caller's network namespace. A connection the SYN proxy set up is told of
+// without its shift (the event comes before the member answers): Reread it.
 //
 // The kernel sends every conntrack event of the namespace (it cannot filter them by mark), so
 // each is read here with no more work than finding its mark, by blocking reads of a socket
@@ -110,6 +111,8 @@ func (t *Table) event(typ uint16, data []byte) (f Flow, ended bool, ok bool) {
 			orig = v
 		case ctaTupleReply:
 			reply = v
+		case ctaLabels:
+			f.SynProxy.Set = labelled(v)
 		}
 	}
 	if !marked || mark&markMask != t.tag {

@@ -11,8 +11,10 @@ import (
 
 // What the kernel counts of the table's flows, read and ended through conntrack.
 
-// Conntrack's TCP states of a connection that has ended (TCP_CONNTRACK_TIME_WAIT, _CLOSE).
+// Conntrack's TCP states: answered by the member, not yet by the client (TCP_CONNTRACK_SYN_RECV),
+// and ended (_TIME_WAIT, _CLOSE).
 const (
+	tcpSynRecv  = 2
 	tcpTimeWait = 7
 	tcpClose    = 8
 )
@@ -24,6 +26,8 @@ type Stats struct {
 	// Refused holds each listener's refused datagrams (source not allowed, over the
 	// connection limit, no member).
 	Refused map[string]uint64
+	// Cookies holds each listener's SYNs left to the SYN proxy while flooded.
+	Cookies map[string]uint64
 }
 
 // Stats reads the counters and counts the open flows.
@@ -42,9 +46,20 @@ func (t *Table) Stats() (Stats, error) {
 			}
 		}
 	}
-	active, err := t.openFlows(true)
+	flows, err := t.dump()
 	if err != nil {
 		return Stats{}, err
+	}
+	active, halfOpen := map[uint32]int{}, map[uint32]int{}
+	for i := range flows {
+		f := &flows[i]
+		if ended(f) {
+			continue
+		}
+		active[f.Mark]++
+		if tcp := f.ProtoInfo.TCP; tcp != nil && tcp.State == tcpSynRecv {
+			halfOpen[f.Mark]++
+		}
 	}
 	payload := func(name string, header uint64) uint64 {
 		c := values[name]
@@ -53,22 +68,25 @@ func (t *Table) Stats() (Stats, error) {
 		}
 		return c.Bytes - c.Packets*header
 	}
-	st := Stats{Members: map[string]map[string]Counts{}, Refused: map[string]uint64{}}
+	st := Stats{Members: map[string]map[string]Counts{}, Refused: map[string]uint64{}, Cookies: map[string]uint64{}}
 	for k, id := range t.listenerIDs {
 		st.Members[k] = map[string]Counts{}
 		if c := values[chain("e", id)]; c != nil {
 			st.Refused[k] = c.Packets
 		}
+		if c := values[chain("y", id)]; c != nil {
+			st.Cookies[k] = c.Packets
+		}
 	}
 	for k, id := range t.memberIDs {
 		l := listenerOf(k)
-		var flows uint64
+		var started uint64
 		if c := values[chain("n", id)]; c != nil {
-			flows = c.Packets
+			started = c.Packets
 		}
 		st.Members[l][k[len(l)+1:]] = Counts{
 			BytesIn: payload(chain("i", id), t.flowsOf[id].header), BytesOut: payload(chain("o", id), t.flowsOf[id].header),
-			Flows: flows, Active: active[t.tag|id],
+			Flows: started, Active: active[t.tag|id], HalfOpen: halfOpen[t.tag|id],
 		}
 	}
 	return st, nil

@@ -10,14 +10,16 @@
 //
 //	nat_pre, nat_out  (priority dstnat) listener match -> goto l<id>
 //	  l<id>  the listener's ct timeout; allowed sources -> goto s<id>, else count an error and drop
-//	  s<id>  over the connection limit: drop; no member: drop; else the algorithm's map p<id> -> goto m<id>
+//	  s<id>  over the connection limit: drop; no member: drop; a SYN while flooded: to the
+//	         SYN proxy (synproxy.go); else the algorithm's map p<id> -> goto m<id>
 //	  m<id>  ct mark = member, count a flow, dnat to the member
 //	nat_post (priority srcnat)          our flows leaving by another interface than lo: snat to the VIP
 //	count_pre, count_out (filter)       ct mark -> jump c<id>: bytes in (original) or out (reply)
+//	syn_in (input, filter)              a flooded listener's SYNs and their cookies' ACKs: synproxy
 //
 // What is built for a listener is named <kind><id>_<n>, n the Apply that built it, and stays
-// until the listener changes. Counters (e, i, o, n) are named <kind><id> and live as long as
-// their listener or member, so metrics carry on across changes.
+// until the listener changes. Counters (e, y, i, o, n) are named <kind><id> and live as long
+// as their listener or member, so metrics carry on across changes.
 package nat
 
 import (
@@ -74,6 +76,9 @@ type Listener struct {
 	ConnectTimeout time.Duration
 	Algorithm      model.Algorithm
 	Members        []Member
+	// SynProxy lets the SYN proxy answer a TCP listener's SYNs while it is flooded
+	// (synproxy.go, Table.Flood); never with a ConnectionLimit.
+	SynProxy bool
 }
 
 // Member is one back-end of a listener.
@@ -184,6 +189,9 @@ type Counts struct {
 	BytesIn, BytesOut uint64 // from clients to the member, and back
 	Flows             uint64 // flows started
 	Active            int    // flows open now
+	// HalfOpen are TCP connections the member answered and the client has not (conntrack's
+	// SYN_RECV): a SYN flood's, from sources that never answer (synproxy.go).
+	HalfOpen int
 }
 
 // flowKind is what a member's flows are: their protocol, and the header bytes each of their
@@ -238,6 +246,7 @@ const (
 	natPost
 	countPre
 	countOut
+	synIn
 )
 
 // Open creates (or takes over) the table name, whose flows carry tag in their conntrack
@@ -262,6 +271,7 @@ func Open(name string, tag uint8) (*Table, error) {
 	hook("nat_post", nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource, nftables.ChainTypeNAT)
 	hook("count_pre", nftables.ChainHookPrerouting, nftables.ChainPriorityFilter, nftables.ChainTypeFilter)
 	hook("count_out", nftables.ChainHookOutput, nftables.ChainPriorityFilter, nftables.ChainTypeFilter)
+	hook("syn_in", nftables.ChainHookInput, nftables.ChainPriorityFilter, nftables.ChainTypeFilter)
 	if err := conn.Flush(); err != nil {
 		return nil, fmt.Errorf("nftables table %s: %w", name, err)
 	}
@@ -539,10 +549,23 @@ func (t *Table) program(ls []Listener) (map[uint32]bool, error) {
 		}
 	}
 
+	var flooded *nftables.Set
+	if hooked {
+		if flooded, err = t.addFlooded(); err != nil {
+			return nil, err
+		}
+	}
 	if hooked && t.expire > 0 {
 		if err := t.addExpiry(c); err != nil {
 			return nil, err
 		}
+	}
+	var mss map[bool]uint16 // by IPv6, read once
+	synproxyMSS := func(ipv6 bool) uint16 {
+		if mss == nil {
+			mss = map[bool]uint16{false: linkMSS(false), true: linkMSS(true)}
+		}
+		return mss[ipv6]
 	}
 	keptListeners, keptMembers := map[string]uint32{}, map[string]uint32{}
 	end := map[uint32]bool{}
@@ -563,6 +586,9 @@ func (t *Table) program(ls []Listener) (map[uint32]bool, error) {
 		gen := t.gen
 		if !build {
 			gen = t.carried[l.Key].gen
+		}
+		if synproxied(l) {
+			t.synproxyRules(l, lid, flooded, synproxyMSS(l.Address.Addr().Unmap().Is6()))
 		}
 		for _, b := range []int{natPre, natOut} {
 			t.rule(t.base[b], append(match(l), &expr.Verdict{Kind: expr.VerdictGoto, Chain: built("l", lid, gen)})...)
@@ -592,7 +618,7 @@ func (t *Table) program(ls []Listener) (map[uint32]bool, error) {
 			}
 		}
 		if build {
-			if err := t.addSelection(l, lid, serving, ids); err != nil {
+			if err := t.addSelection(l, lid, serving, ids, flooded); err != nil {
 				return nil, fmt.Errorf("listener %s: %w", l.Key, err)
 			}
 		}
@@ -638,7 +664,7 @@ func (t *Table) program(ls []Listener) (map[uint32]bool, error) {
 	}
 	for k, id := range t.listenerIDs {
 		if _, ok := keptListeners[k]; !ok {
-			t.retired.counters = append(t.retired.counters, chain("e", id))
+			t.retired.counters = append(t.retired.counters, chain("e", id), chain("y", id))
 		}
 	}
 	if !hooked {
@@ -646,6 +672,9 @@ func (t *Table) program(ls []Listener) (map[uint32]bool, error) {
 		// NAT and ct expressions would keep conntrack on until the next change.
 		t.retired.remove(c, t.table)
 		t.retired = carried{}
+		if t.hooked { // once no rule names it
+			c.DelSet(&nftables.Set{Table: t.table, Name: floodedSet})
+		}
 	}
 	if err := c.Flush(); err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)

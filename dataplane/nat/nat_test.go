@@ -546,3 +546,48 @@ func TestClaimedTablesLeaveEachOtherAlone(t *testing.T) {
 		t.Fatalf("the next instance claimed %s, not the freed %s", three.Name(), one.Name())
 	}
 }
+
+// A listener the SYN proxy fronts goes, and the table with it, in one Apply: what its rules
+// name (the set of flooded listeners, its counters) goes after them, or the kernel refuses
+// the transaction as busy.
+func TestASynProxiedListenerGoesWithTheTable(t *testing.T) {
+	tb := open(t)
+	l := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
+	l.Protocol, l.SynProxy = model.TCP, true
+	apply(t, tb, l)
+	if err := tb.Flood([]string{l.Key}); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, tb)
+	apply(t, tb, l)
+}
+
+// Flooding a listener again renews its time: the kernel leaves an element added twice with
+// the time it had.
+func TestFloodRenewsAListenersTime(t *testing.T) {
+	tb := open(t)
+	l := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
+	l.Protocol, l.SynProxy = model.TCP, true
+	apply(t, tb, l)
+	expires := func() time.Duration {
+		c, err := nftables.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		elems, err := c.GetSetElements(&nftables.Set{Table: &nftables.Table{Name: tb.Name(), Family: nftables.TableFamilyINet},
+			Name: "flooded", KeyType: nftables.TypeInteger})
+		if err != nil || len(elems) != 1 {
+			t.Fatalf("flooded listeners: %v, %v; want one", elems, err)
+		}
+		return elems[0].Expires
+	}
+	for range 2 {
+		if err := tb.Flood([]string{l.Key}); err != nil {
+			t.Fatal(err)
+		}
+		if got := expires(); got < 59*time.Second {
+			t.Fatalf("the listener's flood expires in %v; want a minute, renewed", got)
+		}
+		time.Sleep(1100 * time.Millisecond)
+	}
+}

@@ -36,8 +36,6 @@ func (t *Table) rule(ch *nftables.Chain, e ...expr.Any) {
 	t.conn.AddRule(&nftables.Rule{Table: t.table, Chain: ch, Exprs: e})
 }
 
-// match is the expressions that match a listener's packets (its family, protocol, address
-// and port).
 func (l Listener) proto() byte {
 	if l.Protocol == model.TCP {
 		return unix.IPPROTO_TCP
@@ -45,13 +43,28 @@ func (l Listener) proto() byte {
 	return unix.IPPROTO_UDP
 }
 
+// match is the expressions that match the packets that open a listener's flows: a datagram
+// to its address and port, or a SYN.
 func match(l Listener) []expr.Any {
+	e := matchAddress(l)
+	if l.proto() == unix.IPPROTO_TCP {
+		// Only a SYN opens a flow here. Conntrack may first see a connection the proxy
+		// already carries in the middle (nothing tracked before this table hooked NAT in),
+		// and would call it new: such a packet must reach the proxy's socket, not a member.
+		e = append(e, tcpFlags(flagSYN|flagACK, flagSYN)...)
+	}
+	return e
+}
+
+// matchAddress is the expressions that match a listener's packets: its family, protocol,
+// address and port.
+func matchAddress(l Listener) []expr.Any {
 	a := l.Address.Addr().Unmap()
 	fam, daddr := byte(unix.NFPROTO_IPV4), uint32(16)
 	if a.Is6() {
 		fam, daddr = unix.NFPROTO_IPV6, 24
 	}
-	e := []expr.Any{
+	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam}},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
@@ -61,16 +74,6 @@ func match(l Listener) []expr.Any {
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(l.Address.Port())},
 	}
-	if l.proto() == unix.IPPROTO_TCP {
-		// Only a SYN opens a flow here. Conntrack may first see a connection the proxy
-		// already carries in the middle (nothing tracked before this table hooked NAT in),
-		// and would call it new: such a packet must reach the proxy's socket, not a member.
-		e = append(e,
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x12}, Xor: []byte{0}},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}})
-	}
-	return e
 }
 
 // addListener adds the listener's ct timeout and the chain that checks the client's address.
@@ -98,6 +101,7 @@ func (t *Table) addListener(l Listener, lid uint32) {
 	}
 	if t.fresh[lid] {
 		c.AddObj(counter(t.table, chain("e", lid)))
+		c.AddObj(counter(t.table, chain("y", lid)))
 	}
 	sc := t.addChain(built("s", lid, gen)).Name
 	if len(l.AllowedCIDRs) == 0 {
@@ -176,9 +180,9 @@ func refused(l Listener, lid uint32) []expr.Any {
 	return append(e, &expr.Verdict{Kind: expr.VerdictDrop})
 }
 
-// addSelection fills s<lid>: the connection limit, then the algorithm's map over the serving
-// members.
-func (t *Table) addSelection(l Listener, lid uint32, serving []Member, ids []uint32) error {
+// addSelection fills s<lid>: the connection limit, the SYN proxy's diversion while flooded
+// (synproxy.go), then the algorithm's map over the serving members.
+func (t *Table) addSelection(l Listener, lid uint32, serving []Member, ids []uint32, flooded *nftables.Set) error {
 	gen := t.building.gen
 	sc := &nftables.Chain{Name: built("s", lid, gen), Table: t.table}
 	if l.ConnectionLimit > 0 {
@@ -187,6 +191,9 @@ func (t *Table) addSelection(l Listener, lid uint32, serving []Member, ids []uin
 	if len(serving) == 0 {
 		t.rule(sc, refused(l, lid)...)
 		return nil
+	}
+	if synproxied(l) {
+		t.rule(sc, divert(lid, flooded)...)
 	}
 	bm := make([]balancer.Member, len(serving))
 	for i, m := range serving {

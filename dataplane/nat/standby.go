@@ -25,7 +25,24 @@ type Flow struct {
 	Protocol       uint8 // unix.IPPROTO_TCP or unix.IPPROTO_UDP
 	Client, VIP    netip.AddrPort
 	Member, Source netip.AddrPort
+	SynProxy       SynProxied // zero unless the SYN proxy set the connection up
 }
+
+// SynProxied is what a connection the SYN proxy set up carries besides its addresses
+// (synproxy.go): the client's side is numbered from its cookie and the member's from the
+// member's own SYN-ACK, and conntrack shifts the sequence numbers of each segment between
+// the two.
+type SynProxied struct {
+	Set bool // the SYN proxy set the connection up
+	// SeqOffset is added to the member's sequence numbers on their way to the client (the
+	// reply direction's seqadj), known once Adjusted: after the member's SYN-ACK.
+	SeqOffset uint32
+	Adjusted  bool
+}
+
+// Complete reports whether f carries everything another node needs to carry it on: a
+// connection the SYN proxy set up is not, until the member has answered.
+func (f Flow) Complete() bool { return !f.SynProxy.Set || f.SynProxy.Adjusted }
 
 // FlowKey is the flow's original direction, which names it in conntrack.
 type FlowKey struct {
@@ -41,7 +58,10 @@ func flowOf(c *conntrack.Flow) Flow {
 		Client: netip.AddrPortFrom(o.IP.SourceAddress.Unmap(), o.Proto.SourcePort),
 		VIP:    netip.AddrPortFrom(o.IP.DestinationAddress.Unmap(), o.Proto.DestinationPort),
 		Member: netip.AddrPortFrom(r.IP.SourceAddress.Unmap(), r.Proto.SourcePort),
-		Source: netip.AddrPortFrom(r.IP.DestinationAddress.Unmap(), r.Proto.DestinationPort)}
+		Source: netip.AddrPortFrom(r.IP.DestinationAddress.Unmap(), r.Proto.DestinationPort),
+		// A flow restored from another node has its shift, not the label.
+		SynProxy: SynProxied{Set: labelled(c.Labels) || c.Status.SeqAdjust(), SeqOffset: c.SeqAdjReply.OffsetAfter,
+			Adjusted: c.Status.SeqAdjust()}}
 }
 
 // ended reports whether conntrack only remembers c (a TCP connection closed).
@@ -237,6 +257,13 @@ const (
 	ctaProtoInfoTCPFlagsOrig  = 4
 	ctaProtoInfoTCPFlagsReply = 5
 
+	ctaSeqAdjReply = 16
+	ctaLabels      = 22
+
+	ctaSeqAdjCorrectionPos = 1
+	ctaSeqAdjOffsetBefore  = 2
+	ctaSeqAdjOffsetAfter   = 3
+
 	ipsSeenReply = 1 << 1 // IPS_SEEN_REPLY
 	ipsAssured   = 1 << 2 // IPS_ASSURED
 	ipsConfirmed = 1 << 3 // IPS_CONFIRMED
@@ -270,6 +297,13 @@ func restoreAttributes(f Flow, mark, timeout uint32) []netfilter.Attribute {
 	}
 	if f.Source != f.Client {
 		attrs = append(attrs, natTo(ctaNATSrc, f.Source))
+	}
+	if sp := f.SynProxy; sp.Set && sp.Adjusted {
+		// The same shift before and after any position, as the synproxy sets it. (The kernel
+		// creates the flow without the synproxy's own extension, whatever it is sent: what
+		// that would carry, a timestamp shift, the synproxy is set up not to need.)
+		attrs = append(attrs, netfilter.Attribute{Type: ctaSeqAdjReply, Nested: true, Children: []netfilter.Attribute{
+			u32(ctaSeqAdjCorrectionPos, 0), u32(ctaSeqAdjOffsetBefore, sp.SeqOffset), u32(ctaSeqAdjOffsetAfter, sp.SeqOffset)}})
 	}
 	if f.Protocol == unix.IPPROTO_TCP {
 		liberal := []byte{tcpBeLiberal, tcpBeLiberal} // struct nf_ct_tcp_flags: flags, mask
@@ -317,3 +351,27 @@ func u32(typ uint16, v uint32) netfilter.Attribute {
 }
 
 func be16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
+
+// Reread reads flows from conntrack again, through one socket: those still open, as they are
+// now.
+func (t *Table) Reread(flows []Flow) ([]Flow, error) {
+	c, err := conntrack.Dial(nil)
+	if err != nil {
+		return nil, fmt.Errorf("conntrack: %w", err)
+	}
+	defer c.Close()
+	var out []Flow
+	for _, f := range flows {
+		got, err := c.Get(conntrack.NewFlow(f.Protocol, 0, f.Client.Addr(), f.VIP.Addr(), f.Client.Port(), f.VIP.Port(), 0, 0))
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return out, fmt.Errorf("conntrack: %w", err)
+		}
+		if got.Mark&markMask == t.tag && !ended(&got) {
+			out = append(out, flowOf(&got))
+		}
+	}
+	return out, nil
+}

@@ -22,6 +22,7 @@ type kernelTable interface {
 	Apply([]nat.Listener) error
 	Repair() (bool, error)
 	Stats() (nat.Stats, error)
+	Flood(keys []string) error
 }
 
 // byKernel reports whether the kernel carries l (Options.NAT set and l's protocol named,
@@ -97,7 +98,7 @@ func (s *Server) applyKernel() error {
 	}
 	ls := make([]nat.Listener, 0, len(s.kernel))
 	for _, l := range s.kernel {
-		ls = append(ls, natListener(l, poolFor(l, s.pools)))
+		ls = append(ls, s.natListener(l, poolFor(l, s.pools)))
 	}
 	slices.SortFunc(ls, func(a, b nat.Listener) int { return strings.Compare(a.Key, b.Key) })
 	return s.nat.Apply(ls)
@@ -106,7 +107,7 @@ func (s *Server) applyKernel() error {
 // natListener is l for the kernel, with p's members as they are now: those new flows may
 // take (the pool's choice: healthy primaries, else backups) with their weights, the others
 // with none.
-func natListener(l model.Listener, p *pool) nat.Listener {
+func (s *Server) natListener(l model.Listener, p *pool) nat.Listener {
 	kl := nat.Listener{Key: l.Key, Protocol: l.Protocol, Address: l.Address, AllowedCIDRs: l.AllowedCIDRs,
 		ConnectionLimit: l.ConnectionLimit, Timeout: l.TimeoutClientData}
 	if l.Unlimited {
@@ -119,6 +120,7 @@ func natListener(l model.Listener, p *pool) nat.Listener {
 		// One conntrack entry stands for both of the proxy's connections: it idles out after
 		// the shorter of their timeouts, as the proxy closes on the first to run out.
 		kl.ConnectTimeout = l.TimeoutMemberConnect
+		kl.SynProxy = s.opts.SynCookiesAbove > 0
 		for _, d := range []time.Duration{l.TimeoutClientData, l.TimeoutMemberData} {
 			if d > 0 && (kl.Timeout == 0 || d < kl.Timeout) {
 				kl.Timeout = d
@@ -171,35 +173,83 @@ func (s *Server) HandOffListeners(keep func(model.Listener) bool) []nat.Listener
 		if !keep(l) || !node.Reaches(l) || l.ConnectionLimit == 0 || (p != nil && (p.spec.Protocol == model.PoolPROXY || p.spec.Protocol == model.PoolPROXYV2)) {
 			continue
 		}
-		ls = append(ls, natListener(l, p))
+		ls = append(ls, s.natListener(l, p))
 	}
 	slices.SortFunc(ls, func(a, b nat.Listener) int { return strings.Compare(a.Key, b.Key) })
 	return ls
 }
 
-// registerConntrack adds the conntrack table's use to the metrics, read at each scrape: the
-// kernel path's flows live there, and a full table drops every new flow of the node.
-func registerConntrack(reg prometheus.Registerer, log *slog.Logger) {
-	read := func(pick func(nat.Conntrack) uint64) func() float64 {
-		return func() float64 {
-			c, err := nat.ReadConntrack()
-			if err != nil {
-				log.Warn("cannot read the conntrack table's use", "err", err)
-				return 0
-			}
-			return float64(pick(c))
-		}
+// watchFlood says whether listener key is flooded (flooded[key]), from its members' counts
+// and the SYNs left to the SYN proxy since the last look (cookies). A listener with more
+// half-open connections (answered by a member, not by the client) than
+// Options.SynCookiesAbove is, as a stack turns to SYN cookies when a listener's backlog is
+// full; once flooded its SYNs no longer leave half-open connections, so it stays flooded
+// while the SYNs the SYN proxy answers for it would have kept that many (at a fifth of them
+// a second: timeoutMemberConnect's default holds each 5 s). Its SYNs go to the SYN proxy for
+// a minute from each look that finds it flooded (nat.Table.Flood). It logs when a flood
+// starts and ends. Called with s.mu held.
+func (s *Server) watchFlood(key string, members map[string]nat.Counts, cookies uint64, flooded map[string]bool) {
+	above := uint64(s.opts.SynCookiesAbove)
+	if above == 0 {
+		flooded[key] = false
+		return
+	}
+	halfOpen := uint64(0)
+	for _, c := range members {
+		halfOpen += uint64(c.HalfOpen)
+	}
+	perSecond := uint64(float64(cookies) / kernelStatsEvery.Seconds())
+	on := halfOpen > above || flooded[key] && perSecond > above/5
+	switch {
+	case on && !flooded[key]:
+		s.log.Warn("SYN flood at a kernel-path listener: the node answers its SYNs with SYN cookies", "listener", key,
+			"halfOpen", halfOpen, "above", above)
+	case !on && flooded[key]:
+		s.log.Info("the SYN flood at a kernel-path listener is over: SYN cookies stop within a minute", "listener", key)
+	}
+	flooded[key] = on
+}
+
+// registerKernelTables adds the conntrack table's use and the SYN proxy's counts to the
+// metrics, read at each scrape: the kernel path's flows live in the table, and a full one
+// drops every new flow of the node; the SYN proxy keeps a flood out of it.
+func registerKernelTables(reg prometheus.Registerer, log *slog.Logger) {
+	table := func(pick func(nat.Conntrack) uint64) func() float64 {
+		return readAtScrape(nat.ReadConntrack, "the conntrack table's use", pick, log)
 	}
 	opts := func(name, help string) prometheus.GaugeOpts {
 		return prometheus.GaugeOpts{Namespace: "l4lb", Name: name, Help: help}
 	}
+	cookies := func(name, help string, pick func(nat.SynCookies) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts(opts(name, help)),
+			readAtScrape(nat.ReadSynCookies, "the SYN proxy's statistics", pick, log))
+	}
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(opts("conntrack_entries", "Entries in the node's connection-tracking table, where the kernel path's flows live."),
-			read(func(c nat.Conntrack) uint64 { return c.Entries })),
+			table(func(c nat.Conntrack) uint64 { return c.Entries })),
 		prometheus.NewGaugeFunc(opts("conntrack_max", "Size of the node's connection-tracking table (net.netfilter.nf_conntrack_max)."),
-			read(func(c nat.Conntrack) uint64 { return c.Max })),
+			table(func(c nat.Conntrack) uint64 { return c.Max })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts(opts("conntrack_drops_total", "Packets the node's conntrack dropped: table full (drop, early_drop) or insert failed.")),
-			read(func(c nat.Conntrack) uint64 { return c.Drops })))
+			table(func(c nat.Conntrack) uint64 { return c.Drops })),
+		cookies("syn_cookies_sent_total", "SYNs to flooded kernel-path listeners the node answered with a SYN cookie (--syn-cookies-above).",
+			func(c nat.SynCookies) uint64 { return c.Sent }),
+		cookies("syn_cookies_valid_total", "Connections set up from a valid SYN cookie (without window scaling, SACK or timestamps).",
+			func(c nat.SynCookies) uint64 { return c.Valid }),
+		cookies("syn_cookies_invalid_total", "ACKs to a flooded kernel-path listener whose cookie was refused (dropped).",
+			func(c nat.SynCookies) uint64 { return c.Invalid }))
+}
+
+// readAtScrape is a metric's value read from the kernel at each scrape: pick of what read
+// returns, 0 (and a warning) when it fails.
+func readAtScrape[T any](read func() (T, error), what string, pick func(T) uint64, log *slog.Logger) func() float64 {
+	return func() float64 {
+		v, err := read()
+		if err != nil {
+			log.Warn("cannot read "+what, "err", err)
+			return 0
+		}
+		return float64(pick(v))
+	}
 }
 
 // kernelStats adds the kernel's counters to the metrics until the server closes, and puts
@@ -208,6 +258,8 @@ func registerConntrack(reg prometheus.Registerer, log *slog.Logger) {
 func (s *Server) kernelStats() {
 	seen := map[string]nat.Counts{}
 	refused := map[string]uint64{}
+	flooded := map[string]bool{}   // listeners whose SYNs the SYN proxy answers now
+	cookies := map[string]uint64{} // their SYNs left to it so far
 	t := time.NewTicker(kernelStatsEvery)
 	defer t.Stop()
 	for {
@@ -257,12 +309,25 @@ func (s *Server) kernelStats() {
 				}
 			}
 			lm.active.Set(float64(active))
+			s.watchFlood(key, members, st.Cookies[key]-min(cookies[key], st.Cookies[key]), flooded)
+			cookies[key] = st.Cookies[key]
 			if r := st.Refused[key]; r >= refused[key] {
 				lm.errors.Add(float64(r - refused[key]))
 			}
 			refused[key] = st.Refused[key]
 		}
 		s.mu.Unlock()
+		var keys []string
+		for key, on := range flooded {
+			if on {
+				keys = append(keys, key)
+			}
+		}
+		if err := s.nat.Flood(keys); err != nil {
+			s.log.Warn("cannot answer flooded listeners' SYNs with SYN cookies", "err", err)
+		}
+		maps.DeleteFunc(flooded, func(k string, _ bool) bool { _, ok := st.Members[k]; return !ok })
+		maps.DeleteFunc(cookies, func(k string, _ uint64) bool { _, ok := st.Members[k]; return !ok })
 		maps.DeleteFunc(seen, func(k string, _ nat.Counts) bool {
 			l, m, _ := strings.Cut(k, "\x00")
 			_, ok := st.Members[l][m]

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -136,8 +137,10 @@ func TestKernelTrafficShowsInTheMetrics(t *testing.T) {
 	if seen["l4lb_conntrack_entries"] < 1 || seen["l4lb_conntrack_max"] < seen["l4lb_conntrack_entries"] {
 		t.Errorf("conntrack metrics: %v; want at least this flow, within the table's size", seen)
 	}
-	if _, ok := seen["l4lb_conntrack_drops_total"]; !ok {
-		t.Errorf("no l4lb_conntrack_drops_total in %v", seen)
+	for _, name := range []string{"l4lb_conntrack_drops_total", "l4lb_syn_cookies_sent_total", "l4lb_syn_cookies_valid_total", "l4lb_syn_cookies_invalid_total"} {
+		if _, ok := seen[name]; !ok {
+			t.Errorf("no %s in %v", name, seen)
+		}
 	}
 }
 
@@ -282,5 +285,39 @@ func TestKernelTCPConnectionsIdleOutAndOutliveTheirMemberGoingDown(t *testing.T)
 	time.Sleep(2500 * time.Millisecond)
 	if err := roundTrip(c); err == nil {
 		t.Fatal("a connection idle past timeoutMemberData (1 s) still carried bytes")
+	}
+}
+
+// A listener is flooded when more of its connections are half-open than SynCookiesAbove (a
+// stack's full backlog), and stays so while the SYN proxy answers SYNs at a rate that would
+// have kept that many (its half-open connections are gone once it answers them all).
+func TestAListenerIsFloodedByItsHalfOpenConnections(t *testing.T) {
+	s := &Server{opts: Options{SynCookiesAbove: 1000}, log: slog.New(slog.DiscardHandler)}
+	flooded := map[string]bool{}
+	look := func(halfOpen int, cookies uint64) bool {
+		s.watchFlood("ns/l", map[string]nat.Counts{"a": {HalfOpen: halfOpen / 2}, "b": {HalfOpen: halfOpen - halfOpen/2}}, cookies, flooded)
+		return flooded["ns/l"]
+	}
+	for i, step := range []struct {
+		halfOpen int
+		cookies  uint64 // answered by the SYN proxy since the last look (a second)
+		want     bool
+	}{
+		{10, 0, false},   // ordinary traffic
+		{1000, 0, false}, // at the count, not over it
+		{1001, 0, true},  // over it, on two members
+		{0, 5000, true},  // the SYN proxy answers the flood: nothing is half-open
+		{0, 201, true},   // still more than would keep 1,000 for 5 s
+		{0, 150, false},  // the flood is over
+		{0, 5000, false}, // cookies alone do not start a flood
+		{2000, 0, true},  // a flood again
+	} {
+		if got := look(step.halfOpen, step.cookies); got != step.want {
+			t.Fatalf("step %d (%d half-open, %d cookies): flooded %v, want %v", i, step.halfOpen, step.cookies, got, step.want)
+		}
+	}
+	s.opts.SynCookiesAbove = 0
+	if look(1<<20, 0) {
+		t.Fatal("with SynCookiesAbove 0 a listener was flooded")
 	}
 }

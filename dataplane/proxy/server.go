@@ -38,10 +38,22 @@ type Options struct {
 	// programmed with members and health. The caller closes it.
 	NAT                  *nat.Table
 	KernelUDP, KernelTCP bool
+	// SynCookiesAbove is the number of a kernel-path TCP listener's half-open connections
+	// (answered by a member, not by the client) over which the node answers its SYNs with
+	// SYN cookies (nat.Table.Flood); 0: never.
+	SynCookiesAbove uint32
 	// MemberCongestion is the TCP congestion control of connections to members ("cubic",
 	// say); empty keeps the host's default. Client connections always keep the host's.
 	MemberCongestion string
 }
+
+// DefaultSynCookiesAbove is the agent's count of a kernel-path listener's half-open
+// connections over which its SYNs get SYN cookies. A client answers within a round trip, so
+// ordinary traffic keeps a few (tens of thousands of connections a second over a 50 ms
+// round trip would keep 1,000); a flood from spoofed sources keeps each SYN for
+// timeoutMemberConnect (5 s), so 200 SYNs a second pass it (docs/architecture.md, "SYN
+// cookies").
+const DefaultSynCookiesAbove = 1000
 
 // Server serves models. Apply may be called at any time, from any goroutine.
 type Server struct {
@@ -96,7 +108,7 @@ func newServer(opts Options, table kernelTable) *Server {
 	if table != nil {
 		go s.kernelStats()
 		if opts.Registerer != nil {
-			registerConntrack(opts.Registerer, s.log)
+			registerKernelTables(opts.Registerer, s.log)
 		}
 	}
 	return s

@@ -37,6 +37,7 @@ type Options struct {
 	Pprof            bool
 	KernelUDP        bool
 	KernelTCP        bool
+	SynCookiesAbove  uint32
 	MemberCongestion string
 }
 
@@ -53,7 +54,7 @@ func Run(ctx context.Context, o Options) error {
 		return nat.OpenClaimed(standaloneLocks, "l4lb-standalone", standaloneFirstTag)
 	}, log)
 	defer nat.CloseLogged(table, false, log)
-	srv := proxy.New(proxy.Options{Registerer: reg, Logger: log, NAT: table, KernelUDP: o.KernelUDP, KernelTCP: o.KernelTCP, MemberCongestion: memberCC})
+	srv := proxy.New(proxy.Options{Registerer: reg, Logger: log, NAT: table, KernelUDP: o.KernelUDP, KernelTCP: o.KernelTCP, SynCookiesAbove: o.SynCookiesAbove, MemberCongestion: memberCC})
 	defer srv.Close()
 	if metricsAddr != "0" {
 		mux := http.NewServeMux()

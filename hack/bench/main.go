@@ -24,6 +24,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -38,6 +39,8 @@ import (
 
 	proxyproto "github.com/pires/go-proxyproto"
 	"golang.org/x/net/ipv4"
+
+	"github.com/l4lb/l4lb/test/synflood"
 )
 
 func main() {
@@ -78,7 +81,14 @@ func main() {
 	case "synflood":
 		rate, _ := strconv.Atoi(os.Args[4])
 		secs, _ := strconv.Atoi(os.Args[5])
-		synFlood(netip.MustParseAddrPort(os.Args[2]), netip.MustParsePrefix(os.Args[3]), rate, time.Duration(secs)*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs)*time.Second)
+		defer cancel()
+		sent, err := synflood.Send(ctx, netip.MustParseAddrPort(os.Args[2]), netip.MustParsePrefix(os.Args[3]), rate)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "synflood:", err)
+			os.Exit(1)
+		}
+		fmt.Println(sent)
 	}
 }
 

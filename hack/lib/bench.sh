@@ -20,7 +20,7 @@ median() {
 }
 
 # ratio prints $1/$2 with two decimals.
-ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
+ratio() { python3 -c "print('%.2f' % ($1/$2) if $2 else '-')"; }
 
 # busy prints the CPU time the whole machine has spent, in clock ticks (10 ms).
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }

@@ -1,24 +1,28 @@
-package main
+// Package synflood sends a SYN flood as one from spoofed sources looks: SYNs from random
+// addresses and ports of a prefix, at a rate, that nobody answers the SYN-ACKs of. For tests
+// and benchmarks on network-namespace hosts: it needs CAP_NET_RAW.
+package synflood
 
 import (
+	"context"
 	"encoding/binary"
-	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// synFlood sends TCP SYNs to target at rate per second for d, each from a random address of
-// from and a random port, as a spoofed flood does: nobody answers the SYN-ACKs. It prints how
-// many it sent.
-func synFlood(target netip.AddrPort, from netip.Prefix, rate int, d time.Duration) {
+// Send sends SYNs to target at rate per second, each from a random address of from and a
+// random port below Linux's ephemeral ports (32768-60999), from the calling thread's network
+// namespace, until ctx ends; it returns how many it sent. The ports stay clear of a test
+// client's: the kernel path keeps a client's port towards the member, and a member keeps a
+// flood SYN's half-open connection for about a minute, which a client's SYN from the same
+// port would meet (docs/architecture.md, "SYN cookies").
+func Send(ctx context.Context, target netip.AddrPort, from netip.Prefix, rate int) (int, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW) // IP_HDRINCL implied
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "synflood:", err)
-		os.Exit(1)
+		return 0, err
 	}
 	defer unix.Close(fd)
 	dst := &unix.SockaddrInet4{Addr: target.Addr().As4()}
@@ -27,19 +31,18 @@ func synFlood(target netip.AddrPort, from netip.Prefix, rate int, d time.Duratio
 	span := uint32(1) << (32 - from.Bits())
 	const tick = time.Millisecond
 	start, sent := time.Now(), 0
-	for next := start; time.Since(start) < d; next = next.Add(tick) {
+	for next := start; ctx.Err() == nil; next = next.Add(tick) {
 		want := int(float64(rate) * time.Since(start).Seconds())
 		for ; sent < want; sent++ {
 			src := base + rand.Uint32N(span)
-			synPacket(pkt, src, binary.BigEndian.Uint32(dst.Addr[:]), uint16(1024+rand.IntN(64000)), target.Port())
+			synPacket(pkt, src, binary.BigEndian.Uint32(dst.Addr[:]), uint16(1024+rand.IntN(32768-1024)), target.Port())
 			if err := unix.Sendto(fd, pkt, 0, dst); err != nil {
-				fmt.Fprintln(os.Stderr, "synflood:", err)
-				os.Exit(1)
+				return sent, err
 			}
 		}
 		time.Sleep(time.Until(next))
 	}
-	fmt.Println(sent)
+	return sent, nil
 }
 
 // synPacket writes an IPv4 header and a TCP SYN (no options) into b (40 bytes).
