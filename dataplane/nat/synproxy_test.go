@@ -1,0 +1,162 @@
+package nat_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/l4lb/l4lb/dataplane/nat"
+	"github.com/l4lb/l4lb/internal/model"
+	"github.com/l4lb/l4lb/test/synflood"
+	"github.com/l4lb/l4lb/test/tcptest"
+)
+
+// routedNode is a client, a node holding the VIPs (on its lo, forwarding) and a member, each
+// a network namespace, in both families; the member routes the VIPs through the node.
+type routedNode struct {
+	cli, node, mem string
+	vip4, vip6     netip.Addr
+}
+
+func newRoutedNode(t *testing.T) routedNode {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make network namespaces")
+	}
+	id := os.Getpid() % 100000
+	r := routedNode{cli: fmt.Sprintf("l4sc%d", id), node: fmt.Sprintf("l4sn%d", id), mem: fmt.Sprintf("l4sm%d", id),
+		vip4: netip.MustParseAddr("10.232.1.100"), vip6: netip.MustParseAddr("fd00:232:1::100")}
+	for _, ns := range []string{r.cli, r.node, r.mem} {
+		exec.Command("ip", "netns", "del", ns).Run()
+		run(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	run(t, "ip", "-n", r.node, "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns", r.cli)
+	run(t, "ip", "-n", r.node, "link", "add", "m0", "type", "veth", "peer", "name", "eth0", "netns", r.mem)
+	for _, a := range [][]string{
+		{r.cli, "eth0", "10.232.1.2/24", "fd00:232:1::2/64"}, {r.node, "c0", "10.232.1.1/24", "fd00:232:1::1/64"},
+		{r.mem, "eth0", "10.232.2.2/24", "fd00:232:2::2/64"}, {r.node, "m0", "10.232.2.1/24", "fd00:232:2::1/64"},
+	} {
+		run(t, "ip", "-n", a[0], "addr", "add", a[2], "dev", a[1])
+		run(t, "ip", "-n", a[0], "addr", "add", a[3], "dev", a[1], "nodad")
+		run(t, "ip", "-n", a[0], "link", "set", a[1], "up")
+	}
+	run(t, "ip", "-n", r.node, "addr", "add", r.vip4.String()+"/32", "dev", "lo")
+	run(t, "ip", "-n", r.node, "addr", "add", r.vip6.String()+"/128", "dev", "lo")
+	run(t, "ip", "netns", "exec", r.node, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+	run(t, "ip", "-n", r.mem, "route", "add", r.vip4.String()+"/32", "via", "10.232.2.1")
+	run(t, "ip", "-n", r.mem, "-6", "route", "add", r.vip6.String()+"/128", "via", "fd00:232:2::1")
+	run(t, "ip", "-n", r.cli, "-6", "route", "add", r.vip6.String()+"/128", "via", "fd00:232:1::1")
+	// A flood's spoofed sources are reached through the client, which drops what it gets.
+	run(t, "ip", "-n", r.node, "route", "add", "10.99.128.0/17", "via", "10.232.1.2")
+	return r
+}
+
+// table opens a table on the node carrying ls.
+func (r routedNode) table(t *testing.T, ls ...nat.Listener) *nat.Table {
+	var tb *nat.Table
+	in(t, r.node, func() {
+		var err error
+		if tb, err = nat.Open("l4lb-test", nat.DefaultTag); err != nil {
+			t.Fatal(err)
+		}
+		apply(t, tb, ls...) // deleting the namespace takes the table with it
+	})
+	return tb
+}
+
+// The SYN proxy carries IPv6 listeners too: a connection to a flooded listener's IPv6 VIP is
+// set up by it (labelled, shifted), and carries bytes both ways.
+func TestSynProxyCarriesIPv6(t *testing.T) {
+	r := newRoutedNode(t)
+	var member netip.AddrPort
+	in(t, r.mem, func() {
+		member = tcptest.Serve(t, "[fd00:232:2::2]:0", func(c net.Conn) { io.Copy(c, c) }).Addr
+	})
+	vip := netip.AddrPortFrom(r.vip6, 80)
+	l := nat.Listener{Key: "ns/l6", Protocol: model.TCP, Address: vip, Algorithm: model.RoundRobin, SynProxy: true,
+		Members: []nat.Member{{Key: "m", Address: member, Weight: 1}}}
+	tb := r.table(t, l)
+	in(t, r.node, func() {
+		if err := tb.Flood([]string{l.Key}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	var c net.Conn
+	in(t, r.cli, func() {
+		var err error
+		if c, err = net.DialTimeout("tcp", vip.String(), 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	fmt.Fprintln(c, "over IPv6")
+	if got, err := bufio.NewReader(c).ReadString('\n'); err != nil || got != "over IPv6\n" {
+		t.Fatalf("echo through the SYN proxy: %q, %v", got, err)
+	}
+	in(t, r.node, func() {
+		flows, err := tb.Flows()
+		if err != nil || len(flows) != 1 || !flows[0].SynProxy.Set || !flows[0].SynProxy.Adjusted || flows[0].Member != member {
+			t.Fatalf("the node's flows: %+v, %v; want the connection, set up by the SYN proxy, its shift known", flows, err)
+		}
+	})
+}
+
+// A flood from spoofed sources leaves connections its member answered and nobody else did:
+// Stats counts them half-open, which is how the agent tells a flooded listener (once it is,
+// the SYN proxy answers the SYNs and none is left half-open).
+func TestStatsCountAFloodsHalfOpenConnections(t *testing.T) {
+	r := newRoutedNode(t)
+	var member netip.AddrPort
+	in(t, r.mem, func() {
+		member = tcptest.Serve(t, "10.232.2.2:0", func(c net.Conn) { c.Close() }).Addr
+	})
+	vip := netip.AddrPortFrom(r.vip4, 80)
+	l := nat.Listener{Key: "ns/l", Protocol: model.TCP, Address: vip, Algorithm: model.RoundRobin, SynProxy: true,
+		ConnectTimeout: time.Minute, Members: []nat.Member{{Key: "m", Address: member, Weight: 1}}}
+	tb := r.table(t, l)
+	flood := func(n int) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(n)*time.Second/200)
+		defer cancel()
+		in(t, r.cli, func() {
+			if _, err := synflood.Send(ctx, vip, netip.MustParsePrefix("10.99.128.0/17"), 200); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	halfOpen := func() int {
+		var n int
+		in(t, r.node, func() {
+			st, err := tb.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n = st.Members["ns/l"]["m"].HalfOpen
+		})
+		return n
+	}
+	flood(100)
+	time.Sleep(200 * time.Millisecond) // the member's answers
+	if n := halfOpen(); n < 80 {
+		t.Fatalf("%d half-open after 100 spoofed SYNs; want nearly all", n)
+	}
+	in(t, r.node, func() {
+		if err := tb.Flood([]string{l.Key}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	before := halfOpen()
+	flood(100)
+	time.Sleep(200 * time.Millisecond)
+	if n := halfOpen(); n > before {
+		t.Fatalf("%d half-open once flooded (%d before): the SYN proxy should have answered the SYNs", n, before)
+	}
+}
