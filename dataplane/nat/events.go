@@ -21,8 +21,8 @@ import (
 // The kernel sends every conntrack event of the namespace (it cannot filter them by mark), so
 // each is read here with no more work than finding its mark, by blocking reads of a socket
 // of our own: read through Go's poller by the netlink libraries (a wake-up and two system
-// calls per event), they cost a holder three times the CPU (docs/benchmarks.md, "Connections
-// across a VIP move").
+// calls per event), they cost a holder several times the CPU (docs/benchmarks.md,
+// "Connections across a VIP move").
 func (t *Table) Watch(fn func(f Flow, ended bool)) (stop func(), done <-chan error, err error) {
 	fd, err := netfilterSocket(8 << 20) // as large as the node allows: fewer lost in a burst
 	if err != nil {
@@ -47,7 +47,8 @@ func (t *Table) Watch(fn func(f Flow, ended bool)) (stop func(), done <-chan err
 	out := make(chan error, 1)
 	go func() {
 		// Blocking reads on a thread of their own, one event each: Go's poller (and the
-		// netlink library's peek before each read) doubled what each event cost.
+		// netlink library's peek before each read) cost more than the event itself
+		// (docs/benchmarks.md).
 		defer unix.Close(fd)
 		buf := make([]byte, 64<<10)
 		for !stopped.Load() {

@@ -109,7 +109,8 @@ func (t *Table) Restore(flows []Flow) (int, error) {
 	var batch []byte
 	// The kernel takes a batch of messages in one write and handles them before the write
 	// returns: one write per 60 KiB rather than a request and an acknowledgement per flow,
-	// six times slower (docs/benchmarks.md): the VIP is not answered for until this is done.
+	// which was several times slower (docs/benchmarks.md): the VIP is not answered for until
+	// this is done.
 	send := func() {
 		if len(batch) == 0 {
 			return
