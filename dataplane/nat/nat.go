@@ -236,6 +236,7 @@ type Table struct {
 	last        []Listener          // what the last Apply was given
 	closed      bool                // Close was called: nothing is programmed any more
 	claim       *os.File            // the lock that holds the tag (OpenClaimed), or nil
+	noSynproxy  bool                // the kernel has no SYN proxy (synproxy.go)
 	expire      time.Duration       // Expire's; 0: never
 	until       *nftables.Set       // the set whose one element times out at the end (Expire)
 }
@@ -275,6 +276,7 @@ func Open(name string, tag uint8) (*Table, error) {
 	if err := conn.Flush(); err != nil {
 		return nil, fmt.Errorf("nftables table %s: %w", name, err)
 	}
+	t.noSynproxy = !t.takesSynproxy()
 	// Flows of an earlier run keep their members (conntrack holds them); new ids start
 	// after theirs so the two are never counted or ended together.
 	open, err := t.openFlows(false)
@@ -390,6 +392,7 @@ func (t *Table) applyEach(ls []Listener) error {
 	if err == nil {
 		return nil
 	}
+
 	// What the table carries unchanged it can carry again; the changed listeners are then
 	// tried one at a time (each transaction builds only the one it adds).
 	carried := slices.DeleteFunc(slices.Clone(ls), t.changed)
@@ -587,7 +590,7 @@ func (t *Table) program(ls []Listener) (map[uint32]bool, error) {
 		if !build {
 			gen = t.carried[l.Key].gen
 		}
-		if synproxied(l) {
+		if t.synproxied(l) {
 			t.synproxyRules(l, lid, flooded, synproxyMSS(l.Address.Addr().Unmap().Is6()))
 		}
 		for _, b := range []int{natPre, natOut} {

@@ -552,6 +552,9 @@ func TestClaimedTablesLeaveEachOtherAlone(t *testing.T) {
 // the transaction as busy.
 func TestASynProxiedListenerGoesWithTheTable(t *testing.T) {
 	tb := open(t)
+	if !tb.SynCookies() {
+		t.Fatal("this kernel has the SYN proxy (nft_synproxy), but the table did not find it")
+	}
 	l := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
 	l.Protocol, l.SynProxy = model.TCP, true
 	apply(t, tb, l)
@@ -589,5 +592,21 @@ func TestFloodRenewsAListenersTime(t *testing.T) {
 			t.Fatalf("the listener's flood expires in %v; want a minute, renewed", got)
 		}
 		time.Sleep(1100 * time.Millisecond)
+	}
+}
+
+// A kernel without the SYN proxy (nft_synproxy) carries the listeners without SYN cookies,
+// rather than refuse them to the proxy.
+func TestNoSynProxyInTheKernelLeavesListenersCarried(t *testing.T) {
+	nat.RefuseSynproxyForTest(t)
+	tb := open(t)
+	if tb.SynCookies() {
+		t.Fatal("a table found the SYN proxy in a kernel that refuses it")
+	}
+	l := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
+	l.Protocol, l.SynProxy = model.TCP, true
+	apply(t, tb, l)
+	if err := tb.Flood([]string{l.Key}); err != nil {
+		t.Fatal(err)
 	}
 }

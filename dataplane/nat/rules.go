@@ -192,7 +192,7 @@ func (t *Table) addSelection(l Listener, lid uint32, serving []Member, ids []uin
 		t.rule(sc, refused(l, lid)...)
 		return nil
 	}
-	if synproxied(l) {
+	if t.synproxied(l) {
 		t.rule(sc, divert(lid, flooded)...)
 	}
 	bm := make([]balancer.Member, len(serving))

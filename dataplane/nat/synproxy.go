@@ -74,7 +74,7 @@ func (t *Table) Flood(keys []string) error {
 	}
 	var elems []nftables.SetElement
 	for _, k := range keys {
-		if cl := t.carried[k]; cl != nil && synproxied(cl.spec) {
+		if cl := t.carried[k]; cl != nil && t.synproxied(cl.spec) {
 			elems = append(elems, nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(t.listenerIDs[k]), Timeout: floodedFor})
 		}
 	}
@@ -105,13 +105,44 @@ func (t *Table) Flood(keys []string) error {
 	return t.conn.Flush()
 }
 
-// synproxied reports whether l's SYNs may go to the SYN proxy. Not with a connection limit:
-// the limit already bounds what a flood takes of the table, and a connection the synproxy
-// accepted could not be refused (the client would take the reset the kernel sends for the
-// synproxy's SYN as out of its window, and wait).
-func synproxied(l Listener) bool {
-	return l.proto() == unix.IPPROTO_TCP && l.SynProxy && l.ConnectionLimit == 0
+// synproxied reports whether l's SYNs may go to the SYN proxy: not where the kernel has none
+// (without nft_synproxy it would refuse the listener's rules, and the proxy would carry it;
+// SynCookies says so), and not with a connection limit: the limit already bounds
+// what a flood takes of the table, and a connection the synproxy accepted could not be
+// refused (the client would take the reset the kernel sends for the synproxy's SYN as out of
+// its window, and wait).
+func (t *Table) synproxied(l Listener) bool {
+	return !t.noSynproxy && l.proto() == unix.IPPROTO_TCP && l.SynProxy && l.ConnectionLimit == 0
 }
+
+// SynCookies reports whether the kernel has the SYN proxy: without it, the listeners are
+// carried with no SYN cookies.
+func (t *Table) SynCookies() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !t.noSynproxy
+}
+
+// takesSynproxy asks the kernel whether it takes a synproxy expression, by a transaction
+// that adds a chain with one and removes it.
+func (t *Table) takesSynproxy() bool {
+	c, err := nftables.New()
+	if err != nil {
+		return false
+	}
+	ch := c.AddChain(&nftables.Chain{Name: "synproxy_probe", Table: t.table})
+	c.AddRule(&nftables.Rule{Table: t.table, Chain: ch, Exprs: []expr.Any{&expr.SynProxy{Mss: 1460, MssValueSet: true}}})
+	if refuseSynproxy {
+		c.AddRule(&nftables.Rule{Table: t.table, Chain: ch, Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: "missing"}}})
+	}
+	c.FlushChain(ch)
+	c.DelChain(ch)
+	return c.Flush() == nil
+}
+
+// refuseSynproxy makes the kernel refuse a synproxy expression and the SYN proxy's rules, as
+// one without nft_synproxy does (set by tests only, in export_test.go).
+var refuseSynproxy bool
 
 // divert is the rule that leaves a flooded listener's SYNs untranslated for the synproxy,
 // first in its selection chain: past its allowed sources and only while it has members to
@@ -157,6 +188,9 @@ func (t *Table) synproxyRules(l Listener, lid uint32, flooded *nftables.Set, mss
 	ack := append(matchAddress(l), tcpFlags(flagSYN|flagACK|flagRST, flagACK)...)
 	ack = append(ack, ctState(expr.CtStateBitNEW|expr.CtStateBitINVALID)...)
 	t.rule(t.base[synIn], append(ack, then...)...)
+	if refuseSynproxy {
+		t.rule(t.base[synIn], &expr.Verdict{Kind: expr.VerdictJump, Chain: "missing"})
+	}
 }
 
 const (

@@ -106,6 +106,9 @@ func newServer(opts Options, table kernelTable) *Server {
 	}
 	s.health = health.NewManager(s.onHealth)
 	if table != nil {
+		if opts.NAT != nil && opts.SynCookiesAbove > 0 && !opts.NAT.SynCookies() {
+			s.log.Warn("the kernel has no SYN proxy (nft_synproxy): kernel-path listeners get no SYN cookies in a SYN flood")
+		}
 		go s.kernelStats()
 		if opts.Registerer != nil {
 			registerKernelTables(opts.Registerer, s.log)
