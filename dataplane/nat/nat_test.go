@@ -555,8 +555,7 @@ func TestASynProxiedListenerGoesWithTheTable(t *testing.T) {
 	if !tb.SynCookies() {
 		t.Fatal("this kernel has the SYN proxy (nft_synproxy), but the table did not find it")
 	}
-	l := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
-	l.Protocol, l.SynProxy = model.TCP, true
+	l := synProxied(t)
 	apply(t, tb, l)
 	if err := tb.Flood([]string{l.Key}); err != nil {
 		t.Fatal(err)
@@ -569,8 +568,7 @@ func TestASynProxiedListenerGoesWithTheTable(t *testing.T) {
 // the time it had.
 func TestFloodRenewsAListenersTime(t *testing.T) {
 	tb := open(t)
-	l := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
-	l.Protocol, l.SynProxy = model.TCP, true
+	l := synProxied(t)
 	apply(t, tb, l)
 	expires := func() time.Duration {
 		c, err := nftables.New()
@@ -603,10 +601,16 @@ func TestNoSynProxyInTheKernelLeavesListenersCarried(t *testing.T) {
 	if tb.SynCookies() {
 		t.Fatal("a table found the SYN proxy in a kernel that refuses it")
 	}
-	l := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
-	l.Protocol, l.SynProxy = model.TCP, true
+	l := synProxied(t)
 	apply(t, tb, l)
 	if err := tb.Flood([]string{l.Key}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// synProxied is a TCP listener the SYN proxy may front, with one member.
+func synProxied(t *testing.T) nat.Listener {
+	l := listener(t, model.RoundRobin, nat.Member{Key: "a", Address: udptest.Echo(t, "a"), Weight: 1})
+	l.Protocol, l.SynProxy = model.TCP, true
+	return l
 }
