@@ -46,20 +46,9 @@ func (t *Table) Stats() (Stats, error) {
 			}
 		}
 	}
-	flows, err := t.dump()
+	active, halfOpen, err := t.countFlows(true)
 	if err != nil {
 		return Stats{}, err
-	}
-	active, halfOpen := map[uint32]int{}, map[uint32]int{}
-	for i := range flows {
-		f := &flows[i]
-		if ended(f) {
-			continue
-		}
-		active[f.Mark]++
-		if tcp := f.ProtoInfo.TCP; tcp != nil && tcp.State == tcpSynRecv {
-			halfOpen[f.Mark]++
-		}
 	}
 	payload := func(name string, header uint64) uint64 {
 		c := values[name]
@@ -93,21 +82,33 @@ func (t *Table) Stats() (Stats, error) {
 }
 
 // openFlows counts the table's conntrack flows by mark, without the ended TCP connections
-// conntrack still remembers if active. The kernel filters by the table's tag, so a node's
-// other flows (all of kube-proxy's, say) are not sent over.
+// conntrack still remembers if active.
 func (t *Table) openFlows(active bool) (map[uint32]int, error) {
+	n, _, err := t.countFlows(active)
+	return n, err
+}
+
+// countFlows counts the table's conntrack flows by mark (without the ended TCP connections
+// conntrack still remembers if active), and those half-open (conntrack's SYN_RECV). The
+// kernel filters by the table's tag, so a node's other flows (all of kube-proxy's, say) are
+// not sent over.
+func (t *Table) countFlows(active bool) (n, halfOpen map[uint32]int, err error) {
 	flows, err := t.dump()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	n := map[uint32]int{}
+	n, halfOpen = map[uint32]int{}, map[uint32]int{}
 	for i := range flows {
-		if active && ended(&flows[i]) {
+		f := &flows[i]
+		if active && ended(f) {
 			continue // conntrack only remembers it a while
 		}
-		n[flows[i].Mark]++
+		n[f.Mark]++
+		if tcp := f.ProtoInfo.TCP; tcp != nil && tcp.State == tcpSynRecv {
+			halfOpen[f.Mark]++
+		}
 	}
-	return n, nil
+	return n, halfOpen, nil
 }
 
 // dump lists the table's conntrack flows, ended TCP connections included.
