@@ -107,11 +107,7 @@ func TestVIPFailover(t *testing.T) {
 	l.start("n2")
 	l.createLB()
 	l.waitServed("start")
-	first := l.waitSoleAnswer("")
-	l.cl.Fetch(l.target, time.Second)
-	if got := l.cl.Neighbour(vipAddr); got != l.mac(first) {
-		t.Fatalf("the client's neighbour entry for the VIP is %q, the holder %s has %s", got, first, l.mac(first))
-	}
+	first := l.waitClientPointsAtHolder()
 
 	// 1. The API server paused for 5 s: nothing moves, no connection fails.
 	l.pauseAPI("5 s", 5*time.Second, first)

@@ -229,6 +229,31 @@ func (l *lab) waitSoleAnswer(not string) string {
 	}
 }
 
+// waitClientPointsAtHolder waits until exactly one node answers ARP for the VIP and the
+// client's neighbour entry for the VIP is that node's MAC, and returns the node. The two may
+// disagree for a moment at the start (two agents that did not yet see each other may both
+// claim the VIP until they settle it); the holder's announcements, repeated for 3 s
+// (vip.announceAt), must then bring the client back: past that, the client is stranded on
+// another node, and the test fails.
+func (l *lab) waitClientPointsAtHolder() string {
+	l.t.Helper()
+	holder := l.waitSoleAnswer("")
+	end := time.Now().Add(5 * time.Second)
+	for {
+		l.cl.Fetch(l.target, time.Second)
+		got := l.cl.Neighbour(vipAddr)
+		if got == l.mac(holder) {
+			return holder
+		}
+		if time.Now().After(end) {
+			l.dumpLogs()
+			l.t.Fatalf("the client's neighbour entry for the VIP is %q (%s), the holder %s has %s", got, l.nodeOf(got), holder, l.mac(holder))
+		}
+		time.Sleep(100 * time.Millisecond)
+		holder = l.waitSoleAnswer("")
+	}
+}
+
 // pauseAPI stops the API server (SIGSTOP, as an etcd stall or a control-plane upgrade does)
 // for d under a client opening a connection every 20 ms, then lets it run 5 s more: no
 // connection may fail and only holder may answer for the VIP throughout.
