@@ -328,7 +328,8 @@ func (o *Ownership) step(ctx context.Context, log interface {
 	now := o.now()
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	held, standby, successors := map[string]string{}, map[string]string{}, map[string]string{}
+	// Sized as last time: a thousand load balancers grow them again at every tick otherwise.
+	held, standby, successors := make(map[string]string, len(o.held)), make(map[string]string, len(o.standby)), make(map[string]string, len(o.successors))
 	fromOther := map[string]bool{} // held here, last reported held by another node
 	view := o.Gossip.View()
 	o.trackLeaving(view, now)
@@ -368,8 +369,10 @@ func (o *Ownership) step(ctx context.Context, log interface {
 				continue
 			}
 			k, vip := lb.Namespace+"/"+lb.Name, lb.Status.VIPAddress
-			if a, err := netip.ParseAddr(vip); err == nil {
-				vip = a.Unmap().String() // as claims name it (the addresses answered for)
+			if strings.Contains(vip, ":") { // an IPv4 address is written one way only
+				if a, err := netip.ParseAddr(vip); err == nil {
+					vip = a.Unmap().String() // as claims name it (the addresses answered for)
+				}
 			}
 			eligible := live
 			if lb.Spec.TrafficPolicy == lbv1.TrafficLocal {

@@ -2,7 +2,6 @@ package nodes
 
 import (
 	"encoding/json"
-	"maps"
 	"slices"
 	"time"
 
@@ -131,25 +130,19 @@ func (g *Gossip) wentAway(node string) {
 
 // claimsView fills the claims of the alive nodes into v. Called with g.mu held.
 func (g *Gossip) claimsView(v *View) {
-	v.Claims, v.Unheard = map[string][]string{}, map[string]bool{}
-	for _, n := range v.Alive {
+	v.Claimers, v.Unheard = map[string][]string{}, map[string]bool{}
+	for _, n := range v.Alive { // sorted: so is each VIP's list
 		switch c, ok := g.claims[n]; {
 		case n == g.node:
 		case !ok:
 			v.Unheard[n] = true
-		case len(c.VIPs) > 0:
-			v.Claims[n] = slices.Clone(c.VIPs)
+		default:
+			for _, vip := range c.VIPs {
+				v.Claimers[vip] = append(v.Claimers[vip], n)
+			}
 		}
 	}
 }
 
 // ClaimedBy lists the alive nodes other than this one that say they answer for vip.
-func (v View) ClaimedBy(vip string) []string {
-	var out []string
-	for _, n := range slices.Sorted(maps.Keys(v.Claims)) {
-		if slices.Contains(v.Claims[n], vip) {
-			out = append(out, n)
-		}
-	}
-	return out
-}
+func (v View) ClaimedBy(vip string) []string { return slices.Clone(v.Claimers[vip]) }

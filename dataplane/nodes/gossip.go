@@ -286,10 +286,11 @@ type View struct {
 	Unfit    map[string]bool
 	Known    int               // nodes seen alive that have not left: what a majority is counted against
 	MACs     map[string]string // the hardware addresses each alive node gave (Meta.MACs)
-	// Claims are the VIPs each alive node other than this one says it answers for; Unheard,
-	// the alive nodes whose claim is not known (not heard since they came alive).
-	Claims  map[string][]string
-	Unheard map[string]bool
+	// Claimers are, by VIP, the alive nodes other than this one that say they answer for it
+	// (sorted; by VIP, as each tick asks for each VIP's); Unheard, the alive nodes whose claim
+	// is not known (not heard since they came alive).
+	Claimers map[string][]string
+	Unheard  map[string]bool
 }
 
 // NodeWithMAC is the alive node that gave mac as one of its own, or "".

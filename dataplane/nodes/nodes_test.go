@@ -1,8 +1,11 @@
 package nodes
 
 import (
+	"cmp"
 	"fmt"
+	"hash/fnv"
 	"net"
+	"slices"
 	"testing"
 )
 
@@ -62,5 +65,24 @@ func TestMetaCarriesTheNodesMACs(t *testing.T) {
 	v := View{MACs: map[string]string{"n1": m.MACs}}
 	if v.NodeWithMAC(b) != "n1" || v.NodeWithMAC(net.HardwareAddr{2, 0, 0, 0, 0, 3}) != "" {
 		t.Fatalf("NodeWithMAC: %q for n1's, %q for a stranger's", v.NodeWithMAC(b), v.NodeWithMAC(net.HardwareAddr{2, 0, 0, 0, 0, 3}))
+	}
+}
+
+// TestRankingIsTheHashOfVIPAndNode pins what is hashed: agents of two versions side by side (a
+// rolling upgrade) must rank every VIP alike, so the input stays "vip/node", however written.
+func TestRankingIsTheHashOfVIPAndNode(t *testing.T) {
+	live := []string{"node-a", "node-b", "node-c", "node-d"}
+	for i := range 200 {
+		vip := fmt.Sprintf("198.51.100.%d", i)
+		want := slices.Clone(live)
+		score := func(n string) uint64 {
+			h := fnv.New64a()
+			h.Write([]byte(vip + "/" + n))
+			return mix(h.Sum64())
+		}
+		slices.SortFunc(want, func(a, b string) int { return cmp.Compare(score(b), score(a)) })
+		if got := Ranked(vip, live, nil); !slices.Equal(got, want) {
+			t.Fatalf("%s: ranked %v, the hash of vip/node ranks %v", vip, got, want)
+		}
 	}
 }
