@@ -67,43 +67,19 @@ done
 wait $assets || { cat "$assets_log"; echo "building kube-apiserver, etcd or Helm failed" >&2; exit 1; }
 KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)
 export KUBEBUILDER_ASSETS
-# Those that use the cloud (Keystone and Neutron) run at low priority beside those that do
-# not: the failover tests, which count time, get the CPU they ask for; the cloud's tests mostly
-# wait on it. The cloud's packages run side by side, but for their tests that stop or pause
-# Keystone or Neutron (found by what they call): those run after the others, alone.
+# Those that use the cloud (Keystone and Neutron, which they stop and pause) run one package
+# at a time, at low priority, beside those that do not: the failover tests, which count time,
+# get the CPU they ask for; the cloud's tests mostly wait on it.
 usescloud() { grep -q '"github.com/l4lb/l4lb/test/cloudtest"' ".${1#github.com/l4lb/l4lb}"/*_test.go; }
-# stops names those of a package's tests (of names, if given) that stop or pause the cloud.
-stops() {
-  awk '/^func / { name = "" } /^func Test/ { name = $2; sub(/\(.*/, "", name) }
-    name && /PauseKeystone\(|[Oo]penstackScript\(t, "stop-/ { print name }' ".${1#github.com/l4lb/l4lb}"/*_test.go |
-    sort -u | grep -xE "${2:-.*}" | paste -sd'|' || true
-}
-cloud=() # package, then the tests of it that need an API server ("": all)
-for ((i = 0; i < ${#split[@]}; i += 2)); do
-  if usescloud "${split[i]}"; then cloud+=("${split[i]}" "${split[i+1]}"); fi
-done
-for pkg in "${last[@]}"; do
-  if usescloud "$pkg"; then cloud+=("$pkg" ""); fi
-done
 cloud_log=$(mktemp)
 (
   renice -n 10 $BASHPID >/dev/null
-  failed=() side=()
-  for ((i = 0; i < ${#cloud[@]}; i += 2)); do
-    args=(-run "^(${cloud[i+1]:-.*})\$")
-    alone=$(stops "${cloud[i]}" "${cloud[i+1]}")
-    [[ -n $alone ]] && args+=(-skip "^($alone)\$")
-    log=$(mktemp)
-    go test -p 1 -count=1 -timeout 30m "${args[@]}" "$@" "${cloud[i]}" >"$log" 2>&1 &
-    side+=($! "$log")
+  failed=()
+  for ((i = 0; i < ${#split[@]}; i += 2)); do
+    if usescloud "${split[i]}"; then gotest -run "^(${split[i+1]})\$" "$@" "${split[i]}"; fi
   done
-  for ((i = 0; i < ${#side[@]}; i += 2)); do
-    wait "${side[i]}" || failed+=("${side[i+1]}")
-    cat "${side[i+1]}"
-  done
-  for ((i = 0; i < ${#cloud[@]}; i += 2)); do
-    alone=$(stops "${cloud[i]}" "${cloud[i+1]}")
-    if [[ -n $alone ]]; then gotest -run "^($alone)\$" "$@" "${cloud[i]}"; fi
+  for pkg in "${last[@]}"; do
+    if usescloud "$pkg"; then gotest "$@" "$pkg"; fi
   done
   ((${#failed[@]} == 0))
 ) >"$cloud_log" 2>&1 &
