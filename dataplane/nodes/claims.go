@@ -138,7 +138,9 @@ func (g *Gossip) claimsView(v *View) {
 			v.Unheard[n] = true
 		default:
 			for _, vip := range c.VIPs {
-				v.Claimers[vip] = append(v.Claimers[vip], n)
+				if l := v.Claimers[vip]; len(l) == 0 || l[len(l)-1] != n { // once, if said twice
+					v.Claimers[vip] = append(l, n)
+				}
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"net"
 	"slices"
 	"testing"
@@ -84,5 +85,25 @@ func TestRankingIsTheHashOfVIPAndNode(t *testing.T) {
 		if got := Ranked(vip, live, nil); !slices.Equal(got, want) {
 			t.Fatalf("%s: ranked %v, the hash of vip/node ranks %v", vip, got, want)
 		}
+	}
+}
+
+// TestClaimersAreByVIP: the view lists, for each VIP, the alive nodes other than this one that
+// claim it, sorted and once each; a node not heard from is unheard, and one gone is left out.
+func TestClaimersAreByVIP(t *testing.T) {
+	g := &Gossip{node: "a", claims: map[string]claim{
+		"a": {VIPs: []string{"198.51.100.1"}}, // this node's own claim is not another's
+		"b": {VIPs: []string{"198.51.100.1", "198.51.100.2", "198.51.100.2"}},
+		"c": {VIPs: []string{"198.51.100.1"}},
+		"e": {VIPs: []string{"198.51.100.3"}}, // not alive
+	}}
+	v := View{Alive: []string{"a", "b", "c", "d"}}
+	g.claimsView(&v)
+	want := map[string][]string{"198.51.100.1": {"b", "c"}, "198.51.100.2": {"b"}}
+	if !maps.EqualFunc(v.Claimers, want, slices.Equal) || !maps.Equal(v.Unheard, map[string]bool{"d": true}) {
+		t.Fatalf("claimers %v, unheard %v; want %v and d unheard", v.Claimers, v.Unheard, want)
+	}
+	if got := v.ClaimedBy("198.51.100.1"); !slices.Equal(got, []string{"b", "c"}) || len(v.ClaimedBy("198.51.100.3")) != 0 {
+		t.Fatalf("ClaimedBy: %v, and %v for a VIP only a node gone claimed", got, v.ClaimedBy("198.51.100.3"))
 	}
 }
