@@ -73,6 +73,12 @@ func Announce(iface string, a netip.Addr, held func() bool) error {
 	if is6(a) {
 		send = func() error { return unsolicitedNA(ifi, a) }
 	}
+	return announce(iface, a, send, held)
+}
+
+// announce sends a's first announcement on iface with send, and its repeats in the background
+// while held.
+func announce(iface string, a netip.Addr, send func() error, held func() bool) error {
 	if err := send(); err != nil {
 		return fmt.Errorf("announcing %s on %s: %w", a, iface, err)
 	}

@@ -87,6 +87,22 @@ func (r *responder) answer(a netip.Addr) error {
 	return nil
 }
 
+// announce sends one announcement of a, an IPv4 one on the responder's own ARP socket: a
+// socket opened for each reads every address of the interface, which holds every VIP, so a
+// node taking many VIPs at once would spend the square of their number.
+func (r *responder) announce(a netip.Addr) error {
+	if is6(a) {
+		return unsolicitedNA(r.ifi, a)
+	}
+	r.mu.Lock()
+	c := r.arp
+	r.mu.Unlock()
+	if c == nil {
+		return net.ErrClosed // no longer answering on this interface
+	}
+	return garpOn(c, r.ifi, a)
+}
+
 // stop stops answering for a; it reports whether the responder answers for nothing now.
 func (r *responder) stop(a netip.Addr) (idle bool) {
 	r.mu.Lock()

@@ -127,21 +127,21 @@ func New(cfg Config) (*Local, error) {
 // IsLocal reports whether the node already answers for a: an address of one of its interfaces,
 // or anywhere in 127.0.0.0/8, which Linux treats as local as a whole.
 func IsLocal(a netip.Addr) bool {
-	if a.Is4() && a.IsLoopback() {
-		return true
-	}
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return false
-	}
+	return (a.Is4() && a.IsLoopback()) || ownAddrs()[a.Unmap()]
+}
+
+// ownAddrs is every address of the node's interfaces (with the VIPs this agent added).
+func ownAddrs() map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	addrs, _ := net.InterfaceAddrs()
 	for _, x := range addrs {
 		if n, ok := x.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a.Unmap() {
-				return true
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				out[ip.Unmap()] = true
 			}
 		}
 	}
-	return false
+	return out
 }
 
 // Sync makes the node hold exactly addrs (local, the kernel silent for them), and answer and
@@ -162,8 +162,14 @@ func (l *Local) Sync(addrs, answer map[netip.Addr]bool) map[netip.Addr]error {
 			}
 		}
 	}
+	// The node's own addresses are read once for every VIP to add: the interface holds the
+	// VIPs already added, so reading them for each would cost the square of their number.
+	var own map[netip.Addr]bool
 	for a := range addrs {
-		if err := l.add(a); err != nil {
+		if own == nil && !l.added[a] {
+			own = ownAddrs()
+		}
+		if err := l.add(a, own); err != nil {
 			errs[a] = err
 			continue
 		}
@@ -206,9 +212,9 @@ func (l *Local) unanswerOthers(answer map[netip.Addr]bool) bool {
 	return stopped
 }
 
-// add makes a local unless it is already (a node address, loopback).
-func (l *Local) add(a netip.Addr) error {
-	if l.added[a] || IsLocal(a) {
+// add makes a local unless it is already (added, one of the node's own addresses, loopback).
+func (l *Local) add(a netip.Addr, own map[netip.Addr]bool) error {
+	if l.added[a] || (a.Is4() && a.IsLoopback()) || own[a.Unmap()] {
 		return nil
 	}
 	if l.guard != nil {
@@ -301,7 +307,7 @@ func (l *Local) answer(a netip.Addr) error {
 		return fmt.Errorf("answering for %s on %s: %w", a, iface, err)
 	}
 	l.answered[a] = iface
-	return Announce(iface, a, func() bool { return l.answering(a, iface) })
+	return announce(iface, a, func() error { return r.announce(a) }, func() bool { return l.answering(a, iface) })
 }
 
 // answering reports whether this agent still answers for a on iface.
