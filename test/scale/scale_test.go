@@ -5,10 +5,13 @@
 package scale
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"maps"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -23,6 +26,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -41,12 +45,12 @@ const (
 	clientsHost = "192.0.2.50"
 )
 
-// process is a running l4lb command whose CPU time and memory are read from /proc.
-type process struct{ cmd *exec.Cmd }
+// process is a running process whose CPU time and memory are read from /proc.
+type process struct{ pid int }
 
 // cpu is the user and system time the process has used.
 func (p process) cpu(b *testing.B) time.Duration {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -60,7 +64,7 @@ func (p process) cpu(b *testing.B) time.Duration {
 
 // rss is the process's resident memory in MiB.
 func (p process) rss(b *testing.B) int {
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -85,7 +89,7 @@ func start(b *testing.B, log string, args []string, env ...string) process {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); f.Close() })
-	return process{cmd}
+	return process{cmd.Process.Pid}
 }
 
 // writes counts the API server's writes so far (apiserver_request_total: creates, updates,
@@ -123,6 +127,62 @@ func writes(b *testing.B, ctx context.Context, cs *kubernetes.Clientset) map[str
 	return out
 }
 
+// profiles saves 30 s of CPU profile of the API server, the controller and the agent, from 10 s
+// into a step, to dir (go tool pprof dir/agent.pprof).
+func profiles(ctx context.Context, cs *kubernetes.Clientset, node *lantest.Host, dir string) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(10 * time.Second):
+	}
+	// The agent's socket is in the node's namespace: its connection is made from there, and
+	// the request written on it (an http.Client would dial from any thread).
+	fetch := func(dial func() (net.Conn, error)) ([]byte, error) {
+		conn, err := dial()
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close()
+		req, err := http.NewRequest("GET", "http://127.0.0.1:6060/debug/pprof/profile?seconds=30", nil)
+		if err != nil {
+			return nil, err
+		}
+		if err := req.Write(conn); err != nil {
+			return nil, err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		return io.ReadAll(resp.Body)
+	}
+	dial := func() (net.Conn, error) { return net.Dial("tcp", "127.0.0.1:6060") }
+	var wg sync.WaitGroup
+	save := func(name string, get func() ([]byte, error)) {
+		wg.Go(func() {
+			raw, err := get()
+			if err == nil {
+				err = os.WriteFile(filepath.Join(dir, name+".pprof"), raw, 0o644)
+			}
+			if err != nil {
+				fmt.Printf("%s profile: %v\n", name, err)
+			}
+		})
+	}
+	save("apiserver", func() ([]byte, error) {
+		return cs.RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", "30").Timeout(time.Minute).DoRaw(ctx)
+	})
+	save("controller", func() ([]byte, error) { return fetch(dial) })
+	save("agent", func() ([]byte, error) {
+		return fetch(func() (conn net.Conn, err error) {
+			err = node.In(func() (err error) { conn, err = dial(); return err })
+			return conn, err
+		})
+	})
+	wg.Wait()
+}
+
 // apply creates load balancers from..to-1 at once, as `kubectl apply` of one big file would,
 // with eight writers.
 func apply(b *testing.B, ctx context.Context, c client.Client, from, to int) {
@@ -151,24 +211,58 @@ func apply(b *testing.B, ctx context.Context, c client.Client, from, to int) {
 	}
 }
 
-// waitActive waits for n load balancers to be ACTIVE, and returns how many are.
-func waitActive(ctx context.Context, c client.Client, n int, limit time.Duration) int {
-	end := time.Now().Add(limit)
-	for {
-		var lbs lbv1.LoadBalancerList
-		active := 0
-		if err := c.List(ctx, &lbs, client.InNamespace(ns)); err == nil {
-			for _, lb := range lbs.Items {
-				if lb.Status.ProvisioningStatus == lbv1.ProvisioningActive {
-					active++
-				}
+// waitActive waits for n load balancers to be ACTIVE, and returns how many are. It watches, as
+// kubectl wait does: polling would list every load balancer each time, work taken from the
+// machine the processes measured share.
+func waitActive(ctx context.Context, c client.WithWatch, n int, limit time.Duration) int {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	active := map[string]bool{}
+	count := func() int {
+		k := 0
+		for _, a := range active {
+			if a {
+				k++
 			}
 		}
-		if active >= n || time.Now().After(end) {
-			return active
-		}
-		time.Sleep(250 * time.Millisecond)
+		return k
 	}
+	for ctx.Err() == nil {
+		var lbs lbv1.LoadBalancerList
+		if err := c.List(ctx, &lbs, client.InNamespace(ns)); err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		clear(active)
+		for _, lb := range lbs.Items {
+			active[lb.Name] = lb.Status.ProvisioningStatus == lbv1.ProvisioningActive
+		}
+		if count() >= n {
+			return n
+		}
+		w, err := c.Watch(ctx, &lbv1.LoadBalancerList{}, &client.ListOptions{Namespace: ns,
+			Raw: &metav1.ListOptions{ResourceVersion: lbs.ResourceVersion}})
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		for ev := range w.ResultChan() { // closed when ctx ends or the watch does: then list again
+			lb, ok := ev.Object.(*lbv1.LoadBalancer)
+			switch {
+			case !ok: // an error (the resource version too old, say)
+				w.Stop()
+			case ev.Type == watch.Deleted:
+				delete(active, lb.Name)
+			default:
+				active[lb.Name] = lb.Status.ProvisioningStatus == lbv1.ProvisioningActive
+			}
+			if count() >= n {
+				w.Stop()
+				return n
+			}
+		}
+	}
+	return count()
 }
 
 // BenchmarkScale applies 100 load balancers, then 900 more at once (1,000: 2,000 listeners and
@@ -229,7 +323,10 @@ func BenchmarkScale(b *testing.B) {
 	env := testenv.ForTest(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
-	c := env.Client
+	c, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Client.Scheme()})
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, n := range []string{"l4lb-system", ns} {
 		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
 			b.Fatal(err)
@@ -253,7 +350,8 @@ func BenchmarkScale(b *testing.B) {
 		b.Fatal(err)
 	}
 	// L4LB_SCALE_PPROF=1 serves /debug/pprof on 127.0.0.1:6060, the controller's here and the
-	// agent's in the node's namespace (ip netns exec ... go tool pprof).
+	// agent's in the node's namespace (ip netns exec ... go tool pprof), and saves profiles
+	// of the three (and the API server) in the last step to the logs' folder (L4LB_TEST_LOGS).
 	var pprof []string
 	if os.Getenv("L4LB_SCALE_PPROF") != "" {
 		pprof = []string{"--pprof-bind-address", "127.0.0.1:6060"}
@@ -283,13 +381,21 @@ func BenchmarkScale(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	pid, err := env.APIServerPID()
+	if err != nil {
+		b.Fatal(err)
+	}
+	apiserver := process{pid}
 	b.ResetTimer()
-	fmt.Printf("| load balancers (each 2 listeners, 2 pools of 4 members) | all created after | all ACTIVE after | controller CPU ms per LB | agent CPU ms per LB | controller RSS MiB | agent RSS MiB |\n|---|---|---|---|---|---|---|\n")
+	fmt.Printf("| load balancers (each 2 listeners, 2 pools of 4 members) | all created after | all ACTIVE after | controller CPU ms per LB | agent CPU ms per LB | API server CPU ms per LB | controller RSS MiB | agent RSS MiB |\n|---|---|---|---|---|---|---|---|\n")
 	done := 0
 	var firstController, firstAgent float64
 	for _, n := range steps {
-		c0, a0, w0 := controller.cpu(b), agent.cpu(b), writes(b, ctx, cs)
+		c0, a0, s0, w0 := controller.cpu(b), agent.cpu(b), apiserver.cpu(b), writes(b, ctx, cs)
 		t0 := time.Now()
+		if pprof != nil && n == steps[len(steps)-1] {
+			go profiles(ctx, cs, node, logs)
+		}
 		apply(b, ctx, c, done, n)
 		created := time.Since(t0)
 		limit := 2*time.Minute + time.Duration(n-done)*500*time.Millisecond
@@ -302,7 +408,8 @@ func BenchmarkScale(b *testing.B) {
 		time.Sleep(5 * time.Second)
 		perC := float64((controller.cpu(b) - c0).Milliseconds()) / float64(n-done)
 		perA := float64((agent.cpu(b) - a0).Milliseconds()) / float64(n-done)
-		fmt.Printf("| %d -> %d | %.1f s | %.1f s | %.1f | %.1f | %d | %d |\n", done, n, created.Seconds(), took.Seconds(), perC, perA, controller.rss(b), agent.rss(b))
+		perS := float64((apiserver.cpu(b) - s0).Milliseconds()) / float64(n-done)
+		fmt.Printf("| %d -> %d | %.1f s | %.1f s | %.1f | %.1f | %.1f | %d | %d |\n", done, n, created.Seconds(), took.Seconds(), perC, perA, perS, controller.rss(b), agent.rss(b))
 		b.ReportMetric(took.Seconds(), fmt.Sprintf("s-to-%d-active", n))
 		// What the API server wrote for the step, per load balancer: its work grows with these.
 		var per []string
