@@ -11,7 +11,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
@@ -24,21 +24,34 @@ const (
 )
 
 // ApplyStatus applies status (a struct of the api's status type holding only the caller's
-// fields) to the object of kind in namespace/name.
+// fields) to the object of kind in namespace/name. The body is marshalled once, and only the
+// object's metadata is asked back: the whole object decoded for each of thousands of writes
+// was a good part of what writing statuses cost the agent and the controller.
 func ApplyStatus(ctx context.Context, c client.Client, kind, namespace, name, owner string, status any) error {
-	raw, err := json.Marshal(status)
+	gvk := lbv1.GroupVersion.WithKind(kind)
+	body, err := json.Marshal(applied{APIVersion: gvk.GroupVersion().String(), Kind: kind,
+		Metadata: appliedMeta{Name: name, Namespace: namespace}, Status: status})
 	if err != nil {
 		return err
 	}
-	var s map[string]any
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return err
-	}
-	u := &unstructured.Unstructured{Object: map[string]any{"status": s}}
-	u.SetGroupVersionKind(lbv1.GroupVersion.WithKind(kind))
-	u.SetNamespace(namespace)
-	u.SetName(name)
-	return c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(owner), client.ForceOwnership)
+	obj := &metav1.PartialObjectMetadata{}
+	obj.SetGroupVersionKind(gvk)
+	obj.SetNamespace(namespace)
+	obj.SetName(name)
+	return c.Status().Patch(ctx, obj, client.RawPatch(types.ApplyPatchType, body), client.FieldOwner(owner), client.ForceOwnership)
+}
+
+// applied is the body of a status apply.
+type applied struct {
+	APIVersion string      `json:"apiVersion"`
+	Kind       string      `json:"kind"`
+	Metadata   appliedMeta `json:"metadata"`
+	Status     any         `json:"status"`
+}
+
+type appliedMeta struct {
+	Name      string `json:"name"`
+	Namespace string `json:"namespace,omitempty"`
 }
 
 // Conditions returns ours with lastTransitionTime kept from existing where the status did not
