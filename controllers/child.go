@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
@@ -21,7 +22,8 @@ func (b *Base) childStatus(obj client.Object, kind string, res model.Result, cur
 		OperatingStatus:    operating(isProgrammed, failed),
 		ObservedGeneration: obj.GetGeneration(),
 	}
-	st.Conditions = ssa.Conditions(cur.Conditions, accepted, ready(obj, accepted, prog))
+	conds := append([]metav1.Condition{accepted, ready(obj, accepted, prog)}, progress(obj, st.ProvisioningStatus, accepted, prog)...)
+	st.Conditions = ssa.Conditions(cur.Conditions, conds...)
 	return st
 }
 

@@ -18,10 +18,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 	"github.com/l4lb/l4lb/dataplane/vip"
@@ -209,6 +212,25 @@ func expect(t *testing.T, obj client.Object, want statusOf, condType, reason str
 
 var activeOnline = statusOf{lbv1.ProvisioningActive, lbv1.OperatingOnline}
 
+// gitops is what kstatus (Flux, kpt, cli-utils) computes for obj as the API server has it.
+func gitops(t *testing.T, obj client.Object) kstatus.Status {
+	t.Helper()
+	gvk, err := apiutil.GVKForObject(obj, k8s.Scheme())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(gvk)
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(obj), u); err != nil {
+		t.Fatal(err)
+	}
+	res, err := kstatus.Compute(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Status
+}
+
 // update changes obj's spec, retrying when the agent or the controller wrote its status in
 // between.
 func update(t *testing.T, obj client.Object, change func()) {
@@ -288,9 +310,12 @@ func TestReferencesAppearLate(t *testing.T) {
 	a := tcptest.Named(t, "a")
 	p := pool(ns, "p", "l", a)
 	create(t, p)
-	expect(t, p, statusOf{prov: lbv1.ProvisioningError}, lbv1.ConditionAccepted, lbv1.ReasonReferenceNotFound)
+	expect(t, p, statusOf{prov: lbv1.ProvisioningError}, lbv1.ConditionStalled, lbv1.ReasonReferenceNotFound)
 	if c := meta.FindStatusCondition(p.Status.Conditions, lbv1.ConditionAccepted); !strings.Contains(c.Message, `"l"`) {
 		t.Fatalf("the message does not name the missing listener: %q", c.Message)
+	}
+	if s := gitops(t, p); s != kstatus.FailedStatus {
+		t.Fatalf("kstatus says %s for a refused pool, want Failed", s)
 	}
 	l := listener(ns, "l", "lb", 81)
 	create(t, l)
@@ -298,6 +323,14 @@ func TestReferencesAppearLate(t *testing.T) {
 	create(t, lb(ns, "lb", addr))
 	expect(t, l, activeOnline, lbv1.ConditionReady, lbv1.ReasonReady)
 	expect(t, p, statusOf{prov: lbv1.ProvisioningActive, op: lbv1.OperatingOnline}, lbv1.ConditionAccepted, lbv1.ReasonAccepted)
+	for _, o := range []client.Object{l, p} {
+		if c := meta.FindStatusCondition(get(t, o).Conditions, lbv1.ConditionStalled); c != nil {
+			t.Fatalf("%s is ACTIVE and still Stalled: %+v", o.GetName(), c)
+		}
+		if s := gitops(t, o); s != kstatus.CurrentStatus {
+			t.Fatalf("kstatus says %s for %s, ACTIVE, want Current", s, o.GetName())
+		}
+	}
 	answers(t, addr+":81", "a")
 }
 

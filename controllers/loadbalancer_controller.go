@@ -478,8 +478,13 @@ func (r *LoadBalancerReconciler) status(lb *lbv1.LoadBalancer, alloc ipam.Alloca
 		st.OperatingStatus = LoadBalancerOperatingStatus(enabled(lb.Spec.AdminStateUp), listeners, pools)
 	}
 	st.ObservedGeneration = lb.Generation
-	readyCond := ready(lb, c.accepted, c.allocated, c.floating, announcedCond, programmedCond)
-	st.Conditions = ssa.Conditions(lb.Status.Conditions, c.accepted, c.allocated, c.floating, c.synced, readyCond)
+	// Ready and kstatus's conditions name the same first unmet condition, so they change
+	// together (one write).
+	awaited := []metav1.Condition{c.accepted, c.allocated, c.floating, announcedCond, programmedCond}
+	readyCond := ready(lb, awaited...)
+	conds := append([]metav1.Condition{c.accepted, c.allocated, c.floating, c.synced, readyCond},
+		progress(lb, st.ProvisioningStatus, awaited...)...)
+	st.Conditions = ssa.Conditions(lb.Status.Conditions, conds...)
 	return st
 }
 

@@ -130,6 +130,28 @@ func condition(obj metav1.Object, typ string, ok bool, reason, msg string) metav
 	return metav1.Condition{Type: typ, Status: s, Reason: reason, Message: msg, ObservedGeneration: obj.GetGeneration()}
 }
 
+// progress is the provisioning status as kstatus reads it: Reconciling while pending, Stalled
+// in ERROR, each with the first of conds that is not true (what is awaited, or what failed);
+// neither once ACTIVE. (PENDING_DELETE needs neither: kstatus reads the deletion itself.)
+func progress(obj metav1.Object, prov lbv1.ProvisioningStatus, conds ...metav1.Condition) []metav1.Condition {
+	typ := lbv1.ConditionReconciling
+	switch prov {
+	case lbv1.ProvisioningPendingCreate, lbv1.ProvisioningPendingUpdate:
+	case lbv1.ProvisioningError:
+		typ = lbv1.ConditionStalled
+	default:
+		return nil
+	}
+	reason, msg := lbv1.ReasonPending, "provisioning status "+string(prov)
+	for _, c := range conds {
+		if c.Status != metav1.ConditionTrue {
+			reason, msg = c.Reason, c.Type+": "+c.Message
+			break
+		}
+	}
+	return []metav1.Condition{condition(obj, typ, true, reason, msg)}
+}
+
 // ready summarises: Ready is true when every condition that matters is.
 func ready(obj metav1.Object, conds ...metav1.Condition) metav1.Condition {
 	for _, c := range conds {

@@ -3,6 +3,11 @@ package controllers
 import (
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
+
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
 )
 
@@ -101,6 +106,54 @@ func TestProvisioningStatus(t *testing.T) {
 	for _, tc := range cases {
 		if got := ProvisioningStatus(tc.deleting, tc.accepted, tc.programmed, tc.failed, tc.prev); got != tc.want {
 			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
+// What GitOps tools built on kstatus (Flux, kpt, cli-utils) compute from the statuses the
+// controller writes: in progress while pending, failed in ERROR, current once ACTIVE. Without
+// Reconciling, kstatus takes a pending object whose observedGeneration is its generation as
+// current (the last case shows the library does).
+func TestKstatusReadsTheProvisioningStatus(t *testing.T) {
+	accepted := metav1.Condition{Type: lbv1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: lbv1.ReasonAccepted}
+	waiting := metav1.Condition{Type: lbv1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: lbv1.ReasonPending, Message: "waiting for the dataplane"}
+	conflict := metav1.Condition{Type: lbv1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: lbv1.ReasonPortConflict, Message: "port 80 is taken"}
+	cases := []struct {
+		name   string
+		prov   lbv1.ProvisioningStatus
+		conds  []metav1.Condition
+		bare   bool // the status without progress's conditions
+		want   kstatus.Status
+		reason string
+	}{
+		{"pending", lbv1.ProvisioningPendingCreate, []metav1.Condition{accepted, waiting}, false, kstatus.InProgressStatus, lbv1.ReasonPending},
+		{"updating", lbv1.ProvisioningPendingUpdate, []metav1.Condition{accepted, waiting}, false, kstatus.InProgressStatus, lbv1.ReasonPending},
+		{"refused", lbv1.ProvisioningError, []metav1.Condition{conflict}, false, kstatus.FailedStatus, lbv1.ReasonPortConflict},
+		{"active", lbv1.ProvisioningActive, []metav1.Condition{accepted}, false, kstatus.CurrentStatus, ""},
+		{"pending, without Reconciling", lbv1.ProvisioningPendingCreate, []metav1.Condition{accepted, waiting}, true, kstatus.CurrentStatus, ""},
+	}
+	for _, tc := range cases {
+		l := &lbv1.Listener{TypeMeta: metav1.TypeMeta{APIVersion: lbv1.GroupVersion.String(), Kind: "Listener"},
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "l", Generation: 2}}
+		l.Status.ProvisioningStatus, l.Status.ObservedGeneration = tc.prov, 2
+		l.Status.Conditions = tc.conds
+		if !tc.bare {
+			p := progress(l, tc.prov, tc.conds...)
+			if tc.reason != "" && (len(p) != 1 || p[0].Reason != tc.reason) {
+				t.Errorf("%s: %+v, want the reason %s", tc.name, p, tc.reason)
+			}
+			l.Status.Conditions = append(l.Status.Conditions, p...)
+		}
+		raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := kstatus.Compute(&unstructured.Unstructured{Object: raw})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Status != tc.want {
+			t.Errorf("%s: kstatus says %s (%s), want %s", tc.name, res.Status, res.Message, tc.want)
 		}
 	}
 }

@@ -59,7 +59,7 @@ type ObjectReference struct {
 }
 
 // CommonStatus is the part of the status every l4lb kind shares: Octavia's two statuses and
-// the Kubernetes conditions that kstatus, kubectl wait, Argo CD and Flux read.
+// the Kubernetes conditions that kubectl wait and kstatus (Flux's health checks) read.
 type CommonStatus struct {
 	// provisioningStatus is Octavia's provisioning_status.
 	// +optional

@@ -7,7 +7,7 @@ const (
 	ConditionAccepted = "Accepted"
 	// ConditionProgrammed: the dataplane serves this generation.
 	ConditionProgrammed = "Programmed"
-	// ConditionReady summarises the others; it is what kubectl wait and GitOps tools read.
+	// ConditionReady summarises the others; it is what kubectl wait reads.
 	ConditionReady = "Ready"
 	// ConditionVIPAllocated: the VIP address (and, on OpenStack, its Neutron port) exists.
 	ConditionVIPAllocated = "VIPAllocated"
@@ -22,6 +22,14 @@ const (
 	// ConditionMembersAccepted: every member of a pool may be served; False names the ones
 	// an address rule refused (the others serve).
 	ConditionMembersAccepted = "MembersAccepted"
+	// ConditionReconciling, kstatus's convention (Flux, kpt, cli-utils): true while the
+	// provisioning status is PENDING_CREATE or PENDING_UPDATE, absent otherwise. Without it,
+	// kstatus takes an object whose status.observedGeneration is its generation as reconciled,
+	// pending or not, and a GitOps pipeline would go on before the load balancer serves.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled, kstatus's convention: true in ERROR (kstatus: Failed), naming what
+	// failed; absent otherwise.
+	ConditionStalled = "Stalled"
 )
 
 // Condition reasons.

@@ -257,7 +257,7 @@ func TestHelmInstallSeedAndUninstall(t *testing.T) {
 	t.Logf("UDP 9000: %v", seen)
 	k.noForbidden()
 
-	// GitOps: what Flux and Argo CD compute (kstatus) is Current for every object of the
+	// GitOps: what Flux computes (kstatus) is Current for every object of the
 	// release and every l4lb object.
 	k.current(k.helm("get", "manifest", "l4lb", "--namespace", "l4lb-system"), app)
 
