@@ -100,6 +100,7 @@ bench: ## l4lb against HAProxy 2.6, a direct path and (its kernel path) a BPF ce
 	go run ./hack/latency -octavia
 	go test -run '^$$' -bench . -benchmem ./dataplane/balancer/
 	go test -run '^$$' -bench Restore -benchtime 50000x ./dataplane/nat/
+	go test -run '^$$' -bench TakingManyVIPs ./dataplane/vip/
 	go test -run '^$$' -bench Build -benchmem ./internal/model/
 	go test -run '^$$' -bench OwnershipStep ./dataplane/agent/
 	go test -run '^$$' -bench Scale -benchtime 1x -timeout 30m ./test/scale/

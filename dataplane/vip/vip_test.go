@@ -146,7 +146,7 @@ func TestKernelSilentAgentAnswers(t *testing.T) {
 
 // lan makes two hosts, a (198.51.100.1, 2001:db8::1) and b (.2, ::2), network namespaces joined
 // by a veth, and returns their names.
-func lan(t *testing.T) (a, b string) {
+func lan(t testing.TB) (a, b string) {
 	if os.Geteuid() != 0 {
 		t.Skip("network namespaces need root: run make test as root")
 	}
@@ -415,5 +415,32 @@ func TestUnicastSolicitationsAnswered(t *testing.T) {
 	}
 	if !strings.Contains(state, "REACHABLE") {
 		t.Fatalf("after unicast probes for the VIP the neighbour's entry is %q, want REACHABLE (the agent answers them)", strings.TrimSpace(state))
+	}
+}
+
+// BenchmarkTakingManyVIPs: a node taking 1,000 VIPs at once (each made local, answered and
+// announced on the LAN), then letting them go, as a takeover of a large node does. What each
+// VIP costs must not grow with the VIPs already held: the interface holds every one of them.
+func BenchmarkTakingManyVIPs(b *testing.B) {
+	a, _ := lan(b)
+	var l *Local
+	if err := lantest.In(a, func() (err error) { l, err = New(Config{Interface: "lo", Announce: "eth0"}); return err }); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { lantest.In(a, l.Close) })
+	vips := map[netip.Addr]bool{}
+	for i := range 1000 {
+		vips[netip.AddrFrom4([4]byte{10, 200, byte(i / 250), byte(1 + i%250)})] = true
+	}
+	for b.Loop() {
+		if err := lantest.In(a, func() error {
+			if errs := l.Sync(vips, vips); len(errs) > 0 {
+				return fmt.Errorf("%d VIPs not taken: %v", len(errs), errs)
+			}
+			l.Sync(nil, nil)
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
