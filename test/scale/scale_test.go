@@ -217,15 +217,13 @@ func apply(b *testing.B, ctx context.Context, c client.Client, from, to int) {
 func waitActive(ctx context.Context, c client.WithWatch, n int, limit time.Duration) int {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	active := map[string]bool{}
-	count := func() int {
-		k := 0
-		for _, a := range active {
-			if a {
-				k++
-			}
+	active := map[string]bool{} // the names of those ACTIVE
+	see := func(lb *lbv1.LoadBalancer, gone bool) {
+		if !gone && lb.Status.ProvisioningStatus == lbv1.ProvisioningActive {
+			active[lb.Name] = true
+		} else {
+			delete(active, lb.Name)
 		}
-		return k
 	}
 	for ctx.Err() == nil {
 		var lbs lbv1.LoadBalancerList
@@ -234,10 +232,10 @@ func waitActive(ctx context.Context, c client.WithWatch, n int, limit time.Durat
 			continue
 		}
 		clear(active)
-		for _, lb := range lbs.Items {
-			active[lb.Name] = lb.Status.ProvisioningStatus == lbv1.ProvisioningActive
+		for i := range lbs.Items {
+			see(&lbs.Items[i], false)
 		}
-		if count() >= n {
+		if len(active) >= n {
 			return n
 		}
 		w, err := c.Watch(ctx, &lbv1.LoadBalancerList{}, &client.ListOptions{Namespace: ns,
@@ -248,21 +246,18 @@ func waitActive(ctx context.Context, c client.WithWatch, n int, limit time.Durat
 		}
 		for ev := range w.ResultChan() { // closed when ctx ends or the watch does: then list again
 			lb, ok := ev.Object.(*lbv1.LoadBalancer)
-			switch {
-			case !ok: // an error (the resource version too old, say)
+			if !ok { // an error (the resource version too old, say)
 				w.Stop()
-			case ev.Type == watch.Deleted:
-				delete(active, lb.Name)
-			default:
-				active[lb.Name] = lb.Status.ProvisioningStatus == lbv1.ProvisioningActive
+				continue
 			}
-			if count() >= n {
+			see(lb, ev.Type == watch.Deleted)
+			if len(active) >= n {
 				w.Stop()
 				return n
 			}
 		}
 	}
-	return count()
+	return len(active)
 }
 
 // BenchmarkScale applies 100 load balancers, then 900 more at once (1,000: 2,000 listeners and
