@@ -30,8 +30,12 @@ type Stats struct {
 	Cookies map[string]uint64
 }
 
-// Stats reads the counters and counts the open flows.
-func (t *Table) Stats() (Stats, error) {
+// Stats reads the counters and counts the half-open flows; with open, the open flows too
+// (Counts.Active, else 0). Counting the open flows reads every flow of the table, ended TCP
+// connections included (conntrack keeps each two minutes): its cost grows with the table, and
+// a node of short connections holds many. The half-open are a few in quiet times however many
+// the table holds: the kernel sends over only those.
+func (t *Table) Stats(open bool) (Stats, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	objs, err := t.conn.GetNamedObjects(t.table)
@@ -46,7 +50,12 @@ func (t *Table) Stats() (Stats, error) {
 			}
 		}
 	}
-	active, halfOpen, err := t.countFlows(true)
+	var active, halfOpen map[uint32]int
+	if open {
+		active, halfOpen, err = t.countFlows(true)
+	} else {
+		halfOpen, err = t.halfOpenFlows()
+	}
 	if err != nil {
 		return Stats{}, err
 	}
@@ -93,7 +102,7 @@ func (t *Table) openFlows(active bool) (map[uint32]int, error) {
 // kernel filters by the table's tag, so a node's other flows (all of kube-proxy's, say) are
 // not sent over.
 func (t *Table) countFlows(active bool) (n, halfOpen map[uint32]int, err error) {
-	flows, err := t.dump()
+	flows, err := t.dump(conntrack.NewFilter())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -111,14 +120,33 @@ func (t *Table) countFlows(active bool) (n, halfOpen map[uint32]int, err error) 
 	return n, halfOpen, nil
 }
 
-// dump lists the table's conntrack flows, ended TCP connections included.
-func (t *Table) dump() ([]conntrack.Flow, error) {
+// halfOpenFlows counts the table's half-open TCP flows by mark (countFlows' halfOpen). The
+// kernel sends over only the flows that saw a reply and are not assured (TCP's are once the
+// client answers the member's SYN-ACK); UDP's among them are left out here.
+func (t *Table) halfOpenFlows() (map[uint32]int, error) {
+	flows, err := t.dump(conntrack.NewFilter().Status(conntrack.StatusSeenReply).
+		StatusMask(uint32(conntrack.StatusSeenReply | conntrack.StatusAssured)))
+	if err != nil {
+		return nil, err
+	}
+	halfOpen := map[uint32]int{}
+	for i := range flows {
+		if tcp := flows[i].ProtoInfo.TCP; tcp != nil && tcp.State == tcpSynRecv {
+			halfOpen[flows[i].Mark]++
+		}
+	}
+	return halfOpen, nil
+}
+
+// dump lists the table's conntrack flows, ended TCP connections included, that also pass f
+// (conntrack.NewFilter() for all).
+func (t *Table) dump(f conntrack.Filter) ([]conntrack.Flow, error) {
 	c, err := conntrack.Dial(nil)
 	if err != nil {
 		return nil, fmt.Errorf("conntrack: %w", err)
 	}
 	defer c.Close()
-	flows, err := c.DumpFilter(conntrack.NewFilter().Mark(t.tag).MarkMask(markMask), nil)
+	flows, err := c.DumpFilter(f.Mark(t.tag).MarkMask(markMask), nil)
 	if err != nil {
 		return nil, fmt.Errorf("conntrack: %w", err)
 	}

@@ -102,7 +102,7 @@ func TestForwardedFlowsReachMembersElsewhere(t *testing.T) {
 		}
 	}
 	in(t, lb, func() {
-		st, err := tb.Stats()
+		st, err := tb.Stats(true)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -191,7 +191,7 @@ func TestRefusalsAreCounted(t *testing.T) {
 	if got := ask(t, client(t, "127.0.0.2", l.Address), "x"); got != "" {
 		t.Fatalf("a third flow over a limit of 2 got an answer from %q", got)
 	}
-	st, err := tb.Stats()
+	st, err := tb.Stats(true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestStatsCountPayloadsFlowsAndOpenFlows(t *testing.T) {
 		ask(t, c, "12345")
 		ask(t, c, "12345")
 	}
-	st, err := tb.Stats()
+	st, err := tb.Stats(true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func TestStatsCountPayloadsFlowsAndOpenFlows(t *testing.T) {
 	}
 	// The listener's timeout (1 s) ends idle flows, and not at once.
 	time.Sleep(300 * time.Millisecond)
-	if st, err = tb.Stats(); err != nil {
+	if st, err = tb.Stats(true); err != nil {
 		t.Fatal(err)
 	}
 	if n := st.Members["ns/l"]["a"].Active; n != 3 {
@@ -239,7 +239,7 @@ func TestStatsCountPayloadsFlowsAndOpenFlows(t *testing.T) {
 			t.Fatalf("%d flows still open 5 s after a 1 s timeout", st.Members["ns/l"]["a"].Active)
 		}
 		time.Sleep(100 * time.Millisecond)
-		if st, err = tb.Stats(); err != nil {
+		if st, err = tb.Stats(true); err != nil {
 			t.Fatal(err)
 		}
 	}

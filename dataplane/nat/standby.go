@@ -72,7 +72,7 @@ func ended(c *conntrack.Flow) bool {
 
 // Flows are the table's open flows now.
 func (t *Table) Flows() ([]Flow, error) {
-	cs, err := t.dump()
+	cs, err := t.dump(conntrack.NewFilter())
 	if err != nil {
 		return nil, err
 	}

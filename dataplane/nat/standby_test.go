@@ -221,7 +221,7 @@ func moveVIP(t *testing.T, restore, synproxied bool) {
 	}
 	if works {
 		in(t, b, func() {
-			st, err := tables[b].Stats()
+			st, err := tables[b].Stats(true)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -132,16 +132,23 @@ func TestStatsCountAFloodsHalfOpenConnections(t *testing.T) {
 			}
 		})
 	}
+	// Counted both ways: from the dump of every flow, and from the kernel's dump of the
+	// answered, unassured ones alone (what the agent reads each second).
 	halfOpen := func() int {
-		var n int
+		var n [2]int
 		in(t, r.node, func() {
-			st, err := tb.Stats()
-			if err != nil {
-				t.Fatal(err)
+			for i, open := range []bool{true, false} {
+				st, err := tb.Stats(open)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n[i] = st.Members["ns/l"]["m"].HalfOpen
 			}
-			n = st.Members["ns/l"]["m"].HalfOpen
 		})
-		return n
+		if n[0] != n[1] {
+			t.Fatalf("%d half-open counted among all flows, %d among the answered, unassured ones", n[0], n[1])
+		}
+		return n[0]
 	}
 	flood(100)
 	time.Sleep(200 * time.Millisecond) // the member's answers

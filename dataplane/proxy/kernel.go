@@ -14,14 +14,22 @@ import (
 	"github.com/l4lb/l4lb/internal/model"
 )
 
-// kernelStatsEvery is how often the kernel's counters are added to the metrics.
+// kernelStatsEvery is how often the kernel's counters are added to the metrics, and its
+// listeners' half-open connections counted (a flood shows in a second).
 const kernelStatsEvery = time.Second
+
+// openFlowsEvery is how often the kernel path's open connections are counted, for the active
+// connections' metrics: counting reads every flow of the node's conntrack table that l4lb
+// started, the ended connections it keeps two minutes included, which a node of short
+// connections holds by the hundred thousand (once a second, that was most of an agent's CPU
+// in the SYN flood bench; docs/benchmarks.md). Octavia's amphorae report theirs every 10 s.
+const openFlowsEvery = 5 * time.Second
 
 // kernelTable is what the Server needs of a nat.Table (tests wrap one).
 type kernelTable interface {
 	Apply([]nat.Listener) error
 	Repair() (bool, error)
-	Stats() (nat.Stats, error)
+	Stats(open bool) (nat.Stats, error)
 	Flood(keys []string) error
 }
 
@@ -262,7 +270,7 @@ func (s *Server) kernelStats() {
 	cookies := map[string]uint64{} // their SYNs left to it so far
 	t := time.NewTicker(kernelStatsEvery)
 	defer t.Stop()
-	for {
+	for tick := 0; ; tick++ {
 		select {
 		case <-s.closed:
 			return
@@ -278,7 +286,8 @@ func (s *Server) kernelStats() {
 		} else if repaired {
 			s.log.Warn("the kernel's listeners had lost rules (nftables flushed from outside?): programmed again")
 		}
-		st, err := s.nat.Stats()
+		open := tick%int(openFlowsEvery/kernelStatsEvery) == 0
+		st, err := s.nat.Stats(open)
 		if err != nil {
 			s.log.Warn("cannot read the kernel's counters", "err", err)
 			continue
@@ -305,10 +314,14 @@ func (s *Server) kernelStats() {
 					m.metrics.bytesIn.Add(in)
 					m.metrics.bytesOut.Add(out)
 					m.metrics.total.Add(flows)
-					m.metrics.active.Set(float64(c.Active))
+					if open {
+						m.metrics.active.Set(float64(c.Active))
+					}
 				}
 			}
-			lm.active.Set(float64(active))
+			if open {
+				lm.active.Set(float64(active))
+			}
 			s.watchFlood(key, members, st.Cookies[key]-min(cookies[key], st.Cookies[key]), flooded)
 			cookies[key] = st.Cookies[key]
 			if r := st.Refused[key]; r >= refused[key] {
