@@ -220,7 +220,14 @@ echo "The flow watch's last run would have told its successor: $(cat "$work/flow
 # the node routes them back to the client host, which drops them). The other listener is
 # measured quiet, then in the flood's last seconds, when the connection-tracking table is
 # fullest; the node's conntrack entries at that moment and the drops during the flood are
-# printed beside. The same for HAProxy (its bulk port flooded, its HTTP port measured).
+# printed beside. The same for HAProxy (its bulk port flooded, its HTTP port measured). Each
+# round measures the three one after the other, each pair (quiet, then flooded) back to back,
+# and empties the node's table after each (a flood at HAProxy keeps it full for a minute);
+# the medians of ROUNDS rounds are printed, the ratio being the median of the pairs' ratios.
+# The two cores are shared by the flooder, the node, the member and the measured clients, so
+# the flooder's own CPU comes off the measured listener too. PERF=FILE records the whole
+# machine (perf record -a -g) for 5 s of the kernel path's first flood, before its
+# measurement.
 [[ ${FLOOD:-yes} == no ]] && exit 0
 FLOOD_RATE=${FLOOD_RATE:-20000} FLOOD_SECS=${FLOOD_SECS:-20}
 ip -n $n route add 10.99.128.0/17 via 10.99.1.2
@@ -232,24 +239,40 @@ lines=sys.stdin.read().split("\n"); h=lines[0].split()
 print(sum(int(v,16) for l in lines[1:] if l.strip() for k,v in zip(h,l.split()) if k in ("drop","early_drop","insert_failed")))'
 }
 echo
-echo "SYN flood: $FLOOD_RATE SYNs/s for $FLOOD_SECS s at one listener; another listener of the VIP serves short connections (req/s, p99 ms, 64 concurrent); conntrack max $(ip netns exec $n cat /proc/sys/net/netfilter/nf_conntrack_max)."
+echo "SYN flood: $FLOOD_RATE SYNs/s for $FLOOD_SECS s at one listener; another listener of the VIP serves short connections (req/s, p99 ms, 64 concurrent); conntrack max $(ip netns exec $n cat /proc/sys/net/netfilter/nf_conntrack_max); $ROUNDS rounds of ${DUR} s, medians."
 echo
-echo "| path | quiet req/s | in the flood req/s | ratio | quiet p99 | in the flood p99 | ratio | conntrack entries in the flood | conntrack drops | machine CPU µs per flood SYN |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
 # The kernel path with its defaults (SYN cookies once the flooded listener has too many
 # half-open connections), then without SYN cookies, then HAProxy, whose flood fills the
-# node's table for a minute.
-for p in kernel nocookies haproxy; do
-  read -r qa _ q99 <<<"$(wrkrun "$p" -H 'Connection: close')"
-  d0=$(ctdrops)
-  (inns $c "$work/bench" synflood "$VIP:${bulk[$p]}" 10.99.128.0/17 "$FLOOD_RATE" "$FLOOD_SECS" >"$work/flood.out") & fp=$!
-  sleep 1
-  t0=$(busy)
-  sleep $((FLOOD_SECS - DUR - 2))
-  cpu=$(python3 -c "print('%.0f' % (($(busy) - $t0) * 10000 / ($FLOOD_RATE * ($FLOOD_SECS - $DUR - 2))))")
-  read -r fa _ f99 <<<"$(wrkrun "$p" -H 'Connection: close')"
-  peak=$(ctcount)
-  wait $fp
-  echo "| $p | $qa | $fa | $(ratio "$fa" "$qa") | $q99 | $f99 | $(ratio "$f99" "$q99") | $peak | $(($(ctdrops) - d0)) | $cpu |"
-  sleep 10 # the kernel path's half-open flows time out (timeoutMemberConnect, 5 s)
+# node's table.
+declare -A f
+fadd() { f[$1]="${f[$1]:-} $2"; }
+for round in $(seq "$ROUNDS"); do
+  for p in kernel nocookies haproxy; do
+    read -r qa _ q99 <<<"$(wrkrun "$p" -H 'Connection: close')"
+    d0=$(ctdrops)
+    (inns $c "$work/bench" synflood "$VIP:${bulk[$p]}" 10.99.128.0/17 "$FLOOD_RATE" "$FLOOD_SECS" >"$work/flood.out") & fp=$!
+    sleep 1
+    [[ -n ${PERF:-} && $p == kernel && $round == 1 ]] && { perf record -q -a -g -o "$PERF" -- sleep 5 >/dev/null 2>&1 & }
+    t0=$(busy)
+    sleep $((FLOOD_SECS - DUR - 2))
+    fadd "cpu_$p" "$(python3 -c "print('%.0f' % (($(busy) - $t0) * 10000 / ($FLOOD_RATE * ($FLOOD_SECS - $DUR - 2))))")"
+    read -r fa _ f99 <<<"$(wrkrun "$p" -H 'Connection: close')"
+    fadd "peak_$p" "$(ctcount)"
+    wait $fp
+    fadd "q_$p" "$qa"; fadd "f_$p" "$fa"; fadd "ratio_$p" "$(ratio "$fa" "$qa")"
+    fadd "q99_$p" "$q99"; fadd "f99_$p" "$f99"; fadd "ratio99_$p" "$(ratio "$f99" "$q99")"
+    fadd "drops_$p" "$(($(ctdrops) - d0))"
+    sleep 2
+    (inns $n "$work/bench" ctflush)
+    sleep 3
+  done
 done
+echo "| path | quiet req/s | in the flood req/s | ratio | quiet p99 | in the flood p99 | ratio | conntrack entries in the flood | conntrack drops | machine CPU µs per flood SYN |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for p in kernel nocookies haproxy; do
+  row="| $p"
+  for k in q f ratio q99 f99 ratio99 peak drops cpu; do row+=" | $(median ${f[${k}_$p]})"; done
+  echo "$row |"
+done
+echo
+echo "Each round's ratios (req/s in the flood / quiet): kernel${f[ratio_kernel]}; without SYN cookies${f[ratio_nocookies]}; HAProxy${f[ratio_haproxy]}."

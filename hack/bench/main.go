@@ -17,6 +17,8 @@
 //	bench flowwatch VIP TAG       tell a successor of the flows of VIP as its holder does
 //	                              (agent.FlowSync; TAG: the watched table's), until stdin
 //	                              closes; print what it would have sent
+//	bench ctflush                 empty the calling namespace's conntrack table (between
+//	                              benchmark rounds, so each starts from the same table)
 //	bench bpf-nat CLIENT-IF MEMBER-IF VIP:PORT=MEMBER:PORT...
 //	                              the BPF ceiling the kernel path is measured against
 //	                              (bpfnat.go), until SIGTERM
@@ -38,13 +40,14 @@ import (
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/ti-mo/conntrack"
 	"golang.org/x/net/ipv4"
 
 	"github.com/l4lb/l4lb/test/synflood"
 )
 
 func main() {
-	if len(os.Args) < 3 {
+	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: bench http-server ADDR | idle N ADDR | rss PID")
 		os.Exit(2)
 	}
@@ -76,6 +79,16 @@ func main() {
 		blast(os.Args[2], time.Duration(secs)*time.Second)
 	case "flowwatch":
 		flowWatch(os.Args[2], parseTag(os.Args[3]))
+	case "ctflush":
+		c, err := conntrack.Dial(nil)
+		if err == nil {
+			err = c.Flush()
+			c.Close()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ctflush:", err)
+			os.Exit(1)
+		}
 	case "bpf-nat":
 		bpfNAT(os.Args[2], os.Args[3], os.Args[4:])
 	case "synflood":

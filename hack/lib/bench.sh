@@ -14,9 +14,9 @@ p50=ms(re.search(r"^\s+50%\s+(\S+)",t,re.M).group(1)); p99=ms(re.search(r"^\s+99
 print("%.0f %.2f %.2f" % (rps,p50,p99))'
 }
 
-# median prints the median of its arguments (two decimals below 100).
+# median prints the median of its arguments (two decimals below 100, unless all are whole).
 median() {
-  python3 -c 'import statistics,sys; v=statistics.median(map(float,sys.argv[1:])); print(("%.2f" if v<100 else "%.0f") % v)' "$@"
+  python3 -c 'import statistics,sys; v=statistics.median(map(float,sys.argv[1:])); print(("%.2f" if v<100 and not all(a.isdigit() for a in sys.argv[1:]) else "%.0f") % v)' "$@"
 }
 
 # ratio prints $1/$2 with two decimals.
