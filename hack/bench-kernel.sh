@@ -56,9 +56,15 @@ inns() { local ns=$1; shift; exec ip netns exec "$ns" "$@"; }
 (inns $m iperf3 -s -B $MEMBER -p 15201 >/dev/null 2>&1) & pids+=($!)
 # The BPF ceiling's member ports: its programs translate every packet from them.
 (inns $m "$work/bench" http-server $MEMBER:18081) & pids+=($!)
+# The kernel path without SYN cookies has a member port of its own: both instances keep the
+# client's port towards the member (from the VIP), so on one member port a measurement would
+# meet the member's TIME_WAIT sockets of the other's (the client's TCP timestamps differ by
+# listener port: PAWS drops the SYN, retransmitted a second later), whichever came second.
+(inns $m "$work/bench" http-server $MEMBER:18082) & pids+=($!)
 (inns $m iperf3 -s -B $MEMBER -p 15202 >/dev/null 2>&1) & pids+=($!)
 
-# lb NAME PORT-HTTP PORT-BULK: a load balancer on the VIP with an HTTP and a bulk listener.
+# lb NAME PORT-HTTP PORT-BULK MEMBER-HTTP: a load balancer on the VIP with an HTTP and a bulk
+# listener.
 lb() {
   cat <<YAML
 apiVersion: lb.l4lb.io/v1alpha1
@@ -66,7 +72,7 @@ kind: LoadBalancer
 metadata: {name: $1}
 spec: {provider: static, vip: {address: $VIP}}
 YAML
-  for l in "http $2 18080" "bulk $3 15201"; do
+  for l in "http $2 $4" "bulk $3 15201"; do
     read -r name port member <<<"$l"
     cat <<YAML
 ---
@@ -82,9 +88,9 @@ spec: {listenerRef: {name: $1-$name}, protocol: TCP, lbAlgorithm: ROUND_ROBIN, m
 YAML
   done
 }
-lb kernel 29080 29201 >"$work/kernel.yaml"
-lb proxy 28080 28201 >"$work/proxy.yaml"
-lb nocookies 27080 27201 >"$work/nocookies.yaml"
+lb kernel 29080 29201 18080 >"$work/kernel.yaml"
+lb proxy 28080 28201 18080 >"$work/proxy.yaml"
+lb nocookies 27080 27201 18082 >"$work/nocookies.yaml"
 # The kernel path is l4lb's default; the proxy is the same binary with --kernel-tcp=false
 # (and --kernel-udp=false: it opens no nftables table, so the kernel path's instance claims
 # the first tag, whose flows the flow watch below reads, whichever of the two starts first).
