@@ -113,7 +113,7 @@ func (t *Table) countFlows(active bool) (n, halfOpen map[uint32]int, err error) 
 			continue // conntrack only remembers it a while
 		}
 		n[f.Mark]++
-		if tcp := f.ProtoInfo.TCP; tcp != nil && tcp.State == tcpSynRecv {
+		if answeredOnly(f) {
 			halfOpen[f.Mark]++
 		}
 	}
@@ -131,11 +131,18 @@ func (t *Table) halfOpenFlows() (map[uint32]int, error) {
 	}
 	halfOpen := map[uint32]int{}
 	for i := range flows {
-		if tcp := flows[i].ProtoInfo.TCP; tcp != nil && tcp.State == tcpSynRecv {
+		if answeredOnly(&flows[i]) {
 			halfOpen[flows[i].Mark]++
 		}
 	}
 	return halfOpen, nil
+}
+
+// answeredOnly reports whether f is a half-open TCP connection: answered by the member, not
+// yet by the client (conntrack's SYN_RECV).
+func answeredOnly(f *conntrack.Flow) bool {
+	tcp := f.ProtoInfo.TCP
+	return tcp != nil && tcp.State == tcpSynRecv
 }
 
 // dump lists the table's conntrack flows, ended TCP connections included, that also pass f
