@@ -49,6 +49,8 @@ type Base struct {
 	Watchdog *watchdog.Watchdog
 	// model is the model the reconcilers share (Setup makes it; without it each builds its own).
 	model *snapshot
+	// first holds back new children's first statuses (Setup makes it; without it none waits).
+	first *firstStatus
 }
 
 // watched returns r under the watchdog, if any.

@@ -7,7 +7,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/internal/ssa"
 )
 
 // HealthMonitorReconciler reports a monitor's acceptance (its pool exists and takes this type,
@@ -34,8 +33,5 @@ func (r *HealthMonitorReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 			}
 			return lbv1.OperatingOnline
 		})}
-	if !commonChanged(&m.Status.CommonStatus, &st.CommonStatus) {
-		return ctrl.Result{}, nil
-	}
-	return ctrl.Result{}, ssa.ApplyStatus(ctx, r.Client, "HealthMonitor", m.Namespace, m.Name, ssa.ControllerManager, st)
+	return r.applyChild(ctx, &m, "HealthMonitor", &m.Status.CommonStatus, &st.CommonStatus, false, st)
 }

@@ -7,7 +7,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1 "github.com/l4lb/l4lb/api/v1alpha1"
-	"github.com/l4lb/l4lb/internal/ssa"
 )
 
 // ListenerReconciler reports a listener's acceptance (its load balancer exists, its port is
@@ -37,8 +36,5 @@ func (r *ListenerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		func(served, failed bool) lbv1.OperatingStatus {
 			return ListenerOperatingStatus(adminUp, served, failed)
 		})}
-	if !commonChanged(&l.Status.CommonStatus, &st.CommonStatus) {
-		return ctrl.Result{}, nil
-	}
-	return ctrl.Result{}, ssa.ApplyStatus(ctx, r.Client, "Listener", l.Namespace, l.Name, ssa.ControllerManager, st)
+	return r.applyChild(ctx, &l, "Listener", &l.Status.CommonStatus, &st.CommonStatus, false, st)
 }

@@ -48,10 +48,7 @@ func (r *PoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		return PoolOperatingStatus(enabled(p.Spec.AdminStateUp), members)
 	})
 	st.Conditions = append(st.Conditions, ssa.Conditions(p.Status.Conditions, membersAccepted(&p, res.Refused[model.Ref{Kind: "Pool", Namespace: p.Namespace, Name: p.Name}]))...)
-	if !commonChanged(&p.Status.CommonStatus, &st.CommonStatus) && p.Status.MemberCount == st.MemberCount {
-		return ctrl.Result{}, nil
-	}
-	return ctrl.Result{}, ssa.ApplyStatus(ctx, r.Client, "Pool", p.Namespace, p.Name, ssa.ControllerManager, st)
+	return r.applyChild(ctx, &p, "Pool", &p.Status.CommonStatus, &st.CommonStatus, p.Status.MemberCount != st.MemberCount, st)
 }
 
 // membersAccepted says which members an address rule keeps out of the pool, and why.

@@ -17,6 +17,7 @@ import (
 func Setup(mgr ctrl.Manager, lbr *LoadBalancerReconciler) error {
 	s := newSnapshot()
 	lbr.model = s
+	lbr.first = newFirstStatus()
 	if err := s.watchInput(mgr); err != nil {
 		return err
 	}

@@ -127,6 +127,7 @@ type HealthMonitor struct {
 
 	Spec HealthMonitorSpec `json:"spec"`
 	// +optional
+	// +kubebuilder:default={"provisioningStatus":"PENDING_CREATE","operatingStatus":"OFFLINE","observedGeneration":0}
 	Status HealthMonitorStatus `json:"status,omitempty"`
 }
 

@@ -118,6 +118,7 @@ type Listener struct {
 
 	Spec ListenerSpec `json:"spec"`
 	// +optional
+	// +kubebuilder:default={"provisioningStatus":"PENDING_CREATE","operatingStatus":"OFFLINE","observedGeneration":0}
 	Status ListenerStatus `json:"status,omitempty"`
 }
 

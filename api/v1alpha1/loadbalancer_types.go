@@ -173,6 +173,7 @@ type LoadBalancer struct {
 	// +optional
 	Spec LoadBalancerSpec `json:"spec,omitempty"`
 	// +optional
+	// +kubebuilder:default={"provisioningStatus":"PENDING_CREATE","operatingStatus":"OFFLINE","observedGeneration":0}
 	Status LoadBalancerStatus `json:"status,omitempty"`
 }
 

@@ -209,6 +209,7 @@ type Pool struct {
 
 	Spec PoolSpec `json:"spec"`
 	// +optional
+	// +kubebuilder:default={"provisioningStatus":"PENDING_CREATE","operatingStatus":"OFFLINE","observedGeneration":0}
 	Status PoolStatus `json:"status,omitempty"`
 }
 
