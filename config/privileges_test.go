@@ -235,6 +235,14 @@ func TestEachIdentityMayDoWhatItNeedsAndNothingMore(t *testing.T) {
 			return ssa.ApplyStatus(ctx, dataplane, "LoadBalancer", "team-a", "existing", ssa.DataplaneManager,
 				lbv1.LoadBalancerStatus{Holder: "node-1", CommonStatus: lbv1.CommonStatus{Conditions: []metav1.Condition{cond(lbv1.ConditionProgrammed)}}})
 		}},
+		{"dataplane", "reports what it serves of the tree", true, func() error {
+			return ssa.ApplyStatus(ctx, dataplane, "LoadBalancer", "team-a", "existing", ssa.DataplaneManager,
+				lbv1.LoadBalancerStatus{Holder: "node-1", Served: &lbv1.ServedTree{Listeners: []lbv1.Served{{Name: "l", UID: "1", Generation: 1, Reason: lbv1.ReasonProgrammed}}}})
+		}},
+		{"dataplane", "writes a listener's status (the controller does, from the report)", false, func() error {
+			return ssa.ApplyStatus(ctx, dataplane, "Listener", "team-a", "x", ssa.DataplaneManager,
+				lbv1.ListenerStatus{CommonStatus: lbv1.CommonStatus{Conditions: []metav1.Condition{cond(lbv1.ConditionProgrammed)}}})
+		}},
 		{"dataplane", "moves a VIP in status", false, func() error {
 			return ssa.ApplyStatus(ctx, dataplane, "LoadBalancer", "team-a", "existing", ssa.DataplaneManager,
 				lbv1.LoadBalancerStatus{VIPAddress: "198.51.100.66", Holder: "node-1"})

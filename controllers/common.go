@@ -106,8 +106,8 @@ func (b *Base) namespaceOf(list client.ObjectList) handler.EventHandler {
 // completes it.
 func (b *Base) watchModel(mgr ctrl.Manager, name string, forObj client.Object, kind string) *builder.Builder {
 	return ctrl.NewControllerManagedBy(mgr).Named(name).WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
-		// Every update of its own object queues it (the agents write Programmed); those that
-		// change the model's input are counted first.
+		// Every update of its own object queues it; those that change the model's input are
+		// counted first. (What the agents serve comes on the load balancer: watchServed.)
 		For(forObj, builder.WithPredicates(b.model.changed())).
 		WatchesRawSource(source.Channel(b.model.queues[kind], &handler.EnqueueRequestForObject{}))
 }

@@ -35,7 +35,7 @@ func newFirstStatus() *firstStatus { return &firstStatus{seen: map[types.UID]tim
 
 // hold says how long obj's status next may still wait, 0 to write it now: only a status the
 // controller never wrote, that would say no more than the API server's default does
-// (PENDING_CREATE, every condition but Ready true), waits, for firstStatusWait from the
+// (PENDING_CREATE, nothing refused), waits, for firstStatusWait from the
 // first time it was held.
 func (f *firstStatus) hold(obj client.Object, cur, next *lbv1.CommonStatus, now time.Time) time.Duration {
 	if f == nil {
@@ -80,13 +80,14 @@ func defaulted(st *lbv1.CommonStatus) bool {
 	return st.ObservedGeneration == 0 && len(st.Conditions) == 0
 }
 
-// onlyPending: PENDING_CREATE, with nothing refused.
+// onlyPending: PENDING_CREATE (so not refused, not failed), with nothing refused: every
+// condition true but Ready and Programmed, which say it waits.
 func onlyPending(st *lbv1.CommonStatus) bool {
 	if st.ProvisioningStatus != lbv1.ProvisioningPendingCreate {
 		return false
 	}
 	for _, c := range st.Conditions {
-		if c.Type != lbv1.ConditionReady && c.Status != metav1.ConditionTrue {
+		if c.Type != lbv1.ConditionReady && c.Type != lbv1.ConditionProgrammed && c.Status != metav1.ConditionTrue {
 			return false
 		}
 	}

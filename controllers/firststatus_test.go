@@ -24,8 +24,9 @@ func TestAFirstStatusWaitsOnlyWhileItSaysNothingNew(t *testing.T) {
 	accepted := metav1.Condition{Type: lbv1.ConditionAccepted, Status: metav1.ConditionTrue}
 	notReady := metav1.Condition{Type: lbv1.ConditionReady, Status: metav1.ConditionFalse}
 	reconciling := metav1.Condition{Type: lbv1.ConditionReconciling, Status: metav1.ConditionTrue}
+	waiting := metav1.Condition{Type: lbv1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: lbv1.ReasonPending}
 	pending := lbv1.CommonStatus{ProvisioningStatus: lbv1.ProvisioningPendingCreate, ObservedGeneration: 1,
-		Conditions: []metav1.Condition{accepted, notReady, reconciling}}
+		Conditions: []metav1.Condition{accepted, waiting, notReady, reconciling}}
 	fresh := lbv1.CommonStatus{ProvisioningStatus: lbv1.ProvisioningPendingCreate, OperatingStatus: lbv1.OperatingOffline}
 
 	f := newFirstStatus()

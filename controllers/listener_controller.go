@@ -14,7 +14,7 @@ import (
 type ListenerReconciler struct{ Base }
 
 func (r *ListenerReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return r.watchModel(mgr, "listener", &lbv1.Listener{}, "Listener").Complete(r.watched("listener", r))
+	return watchServed(r.watchModel(mgr, "listener", &lbv1.Listener{}, "Listener"), servedListeners).Complete(r.watched("listener", r))
 }
 
 func (r *ListenerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -32,9 +32,18 @@ func (r *ListenerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			adminUp = adminUp && enabled(lb.Spec.AdminStateUp)
 		}
 	}
-	st := lbv1.ListenerStatus{CommonStatus: r.childStatus(&l, "Listener", res, &l.Status.CommonStatus,
+	rep, err := r.served(ctx, &l, l.Spec.LoadBalancerRef.Name, servedListeners)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	st := lbv1.ListenerStatus{CommonStatus: r.childStatus(&l, "Listener", res, &l.Status.CommonStatus, rep,
 		func(served, failed bool) lbv1.OperatingStatus {
 			return ListenerOperatingStatus(adminUp, served, failed)
 		})}
-	return r.applyChild(ctx, &l, "Listener", &l.Status.CommonStatus, &st.CommonStatus, false, st)
+	if rep != nil && rep.UID == l.UID {
+		st.DataPath = rep.DataPath
+	}
+	return r.applyChild(ctx, &l, "Listener", &l.Status.CommonStatus, &st.CommonStatus, l.Status.DataPath != st.DataPath, st)
 }
+
+func servedListeners(t *lbv1.ServedTree) []lbv1.Served { return t.Listeners }

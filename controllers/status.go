@@ -161,3 +161,17 @@ func ready(obj metav1.Object, conds ...metav1.Condition) metav1.Condition {
 	}
 	return condition(obj, lbv1.ConditionReady, true, lbv1.ReasonReady, "")
 }
+
+// reported reads a child's entry in the dataplane's report: programmed only for this object
+// (its UID: one made again under the same name is not served yet) and generation.
+func reported(obj metav1.Object, rep *lbv1.Served) (ok, failed bool, reason, msg string) {
+	switch {
+	case rep == nil || rep.UID != obj.GetUID():
+		return false, false, lbv1.ReasonPending, "waiting for the dataplane"
+	case rep.Reason == lbv1.ReasonProgrammed && rep.Generation == obj.GetGeneration():
+		return true, false, rep.Reason, rep.Message
+	case rep.Reason == lbv1.ReasonProgrammed:
+		return false, false, lbv1.ReasonPending, fmt.Sprintf("the dataplane serves generation %d", rep.Generation)
+	}
+	return false, rep.Reason == lbv1.ReasonBindFailed, rep.Reason, rep.Message
+}

@@ -157,3 +157,27 @@ func TestKstatusReadsTheProvisioningStatus(t *testing.T) {
 		}
 	}
 }
+
+// A child is programmed by its load balancer's report only for its own UID and generation.
+func TestReportedServesOnlyThisObjectAndGeneration(t *testing.T) {
+	l := &lbv1.Listener{ObjectMeta: metav1.ObjectMeta{UID: "u1", Generation: 3}}
+	cases := []struct {
+		name       string
+		rep        *lbv1.Served
+		ok, failed bool
+		reason     string
+	}{
+		{"no report", nil, false, false, lbv1.ReasonPending},
+		{"another object of that name", &lbv1.Served{UID: "u0", Generation: 3, Reason: lbv1.ReasonProgrammed}, false, false, lbv1.ReasonPending},
+		{"this generation", &lbv1.Served{UID: "u1", Generation: 3, Reason: lbv1.ReasonProgrammed}, true, false, lbv1.ReasonProgrammed},
+		{"an older generation", &lbv1.Served{UID: "u1", Generation: 2, Reason: lbv1.ReasonProgrammed}, false, false, lbv1.ReasonPending},
+		{"cannot bind", &lbv1.Served{UID: "u1", Generation: 3, Reason: lbv1.ReasonBindFailed, Message: "in use"}, false, true, lbv1.ReasonBindFailed},
+		{"not served yet", &lbv1.Served{UID: "u1", Generation: 3, Reason: lbv1.ReasonPending}, false, false, lbv1.ReasonPending},
+	}
+	for _, tc := range cases {
+		ok, failed, reason, _ := reported(l, tc.rep)
+		if ok != tc.ok || failed != tc.failed || reason != tc.reason {
+			t.Errorf("%s: programmed %v, failed %v, %s; want %v, %v, %s", tc.name, ok, failed, reason, tc.ok, tc.failed, tc.reason)
+		}
+	}
+}

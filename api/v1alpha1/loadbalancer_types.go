@@ -1,6 +1,9 @@
 package v1alpha1
 
-import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
 
 // Provider names the VIP provider that allocates a load balancer's address.
 // +kubebuilder:validation:Enum=openstack;static
@@ -153,6 +156,52 @@ type LoadBalancerStatus struct {
 	// listeners is the number of listeners attached to this load balancer.
 	// +optional
 	Listeners int32 `json:"listeners,omitempty"`
+
+	// served is what the node holding the VIP serves of this load balancer's listeners, pools
+	// and health monitors, as an amphora's heartbeat reports them: its agent writes the whole
+	// tree here in one write, and the controller turns it into each object's Programmed
+	// condition, data path and member statuses.
+	// +optional
+	Served *ServedTree `json:"served,omitempty"`
+}
+
+// ServedTree is the dataplane's report of a load balancer's children.
+type ServedTree struct {
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Listeners []Served `json:"listeners,omitempty"`
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Pools []Served `json:"pools,omitempty"`
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	HealthMonitors []Served `json:"healthMonitors,omitempty"`
+}
+
+// Served is how the dataplane serves one object.
+type Served struct {
+	// name of the object, in the load balancer's namespace.
+	Name string `json:"name"`
+	// uid of the object served: an object deleted and made again under the same name is
+	// another one, not served until reported again.
+	UID types.UID `json:"uid"`
+	// generation of the object served.
+	Generation int64 `json:"generation"`
+	// reason is Programmed when served, else why not (Pending, BindFailed).
+	Reason string `json:"reason"`
+	// +optional
+	Message string `json:"message,omitempty"`
+	// dataPath carries a listener's traffic.
+	// +optional
+	DataPath DataPath `json:"dataPath,omitempty"`
+	// members is each of a pool's members' health as the dataplane sees it.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Members []MemberStatus `json:"members,omitempty"`
 }
 
 // LoadBalancer is an Octavia-style layer-4 load balancer: a virtual IP, served by the l4lb

@@ -38,7 +38,7 @@ import (
 )
 
 // +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers;listeners;pools;healthmonitors,verbs=get;list;watch
-// +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers/status;listeners/status;pools/status;healthmonitors/status,verbs=get;patch
+// +kubebuilder:rbac:groups=lb.l4lb.io,resources=loadbalancers/status,verbs=get;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
@@ -265,7 +265,7 @@ func (a *Agent) reportAll(ctx context.Context, s snapshot) error {
 	for i := range s.objs.LoadBalancers {
 		lb := &s.objs.LoadBalancers[i]
 		if k := lb.Namespace + "/" + lb.Name; s.held[k] && !a.lastHeld[k] {
-			a.forgetTree(in.trees, lb)
+			delete(a.reported, lb.UID)
 		}
 	}
 	a.lastHeld = s.held
@@ -273,7 +273,7 @@ func (a *Agent) reportAll(ctx context.Context, s snapshot) error {
 	a.mu.Unlock()
 	log := ctrl.LoggerFrom(ctx)
 	// Load balancers are written side by side: one after the other, a thousand newly held
-	// ones wait for five thousand round trips to an API server that is busy with them too.
+	// ones wait for a thousand round trips to an API server that is busy with them too.
 	var g errgroup.Group
 	g.SetLimit(reportWriters)
 	for i := range s.objs.LoadBalancers {
@@ -298,35 +298,12 @@ func (a *Agent) reportAll(ctx context.Context, s snapshot) error {
 // reportWriters is how many load balancers' statuses are written at once.
 const reportWriters = 8
 
-// forgetTree drops what was written for lb and the objects under it. Called with a.mu held.
-func (a *Agent) forgetTree(trees model.Trees, lb *lbv1.LoadBalancer) {
-	k := lb.Namespace + "/" + lb.Name
-	delete(a.reported, lb.UID)
-	for _, l := range trees.Listeners[k] {
-		delete(a.reported, l.UID)
-	}
-	for _, p := range trees.Pools[k] {
-		delete(a.reported, p.UID)
-	}
-	for _, m := range trees.Monitors[k] {
-		delete(a.reported, m.UID)
-	}
-}
-
-// forgetGone drops what was written for objects that no longer exist. Called with a.mu held.
+// forgetGone drops what was written for load balancers that no longer exist (only load
+// balancers' statuses are written: report.go). Called with a.mu held.
 func (a *Agent) forgetGone(objs model.Objects) {
 	live := map[types.UID]bool{}
 	for i := range objs.LoadBalancers {
 		live[objs.LoadBalancers[i].UID] = true
-	}
-	for i := range objs.Listeners {
-		live[objs.Listeners[i].UID] = true
-	}
-	for i := range objs.Pools {
-		live[objs.Pools[i].UID] = true
-	}
-	for i := range objs.Monitors {
-		live[objs.Monitors[i].UID] = true
 	}
 	maps.DeleteFunc(a.reported, func(uid types.UID, _ written) bool { return !live[uid] })
 }

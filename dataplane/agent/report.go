@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -38,13 +39,14 @@ func newReportInput(s snapshot) reportInput {
 	return out
 }
 
-// report writes the dataplane's part of the status of one held load balancer and its tree:
-// holder, VIPAnnounced and Programmed on the load balancer; Programmed on each listener, pool
-// and monitor; member operating statuses on pools. Only what changed is written.
+// report writes the dataplane's part of the status of one held load balancer: holder,
+// VIPAnnounced and Programmed, and how its listeners, pools and monitors are served (served),
+// all in one write, as an amphora's heartbeat reports its whole tree; the controller turns
+// served into each child's status. Only what changed is written.
 func (a *Agent) report(ctx context.Context, s reportInput, lb *lbv1.LoadBalancer) error {
 	lbKey := lb.Namespace + "/" + lb.Name
 	res, failed, vipErrs := s.res, s.failed, s.vipErrs
-	lbSt := lbv1.LoadBalancerStatus{Holder: a.NodeName}
+	lbSt := lbv1.LoadBalancerStatus{Holder: a.NodeName, Served: &lbv1.ServedTree{}}
 	if err := vipErrs[lbKey]; err != nil {
 		lbSt.Conditions = ssa.Conditions(lb.Status.Conditions,
 			cond(lb, lbv1.ConditionVIPAnnounced, false, lbv1.ReasonNoHolder, err.Error()),
@@ -54,32 +56,26 @@ func (a *Agent) report(ctx context.Context, s reportInput, lb *lbv1.LoadBalancer
 			cond(lb, lbv1.ConditionVIPAnnounced, true, lbv1.ReasonAnnounced, "VIP "+lb.Status.VIPAddress+" held by node "+a.NodeName),
 			cond(lb, lbv1.ConditionProgrammed, true, lbv1.ReasonProgrammed, ""))
 	}
-	if err := a.apply(ctx, "LoadBalancer", lb, lbSt); err != nil {
-		return err
-	}
+	tree := lbSt.Served
 
 	for _, l := range s.trees.Listeners[lbKey] {
 		if notAccepted(res, "Listener", l) {
 			continue
 		}
 		key := l.Namespace + "/" + l.Name
-		c := cond(l, lbv1.ConditionProgrammed, true, lbv1.ReasonProgrammed, "")
+		st := served(l, lbv1.ReasonProgrammed, "")
 		switch {
 		case failed[key] != nil:
-			c = cond(l, lbv1.ConditionProgrammed, false, lbv1.ReasonBindFailed, fmt.Sprintf("node %s: %v", a.NodeName, failed[key]))
+			st = served(l, lbv1.ReasonBindFailed, fmt.Sprintf("node %s: %v", a.NodeName, failed[key]))
 		case s.listeners[key] == nil && enabled(l.Spec.AdminStateUp) && enabled(lb.Spec.AdminStateUp):
-			c = cond(l, lbv1.ConditionProgrammed, false, lbv1.ReasonPending, "not served yet")
-		}
-		st := lbv1.ListenerStatus{CommonStatus: lbv1.CommonStatus{Conditions: ssa.Conditions(l.Status.Conditions, c)}}
-		if s.listeners[key] != nil && failed[key] == nil {
+			st = served(l, lbv1.ReasonPending, "not served yet")
+		case s.listeners[key] != nil:
 			st.DataPath = lbv1.DataPathProxy
 			if a.Server.InKernel(key) {
 				st.DataPath = lbv1.DataPathKernel
 			}
 		}
-		if err := a.apply(ctx, "Listener", l, st); err != nil {
-			return err
-		}
+		tree.Listeners = append(tree.Listeners, st)
 	}
 
 	for _, p := range s.trees.Pools[lbKey] {
@@ -87,28 +83,31 @@ func (a *Agent) report(ctx context.Context, s reportInput, lb *lbv1.LoadBalancer
 			continue
 		}
 		mp := s.pools[p.Namespace+"/"+p.Name]
-		st := lbv1.PoolStatus{CommonStatus: lbv1.CommonStatus{Conditions: ssa.Conditions(p.Status.Conditions,
-			cond(p, lbv1.ConditionProgrammed, true, lbv1.ReasonProgrammed, ""))}}
+		st := served(p, lbv1.ReasonProgrammed, "")
 		for _, m := range p.Spec.Members {
 			st.Members = append(st.Members, lbv1.MemberStatus{Name: m.Name, Address: m.Address, ProtocolPort: m.ProtocolPort,
 				OperatingStatus: a.memberStatus(mp, m)})
 		}
-		if err := a.apply(ctx, "Pool", p, st); err != nil {
-			return err
-		}
+		tree.Pools = append(tree.Pools, st)
 	}
 
 	for _, m := range s.trees.Monitors[lbKey] {
 		if notAccepted(res, "HealthMonitor", m) {
 			continue
 		}
-		st := lbv1.HealthMonitorStatus{CommonStatus: lbv1.CommonStatus{Conditions: ssa.Conditions(m.Status.Conditions,
-			cond(m, lbv1.ConditionProgrammed, true, lbv1.ReasonProgrammed, ""))}}
-		if err := a.apply(ctx, "HealthMonitor", m, st); err != nil {
-			return err
-		}
+		tree.HealthMonitors = append(tree.HealthMonitors, served(m, lbv1.ReasonProgrammed, ""))
 	}
-	return nil
+	// In name order: the objects come in the cache's order, which changes from one pass to
+	// the next, and a report in another order is another write.
+	for _, l := range [][]lbv1.Served{tree.Listeners, tree.Pools, tree.HealthMonitors} {
+		slices.SortFunc(l, func(a, b lbv1.Served) int { return strings.Compare(a.Name, b.Name) })
+	}
+	return a.apply(ctx, lb, lbSt)
+}
+
+// served is the report of obj's generation.
+func served(obj client.Object, reason, msg string) lbv1.Served {
+	return lbv1.Served{Name: obj.GetName(), UID: obj.GetUID(), Generation: obj.GetGeneration(), Reason: reason, Message: msg}
 }
 
 // memberStatus is Octavia's member operating status as this node sees it.
@@ -141,20 +140,20 @@ func notAccepted(res model.Result, kind string, obj client.Object) bool {
 
 func enabled(b *bool) bool { return b == nil || *b }
 
-// apply writes status unless the same was written last time for this object and generation.
-// What was written is remembered by the object's UID: an object deleted and created again
-// under the same name, even with the same spec and generation, is another object whose status
-// is still to be written.
-func (a *Agent) apply(ctx context.Context, kind string, obj client.Object, status any) error {
-	w := written{status: withoutTimes(status), generation: obj.GetGeneration()}
-	key := obj.GetUID()
+// apply writes lb's status unless the same was written last time for this object and
+// generation. What was written is remembered by the object's UID: a load balancer deleted and
+// created again under the same name, even with the same spec and generation, is another
+// object whose status is still to be written.
+func (a *Agent) apply(ctx context.Context, lb *lbv1.LoadBalancer, status lbv1.LoadBalancerStatus) error {
+	w := written{status: withoutTimes(status), generation: lb.GetGeneration()}
+	key := lb.GetUID()
 	a.mu.Lock()
 	same := reflect.DeepEqual(a.reported[key], w)
 	a.mu.Unlock()
 	if same {
 		return nil
 	}
-	if err := ssa.ApplyStatus(ctx, a.Client, kind, obj.GetNamespace(), obj.GetName(), ssa.DataplaneManager, status); err != nil {
+	if err := ssa.ApplyStatus(ctx, a.Client, "LoadBalancer", lb.Namespace, lb.Name, ssa.DataplaneManager, status); err != nil {
 		return client.IgnoreNotFound(err)
 	}
 	a.mu.Lock()
@@ -163,36 +162,18 @@ func (a *Agent) apply(ctx context.Context, kind string, obj client.Object, statu
 	return nil
 }
 
-// written is what apply wrote for an object: the status, its conditions' transition times left
-// out (the comparison is of content), and the object's generation.
+// written is what apply wrote for a load balancer: the status, its conditions' transition
+// times left out (the comparison is of content), and the object's generation.
 type written struct {
-	status     any
+	status     lbv1.LoadBalancerStatus
 	generation int64
 }
 
-// withoutTimes is a status (one of the four kinds') with its conditions' transition times
-// zeroed, on a copy.
-func withoutTimes(status any) any {
-	strip := func(c lbv1.CommonStatus) lbv1.CommonStatus {
-		c.Conditions = slices.Clone(c.Conditions)
-		for i := range c.Conditions {
-			c.Conditions[i].LastTransitionTime = metav1.Time{}
-		}
-		return c
-	}
-	switch s := status.(type) {
-	case lbv1.LoadBalancerStatus:
-		s.CommonStatus = strip(s.CommonStatus)
-		return s
-	case lbv1.ListenerStatus:
-		s.CommonStatus = strip(s.CommonStatus)
-		return s
-	case lbv1.PoolStatus:
-		s.CommonStatus = strip(s.CommonStatus)
-		return s
-	case lbv1.HealthMonitorStatus:
-		s.CommonStatus = strip(s.CommonStatus)
-		return s
+// withoutTimes is status with its conditions' transition times zeroed, on a copy.
+func withoutTimes(status lbv1.LoadBalancerStatus) lbv1.LoadBalancerStatus {
+	status.Conditions = slices.Clone(status.Conditions)
+	for i := range status.Conditions {
+		status.Conditions[i].LastTransitionTime = metav1.Time{}
 	}
 	return status
 }
