@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -50,7 +51,7 @@ func (b *Base) served(ctx context.Context, obj client.Object, lbName string, pic
 		return nil, client.IgnoreNotFound(err)
 	}
 	if lb.Status.Served == nil {
-		return nil, nil
+		return fromOwnStatus(obj), nil
 	}
 	for _, s := range pick(lb.Status.Served) {
 		if s.Name == obj.GetName() {
@@ -58,6 +59,33 @@ func (b *Base) served(ctx context.Context, obj client.Object, lbName string, pic
 		}
 	}
 	return nil, nil
+}
+
+// fromOwnStatus is obj's report as agents wrote it before status.served, on obj's own status
+// (Programmed, dataPath, members): read while the holder of its load balancer writes no
+// report, as during an upgrade until the new agents run (nil without one).
+func fromOwnStatus(obj client.Object) *lbv1.Served {
+	var conds []metav1.Condition
+	rep := &lbv1.Served{Name: obj.GetName(), UID: obj.GetUID()}
+	switch o := obj.(type) {
+	case *lbv1.Listener:
+		conds, rep.DataPath = o.Status.Conditions, o.Status.DataPath
+	case *lbv1.Pool:
+		conds, rep.Members = o.Status.Conditions, o.Status.Members
+	case *lbv1.HealthMonitor:
+		conds = o.Status.Conditions
+	}
+	c := meta.FindStatusCondition(conds, lbv1.ConditionProgrammed)
+	if c == nil {
+		return nil
+	}
+	rep.Generation, rep.Reason, rep.Message = c.ObservedGeneration, c.Reason, c.Message
+	if c.Status == metav1.ConditionTrue {
+		rep.Reason = lbv1.ReasonProgrammed
+	} else if c.Reason == lbv1.ReasonProgrammed {
+		rep.Reason = lbv1.ReasonPending
+	}
+	return rep
 }
 
 // watchServed queues the children of a kind (pick) a load balancer's report names when their

@@ -181,3 +181,24 @@ func TestReportedServesOnlyThisObjectAndGeneration(t *testing.T) {
 		}
 	}
 }
+
+// While a load balancer's holder writes no report (agents from before status.served, during
+// an upgrade), what they wrote on the child itself stands for it.
+func TestAChildsOwnStatusStandsInForAMissingReport(t *testing.T) {
+	l := &lbv1.Listener{ObjectMeta: metav1.ObjectMeta{Name: "l", UID: "u1", Generation: 2}}
+	if rep := fromOwnStatus(l); rep != nil {
+		t.Fatalf("nothing written: %+v, want none", rep)
+	}
+	l.Status.DataPath = lbv1.DataPathKernel
+	l.Status.Conditions = []metav1.Condition{{Type: lbv1.ConditionProgrammed, Status: metav1.ConditionTrue, Reason: lbv1.ReasonProgrammed, ObservedGeneration: 2}}
+	if ok, _, _, _ := reported(l, fromOwnStatus(l)); !ok || fromOwnStatus(l).DataPath != lbv1.DataPathKernel {
+		t.Errorf("programmed on the listener: %+v, want it served by the kernel", fromOwnStatus(l))
+	}
+	p := &lbv1.Pool{ObjectMeta: metav1.ObjectMeta{Name: "p", UID: "u2", Generation: 1}}
+	p.Status.Conditions = []metav1.Condition{{Type: lbv1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: lbv1.ReasonBindFailed, ObservedGeneration: 1}}
+	p.Status.Members = []lbv1.MemberStatus{{Name: "m", OperatingStatus: lbv1.OperatingOnline}}
+	rep := fromOwnStatus(p)
+	if ok, failed, _, _ := reported(p, rep); ok || !failed || len(rep.Members) != 1 {
+		t.Errorf("a failed pool: %+v, want failed with its member", rep)
+	}
+}
