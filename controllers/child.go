@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -65,25 +64,18 @@ func (b *Base) served(ctx context.Context, obj client.Object, lbName string, pic
 // (Programmed, dataPath, members): read while the holder of its load balancer writes no
 // report, as during an upgrade until the new agents run (nil without one).
 func fromOwnStatus(obj client.Object) *lbv1.Served {
-	var conds []metav1.Condition
-	rep := &lbv1.Served{Name: obj.GetName(), UID: obj.GetUID()}
+	var rep *lbv1.Served
 	switch o := obj.(type) {
 	case *lbv1.Listener:
-		conds, rep.DataPath = o.Status.Conditions, o.Status.DataPath
+		if rep = asServed(o, o.Status.Conditions); rep != nil {
+			rep.DataPath = o.Status.DataPath
+		}
 	case *lbv1.Pool:
-		conds, rep.Members = o.Status.Conditions, o.Status.Members
+		if rep = asServed(o, o.Status.Conditions); rep != nil {
+			rep.Members = o.Status.Members
+		}
 	case *lbv1.HealthMonitor:
-		conds = o.Status.Conditions
-	}
-	c := meta.FindStatusCondition(conds, lbv1.ConditionProgrammed)
-	if c == nil {
-		return nil
-	}
-	rep.Generation, rep.Reason, rep.Message = c.ObservedGeneration, c.Reason, c.Message
-	if c.Status == metav1.ConditionTrue {
-		rep.Reason = lbv1.ReasonProgrammed
-	} else if c.Reason == lbv1.ReasonProgrammed {
-		rep.Reason = lbv1.ReasonPending
+		rep = asServed(o, o.Status.Conditions)
 	}
 	return rep
 }

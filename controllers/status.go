@@ -106,19 +106,25 @@ func ProvisioningStatus(deleting, accepted, programmed, failed bool, previous lb
 	return lbv1.ProvisioningPendingCreate
 }
 
-// programmed reads the dataplane's Programmed condition: true only for this generation.
+// programmed reads the dataplane's Programmed condition on obj itself (a load balancer's, or a
+// child's from agents before status.served) as reported reads an entry of the report.
 func programmed(obj metav1.Object, conds []metav1.Condition) (ok, failed bool, reason, msg string) {
+	return reported(obj, asServed(obj, conds))
+}
+
+// asServed is the Programmed condition among conds as a report's entry (nil without one).
+func asServed(obj metav1.Object, conds []metav1.Condition) *lbv1.Served {
 	c := meta.FindStatusCondition(conds, lbv1.ConditionProgrammed)
 	if c == nil {
-		return false, false, lbv1.ReasonPending, "waiting for the dataplane"
+		return nil
 	}
-	if c.Status == metav1.ConditionTrue && c.ObservedGeneration == obj.GetGeneration() {
-		return true, false, c.Reason, c.Message
-	}
+	rep := &lbv1.Served{Name: obj.GetName(), UID: obj.GetUID(), Generation: c.ObservedGeneration, Reason: c.Reason, Message: c.Message}
 	if c.Status == metav1.ConditionTrue {
-		return false, false, lbv1.ReasonPending, fmt.Sprintf("the dataplane serves generation %d", c.ObservedGeneration)
+		rep.Reason = lbv1.ReasonProgrammed
+	} else if c.Reason == lbv1.ReasonProgrammed {
+		rep.Reason = lbv1.ReasonPending
 	}
-	return false, c.Reason == lbv1.ReasonBindFailed, c.Reason, c.Message
+	return rep
 }
 
 // condition builds a condition for obj's generation.
