@@ -282,3 +282,4 @@ for p in kernel nocookies haproxy; do
 done
 echo
 echo "Each round's ratios (req/s in the flood / quiet): kernel${f[ratio_kernel]}; without SYN cookies${f[ratio_nocookies]}; HAProxy${f[ratio_haproxy]}."
+echo "Each round's machine CPU µs per flood SYN: kernel${f[cpu_kernel]}; without SYN cookies${f[cpu_nocookies]}; HAProxy${f[cpu_haproxy]}."
