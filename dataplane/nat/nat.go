@@ -10,11 +10,12 @@
 //
 //	nat_pre, nat_out  (priority dstnat) listener match -> goto l<id>
 //	  l<id>  the listener's ct timeout; allowed sources -> goto s<id>, else count an error and drop
-//	  s<id>  over the connection limit: drop; no member: drop; a SYN while flooded: to the
-//	         SYN proxy (synproxy.go); else the algorithm's map p<id> -> goto m<id>
+//	  s<id>  over the connection limit: drop; no member: drop; else the algorithm's map
+//	         p<id> -> goto m<id>
 //	  m<id>  ct mark = member, count a flow, dnat to the member
 //	nat_post (priority srcnat)          our flows leaving by another interface than lo: snat to the VIP
 //	count_pre, count_out (filter)       ct mark -> jump c<id>: bytes in (original) or out (reply)
+//	syn_raw (prerouting, raw)           a flooded listener's SYNs: untracked, untranslated (synproxy.go)
 //	syn_in (input, filter)              a flooded listener's SYNs and their cookies' ACKs: synproxy
 //
 // What is built for a listener is named <kind><id>_<n>, n the Apply that built it, and stays
@@ -248,6 +249,7 @@ const (
 	countPre
 	countOut
 	synIn
+	synRaw
 )
 
 // Open creates (or takes over) the table name, whose flows carry tag in their conntrack
@@ -273,6 +275,7 @@ func Open(name string, tag uint8) (*Table, error) {
 	hook("count_pre", nftables.ChainHookPrerouting, nftables.ChainPriorityFilter, nftables.ChainTypeFilter)
 	hook("count_out", nftables.ChainHookOutput, nftables.ChainPriorityFilter, nftables.ChainTypeFilter)
 	hook("syn_in", nftables.ChainHookInput, nftables.ChainPriorityFilter, nftables.ChainTypeFilter)
+	hook("syn_raw", nftables.ChainHookPrerouting, nftables.ChainPriorityRaw, nftables.ChainTypeFilter)
 	if err := conn.Flush(); err != nil {
 		return nil, fmt.Errorf("nftables table %s: %w", name, err)
 	}
@@ -570,6 +573,9 @@ func (t *Table) program(ls []Listener) (map[uint32]bool, error) {
 		}
 		return mss[ipv6]
 	}
+	if slices.ContainsFunc(ls, t.synproxied) {
+		t.synproxyGates()
+	}
 	keptListeners, keptMembers := map[string]uint32{}, map[string]uint32{}
 	end := map[uint32]bool{}
 	rebuilt := map[string]*carried{}
@@ -615,13 +621,13 @@ func (t *Table) program(ls []Listener) (map[uint32]bool, error) {
 				if l.Protocol != model.TCP {
 					end[mid] = true
 				}
-			} else if m.Weight > 0 {
+			} else if serves(m) {
 				serving = append(serving, m)
 				ids = append(ids, mid)
 			}
 		}
 		if build {
-			if err := t.addSelection(l, lid, serving, ids, flooded); err != nil {
+			if err := t.addSelection(l, lid, serving, ids); err != nil {
 				return nil, fmt.Errorf("listener %s: %w", l.Key, err)
 			}
 		}

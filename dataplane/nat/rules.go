@@ -79,10 +79,9 @@ func matchAddress(l Listener) []expr.Any {
 // addListener adds the listener's ct timeout and the chain that checks the client's address.
 func (t *Table) addListener(l Listener, lid uint32) {
 	c := t.conn
-	a := l.Address.Addr().Unmap()
-	fam, saddr := byte(unix.NFPROTO_IPV4), uint32(12)
-	if a.Is6() {
-		fam, saddr = unix.NFPROTO_IPV6, 8
+	fam := byte(unix.NFPROTO_IPV4)
+	if l.Address.Addr().Unmap().Is6() {
+		fam = unix.NFPROTO_IPV6
 	}
 	gen := t.building.gen
 	timeout := built("t", lid, gen)
@@ -104,26 +103,40 @@ func (t *Table) addListener(l Listener, lid uint32) {
 		c.AddObj(counter(t.table, chain("y", lid)))
 	}
 	sc := t.addChain(built("s", lid, gen)).Name
-	if len(l.AllowedCIDRs) == 0 {
-		t.rule(lc, &expr.Verdict{Kind: expr.VerdictGoto, Chain: sc})
+	for _, from := range allowedSources(l) {
+		t.rule(lc, append(from, &expr.Verdict{Kind: expr.VerdictGoto, Chain: sc})...)
 	}
+	t.rule(lc, refused(l, lid)...)
+	if refuse != nil && refuse(l) {
+		t.rule(lc, &expr.Verdict{Kind: expr.VerdictJump, Chain: "missing"})
+	}
+}
+
+// allowedSources is the expressions that match l's allowed sources, one list per prefix (a
+// rule each), or one empty list if l allows every source.
+func allowedSources(l Listener) [][]expr.Any {
+	if len(l.AllowedCIDRs) == 0 {
+		return [][]expr.Any{nil}
+	}
+	a := l.Address.Addr().Unmap()
+	saddr, n := uint32(12), uint32(4)
+	if a.Is6() {
+		saddr, n = 8, 16
+	}
+	var from [][]expr.Any
 	for _, p := range l.AllowedCIDRs {
 		// As model.Listener.Allowed: a prefix of the other family matches nothing.
 		p = p.Masked()
 		if p.Addr().Is6() != a.Is6() {
 			continue
 		}
-		n := uint32(a.BitLen() / 8)
-		t.rule(lc,
+		from = append(from, []expr.Any{
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: saddr, Len: n},
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: prefixMask(p.Bits(), int(n)), Xor: make([]byte, n)},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()},
-			&expr.Verdict{Kind: expr.VerdictGoto, Chain: sc})
+		})
 	}
-	t.rule(lc, refused(l, lid)...)
-	if refuse != nil && refuse(l) {
-		t.rule(lc, &expr.Verdict{Kind: expr.VerdictJump, Chain: "missing"})
-	}
+	return from
 }
 
 // timeouts is the conntrack timeout policy of l's flows: the states it sets (the others keep
@@ -180,9 +193,9 @@ func refused(l Listener, lid uint32) []expr.Any {
 	return append(e, &expr.Verdict{Kind: expr.VerdictDrop})
 }
 
-// addSelection fills s<lid>: the connection limit, the SYN proxy's diversion while flooded
-// (synproxy.go), then the algorithm's map over the serving members.
-func (t *Table) addSelection(l Listener, lid uint32, serving []Member, ids []uint32, flooded *nftables.Set) error {
+// addSelection fills s<lid>: the connection limit, then the algorithm's map over the serving
+// members.
+func (t *Table) addSelection(l Listener, lid uint32, serving []Member, ids []uint32) error {
 	gen := t.building.gen
 	sc := &nftables.Chain{Name: built("s", lid, gen), Table: t.table}
 	if l.ConnectionLimit > 0 {
@@ -191,9 +204,6 @@ func (t *Table) addSelection(l Listener, lid uint32, serving []Member, ids []uin
 	if len(serving) == 0 {
 		t.rule(sc, refused(l, lid)...)
 		return nil
-	}
-	if t.synproxied(l) {
-		t.rule(sc, divert(lid, flooded)...)
 	}
 	bm := make([]balancer.Member, len(serving))
 	for i, m := range serving {

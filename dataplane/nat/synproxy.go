@@ -22,12 +22,17 @@ import (
 // (nat_out). So the flood costs neither an entry nor a member's answer; otherwise nothing
 // changes.
 //
-//	s<id>     (from nat_pre) a SYN of a flooded listener: count it (y<id>), leave it
-//	          untranslated
+//	syn_raw   (prerouting, before conntrack) a SYN of a flooded listener from an allowed
+//	          source, while it has members to serve: count it (y<id>), untrack it (so no NAT
+//	          chain sees it); a SYN it refuses goes on to be refused by its rules as ever
 //	syn_in    (input, the VIP being local) a flooded listener's untranslated SYN, and an ACK
 //	          that opens no known flow (the cookie's answer): synproxy
 //	nat_out   the synproxy's own SYN (sent from the node with the client's address): label
 //	          the flow (proxiedLabel), then the listener's rules as for any SYN
+//
+// Untracked, a flood's SYN costs conntrack no lookup, no entry and no NAT binding, as in the
+// synproxy's usual recipe (nft(8), "SYNPROXY"). Only SYNs that come in by an interface: a
+// local client's go through nat_out to a member, and the synproxy's own SYN with them.
 //
 // The client's ACK is matched as a new flow (conntrack picks connections up mid-stream, as
 // nf_conntrack_tcp_loose is left as the node has it) or an invalid one; while a listener is
@@ -144,21 +149,6 @@ func (t *Table) takesSynproxy() bool {
 // one without nft_synproxy does (set by tests only, in export_test.go).
 var refuseSynproxy bool
 
-// divert is the rule that leaves a flooded listener's SYNs untranslated for the synproxy,
-// first in its selection chain: past its allowed sources and only while it has members to
-// serve them (a SYN it refuses is answered with a reset, as ever). Only SYNs that came in by
-// an interface: the synproxy's own SYN comes from the node's stack.
-func divert(lid uint32, flooded *nftables.Set) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyIIF, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
-		&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(lid)},
-		&expr.Lookup{SourceRegister: 1, SetName: flooded.Name, SetID: flooded.ID},
-		&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: chain("y", lid)},
-		&expr.Verdict{Kind: expr.VerdictAccept},
-	}
-}
-
 // synproxyRules adds l's rules to syn_in and nat_out (see above); mss is what the synproxy
 // announces for l's family.
 func (t *Table) synproxyRules(l Listener, lid uint32, flooded *nftables.Set, mss uint16) {
@@ -182,8 +172,15 @@ func (t *Table) synproxyRules(l Listener, lid uint32, flooded *nftables.Set, mss
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 		&expr.Immediate{Register: 1, Data: label},
 		&expr.Ct{Register: 1, SourceRegister: true, Key: expr.CtKeyLABELS})...)
+	if slices.ContainsFunc(l.Members, serves) { // else the listener refuses its SYNs (s<id>)
+		for _, from := range allowedSources(l) {
+			t.rule(t.base[synRaw], slices.Concat(match(l), from, []expr.Any{key, isFlooded,
+				&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: chain("y", lid)},
+				&expr.Notrack{}, &expr.Verdict{Kind: expr.VerdictAccept}})...)
+		}
+	}
 	then := []expr.Any{key, isFlooded, proxy}
-	syn := append(match(l), ctState(expr.CtStateBitNEW)...)
+	syn := append(match(l), ctState(expr.CtStateBitNEW|expr.CtStateBitUNTRACKED)...)
 	t.rule(t.base[synIn], append(syn, then...)...)
 	ack := append(matchAddress(l), tcpFlags(flagSYN|flagACK|flagRST, flagACK)...)
 	ack = append(ack, ctState(expr.CtStateBitNEW|expr.CtStateBitINVALID)...)
@@ -192,6 +189,22 @@ func (t *Table) synproxyRules(l Listener, lid uint32, flooded *nftables.Set, mss
 		t.rule(t.base[synIn], &expr.Verdict{Kind: expr.VerdictJump, Chain: "missing"})
 	}
 }
+
+// synproxyGates lets packets that no synproxy rule can match out of syn_raw and syn_in at
+// their first rule: syn_raw sees every packet the node receives, syn_in every packet to a
+// local address (the proxy's connections), and each has rules for every listener.
+func (t *Table) synproxyGates() {
+	t.rule(t.base[synRaw], &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Verdict{Kind: expr.VerdictAccept})
+	t.rule(t.base[synRaw], append(not(tcpFlags(flagSYN|flagACK, flagSYN)), &expr.Verdict{Kind: expr.VerdictAccept})...)
+	// What the synproxy takes: a SYN untracked or new, an ACK new or invalid.
+	t.rule(t.base[synIn], append(not(ctState(expr.CtStateBitNEW|expr.CtStateBitINVALID|expr.CtStateBitUNTRACKED)),
+		&expr.Verdict{Kind: expr.VerdictAccept})...)
+}
+
+// serves reports whether m takes new connections.
+func serves(m Member) bool { return !m.Down && m.Weight > 0 }
 
 const (
 	flagSYN = 0x02
@@ -206,6 +219,17 @@ func tcpFlags(mask, want byte) []expr.Any {
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{mask}, Xor: []byte{0}},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{want}},
 	}
+}
+
+// not inverts a match that ends in one comparison (tcpFlags, ctState).
+func not(e []expr.Any) []expr.Any {
+	c := e[len(e)-1].(*expr.Cmp)
+	if c.Op == expr.CmpOpEq {
+		c.Op = expr.CmpOpNeq
+	} else {
+		c.Op = expr.CmpOpEq
+	}
+	return e
 }
 
 // ctState matches a packet whose conntrack state is one of states (CtStateBit*).

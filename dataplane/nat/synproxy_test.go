@@ -12,6 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+
 	"github.com/l4lb/l4lb/dataplane/nat"
 	"github.com/l4lb/l4lb/internal/model"
 	"github.com/l4lb/l4lb/test/synflood"
@@ -72,6 +77,27 @@ func (r routedNode) table(t *testing.T, ls ...nat.Listener) *nat.Table {
 	return tb
 }
 
+// closer serves connections on the member by closing them; it returns its address.
+func (r routedNode) closer(t *testing.T) netip.AddrPort {
+	var member netip.AddrPort
+	in(t, r.mem, func() {
+		member = tcptest.Serve(t, "10.232.2.2:0", func(c net.Conn) { c.Close() }).Addr
+	})
+	return member
+}
+
+// flood sends SYNs at vip from the client host, rate a second for d, from spoofed sources
+// of 10.99.128.0/17 (which the node routes back to the client host).
+func (r routedNode) flood(t *testing.T, vip netip.AddrPort, rate int, d time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	in(t, r.cli, func() {
+		if _, err := synflood.Send(ctx, vip, netip.MustParsePrefix("10.99.128.0/17"), rate); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
 // The SYN proxy carries IPv6 listeners too: a connection to a flooded listener's IPv6 VIP is
 // set up by it (labelled, shifted), and carries bytes both ways.
 func TestSynProxyCarriesIPv6(t *testing.T) {
@@ -115,23 +141,11 @@ func TestSynProxyCarriesIPv6(t *testing.T) {
 // the SYN proxy answers the SYNs and none is left half-open).
 func TestStatsCountAFloodsHalfOpenConnections(t *testing.T) {
 	r := newRoutedNode(t)
-	var member netip.AddrPort
-	in(t, r.mem, func() {
-		member = tcptest.Serve(t, "10.232.2.2:0", func(c net.Conn) { c.Close() }).Addr
-	})
+	member := r.closer(t)
 	vip := netip.AddrPortFrom(r.vip4, 80)
 	l := nat.Listener{Key: "ns/l", Protocol: model.TCP, Address: vip, Algorithm: model.RoundRobin, SynProxy: true,
 		ConnectTimeout: time.Minute, Members: []nat.Member{{Key: "m", Address: member, Weight: 1}}}
 	tb := r.table(t, l)
-	flood := func(n int) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(n)*time.Second/200)
-		defer cancel()
-		in(t, r.cli, func() {
-			if _, err := synflood.Send(ctx, vip, netip.MustParsePrefix("10.99.128.0/17"), 200); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
 	// Counted both ways: from the dump of every flow, and from the kernel's dump of the
 	// answered, unassured ones alone (what the agent reads each second).
 	halfOpen := func() int {
@@ -150,7 +164,7 @@ func TestStatsCountAFloodsHalfOpenConnections(t *testing.T) {
 		}
 		return n[0]
 	}
-	flood(100)
+	r.flood(t, vip, 200, 500*time.Millisecond)
 	time.Sleep(200 * time.Millisecond) // the member's answers
 	if n := halfOpen(); n < 80 {
 		t.Fatalf("%d half-open after 100 spoofed SYNs; want nearly all", n)
@@ -161,9 +175,99 @@ func TestStatsCountAFloodsHalfOpenConnections(t *testing.T) {
 		}
 	})
 	before := halfOpen()
-	flood(100)
+	r.flood(t, vip, 200, 500*time.Millisecond)
 	time.Sleep(200 * time.Millisecond)
 	if n := halfOpen(); n > before {
 		t.Fatalf("%d half-open once flooded (%d before): the SYN proxy should have answered the SYNs", n, before)
+	}
+}
+
+// A flooded listener's SYNs skip conntrack (no lookup, no entry, no NAT binding) and go to
+// the SYN proxy, but only from its allowed sources: the others are refused as ever.
+func TestAFloodsSYNsSkipConntrack(t *testing.T) {
+	r := newRoutedNode(t)
+	member := r.closer(t)
+	vip := netip.AddrPortFrom(r.vip4, 80)
+	// Half of the flood's sources (10.99.128.0/17) are allowed.
+	l := nat.Listener{Key: "ns/l", Protocol: model.TCP, Address: vip, Algorithm: model.RoundRobin, SynProxy: true,
+		AllowedCIDRs: []netip.Prefix{netip.MustParsePrefix("10.99.128.0/18"), netip.MustParsePrefix("10.232.1.0/24")},
+		Members:      []nat.Member{{Key: "m", Address: member, Weight: 1}}}
+	tb := r.table(t, l)
+	var before, after nat.Stats
+	var untracked func() uint64
+	in(t, r.node, func() {
+		if err := tb.Flood([]string{l.Key}); err != nil {
+			t.Fatal(err)
+		}
+		before = stats(t, tb)
+		untracked = countUntrackedSYNs(t)
+	})
+	const sent = 400
+	r.flood(t, vip, sent/2, 2*time.Second)
+	time.Sleep(200 * time.Millisecond)
+	var skipped uint64
+	in(t, r.node, func() {
+		after = stats(t, tb)
+		skipped = untracked()
+	})
+	cookies, refused := after.Cookies[l.Key]-before.Cookies[l.Key], after.Refused[l.Key]-before.Refused[l.Key]
+	if cookies < sent/4 || refused < sent/4 || cookies+refused < sent*9/10 {
+		t.Fatalf("of about %d SYNs, %d went to the SYN proxy and %d were refused; want about half each", sent, cookies, refused)
+	}
+	if skipped < cookies {
+		t.Fatalf("%d SYNs reached the node untracked; want the %d the SYN proxy answered", skipped, cookies)
+	}
+	// The proxy still sets up a real client's connection, untracked SYN and all.
+	in(t, r.cli, func() {
+		c, err := net.DialTimeout("tcp", vip.String(), 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	})
+}
+
+func stats(t *testing.T, tb *nat.Table) nat.Stats {
+	t.Helper()
+	st, err := tb.Stats(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// countUntrackedSYNs adds, in the calling thread's network namespace, a table of the test's
+// own that counts the SYNs conntrack does not track as they reach a local address; it
+// returns their count so far.
+func countUntrackedSYNs(t *testing.T) func() uint64 {
+	t.Helper()
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := c.AddTable(&nftables.Table{Name: "probe", Family: nftables.TableFamilyINet})
+	ch := c.AddChain(&nftables.Chain{Name: "in", Table: tb, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter})
+	cnt := c.AddObj(&nftables.NamedObj{Table: tb, Name: "untracked", Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}})
+	c.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitUNTRACKED), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}},
+		&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: "untracked"},
+	}})
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return func() uint64 {
+		o, err := c.GetObject(cnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.(*nftables.NamedObj).Obj.(*expr.Counter).Packets
 	}
 }
