@@ -96,6 +96,9 @@ type Member struct {
 	Down bool
 }
 
+// serves reports whether m takes new connections.
+func serves(m Member) bool { return !m.Down && m.Weight > 0 }
+
 // Node is what decides whether the kernel reaches a listener's members from this node: its
 // network namespace's addresses and whether it forwards. Read it once for all the listeners
 // of an Apply: read for each listener, it was a large share of an agent's CPU with many

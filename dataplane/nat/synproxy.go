@@ -203,9 +203,6 @@ func (t *Table) synproxyGates() {
 		&expr.Verdict{Kind: expr.VerdictAccept})...)
 }
 
-// serves reports whether m takes new connections.
-func serves(m Member) bool { return !m.Down && m.Weight > 0 }
-
 const (
 	flagSYN = 0x02
 	flagRST = 0x04
