@@ -55,8 +55,8 @@ const (
 	flushEvery    = 50 * time.Millisecond
 	snapshotEvery = 10 * time.Second
 	// A flow told of by no snapshot for this long has ended (its end was lost, or it ended
-	// before a snapshot could name it: a short connection's end comes 2 minutes after it
-	// closed, with conntrack's TIME_WAIT).
+	// before a snapshot could name it: a short connection's end comes 10 s after it closed,
+	// with the kernel path's TIME_WAIT).
 	toldFor     = 3*snapshotEvery + 5*time.Second
 	unlistedFor = snapshotEvery + 2*time.Second
 	watchRetry  = 5 * time.Second

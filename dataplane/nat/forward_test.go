@@ -2,6 +2,7 @@ package nat_test
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -9,7 +10,9 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/ti-mo/conntrack"
 	"github.com/vishvananda/netns"
 
 	"github.com/l4lb/l4lb/dataplane/nat"
@@ -153,4 +156,55 @@ func TestAMemberOnTheNodesOwnAddressStaysOnTheProxy(t *testing.T) {
 	if !nat.ReadNode().Eligible(l) {
 		t.Fatal("a listener whose member is on loopback is not carried by the kernel")
 	}
+}
+
+// An ended kernel-path TCP connection is kept by conntrack for timeWait (10 s), not its own
+// two minutes: the entry of a connection both sides closed says so.
+func TestAnEndedConnectionIsForgottenWithinTenSeconds(t *testing.T) {
+	r := newRoutedNode(t)
+	member := r.closer(t)
+	vip := netip.AddrPortFrom(r.vip4, 80)
+	r.table(t, nat.Listener{Key: "ns/l", Protocol: model.TCP, Address: vip, Algorithm: model.RoundRobin,
+		Members: []nat.Member{{Key: "m", Address: member, Weight: 1}}})
+	in(t, r.cli, func() {
+		c, err := net.DialTimeout("tcp", vip.String(), 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.ReadAll(c); err != nil { // the member closes at once
+			t.Fatal(err)
+		}
+		c.Close()
+	})
+	var last string
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		var timeout uint32
+		var ended bool
+		in(t, r.node, func() {
+			c, err := conntrack.Dial(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			flows, err := c.Dump(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = fmt.Sprint(len(flows), " flows")
+			for _, f := range flows {
+				if f.TupleOrig.IP.DestinationAddress.Unmap() == vip.Addr() && f.ProtoInfo.TCP != nil {
+					last = fmt.Sprintf("the connection's flow in TCP state %d, %d s left", f.ProtoInfo.TCP.State, f.Timeout)
+					timeout, ended = f.Timeout, f.ProtoInfo.TCP.State == 7 // TIME_WAIT
+				}
+			}
+		})
+		if ended {
+			if timeout == 0 || timeout > 10 {
+				t.Fatalf("an ended connection is kept %d s more; want at most 10", timeout)
+			}
+			return
+		}
+	}
+	t.Fatalf("no ended connection in the node's table after 3 s: %s", last)
 }

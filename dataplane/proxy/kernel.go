@@ -20,8 +20,8 @@ const kernelStatsEvery = time.Second
 
 // openFlowsEvery is how often the kernel path's open connections are counted, for the active
 // connections' metrics: counting reads every flow of the node's conntrack table that l4lb
-// started, the ended connections it keeps two minutes included, which a node of short
-// connections holds by the hundred thousand (once a second, that was most of an agent's CPU
+// started, the ended connections it keeps a while included, which a node of short
+// connections holds by the ten thousand (once a second, that was most of an agent's CPU
 // in the SYN flood bench; docs/benchmarks.md). Octavia's amphorae report theirs every 10 s.
 const openFlowsEvery = 5 * time.Second
 
