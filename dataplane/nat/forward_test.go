@@ -159,12 +159,13 @@ func TestAMemberOnTheNodesOwnAddressStaysOnTheProxy(t *testing.T) {
 }
 
 // An ended kernel-path TCP connection is kept by conntrack for timeWait (10 s), not its own
-// two minutes: the entry of a connection both sides closed says so.
+// two minutes: the entry of a connection both sides closed says so. Meanwhile it is not
+// counted open.
 func TestAnEndedConnectionIsForgottenWithinTenSeconds(t *testing.T) {
 	r := newRoutedNode(t)
 	member := r.closer(t)
 	vip := netip.AddrPortFrom(r.vip4, 80)
-	r.table(t, nat.Listener{Key: "ns/l", Protocol: model.TCP, Address: vip, Algorithm: model.RoundRobin,
+	tb := r.table(t, nat.Listener{Key: "ns/l", Protocol: model.TCP, Address: vip, Algorithm: model.RoundRobin,
 		Members: []nat.Member{{Key: "m", Address: member, Weight: 1}}})
 	in(t, r.cli, func() {
 		c, err := net.DialTimeout("tcp", vip.String(), 2*time.Second)
@@ -203,6 +204,16 @@ func TestAnEndedConnectionIsForgottenWithinTenSeconds(t *testing.T) {
 			if timeout == 0 || timeout > 10 {
 				t.Fatalf("an ended connection is kept %d s more; want at most 10", timeout)
 			}
+			// Counted among the member's connections, not among its open ones.
+			in(t, r.node, func() {
+				st, err := tb.Stats(true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := st.Members["ns/l"]["m"]; got.Flows != 1 || got.Active != 0 {
+					t.Fatalf("counts %+v once the connection ended, want 1 flow and none open", got)
+				}
+			})
 			return
 		}
 	}

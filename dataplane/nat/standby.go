@@ -67,7 +67,7 @@ func flowOf(c *conntrack.Flow) Flow {
 // ended reports whether conntrack only remembers c (a TCP connection closed).
 func ended(c *conntrack.Flow) bool {
 	tcp := c.ProtoInfo.TCP
-	return tcp != nil && (tcp.State == tcpTimeWait || tcp.State == tcpClose)
+	return tcp != nil && endedState(tcp.State)
 }
 
 // Flows are the table's open flows now.
@@ -221,9 +221,11 @@ func (t *Table) flowMarks() (map[memberAt]uint32, map[listenerAt]uint32) {
 }
 
 // ctnetlink's message and attribute numbers (linux/netfilter/nfnetlink_conntrack.h), for
-// what the conntrack library cannot send: a flow created with its translations.
+// what the conntrack library cannot send, a flow created with its translations, and what it
+// reads at too high a cost, a count of flows (countFlows).
 const (
 	ctNew    = 0 // IPCTNL_MSG_CT_NEW
+	ctGet    = 1 // IPCTNL_MSG_CT_GET
 	ctDelete = 2 // IPCTNL_MSG_CT_DELETE
 
 	ctaTupleOrig  = 1
@@ -234,6 +236,7 @@ const (
 	ctaTimeout    = 7
 	ctaMark       = 8
 	ctaNATDst     = 13
+	ctaMarkMask   = 21
 
 	ctaTupleIP    = 1
 	ctaTupleProto = 2
