@@ -233,6 +233,28 @@ func moveVIP(t *testing.T, restore, synproxied bool) {
 	}
 }
 
+// benchTable opens a table carrying one TCP listener, of one member, in the calling thread's
+// network namespace, and returns it with n flows of that listener from distinct clients.
+func benchTable(b *testing.B, n int) (*nat.Table, []nat.Flow) {
+	vip, member := netip.MustParseAddrPort("10.234.9.9:80"), netip.MustParseAddrPort("10.234.2.2:8080")
+	tb, err := nat.Open("l4lb-bench", nat.DefaultTag)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { tb.Close() })
+	if err := tb.Apply([]nat.Listener{{Key: "ns/l", Protocol: model.TCP, Address: vip, Algorithm: model.RoundRobin,
+		Members: []nat.Member{{Key: "m", Address: member, Weight: 1}}}}); err != nil {
+		b.Fatal(err)
+	}
+	flows := make([]nat.Flow, n)
+	for i := range flows {
+		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 235, byte(i >> 16), byte(i >> 8)}), uint16(1024+i%60000))
+		flows[i] = nat.Flow{Protocol: unix.IPPROTO_TCP, Client: client, VIP: vip, Member: member,
+			Source: netip.AddrPortFrom(vip.Addr(), client.Port())}
+	}
+	return tb, flows
+}
+
 // BenchmarkRestore writes b.N flows of one listener into a fresh network namespace's
 // conntrack, as a node taking a VIP over does before it answers for it: the time it takes is
 // added to the failover of a VIP with that many open connections.
@@ -246,13 +268,6 @@ func BenchmarkRestore(b *testing.B) {
 		b.Fatalf("%v: %s", err, out)
 	}
 	defer exec.Command("ip", "netns", "del", ns).Run()
-	vip, member := netip.MustParseAddrPort("10.234.9.9:80"), netip.MustParseAddrPort("10.234.2.2:8080")
-	flows := make([]nat.Flow, b.N)
-	for i := range flows {
-		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 235, byte(i >> 16), byte(i >> 8)}), uint16(1024+i%60000))
-		flows[i] = nat.Flow{Protocol: unix.IPPROTO_TCP, Client: client, VIP: vip, Member: member,
-			Source: netip.AddrPortFrom(vip.Addr(), client.Port())}
-	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, _ := netns.Get()
@@ -264,15 +279,7 @@ func BenchmarkRestore(b *testing.B) {
 	defer target.Close()
 	netns.Set(target)
 	defer netns.Set(orig)
-	tb, err := nat.Open("l4lb-bench", nat.DefaultTag)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tb.Close()
-	if err := tb.Apply([]nat.Listener{{Key: "ns/l", Protocol: model.TCP, Address: vip, Algorithm: model.RoundRobin,
-		Members: []nat.Member{{Key: "m", Address: member, Weight: 1}}}}); err != nil {
-		b.Fatal(err)
-	}
+	tb, flows := benchTable(b, b.N)
 	b.ResetTimer()
 	n, err := tb.Restore(flows)
 	b.StopTimer()
@@ -321,22 +328,7 @@ func BenchmarkCountFlows(b *testing.B) {
 		}
 		b.Fatalf("no measurement from the child: %s", out)
 	}
-	vip, member := netip.MustParseAddrPort("10.234.9.9:80"), netip.MustParseAddrPort("10.234.2.2:8080")
-	tb, err := nat.Open("l4lb-bench", nat.DefaultTag)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tb.Close()
-	if err := tb.Apply([]nat.Listener{{Key: "ns/l", Protocol: model.TCP, Address: vip, Algorithm: model.RoundRobin,
-		Members: []nat.Member{{Key: "m", Address: member, Weight: 1}}}}); err != nil {
-		b.Fatal(err)
-	}
-	fs := make([]nat.Flow, flows)
-	for i := range fs {
-		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 235, byte(i >> 16), byte(i >> 8)}), uint16(1024+i%60000))
-		fs[i] = nat.Flow{Protocol: unix.IPPROTO_TCP, Client: client, VIP: vip, Member: member,
-			Source: netip.AddrPortFrom(vip.Addr(), client.Port())}
-	}
+	tb, fs := benchTable(b, flows)
 	if n, err := tb.Restore(fs); err != nil || n != flows {
 		b.Fatalf("restored %d of %d: %v", n, flows, err)
 	}
