@@ -107,40 +107,19 @@ func (t *Table) openFlows(active bool) (map[uint32]int, error) {
 // not sent over. A count needs each flow's mark and TCP state only, and reads only those
 // from the kernel's messages: decoded whole by the conntrack library, the flows cost 45
 // allocations each and counting 50,000 took the agent about twice the time
-// (BenchmarkCountFlows; docs/benchmarks.md).
+// (BenchmarkReadFlows; docs/benchmarks.md).
 func (t *Table) countFlows(active bool) (n, halfOpen map[uint32]int, err error) {
-	c, err := netfilter.Dial(nil)
-	if err != nil {
-		return nil, nil, fmt.Errorf("conntrack: %w", err)
-	}
-	defer c.Close()
-	req, err := netfilter.MarshalNetlink(netfilter.Header{
-		SubsystemID: netfilter.NFSubsysCTNetlink, MessageType: ctGet, Flags: netlink.Request | netlink.Dump,
-	}, []netfilter.Attribute{
-		{Type: ctaMark, Data: netfilter.Uint32Bytes(t.tag)},
-		{Type: ctaMarkMask, Data: netfilter.Uint32Bytes(markMask)},
-	})
+	msgs, err := t.dumpAttributes()
 	if err != nil {
 		return nil, nil, err
 	}
-	msgs, err := c.Query(req)
-	if err != nil {
-		return nil, nil, fmt.Errorf("conntrack: %w", err)
-	}
 	n, halfOpen = map[uint32]int{}, map[uint32]int{}
-	for _, m := range msgs {
-		if len(m.Data) < 4 { // nfgenmsg, then the flow's attributes
-			continue
-		}
-		attrs := m.Data[4:]
+	for _, attrs := range msgs {
 		mark := attribute(attrs, ctaMark)
-		if len(mark) < 4 {
+		if len(mark) != 4 {
 			continue
 		}
-		var state uint8
-		if s := attribute(attribute(attribute(attrs, ctaProtoInfo), ctaProtoInfoTCP), ctaProtoInfoTCPState); len(s) == 1 {
-			state = s[0]
-		}
+		state := tcpState(attrs)
 		if active && endedState(state) {
 			continue // conntrack only remembers it a while
 		}
@@ -151,6 +130,45 @@ func (t *Table) countFlows(active bool) (n, halfOpen map[uint32]int, err error) 
 		}
 	}
 	return n, halfOpen, nil
+}
+
+// dumpAttributes lists the attributes of each of the table's conntrack flows, ended TCP
+// connections included, as the kernel sends them (each flow's message after its nfgenmsg),
+// for what reads only some of them.
+func (t *Table) dumpAttributes() ([][]byte, error) {
+	c, err := netfilter.Dial(nil)
+	if err != nil {
+		return nil, fmt.Errorf("conntrack: %w", err)
+	}
+	defer c.Close()
+	req, err := netfilter.MarshalNetlink(netfilter.Header{
+		SubsystemID: netfilter.NFSubsysCTNetlink, MessageType: ctGet, Flags: netlink.Request | netlink.Dump,
+	}, []netfilter.Attribute{
+		{Type: ctaMark, Data: netfilter.Uint32Bytes(t.tag)},
+		{Type: ctaMarkMask, Data: netfilter.Uint32Bytes(markMask)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := c.Query(req)
+	if err != nil {
+		return nil, fmt.Errorf("conntrack: %w", err)
+	}
+	out := make([][]byte, 0, len(msgs))
+	for _, m := range msgs {
+		if len(m.Data) > 4 {
+			out = append(out, m.Data[4:])
+		}
+	}
+	return out, nil
+}
+
+// tcpState is the TCP state of a flow's attributes, 0 for another protocol's flow.
+func tcpState(attrs []byte) uint8 {
+	if s := attribute(attribute(attribute(attrs, ctaProtoInfo), ctaProtoInfoTCP), ctaProtoInfoTCPState); len(s) == 1 {
+		return s[0]
+	}
+	return 0
 }
 
 // attribute is the value of the netlink attribute typ among attrs, or nil.

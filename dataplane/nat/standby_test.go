@@ -288,58 +288,86 @@ func BenchmarkRestore(b *testing.B) {
 	}
 }
 
-// countFlowsEnv set tells BenchmarkCountFlows it runs as its own child, in its namespace.
-const countFlowsEnv = "L4LB_COUNT_FLOWS_CHILD"
+// readFlowsEnv set tells BenchmarkReadFlows it runs as its own child, in its namespace.
+const readFlowsEnv = "L4LB_READ_FLOWS_CHILD"
 
-// BenchmarkCountFlows counts the open flows of a table carrying 50,000 (Stats with open
-// flows), as the agent does every few seconds on a node whose kernel path carries that many.
-// The count runs in a child process started in a fresh network namespace, as the agent runs
-// in its own: a thread locked into the namespace would add a hand-off between threads to
-// each read of the dump, which the agent does not pay. The child's time per count is
-// reported as ms/count.
-func BenchmarkCountFlows(b *testing.B) {
+// BenchmarkReadFlows reads a table carrying 50,000 flows as the agent does on a node whose
+// kernel path carries that many: counting the open ones (Stats with open flows, every few
+// seconds) and listing them (Flows, a VIP holder's snapshot for its successor). The reads run
+// in a child process started in a fresh network namespace, as the agent runs in its own: a
+// thread locked into the namespace would add a hand-off between threads to each read of the
+// dump, which the agent does not pay. Reported: ms/count and ms/snapshot, and the
+// allocations each makes a flow.
+func BenchmarkReadFlows(b *testing.B) {
 	const flows = 50000
-	if os.Getenv(countFlowsEnv) == "" {
+	units := []string{"ms/count", "allocs/flow/count", "ms/snapshot", "allocs/flow/snapshot"}
+	if os.Getenv(readFlowsEnv) == "" {
 		if os.Geteuid() != 0 {
 			b.Skip("needs root to make network namespaces")
 		}
-		ns := fmt.Sprintf("l4cf%d", os.Getpid()%100000)
+		ns := fmt.Sprintf("l4rf%d", os.Getpid()%100000)
 		exec.Command("ip", "netns", "del", ns).Run()
 		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 			b.Fatalf("%v: %s", err, out)
 		}
 		defer exec.Command("ip", "netns", "del", ns).Run()
-		cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^$", "-test.bench=^BenchmarkCountFlows$",
-			fmt.Sprintf("-test.benchtime=%dx", b.N), "-test.benchmem")
-		cmd.Env = append(os.Environ(), countFlowsEnv+"=1")
+		cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^$", "-test.bench=^BenchmarkReadFlows$",
+			fmt.Sprintf("-test.benchtime=%dx", b.N))
+		cmd.Env = append(os.Environ(), readFlowsEnv+"=1")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			b.Fatalf("%v: %s", err, out)
 		}
-		// BenchmarkCountFlows-2   N   T ns/op   B B/op   A allocs/op
+		// BenchmarkReadFlows-2   N   T ns/op   V1 ms/count   V2 allocs/flow/count ...
+		got := map[string]float64{}
 		for line := range strings.Lines(string(out)) {
-			if f := strings.Fields(line); len(f) >= 8 && strings.HasPrefix(f[0], "BenchmarkCountFlows") {
-				ns, _ := strconv.ParseFloat(f[2], 64)
-				allocs, _ := strconv.ParseFloat(f[6], 64)
-				b.ReportMetric(ns/1e6, "ms/count")
-				b.ReportMetric(allocs/flows, "allocs/flow")
-				return
+			if f := strings.Fields(line); len(f) > 2 && strings.HasPrefix(f[0], "BenchmarkReadFlows") {
+				for i := 2; i+1 < len(f); i += 2 {
+					got[f[i+1]], _ = strconv.ParseFloat(f[i], 64)
+				}
 			}
 		}
-		b.Fatalf("no measurement from the child: %s", out)
+		for _, u := range units {
+			v, ok := got[u]
+			if !ok {
+				b.Fatalf("no %s from the child: %s", u, out)
+			}
+			b.ReportMetric(v, u)
+		}
+		return
 	}
 	tb, fs := benchTable(b, flows)
 	if n, err := tb.Restore(fs); err != nil || n != flows {
 		b.Fatalf("restored %d of %d: %v", n, flows, err)
 	}
-	b.ResetTimer()
-	for range b.N {
+	measure := func(read func() int) (ms, allocs float64) {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		start, was := time.Now(), m.Mallocs
+		for range b.N {
+			if got := read(); got != flows {
+				b.Fatalf("%d flows read, want %d", got, flows)
+			}
+		}
+		runtime.ReadMemStats(&m)
+		n := float64(b.N)
+		return float64(time.Since(start).Milliseconds()) / n, float64(m.Mallocs-was) / n / flows
+	}
+	count, countAllocs := measure(func() int {
 		st, err := tb.Stats(true)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if got := st.Members["ns/l"]["m"].Active; got != flows {
-			b.Fatalf("%d open flows counted, want %d", got, flows)
+		return st.Members["ns/l"]["m"].Active
+	})
+	snapshot, snapshotAllocs := measure(func() int {
+		all, err := tb.Flows()
+		if err != nil {
+			b.Fatal(err)
 		}
+		return len(all)
+	})
+	for i, v := range []float64{count, countAllocs, snapshot, snapshotAllocs} {
+		b.ReportMetric(v, units[i])
 	}
 }
