@@ -100,33 +100,12 @@ func (t *Table) event(typ uint16, data []byte) (f Flow, ended bool, ok bool) {
 	if len(data) < 4 { // struct nfgenmsg
 		return f, false, false
 	}
-	var orig, reply []byte
-	mark, marked := uint32(0), false
-	for typ, v := range attributes(data[4:]) {
-		switch typ {
-		case ctaMark:
-			if len(v) == 4 {
-				mark, marked = binary.BigEndian.Uint32(v), true
-			}
-		case ctaTupleOrig:
-			orig = v
-		case ctaTupleReply:
-			reply = v
-		case ctaLabels:
-			f.SynProxy.Set = labelled(v)
-		}
-	}
-	if !marked || mark&markMask != t.tag {
+	attrs := data[4:]
+	if mark := attribute(attrs, ctaMark); len(mark) != 4 || binary.BigEndian.Uint32(mark)&markMask != t.tag {
 		return f, false, false
 	}
-	var err error
-	if f.Protocol, f.Client, f.VIP, err = parseTuple(orig); err != nil {
-		return f, false, false
-	}
-	if _, f.Member, f.Source, err = parseTuple(reply); err != nil {
-		return f, false, false
-	}
-	return f, ended, true
+	f, ok = flowFrom(attrs)
+	return f, ended, ok
 }
 
 // attributes yields the netlink attributes in b: their type (flags cleared) and value.

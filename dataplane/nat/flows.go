@@ -10,7 +10,6 @@ import (
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
-	"golang.org/x/sys/unix"
 )
 
 // What the kernel counts of the table's flows, read and ended through conntrack.
@@ -173,15 +172,10 @@ func tcpState(attrs []byte) uint8 {
 
 // attribute is the value of the netlink attribute typ among attrs, or nil.
 func attribute(attrs []byte, typ uint16) []byte {
-	for len(attrs) >= unix.SizeofNlAttr {
-		l := int(binary.NativeEndian.Uint16(attrs))
-		if l < unix.SizeofNlAttr || l > len(attrs) {
-			return nil
+	for t, v := range attributes(attrs) {
+		if t == typ {
+			return v
 		}
-		if binary.NativeEndian.Uint16(attrs[2:])&^(unix.NLA_F_NESTED|unix.NLA_F_NET_BYTEORDER) == typ {
-			return attrs[unix.SizeofNlAttr:l]
-		}
-		attrs = attrs[min(len(attrs), (l+unix.NLA_ALIGNTO-1)&^(unix.NLA_ALIGNTO-1)):]
 	}
 	return nil
 }

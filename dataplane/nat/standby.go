@@ -92,15 +92,15 @@ func (t *Table) Flows() ([]Flow, error) {
 	return out, nil
 }
 
-// flowFrom is the Flow of a conntrack message's attributes, as flowOf is of the library's
-// decoded flow; ok is false when either tuple is missing.
+// flowFrom is the Flow of a conntrack message's attributes (a dump's or an event's), as
+// flowOf is of the library's decoded flow; ok is false when either tuple is missing.
 func flowFrom(attrs []byte) (f Flow, ok bool) {
-	proto, client, vip, ok := tupleFrom(attribute(attrs, ctaTupleOrig))
-	if !ok {
+	proto, client, vip, err := parseTuple(attribute(attrs, ctaTupleOrig))
+	if err != nil {
 		return Flow{}, false
 	}
-	_, member, source, ok := tupleFrom(attribute(attrs, ctaTupleReply))
-	if !ok {
+	_, member, source, err := parseTuple(attribute(attrs, ctaTupleReply))
+	if err != nil {
 		return Flow{}, false
 	}
 	var status, offset uint32
@@ -114,26 +114,6 @@ func flowFrom(attrs []byte) (f Flow, ok bool) {
 	return Flow{Protocol: proto, Client: client, VIP: vip, Member: member, Source: source,
 		// A flow restored from another node has its shift, not the label.
 		SynProxy: SynProxied{Set: labelled(attribute(attrs, ctaLabels)) || adjusted, SeqOffset: offset, Adjusted: adjusted}}, true
-}
-
-// tupleFrom reads a conntrack tuple's attributes: its protocol, source and destination.
-func tupleFrom(b []byte) (proto uint8, src, dst netip.AddrPort, ok bool) {
-	ip, l4 := attribute(b, ctaTupleIP), attribute(b, ctaTupleProto)
-	addr := func(v4, v6 uint16) netip.Addr {
-		if v := attribute(ip, v4); len(v) == 4 {
-			return netip.AddrFrom4([4]byte(v))
-		}
-		if v := attribute(ip, v6); len(v) == 16 {
-			return netip.AddrFrom16([16]byte(v)).Unmap()
-		}
-		return netip.Addr{}
-	}
-	s, d := addr(ctaIPv4Src, ctaIPv6Src), addr(ctaIPv4Dst, ctaIPv6Dst)
-	p, sp, dp := attribute(l4, ctaProtoNum), attribute(l4, ctaProtoSrc), attribute(l4, ctaProtoDst)
-	if !s.IsValid() || !d.IsValid() || len(p) != 1 || len(sp) != 2 || len(dp) != 2 {
-		return 0, src, dst, false
-	}
-	return p[0], netip.AddrPortFrom(s, binary.BigEndian.Uint16(sp)), netip.AddrPortFrom(d, binary.BigEndian.Uint16(dp)), true
 }
 
 // Restore writes flows into this node's conntrack table as the node that started them had
