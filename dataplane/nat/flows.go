@@ -104,9 +104,9 @@ func (t *Table) openFlows(active bool) (map[uint32]int, error) {
 // conntrack still remembers if active), and those half-open (conntrack's SYN_RECV). The
 // kernel filters by the table's tag, so a node's other flows (all of kube-proxy's, say) are
 // not sent over. A count needs each flow's mark and TCP state only, and reads only those
-// from the kernel's messages: decoded whole by the conntrack library, the flows cost 45
-// allocations each and counting 50,000 took the agent about twice the time
-// (BenchmarkReadFlows; docs/benchmarks.md).
+// from the kernel's messages: decoding each flow whole, as the conntrack library does, was
+// most of a count's cost to the agent (BenchmarkReadFlows; docs/benchmarks.md, "Reading the
+// table").
 func (t *Table) countFlows(active bool) (n, halfOpen map[uint32]int, err error) {
 	msgs, err := t.dumpAttributes()
 	if err != nil {

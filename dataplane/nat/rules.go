@@ -144,9 +144,8 @@ func allowedSources(l Listener) [][]expr.Any {
 // entry only catches its last retransmitted segments, which within a data centre arrive in
 // milliseconds, and a client that opens the same connection again replaces it either way;
 // but kept two minutes, ended connections are most of a node's table when its clients make
-// short ones (2,200 new connections a second fill the 262,144 entries many distributions
-// give it), and most of what each count of the table reads. Cilium keeps a closing
-// connection 10 s (its bpf-ct-timeout-regular-tcp-fin).
+// short connections (docs/metrics.md, "Sizing"), and most of what each read of the table
+// reads. Cilium keeps a closing connection 10 s (its bpf-ct-timeout-regular-tcp-fin).
 const timeWait = 10 * time.Second
 
 // timeouts is the conntrack timeout policy of l's flows: the states it sets (the others keep

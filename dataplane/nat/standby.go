@@ -72,9 +72,8 @@ func ended(c *conntrack.Flow) bool {
 	return tcp != nil && endedState(tcp.State)
 }
 
-// Flows are the table's open flows now. Read from the attributes they need, as countFlows
-// reads its: decoded whole by the conntrack library, a snapshot of 50,000 flows (what a VIP's
-// holder sends its successor every snapshotEvery) took about twice the time.
+// Flows are the table's open flows now (a VIP holder's snapshot for its successor), read from
+// the attributes a Flow needs, as countFlows reads its, for the same reason.
 func (t *Table) Flows() ([]Flow, error) {
 	msgs, err := t.dumpAttributes()
 	if err != nil {
