@@ -35,9 +35,9 @@ type Stats struct {
 
 // Stats reads the counters and counts the half-open flows; with open, the open flows too
 // (Counts.Active, else 0). Counting the open flows reads every flow of the table, ended TCP
-// connections included (kept timeWait): its cost grows with the table, and a node of short
-// connections holds many. The half-open are a few in quiet times however many
-// the table holds: the kernel sends over only those.
+// connections included (conntrack keeps each timeWait): its cost grows with the table, and
+// a node of short connections holds many. The half-open are a few in quiet times however
+// many the table holds: the kernel sends over only those.
 func (t *Table) Stats(open bool) (Stats, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -52,8 +52,8 @@ type FlowKey struct {
 
 func (f Flow) Key() FlowKey { return FlowKey{f.Protocol, f.Client, f.VIP} }
 
-// flowOf is the Flow of one the conntrack library decoded (the watch's events; flowFrom
-// reads the dump's).
+// flowOf is the Flow of one the conntrack library decoded (Reread's; flowFrom reads the
+// dump's and the watch's events).
 func flowOf(c *conntrack.Flow) Flow {
 	o, r := c.TupleOrig, c.TupleReply
 	return Flow{Protocol: o.Proto.Protocol,
