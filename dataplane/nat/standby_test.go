@@ -233,6 +233,20 @@ func moveVIP(t *testing.T, restore, synproxied bool) {
 	}
 }
 
+// benchNamespace makes a fresh network namespace, deleted when b ends, and returns its name.
+func benchNamespace(b *testing.B, prefix string) string {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root to make network namespaces")
+	}
+	ns := fmt.Sprintf("%s%d", prefix, os.Getpid()%100000)
+	exec.Command("ip", "netns", "del", ns).Run()
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		b.Fatalf("%v: %s", err, out)
+	}
+	b.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	return ns
+}
+
 // benchTable opens a table carrying one TCP listener, of one member, in the calling thread's
 // network namespace, and returns it with n flows of that listener from distinct clients.
 func benchTable(b *testing.B, n int) (*nat.Table, []nat.Flow) {
@@ -259,15 +273,7 @@ func benchTable(b *testing.B, n int) (*nat.Table, []nat.Flow) {
 // conntrack, as a node taking a VIP over does before it answers for it: the time it takes is
 // added to the failover of a VIP with that many open connections.
 func BenchmarkRestore(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root to make network namespaces")
-	}
-	ns := fmt.Sprintf("l4r%d", os.Getpid()%100000)
-	exec.Command("ip", "netns", "del", ns).Run()
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		b.Fatalf("%v: %s", err, out)
-	}
-	defer exec.Command("ip", "netns", "del", ns).Run()
+	ns := benchNamespace(b, "l4r")
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, _ := netns.Get()
@@ -302,16 +308,7 @@ func BenchmarkReadFlows(b *testing.B) {
 	const flows = 50000
 	units := []string{"ms/count", "allocs/flow/count", "ms/snapshot", "allocs/flow/snapshot"}
 	if os.Getenv(readFlowsEnv) == "" {
-		if os.Geteuid() != 0 {
-			b.Skip("needs root to make network namespaces")
-		}
-		ns := fmt.Sprintf("l4rf%d", os.Getpid()%100000)
-		exec.Command("ip", "netns", "del", ns).Run()
-		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-			b.Fatalf("%v: %s", err, out)
-		}
-		defer exec.Command("ip", "netns", "del", ns).Run()
-		cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^$", "-test.bench=^BenchmarkReadFlows$",
+		cmd := exec.Command("ip", "netns", "exec", benchNamespace(b, "l4rf"), os.Args[0], "-test.run=^$", "-test.bench=^BenchmarkReadFlows$",
 			fmt.Sprintf("-test.benchtime=%dx", b.N))
 		cmd.Env = append(os.Environ(), readFlowsEnv+"=1")
 		out, err := cmd.CombinedOutput()
