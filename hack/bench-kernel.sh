@@ -47,6 +47,10 @@ ip -n $n addr add 10.99.2.1/24 dev eth1; ip -n $n link set eth1 up
 ip -n $m addr add $MEMBER/24 dev eth0; ip -n $m link set eth0 up; ip -n $m route add default via 10.99.2.1
 ip -n $n addr add $VIP/32 dev lo
 ip netns exec $n sysctl -qw net.ipv4.ip_forward=1
+# ACCT=1 turns conntrack's per-flow packet and byte accounting on in the node (off by default):
+# what telling a successor only of flows past a few packets, as IPVS's sync_threshold does,
+# would need; the bench then shows what it costs every flow.
+[[ ${ACCT:-0} == 1 ]] && ip netns exec $n sysctl -qw net.netfilter.nf_conntrack_acct=1
 # inns runs a command in a namespace; started in the background (&), its $! is the command's
 # own process (exec), so cleanup can stop it.
 inns() { local ns=$1; shift; exec ip netns exec "$ns" "$@"; }
