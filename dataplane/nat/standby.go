@@ -92,27 +92,40 @@ func (t *Table) Flows() ([]Flow, error) {
 }
 
 // flowFrom is the Flow of a conntrack message's attributes (a dump's or an event's), as
-// flowOf is of the library's decoded flow; ok is false when either tuple is missing.
+// flowOf is of the library's decoded flow; ok is false when either tuple is missing. One
+// pass over them: the watch reads every event of the node.
 func flowFrom(attrs []byte) (f Flow, ok bool) {
-	proto, client, vip, err := parseTuple(attribute(attrs, ctaTupleOrig))
-	if err != nil {
+	var orig, reply []byte
+	var status uint32
+	for typ, v := range attributes(attrs) {
+		switch typ {
+		case ctaTupleOrig:
+			orig = v
+		case ctaTupleReply:
+			reply = v
+		case ctaStatus:
+			if len(v) == 4 {
+				status = binary.BigEndian.Uint32(v)
+			}
+		case ctaSeqAdjReply:
+			if o := attribute(v, ctaSeqAdjOffsetAfter); len(o) == 4 {
+				f.SynProxy.SeqOffset = binary.BigEndian.Uint32(o)
+			}
+		case ctaLabels:
+			f.SynProxy.Set = labelled(v)
+		}
+	}
+	var err error
+	if f.Protocol, f.Client, f.VIP, err = parseTuple(orig); err != nil {
 		return Flow{}, false
 	}
-	_, member, source, err := parseTuple(attribute(attrs, ctaTupleReply))
-	if err != nil {
+	if _, f.Member, f.Source, err = parseTuple(reply); err != nil {
 		return Flow{}, false
 	}
-	var status, offset uint32
-	if v := attribute(attrs, ctaStatus); len(v) == 4 {
-		status = binary.BigEndian.Uint32(v)
-	}
-	if v := attribute(attribute(attrs, ctaSeqAdjReply), ctaSeqAdjOffsetAfter); len(v) == 4 {
-		offset = binary.BigEndian.Uint32(v)
-	}
-	adjusted := status&ipsSeqAdjust != 0
-	return Flow{Protocol: proto, Client: client, VIP: vip, Member: member, Source: source,
-		// A flow restored from another node has its shift, not the label.
-		SynProxy: SynProxied{Set: labelled(attribute(attrs, ctaLabels)) || adjusted, SeqOffset: offset, Adjusted: adjusted}}, true
+	// A flow restored from another node has its shift, not the label.
+	f.SynProxy.Adjusted = status&ipsSeqAdjust != 0
+	f.SynProxy.Set = f.SynProxy.Set || f.SynProxy.Adjusted
+	return f, true
 }
 
 // Restore writes flows into this node's conntrack table as the node that started them had
